@@ -1,0 +1,248 @@
+/*
+ * libbox.h — the C ABI of libbox, an embeddable micro-VM sandbox runtime.
+ *
+ * Written by hand; this is the only header shipped. Link with -lbox
+ * (pkg-config: libbox).
+ *
+ * Conventions
+ * -----------
+ * - Every function except box_abi_version, box_version, box_live_handles,
+ *   box_string_free and box_error_free returns a status code (box_status_t,
+ *   BOX_OK == 0) and accepts an optional `box_error_t **err`: when it is
+ *   non-NULL and the call fails, *err receives an error the caller frees with
+ *   box_error_free. On success *err is set to NULL.
+ * - Handles (box_runtime_t, box_t, box_exec_t) are opaque non-zero integers
+ *   from a table inside the library. 0 is never a valid handle. Using an
+ *   unknown or released handle returns BOX_E_INVALID_ARGUMENT; it never
+ *   crashes. C never holds a pointer into library memory except the
+ *   strings documented below.
+ * - Strings passed in are UTF-8, NUL-terminated, owned by the caller and only
+ *   read during the call. Strings returned through `char **` are owned by the
+ *   caller and freed with box_string_free.
+ * - Option bags are JSON objects (schemas below). Unknown fields are
+ *   rejected with BOX_E_INVALID_ARGUMENT naming the field; wrong types too.
+ *
+ * Threads and callbacks
+ * ---------------------
+ * - Callbacks run on threads owned by the library, never on the caller's
+ *   thread, and never while the library holds a lock the caller could need:
+ *   any libbox function (including box_exec_async) may be called from inside a
+ *   callback. A callback should return promptly; output of the same exec is
+ *   not delivered while its callback runs (that is the backpressure).
+ * - Pointers passed to callbacks (data, messages, JSON, box_exit_t) are valid
+ *   only until the callback returns; copy what you keep.
+ * - An accepted asynchronous call (status BOX_OK) calls its completion
+ *   callback exactly once; a rejected one (any other status) never calls it.
+ *
+ * JSON schemas
+ * ------------
+ * runtime options (box_runtime_open; may be NULL or "{}"):
+ *   {"home": "/path"}             default $LIBBOX_HOME or ~/.local/share/libbox
+ * box options (box_create; may be NULL or "{}"):
+ *   {"image": "busybox", "name": "web-1", "isolation": "vm" | "sandbox",
+ *    "cpus": 2, "memory_mib": 512, "env": {"K": "V"}, "cwd": "/work",
+ *    "network": false, "auto_remove": false, "detach": false,
+ *    "volumes": [{"host": "/src", "box": "/mnt/src", "read_only": true}]}
+ * exec request (box_exec_async; required):
+ *   {"args": ["sh", "-c", "echo hi"],     required, non-empty
+ *    "env": {"K": "V"}, "cwd": "/tmp", "user": "root" | "1000" | "1000:1000",
+ *    "tty": false, "rows": 24, "cols": 80, "timeout_ms": 0,
+ *    "stdin": false}                       true: stdin is fed by box_exec_write_stdin
+ *                                          false: stdin is /dev/null
+ * box info (box_info, box_list elements):
+ *   {"id", "name", "image", "isolation", "state": "created"|"running"|"stopped",
+ *    "created_at", "pid", "cpus", "memory_mib", "detach", "auto_remove", ...}
+ */
+#ifndef LIBBOX_H
+#define LIBBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped on every incompatible change; compare with box_abi_version(). */
+#define LIBBOX_ABI_VERSION 1
+
+typedef int32_t box_status_t;
+enum {
+  BOX_OK = 0,
+  BOX_E_NOT_FOUND = 1,           /* no such box, image, path or command */
+  BOX_E_ALREADY_EXISTS = 2,      /* name taken */
+  BOX_E_INVALID_ARGUMENT = 3,    /* bad JSON, NULL pointer, bad handle, bad path */
+  BOX_E_FAILED_PRECONDITION = 4, /* wrong state: box stopped, stdin closed, ... */
+  BOX_E_UNAVAILABLE = 5,         /* the box or its agent went away */
+  BOX_E_DEADLINE_EXCEEDED = 6,   /* a timeout expired */
+  BOX_E_CANCELED = 7,            /* cancelled by the caller */
+  BOX_E_INTERNAL = 8,            /* a bug or an unexpected host failure */
+  BOX_E_UNSUPPORTED = 9          /* not available on this host or build */
+};
+
+typedef uint64_t box_runtime_t;
+typedef uint64_t box_t;
+typedef uint64_t box_exec_t;
+
+/* An error. Allocated by the library; free with box_error_free. */
+typedef struct box_error {
+  box_status_t code;
+  char *message; /* UTF-8, never NULL, owned by the box_error_t */
+} box_error_t;
+
+/* How an exec ended. Passed to on_exit; valid only during that call. */
+typedef struct box_exit {
+  box_status_t status; /* BOX_OK: the process ran and ended (see exit_code,
+                          signal). Otherwise: BOX_E_NOT_FOUND (command
+                          missing), BOX_E_INVALID_ARGUMENT (bad cwd/user),
+                          BOX_E_DEADLINE_EXCEEDED (timeout_ms killed it),
+                          BOX_E_CANCELED (box_exec_cancel), BOX_E_UNAVAILABLE
+                          (the box went away) ... */
+  int32_t exit_code;   /* 0..255 when it exited; -1 otherwise */
+  int32_t signal;      /* the killing signal, or 0 */
+  int64_t duration_us; /* from spawn to exit */
+  const char *message; /* NULL when status == BOX_OK */
+} box_exit_t;
+
+/* Completion of an asynchronous call. status/message as for box_error_t
+   (message NULL on success). handle: the new box_t for box_create, else 0.
+   json: a result document or NULL (box_copy_*: {"bytes": N}). */
+typedef void (*box_complete_fn)(void *user_data, box_status_t status,
+                                const char *message, uint64_t handle,
+                                const char *json);
+
+/* Image pull progress: layer digest, bytes done and total (-1 if unknown). */
+typedef void (*box_progress_fn)(void *user_data, const char *layer,
+                                int64_t done, int64_t total);
+
+typedef void (*box_output_fn)(void *user_data, const uint8_t *data, size_t len);
+typedef void (*box_exit_fn)(void *user_data, const box_exit_t *exit);
+
+/* Callbacks of one exec. Any member may be NULL (that output is dropped;
+   a NULL on_exit means the caller learns nothing of the end). The struct is
+   copied during box_exec_async. For one exec, output callbacks are called in
+   order, one at a time; on_exit is called exactly once, after every output
+   callback of that exec, and nothing of that exec is called after it. */
+typedef struct box_exec_callbacks {
+  box_output_fn on_stdout; /* with tty: true, carries the terminal output */
+  box_output_fn on_stderr;
+  box_exit_fn on_exit;
+} box_exec_callbacks_t;
+
+/* ABI version of the loaded library (LIBBOX_ABI_VERSION it was built with).
+   Never blocks. */
+uint32_t box_abi_version(void);
+
+/* Library version string, static storage: do not free. Never blocks. */
+const char *box_version(void);
+
+/* Number of live handles of every kind (runtimes, boxes, execs). 0 after
+   every runtime is closed and every handle released. Never blocks. */
+int64_t box_live_handles(void);
+
+/* Opens a runtime on a home directory. *out receives the handle. Blocks
+   briefly (reads the box store). */
+box_status_t box_runtime_open(const char *options_json, box_runtime_t *out,
+                              box_error_t **err);
+
+/* Closes a runtime: cancels its running execs (their on_exit still comes),
+   stops boxes that are not detached, and releases every handle that came
+   from it. Blocks until that is done (seconds at most). The runtime handle
+   is released: closing it again returns BOX_E_INVALID_ARGUMENT. Do not call
+   it from a callback of the same runtime (it would wait for that callback). */
+box_status_t box_runtime_close(box_runtime_t rt, box_error_t **err);
+
+/* Creates a box (and pulls its image if needed), asynchronously. Returns at
+   once; `done` receives the box_t (owned by the caller: box_release) or an
+   error. `progress` (may be NULL) is called during image pulls. `done` must
+   not be NULL. */
+box_status_t box_create(box_runtime_t rt, const char *options_json,
+                        box_progress_fn progress, box_complete_fn done,
+                        void *user_data, box_error_t **err);
+
+/* Looks up a box by id or name; *out receives a new handle (box_release).
+   Blocks briefly. */
+box_status_t box_get(box_runtime_t rt, const char *id_or_name, box_t *out,
+                     box_error_t **err);
+
+/* Lists every box of the runtime's home as a JSON array of box info objects.
+   *out_json is freed with box_string_free. Blocks briefly. */
+box_status_t box_list(box_runtime_t rt, char **out_json, box_error_t **err);
+
+/* Describes one box (JSON object, box_string_free). Blocks briefly. */
+box_status_t box_info(box_t box, char **out_json, box_error_t **err);
+
+/* Starts a box (boots its VM or sandbox) asynchronously; `done` is called
+   once it serves execs, or with the error. Starting a running box succeeds. */
+box_status_t box_start(box_t box, box_complete_fn done, void *user_data,
+                       box_error_t **err);
+
+/* Stops a box asynchronously: processes get SIGTERM, then SIGKILL; the box
+   keeps its files. Stopping a stopped box succeeds. */
+box_status_t box_stop(box_t box, box_complete_fn done, void *user_data,
+                      box_error_t **err);
+
+/* Removes a box and its files asynchronously. A running box is refused
+   (BOX_E_FAILED_PRECONDITION) unless force != 0, which stops it first. */
+box_status_t box_remove(box_runtime_t rt, const char *id_or_name, int32_t force,
+                        box_complete_fn done, void *user_data,
+                        box_error_t **err);
+
+/* Runs a command in a running box. Returns at once: *out receives the exec
+   handle (box_release it when you no longer need it; releasing it early
+   does not stop the process and callbacks still come). The callbacks get
+   `user_data` and run on library threads (see above). `cbs` may be NULL
+   (all members NULL). A spawn failure (missing command, bad cwd) is
+   reported through on_exit, not as this function's status. */
+box_status_t box_exec_async(box_t box, const char *request_json,
+                            const box_exec_callbacks_t *cbs, void *user_data,
+                            box_exec_t *out, box_error_t **err);
+
+/* Writes to the process's stdin (request "stdin": true). `data` is copied.
+   May block until the box has room (flow control). len 0 is a no-op.
+   After box_exec_close_stdin or the exit: BOX_E_FAILED_PRECONDITION. */
+box_status_t box_exec_write_stdin(box_exec_t exec, const uint8_t *data,
+                                  size_t len, box_error_t **err);
+
+/* Closes stdin (the process reads EOF). Idempotent. Does not block long. */
+box_status_t box_exec_close_stdin(box_exec_t exec, box_error_t **err);
+
+/* Sends a signal to the process group of the exec. After the exit:
+   BOX_E_FAILED_PRECONDITION. Does not block long. */
+box_status_t box_exec_signal(box_exec_t exec, int32_t signal, box_error_t **err);
+
+/* Resizes the exec's terminal (request "tty": true). */
+box_status_t box_exec_resize(box_exec_t exec, uint32_t rows, uint32_t cols,
+                             box_error_t **err);
+
+/* Cancels the exec: kills its process group; on_exit then reports
+   BOX_E_CANCELED. Idempotent; after the exit it does nothing. */
+box_status_t box_exec_cancel(box_exec_t exec, box_error_t **err);
+
+/* Copies a host file or directory to box_path (which becomes the copy;
+   parents are created), asynchronously. */
+box_status_t box_copy_in(box_t box, const char *host_path, const char *box_path,
+                         box_complete_fn done, void *user_data,
+                         box_error_t **err);
+
+/* Copies a box file or directory to host_path (which becomes the copy),
+   asynchronously. */
+box_status_t box_copy_out(box_t box, const char *box_path, const char *host_path,
+                          box_complete_fn done, void *user_data,
+                          box_error_t **err);
+
+/* Releases a box or exec handle. Releasing twice, or a handle that was never
+   issued, returns BOX_E_INVALID_ARGUMENT. Never blocks. */
+box_status_t box_release(uint64_t handle, box_error_t **err);
+
+/* Frees a string returned by the library. NULL is a no-op. */
+void box_string_free(char *s);
+
+/* Frees an error returned by the library. NULL is a no-op. */
+void box_error_free(box_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LIBBOX_H */

@@ -1,0 +1,70 @@
+// Package backend defines what an isolation backend (namespace sandbox,
+// QEMU micro-VM, Virtualization.framework VM) provides to the runtime: a
+// running agent reachable over one byte stream, and a way to stop it.
+//
+// A backend never speaks the agent protocol beyond what readiness needs and
+// never touches the box store: the runtime owns state, the backend owns
+// processes.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+)
+
+// Volume is a host directory shared into the box.
+type Volume struct {
+	HostPath string `json:"host"`
+	BoxPath  string `json:"box"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
+
+// Spec is everything a backend needs to start one box.
+type Spec struct {
+	ID        string   // box id
+	Dir       string   // the box's directory (0700); the backend keeps its files here
+	ImageRoot string   // read-only root directory of the image
+	ImageID   string   // stable id of the image content (digest), for caches
+	AgentPath string   // host path of the static box-agent binary
+	CPUs      int      // 0: backend default
+	MemoryMiB int      // 0: backend default
+	Volumes   []Volume // validated: absolute paths, host paths exist
+	Network   bool
+	Detach    bool     // the box must outlive the host process
+	Hostname  string
+}
+
+// Backend starts boxes and reattaches to boxes that outlived their host.
+type Backend interface {
+	// Name is the isolation name ("sandbox", "vm").
+	Name() string
+	// Start launches the box and returns once its agent can be dialled
+	// (the runtime then waits for Ping). ctx bounds the start only:
+	// cancelling it after Start returned must not stop the box.
+	Start(ctx context.Context, spec Spec) (Instance, error)
+	// Attach reconnects to a box a previous host process started (detached),
+	// from the state Instance.State returned. It returns an error of class
+	// NotFound when the box is no longer running.
+	Attach(ctx context.Context, spec Spec, state json.RawMessage) (Instance, error)
+}
+
+// Instance is one running box.
+type Instance interface {
+	// Dial opens a new byte stream to the agent.
+	Dial(ctx context.Context) (net.Conn, error)
+	// Done is closed once the box's processes are gone (the agent, QEMU).
+	Done() <-chan struct{}
+	// Stop waits, bounded by ctx, for the box to exit after the agent was
+	// asked to shut down, then escalates (QMP quit, SIGKILL) until it is gone.
+	// It returns after every process, fd and mount of the instance is
+	// released. Idempotent.
+	Stop(ctx context.Context) error
+	// Kill ends the box at once (SIGKILL) without waiting. Idempotent.
+	Kill() error
+	// State is what Attach needs later (pid, start time, socket path).
+	State() json.RawMessage
+	// Info describes the instance for Box.Info (accelerator, limits
+	// enforced, pid ...).
+	Info() map[string]any
+}
