@@ -1,0 +1,237 @@
+// Package agent is the box agent's gRPC service: a thin adapter over the
+// spawner (processes), the box root (files) and the agent's own lifecycle.
+//
+// Handlers never fork and never change process-global state: every spawn
+// is handed to the spawner; every path is resolved inside the box root.
+// Errors convert to gRPC status at this boundary only (errdefs.ToGRPC).
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/guest/spawner"
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+// ProtocolVersion is bumped on incompatible protocol changes.
+const ProtocolVersion = 1
+
+// Features lists what this agent supports (InfoResponse.features).
+var Features = []string{"exec", "tty", "stdin", "signal", "resize", "timeout", "upload", "download", "mount", "shutdown"}
+
+// Options configure an Agent.
+type Options struct {
+	Root     string // directory spawned processes see as "/"; "" or "/" for none
+	PID1     bool   // the agent is PID 1 (powers off on Shutdown)
+	Hostname string
+	Version  string
+	Logf     func(format string, args ...any)
+}
+
+// Agent implements agentpb.AgentServer.
+type Agent struct {
+	agentpb.UnimplementedAgentServer
+
+	opts  Options
+	root  string // "/" or an absolute directory
+	sp    *spawner.Spawner
+	froot *os.Root
+
+	// wg tracks goroutines that may outlive a handler (stream readers).
+	wg sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdown     chan struct{} // closed when a Shutdown asked the agent to exit
+}
+
+// New creates an agent and starts its spawner. Close releases it.
+func New(opts Options) (*Agent, error) {
+	root := opts.Root
+	if root == "" {
+		root = "/"
+	}
+	froot, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("agent: open root %s: %w", root, err)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	return &Agent{
+		opts:     opts,
+		root:     root,
+		sp:       spawner.New(),
+		froot:    froot,
+		shutdown: make(chan struct{}),
+	}, nil
+}
+
+// ShutdownRequested is closed when a client asked the agent to exit.
+func (a *Agent) ShutdownRequested() <-chan struct{} { return a.shutdown }
+
+// Running is the number of processes started by Exec still running.
+func (a *Agent) Running() int { return a.sp.Running() }
+
+// Close kills every process it started, stops the spawner and waits for
+// every goroutine it owns. Call it after the gRPC server stopped.
+func (a *Agent) Close() {
+	a.killAll(0)
+	a.wg.Wait()
+	a.sp.Close()
+	a.froot.Close()
+}
+
+// Serve runs a gRPC server for the agent on ln until ctx is done or a client
+// asks for Shutdown, then stops the server and releases the agent.
+func Serve(ctx context.Context, ln net.Listener, opts Options) error {
+	a, err := New(opts)
+	if err != nil {
+		return err
+	}
+	srv := NewServer(a)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case <-a.ShutdownRequested():
+	case err = <-errc:
+	}
+	stopServer(srv, 2*time.Second)
+	if err == nil {
+		<-errc
+	}
+	a.Close()
+	if err == grpc.ErrServerStopped {
+		err = nil
+	}
+	return err
+}
+
+// NewServer returns a gRPC server with the agent registered.
+func NewServer(a *Agent) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
+	)
+	agentpb.RegisterAgentServer(srv, a)
+	return srv
+}
+
+func stopServer(srv *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		srv.Stop()
+		<-done
+	}
+}
+
+func (a *Agent) Ping(ctx context.Context, _ *agentpb.PingRequest) (*agentpb.PingResponse, error) {
+	return &agentpb.PingResponse{UnixNanos: time.Now().UnixNano()}, nil
+}
+
+func (a *Agent) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.InfoResponse, error) {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	var si unix.Sysinfo_t
+	_ = unix.Sysinfo(&si)
+	return &agentpb.InfoResponse{
+		AgentVersion:    a.opts.Version,
+		ProtocolVersion: ProtocolVersion,
+		Features:        Features,
+		Pid1:            a.opts.PID1,
+		Kernel:          unix.ByteSliceToString(uts.Release[:]),
+		Root:            a.root,
+		Cpus:            uint32(runtime.NumCPU()),
+		MemTotalKb:      uint64(si.Totalram) * uint64(si.Unit) / 1024,
+		Pid:             int32(os.Getpid()),
+		Running:         int32(a.sp.Running()),
+	}, nil
+}
+
+func (a *Agent) Shutdown(ctx context.Context, req *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
+	grace := time.Duration(req.GetGraceMs()) * time.Millisecond
+	if grace <= 0 {
+		grace = 2 * time.Second
+	}
+	a.killAll(grace)
+	unix.Sync()
+	if req.GetExit() {
+		a.shutdownOnce.Do(func() { close(a.shutdown) })
+	}
+	return &agentpb.ShutdownResponse{}, nil
+}
+
+// killAll sends SIGTERM to every process group it started, waits up to
+// grace for them to exit, then SIGKILLs what is left. As PID 1 it also
+// kills every other process of the box.
+func (a *Agent) killAll(grace time.Duration) {
+	sig := syscall.SIGTERM
+	if grace <= 0 {
+		sig = syscall.SIGKILL
+	}
+	for _, pid := range a.sp.Pids() {
+		_ = spawner.KillGroup(pid, sig)
+	}
+	if a.opts.PID1 {
+		_ = unix.Kill(-1, sig)
+	}
+	deadline := time.Now().Add(grace)
+	for a.sp.Running() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, pid := range a.sp.Pids() {
+		_ = spawner.KillGroup(pid, syscall.SIGKILL)
+		_ = unix.Kill(pid, syscall.SIGKILL)
+	}
+	if a.opts.PID1 {
+		_ = unix.Kill(-1, syscall.SIGKILL)
+	}
+}
+
+func (a *Agent) Mount(ctx context.Context, req *agentpb.MountRequest) (*agentpb.MountResponse, error) {
+	rel, err := boxRel(req.GetTarget())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if err := a.froot.MkdirAll(rel, 0o755); err != nil {
+		return nil, errdefs.ToGRPC(errdefs.Wrap(errdefs.InvalidArgument, err, "mount target %s", req.GetTarget()))
+	}
+	target := a.hostPath(rel)
+	var flags uintptr
+	if req.GetReadOnly() {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount(req.GetSource(), target, req.GetFstype(), flags, req.GetOptions()); err != nil {
+		return nil, errdefs.ToGRPC(errdefs.Wrap(errdefs.InvalidArgument, err, "mount %s on %s", req.GetSource(), req.GetTarget()))
+	}
+	return &agentpb.MountResponse{}, nil
+}
+
+// hostPath turns a root-relative path into the agent's view of it.
+func (a *Agent) hostPath(rel string) string {
+	if a.root == "/" {
+		return "/" + rel
+	}
+	return a.root + "/" + rel
+}

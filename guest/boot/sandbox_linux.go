@@ -1,0 +1,245 @@
+package boot
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+
+	"golang.org/x/sys/unix"
+)
+
+// SandboxSpec is written by the host's sandbox backend and read by the
+// agent when it starts as PID 1 of fresh namespaces.
+type SandboxSpec struct {
+	Lower    string          `json:"lower"`  // read-only image root
+	Upper    string          `json:"upper"`  // per-box writable layer
+	Work     string          `json:"work"`   // overlay work dir (same fs as upper)
+	Rootfs   string          `json:"rootfs"` // mount point for the merged root
+	Hostname string          `json:"hostname"`
+	Volumes  []SandboxVolume `json:"volumes"`
+	Listen   string          `json:"listen"`   // e.g. "fd:3"
+	UserNS   bool            `json:"user_ns"`  // running in a user namespace
+	KeepCaps []int           `json:"keep_caps"` // capability numbers kept in the bounding set
+}
+
+// SandboxVolume is a bind mount from the host into the box.
+type SandboxVolume struct {
+	Host     string `json:"host"`
+	Box      string `json:"box"`
+	ReadOnly bool   `json:"read_only"`
+}
+
+// Sandbox sets up the box's root as PID 1 of new namespaces: overlay root,
+// /proc, a minimal /dev, volumes, pivot_root, hostname, lo up,
+// no_new_privs and a reduced capability bounding set.
+func Sandbox(specPath string) (SandboxConfig, error) {
+	b, err := os.ReadFile(specPath)
+	if err != nil {
+		return SandboxConfig{}, err
+	}
+	var s SandboxSpec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return SandboxConfig{}, fmt.Errorf("sandbox spec %s: %w", specPath, err)
+	}
+	steps := []struct {
+		name string
+		fn   func(*SandboxSpec) error
+	}{
+		{"make mounts private", func(*SandboxSpec) error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
+		{"mount overlay root", mountOverlay},
+		{"mount /proc", func(s *SandboxSpec) error { return mountIn(s.Rootfs, "proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "") }},
+		{"mount /sys", func(s *SandboxSpec) error {
+			err := mountIn(s.Rootfs, "sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, "")
+			if err != nil && s.UserNS {
+				return nil // not permitted in some user namespaces; /sys stays empty
+			}
+			return err
+		}},
+		{"populate /dev", populateDev},
+		{"mount /run", func(s *SandboxSpec) error { return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755") }},
+		{"mount volumes", mountVolumes},
+		{"pivot_root", pivot},
+		{"set hostname", func(s *SandboxSpec) error {
+			if s.Hostname == "" {
+				return nil
+			}
+			return unix.Sethostname([]byte(s.Hostname))
+		}},
+		{"bring up lo", func(*SandboxSpec) error { return loUp() }},
+		{"drop privileges", dropPrivileges},
+	}
+	for _, st := range steps {
+		if err := st.fn(&s); err != nil {
+			return SandboxConfig{}, fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname}, nil
+}
+
+func mountOverlay(s *SandboxSpec) error {
+	for _, d := range []string{s.Upper, s.Work, s.Rootfs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.Lower, s.Upper, s.Work)
+	if s.UserNS {
+		opts += ",userxattr"
+	}
+	return unix.Mount("overlay", s.Rootfs, "overlay", 0, opts)
+}
+
+// mountIn mounts onto a directory under root, creating it.
+func mountIn(root, source, target, fstype string, flags uintptr, data string) error {
+	dst := filepath.Join(root, target)
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	return unix.Mount(source, dst, fstype, flags, data)
+}
+
+func populateDev(s *SandboxSpec) error {
+	dev := filepath.Join(s.Rootfs, "dev")
+	if err := mountIn(s.Rootfs, "tmpfs", "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536k"); err != nil {
+		return err
+	}
+	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		dst := filepath.Join(dev, name)
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := unix.Mount("/dev/"+name, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", name, err)
+		}
+	}
+	if err := mountIn(s.Rootfs, "devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"); err != nil {
+		return err
+	}
+	if err := mountIn(s.Rootfs, "shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size=65536k"); err != nil {
+		return err
+	}
+	links := map[string]string{
+		"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mountVolumes(s *SandboxSpec) error {
+	for _, v := range s.Volumes {
+		dst := filepath.Join(s.Rootfs, v.Box)
+		fi, err := os.Stat(v.Host)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.Host, err)
+		}
+		if fi.IsDir() {
+			err = os.MkdirAll(dst, 0o755)
+		} else {
+			if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+				var f *os.File
+				if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+					f.Close()
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("volume target %s: %w", v.Box, err)
+		}
+		if err := unix.Mount(v.Host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s on %s: %w", v.Host, v.Box, err)
+		}
+		if v.ReadOnly {
+			if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
+				return fmt.Errorf("read-only %s: %w", v.Box, err)
+			}
+		}
+	}
+	return nil
+}
+
+func pivot(s *SandboxSpec) error {
+	old := filepath.Join(s.Rootfs, ".oldroot")
+	if err := os.MkdirAll(old, 0o700); err != nil {
+		return err
+	}
+	// Runs once at boot, before any request: the only chdir of the agent.
+	if err := unix.Chdir(s.Rootfs); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", ".oldroot"); err != nil {
+		return err
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Unmount("/.oldroot", unix.MNT_DETACH); err != nil {
+		return err
+	}
+	return os.Remove("/.oldroot")
+}
+
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// dropPrivileges sets no_new_privs and trims the capability bounding set
+// on every thread of the agent (both are per-thread attributes), so every
+// process spawned later inherits them.
+func dropPrivileges(s *SandboxSpec) error {
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		return fmt.Errorf("no_new_privs: %w", e)
+	}
+	keep := map[int]bool{}
+	for _, c := range s.KeepCaps {
+		keep[c] = true
+	}
+	last := lastCap()
+	for c := 0; c <= last; c++ {
+		if keep[c] {
+			continue
+		}
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, e)
+		}
+	}
+	return nil
+}
+
+func lastCap() int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return unix.CAP_LAST_CAP
+	}
+	n := 0
+	for _, c := range b {
+		if c >= '0' && c <= '9' {
+			n = n*10 + int(c-'0')
+		}
+	}
+	return n
+}
+
+

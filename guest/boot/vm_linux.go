@@ -1,0 +1,315 @@
+package boot
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kernel command line parameters the host (libbox/qemu) passes to a VM.
+const (
+	ParamRoot     = "libbox.root"     // root disk device, e.g. /dev/vda (ext4)
+	ParamPort     = "libbox.port"     // name of the agent's virtio-serial port
+	ParamVsock    = "libbox.vsock"    // vsock port to listen on instead (when set)
+	ParamHostname = "libbox.hostname" // hostname of the box
+	ParamVolumes  = "libbox.volumes"  // TAG:BOXPATH[:ro],... (BOXPATH %-escaped)
+)
+
+// ModuleList is the initramfs file naming the kernel modules to load, one
+// path per line, dependencies first (written by libbox/qemu).
+const ModuleList = "/lib/modules/libbox.load"
+
+// VMRoot is where the root disk is mounted; processes are spawned with
+// Chroot into it.
+const VMRoot = "/mnt/root"
+
+// deviceWait bounds how long boot waits for a device (disk, port) to appear
+// after its driver was loaded.
+const deviceWait = 20 * time.Second
+
+// VM prepares the initramfs world of a micro-VM for the agent running as
+// PID 1: pseudo filesystems, kernel modules, the root disk with its own
+// pseudo filesystems, and the volumes. It returns where to listen and the
+// root to spawn processes into.
+func VM() (VMConfig, error) {
+	var cfg VMConfig
+	for _, m := range []mount{
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"},
+		{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	} {
+		if err := m.do(""); err != nil {
+			return cfg, err
+		}
+	}
+	params, err := readCmdline("/proc/cmdline")
+	if err != nil {
+		return cfg, err
+	}
+	if err := loadModules(ModuleList); err != nil {
+		return cfg, err
+	}
+	if h := params[ParamHostname]; h != "" {
+		if err := unix.Sethostname([]byte(h)); err != nil {
+			return cfg, fmt.Errorf("boot: sethostname %q: %w", h, err)
+		}
+		cfg.Hostname = h
+	}
+	ifUp("lo")
+
+	cfg.Root = "/"
+	if dev := params[ParamRoot]; dev != "" {
+		if err := mountRoot(dev, VMRoot); err != nil {
+			return cfg, err
+		}
+		cfg.Root = VMRoot
+	}
+	vols, err := ParseVolumes(params[ParamVolumes])
+	if err != nil {
+		return cfg, err
+	}
+	for _, v := range vols {
+		if err := mountVolume(cfg.Root, v); err != nil {
+			return cfg, err
+		}
+	}
+
+	if p := params[ParamVsock]; p != "" {
+		cfg.Listen = "vsock:" + p
+		return cfg, nil
+	}
+	name := params[ParamPort]
+	if name == "" {
+		name = "org.libbox.agent"
+	}
+	dev, err := findPort("/sys/class/virtio-ports", name)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Listen = "serial:" + dev
+	return cfg, nil
+}
+
+type mount struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+}
+
+// do mounts m below root ("" for /), creating the target.
+func (m mount) do(root string) error {
+	target := filepath.Join(root, m.target)
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return fmt.Errorf("boot: mkdir %s: %w", target, err)
+	}
+	if err := unix.Mount(m.source, target, m.fstype, m.flags, m.data); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return nil // already mounted (a restarted agent)
+		}
+		return fmt.Errorf("boot: mount %s on %s: %w", m.fstype, target, err)
+	}
+	return nil
+}
+
+// readCmdline returns the key=value words of the kernel command line whose
+// key starts with "libbox.".
+func readCmdline(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
+	return ParseCmdline(string(b)), nil
+}
+
+// ParseCmdline returns the libbox.* parameters of a kernel command line.
+func ParseCmdline(s string) map[string]string {
+	out := map[string]string{}
+	for _, w := range strings.Fields(s) {
+		k, v, _ := strings.Cut(w, "=")
+		if strings.HasPrefix(k, "libbox.") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// loadModules loads the modules named in list, in order. A module already
+// loaded (or built in) is fine; a list that does not exist means the
+// kernel needs no modules.
+func loadModules(list string) error {
+	f, err := os.Open(list)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("boot: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		p := strings.TrimSpace(sc.Text())
+		if p == "" || strings.HasPrefix(p, "#") {
+			continue
+		}
+		if err := loadModule(p); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+func loadModule(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("boot: module %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	err = unix.FinitModule(fd, "", 0)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("boot: load module %s: %w (a dependency missing from %s?)", path, err, ModuleList)
+	}
+	return nil
+}
+
+// waitPath waits until path exists.
+func waitPath(path string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("boot: %s did not appear within %s: is the device attached and its driver in %s?", path, d, ModuleList)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// mountRoot mounts the ext4 root disk at target and the pseudo
+// filesystems processes expect inside it.
+func mountRoot(dev, target string) error {
+	if err := waitPath(dev, deviceWait); err != nil {
+		return err
+	}
+	if err := (mount{dev, target, "ext4", 0, ""}).do(""); err != nil {
+		return err
+	}
+	for _, m := range []mount{
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		// The agent allocates ptys from the initramfs /dev/pts: share it,
+		// so tty names inside the root name the same devices.
+		{"/dev/pts", "/dev/pts", "", unix.MS_BIND, ""},
+		{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+	} {
+		if err := m.do(target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Volume is a host directory shared into the VM under a virtiofs tag.
+type Volume struct {
+	Tag      string
+	BoxPath  string
+	ReadOnly bool
+}
+
+// FormatVolumes encodes volumes for the libbox.volumes parameter.
+func FormatVolumes(vols []Volume) string {
+	parts := make([]string, 0, len(vols))
+	for _, v := range vols {
+		s := v.Tag + ":" + url.PathEscape(v.BoxPath)
+		if v.ReadOnly {
+			s += ":ro"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseVolumes decodes the libbox.volumes parameter.
+func ParseVolumes(s string) ([]Volume, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []Volume
+	for _, part := range strings.Split(s, ",") {
+		f := strings.Split(part, ":")
+		if len(f) < 2 || len(f) > 3 || f[0] == "" || (len(f) == 3 && f[2] != "ro" && f[2] != "rw") {
+			return nil, fmt.Errorf("boot: bad volume %q in %s: want TAG:BOXPATH[:ro]", part, ParamVolumes)
+		}
+		p, err := url.PathUnescape(f[1])
+		if err != nil || !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("boot: bad volume path %q in %s: want an absolute, %%-escaped path", f[1], ParamVolumes)
+		}
+		out = append(out, Volume{Tag: f[0], BoxPath: filepath.Clean(p), ReadOnly: len(f) == 3 && f[2] == "ro"})
+	}
+	return out, nil
+}
+
+// mountVolume mounts a virtiofs volume at its path inside root.
+func mountVolume(root string, v Volume) error {
+	var flags uintptr = unix.MS_NOSUID | unix.MS_NODEV
+	if v.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	return mount{v.Tag, v.BoxPath, "virtiofs", flags, ""}.do(root)
+}
+
+// findPort returns the device of the virtio-serial port called name,
+// waiting for it to appear.
+func findPort(classDir, name string) (string, error) {
+	deadline := time.Now().Add(deviceWait)
+	for {
+		ents, _ := os.ReadDir(classDir)
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(classDir, e.Name(), "name"))
+			if err == nil && strings.TrimSpace(string(b)) == name {
+				dev := "/dev/" + e.Name()
+				if err := waitPath(dev, deviceWait); err != nil {
+					return "", err
+				}
+				return dev, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("boot: no virtio-serial port named %q in %s after %s: is virtio_console in %s and the port attached?", name, classDir, deviceWait, ModuleList)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ifUp brings a network interface up (best effort: the loopback device is
+// all a box without a NIC has).
+func ifUp(name string) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	_ = unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}

@@ -1,0 +1,100 @@
+// Command box-agent is the libbox guest agent: PID 1 of every box (or a
+// plain process in tests). It serves the agent protocol (guest/agentpb)
+// on one listener and spawns processes on a dedicated spawn thread.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/guest/agent"
+	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/guest/listen"
+	"github.com/libbox/libbox/guest/spawner"
+)
+
+var version = "dev"
+
+func main() {
+	listenAddr := flag.String("listen", "", "unix:PATH | fd:N | vsock:PORT | serial:DEV")
+	root := flag.String("root", "", "directory processes see as / (spawned with chroot)")
+	sandbox := flag.String("sandbox", "", "sandbox config file: become PID 1 of a namespace sandbox")
+	hostname := flag.String("hostname", "", "hostname reported to processes")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version)
+		return
+	}
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	log.SetPrefix("box-agent: ")
+
+	// SIGPIPE from a closed client socket must not kill the agent, and
+	// SIGURG is Go's preemption signal.
+	signal.Ignore(syscall.SIGPIPE, syscall.SIGURG)
+
+	opts := agent.Options{Root: *root, Hostname: *hostname, Version: version, Logf: log.Printf}
+	powerOff := false
+	switch {
+	case *sandbox != "":
+		cfg, err := boot.Sandbox(*sandbox)
+		if err != nil {
+			log.Fatalf("sandbox setup: %v", err)
+		}
+		*listenAddr = cfg.Listen
+		opts.PID1 = true
+		opts.Hostname = cfg.Hostname
+	case os.Getpid() == 1 && *listenAddr == "":
+		cfg, err := boot.VM()
+		if err != nil {
+			log.Printf("vm boot: %v", err)
+			powerOffNow()
+		}
+		*listenAddr = cfg.Listen
+		opts.Root = cfg.Root
+		opts.PID1 = true
+		opts.Hostname = cfg.Hostname
+		powerOff = true
+	}
+	if *listenAddr == "" {
+		fmt.Fprintln(os.Stderr, "box-agent: --listen is required (unix:PATH, fd:N, vsock:PORT or serial:DEV)")
+		os.Exit(2)
+	}
+	if os.Getpid() != 1 {
+		// Orphans of our children come to us and are reaped.
+		_ = spawner.SetSubreaper()
+	}
+	ln, err := listen.Listen(*listenAddr)
+	if err != nil {
+		log.Printf("listen %s: %v", *listenAddr, err)
+		if powerOff {
+			powerOffNow()
+		}
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err = agent.Serve(ctx, ln, opts)
+	if err != nil {
+		log.Printf("serve: %v", err)
+	}
+	if powerOff {
+		powerOffNow()
+	}
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+func powerOffNow() {
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	os.Exit(1)
+}
