@@ -264,6 +264,7 @@ func (p *proc) control() {
 func (p *proc) queueStdin(b []byte) {
 	select {
 	case p.stdinQ <- b:
+	case <-p.eof: // input after its end is dropped
 	case <-p.stop:
 	}
 }

@@ -234,13 +234,28 @@ type Volume struct {
 func FormatVolumes(vols []Volume) string {
 	parts := make([]string, 0, len(vols))
 	for _, v := range vols {
-		s := v.Tag + ":" + url.PathEscape(v.BoxPath)
+		s := v.Tag + ":" + escapeParam(v.BoxPath)
 		if v.ReadOnly {
 			s += ":ro"
 		}
 		parts = append(parts, s)
 	}
 	return strings.Join(parts, ",")
+}
+
+// escapeParam %-escapes every byte of s outside [A-Za-z0-9/._-], so the
+// value has no blank, comma or colon.
+func escapeParam(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("/._-", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
 }
 
 // ParseVolumes decodes the libbox.volumes parameter.

@@ -62,9 +62,21 @@ type Instance interface {
 	Stop(ctx context.Context) error
 	// Kill ends the box at once (SIGKILL) without waiting. Idempotent.
 	Kill() error
-	// State is what Attach needs later (pid, start time, socket path).
+	// Release stops tracking a box that must keep running (a detached box
+	// when its Runtime closes): goroutines, fds and the process handle of
+	// the instance are released, Done is closed, the box is left alone.
+	Release()
+	// State is what Attach needs later: a JSON object that includes the
+	// ProcState fields "pid" and "start_time" of the box's main process.
 	State() json.RawMessage
 	// Info describes the instance for Box.Info (accelerator, limits
 	// enforced, pid ...).
 	Info() map[string]any
+}
+
+// ProcState is the part of an instance's State every backend records, so
+// the runtime can tell whether a box outlived its host (see ProcAlive).
+type ProcState struct {
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"` // field 22 of /proc/<pid>/stat
 }

@@ -1,0 +1,440 @@
+package libbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+// Command is one process to run in a box.
+type Command struct {
+	Args []string // required; Args[0] is looked up in the box's PATH
+	Env  []string // KEY=VALUE, after the image's and the box's
+	Dir  string   // working directory; default: the box's
+	User string   // "name", "uid" or "uid:gid"; default: the image's, else root
+	TTY  bool     // run on a pseudo-terminal (Stdout gets both streams)
+	Rows uint32   // terminal size when TTY (default 24x80)
+	Cols uint32
+
+	// Stdin, when set, is copied to the process and then closed. Otherwise,
+	// with OpenStdin, the caller feeds it with Process.Write and CloseStdin;
+	// with neither, stdin is /dev/null.
+	Stdin     io.Reader
+	OpenStdin bool
+
+	// Stdout and Stderr receive output in order, from one goroutine per
+	// process; nil collects it (Process.Output). A slow writer slows the
+	// process (backpressure), it never grows memory.
+	Stdout io.Writer
+	Stderr io.Writer
+
+	// Timeout kills the process group after this long; Wait then returns an
+	// error of class DeadlineExceeded.
+	Timeout time.Duration
+	// KeepBackground leaves background children running after the process
+	// exits (by default its process group is killed with it).
+	KeepBackground bool
+}
+
+// ExitStatus is how a process ended.
+type ExitStatus struct {
+	ExitCode int           // exit code, or -1 when killed by a signal
+	Signal   int           // the killing signal, or 0
+	Duration time.Duration // from spawn to exit
+}
+
+// Process is a running command. Safe for concurrent use.
+type Process struct {
+	box    *Box
+	pid    int
+	stream agentpb.Agent_ExecClient
+	cancel context.CancelFunc
+
+	// sendMu serializes sends on the stream (stdin, signals, resizes).
+	sendMu sync.Mutex
+	// stdinClosed is set by CloseStdin. Guarded by sendMu.
+	stdinClosed bool
+	openStdin   bool
+
+	stdout, stderr io.Writer
+	outBuf, errBuf *bytes.Buffer // when collecting
+
+	done     chan struct{}
+	status   ExitStatus // set before done closes
+	err      error      // set before done closes
+	canceled sync.Once
+	// cancelReason is why the client cancelled (nil: it did not). Set before cancel.
+	cancelMu     sync.Mutex
+	cancelReason error
+
+	stdinDone chan struct{} // closed when the Stdin copier ends (nil without one)
+}
+
+// Exec starts a command in the running box and returns once it has been
+// spawned (or failed to spawn: a missing command is ErrNotFound, a bad
+// working dir or user ErrInvalidArgument). Cancelling ctx at any time
+// kills the process group in the box.
+func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
+	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
+		return nil, errdefs.New(errdefs.InvalidArgument, "command is empty: give at least the program to run")
+	}
+	client, err := b.agentClient()
+	if err != nil {
+		return nil, err
+	}
+	start := &agentpb.ExecStart{
+		Args:           cmd.Args,
+		Env:            append(append([]string{}, b.cfg.Env...), cmd.Env...),
+		Dir:            cmd.Dir,
+		User:           cmd.User,
+		Tty:            cmd.TTY,
+		Stdin:          cmd.Stdin != nil || cmd.OpenStdin,
+		KeepBackground: cmd.KeepBackground,
+	}
+	if start.Dir == "" {
+		start.Dir = b.cfg.WorkingDir
+	}
+	if start.User == "" {
+		start.User = b.cfg.User
+	}
+	if cmd.TTY {
+		start.TtySize = &agentpb.TtySize{Rows: cmd.Rows, Cols: cmd.Cols}
+	}
+	if cmd.Timeout < 0 {
+		return nil, errdefs.New(errdefs.InvalidArgument, "timeout %s is negative", cmd.Timeout)
+	}
+	if cmd.Timeout > 0 {
+		start.TimeoutMs = max(1, cmd.Timeout.Milliseconds())
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := client.Exec(sctx, grpc.WaitForReady(false))
+	if err != nil {
+		cancel()
+		return nil, b.execError(ctx, err)
+	}
+	if err := stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil {
+		cancel()
+		_, rerr := stream.Recv()
+		return nil, b.execError(ctx, rerr)
+	}
+	ev, err := stream.Recv()
+	if err != nil {
+		cancel()
+		return nil, b.execError(ctx, err)
+	}
+	if ex := ev.GetExit(); ex != nil {
+		cancel()
+		return nil, exitError(ex)
+	}
+	started := ev.GetStarted()
+	if started == nil {
+		cancel()
+		return nil, errdefs.New(errdefs.Internal, "agent protocol: expected started, got %v", ev)
+	}
+	p := &Process{
+		box: b, pid: int(started.Pid), stream: stream, cancel: cancel,
+		openStdin: cmd.OpenStdin && cmd.Stdin == nil,
+		stdout:    cmd.Stdout, stderr: cmd.Stderr,
+		done: make(chan struct{}),
+	}
+	if p.stdout == nil {
+		p.outBuf = &bytes.Buffer{}
+		p.stdout = p.outBuf
+	}
+	if p.stderr == nil {
+		p.errBuf = &bytes.Buffer{}
+		p.stderr = p.errBuf
+	}
+	b.mu.Lock()
+	b.procs[p] = struct{}{}
+	b.mu.Unlock()
+	if cmd.Stdin != nil {
+		p.stdinDone = make(chan struct{})
+		go p.copyStdin(cmd.Stdin)
+	}
+	go p.receive(ctx)
+	return p, nil
+}
+
+// execError classifies a stream error for the box.
+func (b *Box) execError(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return errdefs.New(errdefs.Unavailable, "box %s: the agent closed the connection", b.cfg.ID)
+	}
+	if ctx.Err() != nil {
+		return errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "exec in box %s", b.cfg.ID)
+	}
+	e := errdefs.FromGRPC(err)
+	if errdefs.IsCanceled(e) || errdefs.IsUnavailable(e) || errdefs.CodeOf(e) == errdefs.Internal {
+		b.mu.Lock()
+		running := b.inst != nil
+		b.mu.Unlock()
+		if !running {
+			return errdefs.New(errdefs.Unavailable, "box %s stopped or went away: %v", b.cfg.ID, e)
+		}
+		if errdefs.IsUnavailable(e) {
+			return errdefs.New(errdefs.Unavailable, "box %s: lost the connection to its agent: %v", b.cfg.ID, e)
+		}
+	}
+	return e
+}
+
+func exitError(ex *agentpb.Exit) error {
+	code := errdefs.ByName(ex.GetCode())
+	if ex.GetCode() == "" {
+		code = errdefs.Internal
+	}
+	return errdefs.New(code, "%s", ex.GetError())
+}
+
+// receive delivers output in order and records the terminal event.
+func (p *Process) receive(ctx context.Context) {
+	defer p.finish()
+	var writeErr error
+	for {
+		ev, err := p.stream.Recv()
+		if err != nil {
+			p.cancelMu.Lock()
+			reason := p.cancelReason
+			p.cancelMu.Unlock()
+			switch {
+			case reason != nil:
+				p.err = reason
+			case ctx.Err() != nil:
+				p.err = errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "process %d", p.pid)
+			default:
+				p.err = p.box.execError(ctx, err)
+				if errdefs.IsCanceled(p.err) || errdefs.CodeOf(p.err) == errdefs.Internal {
+					p.err = errdefs.New(errdefs.Unavailable, "box %s: the exec stream broke: %v", p.box.cfg.ID, p.err)
+				}
+			}
+			p.status = ExitStatus{ExitCode: -1}
+			return
+		}
+		switch e := ev.Event.(type) {
+		case *agentpb.ExecEvent_Output:
+			w := p.stdout
+			if e.Output.Stream == agentpb.Output_STDERR {
+				w = p.stderr
+			}
+			if writeErr == nil {
+				if _, werr := w.Write(e.Output.Data); werr != nil {
+					writeErr = werr
+				}
+			}
+		case *agentpb.ExecEvent_Exit:
+			ex := e.Exit
+			p.status = ExitStatus{ExitCode: int(ex.ExitCode), Signal: int(ex.Signal), Duration: time.Duration(ex.DurationUs) * time.Microsecond}
+			switch ex.Status {
+			case agentpb.Exit_EXITED, agentpb.Exit_SIGNALED:
+				if writeErr != nil {
+					p.err = errdefs.Wrap(errdefs.Internal, writeErr, "write output of process %d", p.pid)
+				}
+			case agentpb.Exit_CANCELED:
+				p.err = errdefs.New(errdefs.Canceled, "%s", ex.Error)
+			default:
+				p.err = exitError(ex)
+			}
+			p.cancelMu.Lock()
+			if p.cancelReason != nil && ex.Status != agentpb.Exit_EXITED {
+				p.err = p.cancelReason
+			}
+			p.cancelMu.Unlock()
+			// The stream ends after the exit; drain it.
+			for {
+				if _, err := p.stream.Recv(); err != nil {
+					break
+				}
+			}
+			return
+		}
+	}
+}
+
+func (p *Process) finish() {
+	p.cancel()
+	if p.stdinDone != nil {
+		<-p.stdinDone
+	}
+	p.box.mu.Lock()
+	delete(p.box.procs, p)
+	p.box.mu.Unlock()
+	close(p.done)
+}
+
+func (p *Process) copyStdin(r io.Reader) {
+	defer close(p.stdinDone)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			data := make([]byte, n)
+			copy(data, buf[:n])
+			p.sendMu.Lock()
+			serr := p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: data}})
+			p.sendMu.Unlock()
+			if serr != nil {
+				return
+			}
+		}
+		if err != nil {
+			break
+		}
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+	}
+	p.sendMu.Lock()
+	p.stdinClosed = true
+	_ = p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: true}})
+	p.sendMu.Unlock()
+}
+
+// Pid is the process's pid inside the box.
+func (p *Process) Pid() int { return p.pid }
+
+// Done is closed when the process has ended and all its output was delivered.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the process to end. Cancelling ctx kills its process
+// group in the box; Wait then returns ctx's error class (Canceled or
+// DeadlineExceeded).
+func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
+	select {
+	case <-p.done:
+		return p.status, p.err
+	case <-ctx.Done():
+		p.kill(errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "wait for process %d", p.pid))
+		<-p.done
+		return p.status, p.err
+	}
+}
+
+// Cancel kills the process group; Wait returns an error of class Canceled.
+func (p *Process) Cancel() {
+	p.kill(errdefs.New(errdefs.Canceled, "process %d was cancelled; its process group was killed", p.pid))
+}
+
+func (p *Process) kill(reason error) {
+	p.canceled.Do(func() {
+		p.cancelMu.Lock()
+		p.cancelReason = reason
+		p.cancelMu.Unlock()
+		p.cancel() // the agent kills the process group when the stream goes away
+	})
+}
+
+// Output returns the collected stdout and stderr (when Command.Stdout/Stderr
+// were nil). Valid after Done.
+func (p *Process) Output() (stdout, stderr []byte) {
+	<-p.done
+	if p.outBuf != nil {
+		stdout = p.outBuf.Bytes()
+	}
+	if p.errBuf != nil {
+		stderr = p.errBuf.Bytes()
+	}
+	return
+}
+
+func (p *Process) sendControl(req *agentpb.ExecRequest, what string) error {
+	select {
+	case <-p.done:
+		return errdefs.New(errdefs.FailedPrecondition, "process %d has exited: cannot %s", p.pid, what)
+	default:
+	}
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	if err := p.stream.Send(req); err != nil {
+		return errdefs.New(errdefs.FailedPrecondition, "process %d has exited: cannot %s", p.pid, what)
+	}
+	return nil
+}
+
+// Signal sends sig to the process group.
+func (p *Process) Signal(sig syscall.Signal) error {
+	if sig <= 0 || sig > 64 {
+		return errdefs.New(errdefs.InvalidArgument, "signal %d is not a valid signal number", int(sig))
+	}
+	return p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: int32(sig)}}, "signal")
+}
+
+// Resize changes the terminal size (TTY processes).
+func (p *Process) Resize(rows, cols uint32) error {
+	if rows == 0 || cols == 0 || rows > 65535 || cols > 65535 {
+		return errdefs.New(errdefs.InvalidArgument, "terminal size %dx%d: want 1..65535", rows, cols)
+	}
+	return p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Resize{Resize: &agentpb.TtySize{Rows: rows, Cols: cols}}}, "resize")
+}
+
+// Write feeds stdin (Command.OpenStdin). It blocks while the box has no
+// room (flow control).
+func (p *Process) Write(b []byte) (int, error) {
+	if !p.openStdin {
+		return 0, errdefs.New(errdefs.FailedPrecondition, "process %d was not started with OpenStdin", p.pid)
+	}
+	p.sendMu.Lock()
+	closed := p.stdinClosed
+	p.sendMu.Unlock()
+	if closed {
+		return 0, errdefs.New(errdefs.FailedPrecondition, "stdin of process %d is closed", p.pid)
+	}
+	for off := 0; off < len(b); off += 1 << 20 {
+		end := min(off+1<<20, len(b))
+		chunk := append([]byte(nil), b[off:end]...)
+		if err := p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: chunk}}, "write stdin"); err != nil {
+			return off, err
+		}
+	}
+	return len(b), nil
+}
+
+// CloseStdin closes the process's stdin. Idempotent.
+func (p *Process) CloseStdin() error {
+	p.sendMu.Lock()
+	if p.stdinClosed {
+		p.sendMu.Unlock()
+		return nil
+	}
+	p.stdinClosed = true
+	p.sendMu.Unlock()
+	err := p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: true}}, "close stdin")
+	if err != nil {
+		select {
+		case <-p.done:
+			return nil // it exited; its stdin is gone anyway
+		default:
+		}
+	}
+	return err
+}
+
+// Result is what Run returns.
+type Result struct {
+	ExitStatus
+	Stdout []byte
+	Stderr []byte
+}
+
+// Run executes cmd and waits for it, collecting its output.
+func (b *Box) Run(ctx context.Context, cmd Command) (Result, error) {
+	cmd.Stdout, cmd.Stderr = nil, nil
+	p, err := b.Exec(ctx, cmd)
+	if err != nil {
+		return Result{ExitStatus: ExitStatus{ExitCode: -1}}, err
+	}
+	st, err := p.Wait(ctx)
+	out, errOut := p.Output()
+	return Result{ExitStatus: st, Stdout: out, Stderr: errOut}, err
+}

@@ -1,0 +1,423 @@
+package libbox
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/image"
+	"github.com/libbox/libbox/libbox/internal/agentbin"
+)
+
+// Options configure a Runtime.
+type Options struct {
+	// Home holds images and boxes. Default: $LIBBOX_HOME, else
+	// ~/.local/share/libbox.
+	Home string
+	// Logf receives one-line warnings (nil: the standard logger).
+	Logf func(format string, args ...any)
+}
+
+// Volume shares a host directory (or file) into a box.
+type Volume = backend.Volume
+
+// BoxOptions describe a new box. Zero values take the defaults.
+type BoxOptions struct {
+	Image      string   // default "busybox" (builtin, no network)
+	Name       string   // unique; default: none (the id is used)
+	Isolation  string   // "vm" (default) or "sandbox"
+	CPUs       int      // default: backend's
+	MemoryMiB  int      // default: backend's
+	Env        []string // KEY=VALUE, for every exec (after the image's)
+	WorkingDir string   // default working dir of execs (default: image's, else /)
+	Network    bool     // default off
+	Volumes    []Volume
+	AutoRemove bool // remove the box when it stops
+	Detach     bool // the box outlives this process and this Runtime
+	// Progress receives image pull progress (may be nil).
+	Progress func(image.Progress)
+}
+
+// Runtime is a handle on a libbox home. Safe for concurrent use.
+type Runtime struct {
+	home   string
+	logf   func(string, ...any)
+	images *image.Store
+
+	mu sync.Mutex
+	// boxes holds the one live *Box per id opened by this Runtime. Guarded by mu.
+	boxes map[string]*Box
+	// backends are created on first use. Guarded by mu.
+	backends map[string]backend.Backend
+	closed   bool // guarded by mu
+
+	agentOnce sync.Once
+	agentPath string
+	agentErr  error
+}
+
+// Open opens (creating if needed) a libbox home.
+func Open(opts Options) (*Runtime, error) {
+	home := opts.Home
+	if home == "" {
+		home = os.Getenv("LIBBOX_HOME")
+	}
+	if home == "" {
+		dir, err := os.UserHomeDir()
+		if err != nil {
+			return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "no home directory: set LIBBOX_HOME")
+		}
+		home = filepath.Join(dir, ".local", "share", "libbox")
+	}
+	home, err := filepath.Abs(home)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "home %q", opts.Home)
+	}
+	for _, d := range []string{home, filepath.Join(home, "boxes"), filepath.Join(home, "bin")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "cannot create libbox home %s (set LIBBOX_HOME to a writable directory)", home)
+		}
+	}
+	images, err := image.Open(filepath.Join(home, "images"))
+	if err != nil {
+		return nil, err
+	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = log.Printf
+	}
+	return &Runtime{
+		home:     home,
+		logf:     logf,
+		images:   images,
+		boxes:    make(map[string]*Box),
+		backends: make(map[string]backend.Backend),
+	}, nil
+}
+
+// Home is the runtime's home directory.
+func (r *Runtime) Home() string { return r.home }
+
+func (r *Runtime) agent() (string, error) {
+	r.agentOnce.Do(func() {
+		r.agentPath, r.agentErr = agentbin.Path(filepath.Join(r.home, "bin"))
+		if r.agentErr != nil {
+			r.agentErr = errdefs.Wrap(errdefs.Internal, r.agentErr, "install box-agent")
+		}
+	})
+	return r.agentPath, r.agentErr
+}
+
+func (r *Runtime) backend(isolation string) (backend.Backend, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.backends[isolation]; ok {
+		return b, nil
+	}
+	b, err := newBackend(isolation, r.home, r.logf)
+	if err != nil {
+		return nil, err
+	}
+	r.backends[isolation] = b
+	return b, nil
+}
+
+func (r *Runtime) checkOpen() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errdefs.New(errdefs.FailedPrecondition, "runtime is closed")
+	}
+	return nil
+}
+
+// Create makes a new box (pulling its image if needed). It does not start it.
+func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
+	if o.Image == "" {
+		o.Image = "busybox"
+	}
+	if o.Isolation == "" {
+		o.Isolation = IsolationVM
+	}
+	if err := validateOptions(&o); err != nil {
+		return nil, err
+	}
+	if _, err := r.backend(o.Isolation); err != nil {
+		return nil, err
+	}
+	img, err := r.images.Get(ctx, o.Image, image.Options{Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	cfg := boxConfig{
+		ID:         newID(),
+		Name:       o.Name,
+		Image:      o.Image,
+		ImageID:    img.ID,
+		Isolation:  o.Isolation,
+		CPUs:       o.CPUs,
+		MemoryMiB:  o.MemoryMiB,
+		Env:        append(append([]string{}, img.Config.Env...), o.Env...),
+		WorkingDir: o.WorkingDir,
+		User:       img.Config.User,
+		Network:    o.Network,
+		Volumes:    o.Volumes,
+		AutoRemove: o.AutoRemove,
+		Detach:     o.Detach,
+		CreatedAt:  time.Now().UTC(),
+	}
+	if cfg.WorkingDir == "" {
+		cfg.WorkingDir = img.Config.WorkingDir
+	}
+	unlock, err := r.storeLock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if o.Name != "" {
+		cfgs, err := r.loadConfigs()
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cfgs {
+			if c.Name == o.Name {
+				return nil, errdefs.New(errdefs.AlreadyExists, "a box named %q already exists (id %s): pick another name or remove it", o.Name, c.ID)
+			}
+		}
+	}
+	dir := r.boxDir(cfg.ID)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "create box dir")
+	}
+	st := boxState{State: StateCreated}
+	if err := writeJSONAtomic(filepath.Join(dir, "state.json"), &st); err != nil {
+		os.RemoveAll(dir)
+		return nil, errdefs.Wrap(errdefs.Internal, err, "write box state")
+	}
+	// config.json last: a box exists once its config does.
+	if err := writeJSONAtomic(filepath.Join(dir, "config.json"), &cfg); err != nil {
+		os.RemoveAll(dir)
+		return nil, errdefs.Wrap(errdefs.Internal, err, "write box config")
+	}
+	b := newBox(r, cfg, st)
+	r.mu.Lock()
+	r.boxes[cfg.ID] = b
+	r.mu.Unlock()
+	return b, nil
+}
+
+func validateOptions(o *BoxOptions) error {
+	switch o.Isolation {
+	case IsolationVM, IsolationSandbox:
+	default:
+		return errdefs.New(errdefs.InvalidArgument, "isolation %q: want \"vm\" or \"sandbox\"", o.Isolation)
+	}
+	if o.Name != "" && !nameRE.MatchString(o.Name) {
+		return errdefs.New(errdefs.InvalidArgument, "box name %q: use 1-63 letters, digits, '_', '.', '-', starting with a letter or digit", o.Name)
+	}
+	if o.CPUs < 0 || o.CPUs > 256 {
+		return errdefs.New(errdefs.InvalidArgument, "cpus %d: want 0 (default) to 256", o.CPUs)
+	}
+	if o.MemoryMiB < 0 || (o.MemoryMiB > 0 && o.MemoryMiB < 32) {
+		return errdefs.New(errdefs.InvalidArgument, "memory %d MiB: want 0 (default) or at least 32", o.MemoryMiB)
+	}
+	if o.Network {
+		return errdefs.New(errdefs.Unsupported, "network: boxes have no network yet (set network to false)")
+	}
+	for _, kv := range o.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return errdefs.New(errdefs.InvalidArgument, "environment entry %q: want KEY=VALUE", kv)
+		}
+	}
+	if o.WorkingDir != "" && !filepath.IsAbs(o.WorkingDir) {
+		return errdefs.New(errdefs.InvalidArgument, "working dir %q must be absolute", o.WorkingDir)
+	}
+	for i, v := range o.Volumes {
+		if !filepath.IsAbs(v.HostPath) || !filepath.IsAbs(v.BoxPath) {
+			return errdefs.New(errdefs.InvalidArgument, "volume %q:%q: both paths must be absolute", v.HostPath, v.BoxPath)
+		}
+		if strings.Contains(v.BoxPath, "..") || filepath.Clean(v.BoxPath) == "/" {
+			return errdefs.New(errdefs.InvalidArgument, "volume box path %q: must not be / or contain '..'", v.BoxPath)
+		}
+		if _, err := os.Stat(v.HostPath); err != nil {
+			return errdefs.New(errdefs.NotFound, "volume host path %q does not exist", v.HostPath)
+		}
+		o.Volumes[i].BoxPath = filepath.Clean(v.BoxPath)
+	}
+	return nil
+}
+
+// Get returns the box with that id, name or unique id prefix.
+func (r *Runtime) Get(ctx context.Context, idOrName string) (*Box, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
+	cfg, err := r.resolve(idOrName)
+	if err != nil {
+		return nil, err
+	}
+	return r.open(cfg)
+}
+
+// open returns the live Box for cfg, loading it from the store once.
+func (r *Runtime) open(cfg boxConfig) (*Box, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.boxes[cfg.ID]; ok {
+		return b, nil
+	}
+	var st boxState
+	if err := readJSON(filepath.Join(r.boxDir(cfg.ID), "state.json"), &st); err != nil {
+		st = boxState{State: StateStopped}
+	}
+	b := newBox(r, cfg, st)
+	r.boxes[cfg.ID] = b
+	return b, nil
+}
+
+// BoxInfo describes a box.
+type BoxInfo struct {
+	ID         string         `json:"id"`
+	Name       string         `json:"name"`
+	Image      string         `json:"image"`
+	ImageID    string         `json:"image_id"`
+	Isolation  string         `json:"isolation"`
+	State      string         `json:"state"`
+	CreatedAt  time.Time      `json:"created_at"`
+	StartedAt  time.Time      `json:"started_at,omitzero"`
+	CPUs       int            `json:"cpus"`
+	MemoryMiB  int            `json:"memory_mib"`
+	Env        []string       `json:"env,omitempty"`
+	WorkingDir string         `json:"working_dir,omitempty"`
+	Volumes    []Volume       `json:"volumes,omitempty"`
+	AutoRemove bool           `json:"auto_remove"`
+	Detach     bool           `json:"detach"`
+	Dir        string         `json:"dir"`
+	Error      string         `json:"error,omitempty"`
+	Backend    map[string]any `json:"backend,omitempty"`
+}
+
+// List describes every box of the home, oldest first. A box whose
+// processes are gone (its host crashed) is reported stopped.
+func (r *Runtime) List(ctx context.Context) ([]BoxInfo, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
+	cfgs, err := r.loadConfigs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]BoxInfo, 0, len(cfgs))
+	for _, c := range cfgs {
+		b, err := r.open(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b.Info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, nil
+}
+
+// Remove deletes a box and its files. A running box is refused unless
+// force, which stops it first.
+func (r *Runtime) Remove(ctx context.Context, idOrName string, force bool) error {
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
+	cfg, err := r.resolve(idOrName)
+	if err != nil {
+		return err
+	}
+	b, err := r.open(cfg)
+	if err != nil {
+		return err
+	}
+	return b.remove(ctx, force)
+}
+
+func (r *Runtime) forget(id string) {
+	r.mu.Lock()
+	delete(r.boxes, id)
+	r.mu.Unlock()
+}
+
+// Images lists the images in the store.
+func (r *Runtime) Images(ctx context.Context) ([]image.Image, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
+	return r.images.List(ctx)
+}
+
+// PullImage fetches an image (or refreshes it from its registry).
+func (r *Runtime) PullImage(ctx context.Context, ref string, progress func(image.Progress)) (*image.Image, error) {
+	if err := r.checkOpen(); err != nil {
+		return nil, err
+	}
+	return r.images.Pull(ctx, ref, image.Options{Progress: progress})
+}
+
+// RemoveImage deletes an image; refused while a box uses it, unless force.
+func (r *Runtime) RemoveImage(ctx context.Context, ref string, force bool) error {
+	if err := r.checkOpen(); err != nil {
+		return err
+	}
+	cfgs, err := r.loadConfigs()
+	if err != nil {
+		return err
+	}
+	inUse := func(id string) bool {
+		for _, c := range cfgs {
+			if c.ImageID == id {
+				return true
+			}
+		}
+		return false
+	}
+	return r.images.Remove(ctx, ref, force, inUse)
+}
+
+// Close stops every box this Runtime started that is not detached, waits
+// for their processes, and releases the runtime. Idempotent.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	boxes := make([]*Box, 0, len(r.boxes))
+	for _, b := range r.boxes {
+		boxes = append(boxes, b)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(boxes))
+	for i, b := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.closeForRuntime()
+		}()
+	}
+	wg.Wait()
+	r.images.Close()
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("close runtime: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,390 @@
+// Package sandbox is the namespace sandbox backend: the box agent runs as
+// PID 1 of new user (when not root), mount, pid, net, uts and ipc
+// namespaces, pivoted into an overlay of the image (read-only lower dir)
+// and the box's upper dir. The host reaches it over a unix socket in the
+// box dir.
+//
+// It never mounts anything in the host's mount namespace: every mount
+// lives in the sandbox's own namespace and disappears with it.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/internal/launch"
+)
+
+// DefaultCaps is the capability bounding set of processes in a sandbox
+// (the set container runtimes grant by default).
+var DefaultCaps = []int{
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER, unix.CAP_MKNOD,
+	unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_SETFCAP, unix.CAP_SETPCAP,
+	unix.CAP_NET_BIND_SERVICE, unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
+}
+
+// Options configure the backend.
+type Options struct {
+	Home string
+	Logf func(string, ...any)
+}
+
+// Backend implements backend.Backend.
+type Backend struct {
+	opts Options
+}
+
+// New checks that this host can run sandboxes.
+func New(opts Options) (*Backend, error) {
+	if _, err := os.Stat("/proc/self/ns/pid"); err != nil {
+		return nil, errdefs.New(errdefs.Unsupported, "namespace sandbox: this kernel has no pid namespaces")
+	}
+	if os.Geteuid() != 0 {
+		b, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone")
+		if err == nil && strings.TrimSpace(string(b)) == "0" {
+			return nil, errdefs.New(errdefs.Unsupported, "namespace sandbox: unprivileged user namespaces are disabled (run as root or sysctl kernel.unprivileged_userns_clone=1)")
+		}
+	}
+	return &Backend{opts: opts}, nil
+}
+
+// Name is "sandbox".
+func (b *Backend) Name() string { return "sandbox" }
+
+type state struct {
+	backend.ProcState
+	Socket string `json:"socket"`
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+// Start launches the agent in new namespaces.
+func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if spec.ImageRoot == "" || spec.AgentPath == "" {
+		return nil, errdefs.New(errdefs.InvalidArgument, "sandbox: image root and agent path are required")
+	}
+	sock := filepath.Join(spec.Dir, "agent.sock")
+	_ = os.Remove(sock)
+	// The mount point and the work dir must be empty and unused.
+	for _, d := range []string{"rootfs", "work"} {
+		_ = os.RemoveAll(filepath.Join(spec.Dir, d))
+	}
+	for _, d := range []string{"upper", "work", "rootfs"} {
+		if err := os.MkdirAll(filepath.Join(spec.Dir, d), 0o755); err != nil {
+			return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
+		}
+	}
+	vols := make([]boot.SandboxVolume, len(spec.Volumes))
+	for i, v := range spec.Volumes {
+		vols[i] = boot.SandboxVolume{Host: v.HostPath, Box: v.BoxPath, ReadOnly: v.ReadOnly}
+	}
+	userNS := os.Geteuid() != 0
+	sspec := boot.SandboxSpec{
+		Lower: spec.ImageRoot, Upper: filepath.Join(spec.Dir, "upper"), Work: filepath.Join(spec.Dir, "work"),
+		Rootfs: filepath.Join(spec.Dir, "rootfs"), Hostname: spec.Hostname, Volumes: vols,
+		Listen: "fd:3", UserNS: userNS, KeepCaps: DefaultCaps,
+	}
+	specPath := filepath.Join(spec.Dir, "sandbox.json")
+	b2, _ := json.Marshal(&sspec)
+	if err := os.WriteFile(specPath, b2, 0o600); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "write sandbox spec")
+	}
+
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "agent socket")
+	}
+	ln.SetUnlinkOnClose(false)
+	lnFile, err := ln.File()
+	ln.Close()
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "agent socket")
+	}
+	defer lnFile.Close()
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "agent socket")
+	}
+	logf, err := os.OpenFile(filepath.Join(spec.Dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "agent log")
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "open /dev/null")
+	}
+	defer devnull.Close()
+
+	cg := newCgroup(spec.ID, spec.CPUs, spec.MemoryMiB)
+	sys := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		Setsid:     true,
+	}
+	if !spec.Detach {
+		sys.Pdeathsig = syscall.SIGKILL
+	}
+	if userNS {
+		sys.Cloneflags |= syscall.CLONE_NEWUSER
+		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		sys.GidMappingsEnableSetgroups = false
+	}
+	if cg.fd >= 0 {
+		sys.UseCgroupFD = true
+		sys.CgroupFD = cg.fd
+	}
+	pidfd := -1
+	sys.PidFD = &pidfd
+	attr := &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd(), lnFile.Fd()},
+		Sys:   sys,
+	}
+	pid, err := launch.ForkExec(spec.AgentPath, []string{"box-agent", "--sandbox", specPath}, attr)
+	cg.closeFD()
+	if err != nil {
+		cg.remove()
+		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
+	}
+	st, _ := backend.ProcStartTime(pid)
+	inst := &instance{
+		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.path},
+		child: true, pidfd: pidfd, done: make(chan struct{}), cg: cg,
+		limits: cg.describe(),
+	}
+	inst.watch()
+	return inst, nil
+}
+
+// Attach follows a sandbox started by an earlier process.
+func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMessage) (backend.Instance, error) {
+	var st state
+	if len(raw) == 0 || json.Unmarshal(raw, &st) != nil {
+		return nil, errdefs.New(errdefs.NotFound, "box %s has no running sandbox", spec.ID)
+	}
+	if !backend.ProcAlive(raw) {
+		return nil, errdefs.New(errdefs.NotFound, "box %s: its sandbox is no longer running", spec.ID)
+	}
+	pidfd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.NotFound, err, "box %s: its sandbox is no longer running", spec.ID)
+	}
+	inst := &instance{st: st, pidfd: pidfd, done: make(chan struct{}), cg: &cgroup{fd: -1, path: st.Cgroup}}
+	inst.watch()
+	return inst, nil
+}
+
+type instance struct {
+	st     state
+	child  bool // started by this process: reaped here
+	pidfd  int
+	cg     *cgroup
+	limits string
+
+	done     chan struct{}
+	mu       sync.Mutex
+	released bool     // guarded by mu
+	pidf     *os.File // pollable pidfd; guarded by mu
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// watch waits (in a goroutine it owns) for the agent to exit, then reaps it.
+func (i *instance) watch() {
+	_ = unix.SetNonblock(i.pidfd, true)
+	i.pidf = os.NewFile(uintptr(i.pidfd), "pidfd")
+	rc, err := i.pidf.SyscallConn()
+	i.wg.Add(1)
+	go func() {
+		defer i.wg.Done()
+		defer close(i.done)
+		if err == nil {
+			_ = rc.Read(func(fd uintptr) bool {
+				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				n, _ := unix.Poll(fds, 0)
+				return n > 0
+			})
+		}
+		i.mu.Lock()
+		released := i.released
+		i.mu.Unlock()
+		if released {
+			return
+		}
+		if i.child {
+			var info unix.Siginfo
+			_ = unix.Waitid(unix.P_PID, i.st.Pid, &info, unix.WEXITED, nil)
+		}
+		_ = os.Remove(i.st.Socket)
+		i.cg.remove()
+		i.pidf.Close()
+	}()
+}
+
+func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", i.st.Socket)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Unavailable, err, "dial sandbox agent")
+	}
+	return c, nil
+}
+
+func (i *instance) Done() <-chan struct{} { return i.done }
+
+func (i *instance) Kill() error {
+	select {
+	case <-i.done:
+		return nil
+	default:
+	}
+	if err := unix.PidfdSendSignal(i.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	return nil
+}
+
+func (i *instance) Stop(ctx context.Context) error {
+	select {
+	case <-i.done:
+	case <-ctx.Done():
+		_ = i.Kill()
+		t := time.NewTimer(10 * time.Second)
+		defer t.Stop()
+		select {
+		case <-i.done:
+		case <-t.C:
+			return errdefs.New(errdefs.Internal, "sandbox agent pid %d did not die after SIGKILL", i.st.Pid)
+		}
+	}
+	i.wg.Wait()
+	return nil
+}
+
+func (i *instance) Release() {
+	i.mu.Lock()
+	if i.released {
+		i.mu.Unlock()
+		return
+	}
+	i.released = true
+	i.mu.Unlock()
+	i.pidf.Close() // wakes the watcher
+	i.wg.Wait()
+}
+
+func (i *instance) State() json.RawMessage {
+	b, _ := json.Marshal(&i.st)
+	return b
+}
+
+func (i *instance) Info() map[string]any {
+	return map[string]any{"pid": i.st.Pid, "socket": i.st.Socket, "limits": i.limits}
+}
+
+// cgroup is the box's cgroup v2 group, when the host lets us make one.
+type cgroup struct {
+	path   string
+	fd     int
+	reason string // why limits are not enforced
+	cpus   int
+	mem    int
+}
+
+func newCgroup(id string, cpus, memMiB int) *cgroup {
+	cg := &cgroup{fd: -1, cpus: cpus, mem: memMiB}
+	if cpus == 0 && memMiB == 0 {
+		cg.reason = "no limits requested"
+		return cg
+	}
+	ctrl, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+	if err != nil {
+		cg.reason = "not enforced: no cgroup v2 hierarchy at /sys/fs/cgroup"
+		return cg
+	}
+	have := strings.Fields(string(ctrl))
+	need := []string{}
+	if cpus > 0 {
+		need = append(need, "cpu")
+	}
+	if memMiB > 0 {
+		need = append(need, "memory")
+	}
+	for _, n := range need {
+		found := false
+		for _, h := range have {
+			found = found || h == n
+		}
+		if !found {
+			cg.reason = "not enforced: cgroup v2 controller " + n + " is not available"
+			return cg
+		}
+	}
+	parent := "/sys/fs/cgroup/libbox"
+	_ = os.Mkdir(parent, 0o755)
+	ctl := "+" + strings.Join(need, " +")
+	_ = os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte(ctl), 0)
+	_ = os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte(ctl), 0)
+	p := filepath.Join(parent, id)
+	if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
+		cg.reason = "not enforced: " + err.Error()
+		return cg
+	}
+	if memMiB > 0 {
+		if err := os.WriteFile(filepath.Join(p, "memory.max"), []byte(strconv.Itoa(memMiB<<20)), 0); err != nil {
+			os.Remove(p)
+			cg.reason = "not enforced: memory.max: " + err.Error()
+			return cg
+		}
+	}
+	if cpus > 0 {
+		if err := os.WriteFile(filepath.Join(p, "cpu.max"), []byte(fmt.Sprintf("%d 100000", cpus*100000)), 0); err != nil {
+			os.Remove(p)
+			cg.reason = "not enforced: cpu.max: " + err.Error()
+			return cg
+		}
+	}
+	fd, err := unix.Open(p, unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_RDONLY, 0)
+	if err != nil {
+		os.Remove(p)
+		cg.reason = "not enforced: " + err.Error()
+		return cg
+	}
+	cg.path, cg.fd = p, fd
+	return cg
+}
+
+func (c *cgroup) describe() string {
+	if c.path != "" {
+		return fmt.Sprintf("enforced by cgroup v2 %s (cpus %d, memory %d MiB)", c.path, c.cpus, c.mem)
+	}
+	return c.reason
+}
+
+func (c *cgroup) closeFD() {
+	if c.fd >= 0 {
+		unix.Close(c.fd)
+		c.fd = -1
+	}
+}
+
+func (c *cgroup) remove() {
+	if c.path != "" {
+		_ = os.Remove(c.path)
+	}
+}
