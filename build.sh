@@ -70,7 +70,7 @@ cmd_build() {
 	hook prebuild
 	if [ -d libbox/capi ]; then
 		log "building libbox.so"
-		go build -trimpath -buildmode=c-shared -ldflags "-X github.com/libbox/libbox/libbox.Version=$VERSION" \
+		go build -trimpath -buildmode=c-shared -ldflags "-s -w -X github.com/libbox/libbox/libbox.Version=$VERSION" \
 			-o "$BUILD/lib/libbox.so" ./libbox/capi
 		rm -f "$BUILD/lib/libbox.h" # the cgo header is not shipped; include/libbox.h is
 		sed -e "s|@PREFIX@|$BUILD|; s|@INCLUDE@|$ROOT/include|; s|@VERSION@|$VERSION|" \
@@ -81,6 +81,12 @@ cmd_build() {
 		go build -trimpath -ldflags "-X github.com/libbox/libbox/libbox.Version=$VERSION" \
 			-o "$BUILD/bin/$(basename "$d")" "./$d"
 	done
+	log "building C example and tests"
+	export PKG_CONFIG_PATH="$BUILD/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+	# shellcheck disable=SC2046
+	cc -O2 -Wall -o "$BUILD/bin/concurrent-c" examples/c/concurrent.c $(pkg-config --cflags --libs libbox) -lpthread
+	# shellcheck disable=SC2046
+	cc -O1 -Wall -o "$BUILD/bin/test_capi" tests/c/test_capi.c $(pkg-config --cflags --libs libbox) -lpthread
 	hook build
 }
 
@@ -90,6 +96,8 @@ cmd_test() {
 	go vet ./...
 	log "go test -race"
 	go test -race -count=1 -timeout 30m ./...
+	log "C ABI tests"
+	"$BUILD/bin/test_capi"
 	hook test
 }
 

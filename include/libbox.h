@@ -129,6 +129,9 @@ typedef struct box_exec_callbacks {
   box_exit_fn on_exit;
 } box_exec_callbacks_t;
 
+/* LIBBOX_TYPES_ONLY: the library's own build declares its functions itself. */
+#ifndef LIBBOX_TYPES_ONLY
+
 /* ABI version of the loaded library (LIBBOX_ABI_VERSION it was built with).
    Never blocks. */
 uint32_t box_abi_version(void);
@@ -240,6 +243,8 @@ void box_string_free(char *s);
 
 /* Frees an error returned by the library. NULL is a no-op. */
 void box_error_free(box_error_t *err);
+
+#endif /* LIBBOX_TYPES_ONLY */
 
 #ifdef __cplusplus
 }

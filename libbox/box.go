@@ -475,3 +475,10 @@ func (b *Box) agentClient() (agentpb.AgentClient, error) {
 	}
 	return b.client, nil
 }
+
+// Running reports whether this Runtime is connected to the box's agent.
+func (b *Box) Running() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.client != nil
+}

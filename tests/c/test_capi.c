@@ -1,0 +1,271 @@
+/* C ABI tests: 256 concurrent execs with callbacks on one box, the
+   bad-input table, and a leak check (box_live_handles() == 0 at the end).
+   Prints "N passed, M failed" last; exits non-zero on any failure. */
+#include <libbox.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int passed, failed;
+#define EXPECT(cond, ...) do { if (cond) passed++; else { failed++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); } } while (0)
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+
+struct done { int fired; box_status_t status; uint64_t handle; char msg[512]; char json[256]; };
+
+static void on_done(void *ud, box_status_t st, const char *msg, uint64_t h, const char *json) {
+  struct done *d = ud;
+  pthread_mutex_lock(&mu);
+  d->status = st; d->handle = h;
+  if (msg) snprintf(d->msg, sizeof d->msg, "%s", msg);
+  if (json) snprintf(d->json, sizeof d->json, "%s", json);
+  d->fired++;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+/* wait_for waits until *flag >= n or 60 s pass (a hang fails, never hangs). */
+static int wait_for(int *flag, int n) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += 60;
+  int ok = 1;
+  pthread_mutex_lock(&mu);
+  while (*flag < n) {
+    if (pthread_cond_timedwait(&cv, &mu, &ts) != 0) { ok = 0; break; }
+  }
+  pthread_mutex_unlock(&mu);
+  return ok;
+}
+
+struct task {
+  char out[128]; size_t len; int outs_after_exit; int exited; box_exit_t exit; char msg[256];
+};
+
+static int exits;
+
+static void t_stdout(void *ud, const uint8_t *data, size_t len) {
+  struct task *t = ud;
+  if (t->exited) t->outs_after_exit++;
+  if (t->len + len < sizeof t->out) { memcpy(t->out + t->len, data, len); t->len += len; }
+}
+
+static void t_exit(void *ud, const box_exit_t *e) {
+  struct task *t = ud;
+  pthread_mutex_lock(&mu);
+  t->exit = *e;
+  if (e->message) snprintf(t->msg, sizeof t->msg, "%s", e->message);
+  t->exited++;
+  exits++;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+/* An exec started from inside a callback (allowed by the contract). */
+static box_t g_box;
+static struct task nested;
+static box_exec_t nested_ex;
+static void t_exit_nested(void *ud, const box_exit_t *e) {
+  box_exec_callbacks_t cbs = {t_stdout, NULL, t_exit};
+  box_status_t st = box_exec_async(g_box, "{\"args\": [\"echo\", \"nested\"]}", &cbs, &nested, &nested_ex, NULL);
+  if (st != BOX_OK) { pthread_mutex_lock(&mu); nested.exited = 1; nested.exit.status = st; pthread_cond_broadcast(&cv); pthread_mutex_unlock(&mu); }
+  t_exit(ud, e);
+}
+
+static box_status_t expect_err(box_status_t st, box_error_t *err, box_status_t want, const char *substr, const char *row) {
+  int ok = st == want && (want == BOX_OK || (err && err->code == want && err->message && strstr(err->message, substr)));
+  EXPECT(ok, "%s: got status %d (%s), want %d containing \"%s\"", row, st, err && err->message ? err->message : "no error", want, substr);
+  box_error_free(err);
+  return st;
+}
+
+#define EXPECT_ERR(call, want, sub, row) do { err = NULL; box_status_t s_ = (call); expect_err(s_, err, want, sub, row); } while (0)
+
+int main(void) {
+  char home[] = "/tmp/libbox-ctest-XXXXXX";
+  if (!mkdtemp(home)) { perror("mkdtemp"); return 1; }
+  char opts[512];
+  snprintf(opts, sizeof opts, "{\"home\": \"%s\"}", home);
+  box_error_t *err = NULL;
+  box_runtime_t rt = 0;
+
+  EXPECT(box_abi_version() == LIBBOX_ABI_VERSION, "abi %u", box_abi_version());
+  EXPECT(box_version() && strlen(box_version()) > 0, "version");
+  EXPECT_ERR(box_runtime_open(opts, &rt, &err), BOX_OK, "", "open");
+
+  struct done created = {0}, started = {0};
+  EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"name\": \"ctest\"}", NULL, on_done, &created, &err), BOX_OK, "", "create");
+  EXPECT(wait_for(&created.fired, 1) && created.status == BOX_OK, "create: %s", created.msg);
+  box_t box = created.handle;
+  g_box = box;
+  EXPECT_ERR(box_start(box, on_done, &started, &err), BOX_OK, "", "start");
+  EXPECT(wait_for(&started.fired, 1) && started.status == BOX_OK, "start: %s", started.msg);
+
+  /* 256 concurrent execs with callbacks. */
+  enum { N = 256 };
+  static struct task tasks[N];
+  static box_exec_t ex[N];
+  box_exec_callbacks_t cbs = {t_stdout, NULL, t_exit};
+  for (int i = 0; i < N; i++) {
+    char req[128];
+    snprintf(req, sizeof req, "{\"args\": [\"echo\", \"task %d\"]}", i);
+    EXPECT_ERR(box_exec_async(box, req, &cbs, &tasks[i], &ex[i], &err), BOX_OK, "", "exec");
+  }
+  EXPECT(wait_for(&exits, N), "only %d of %d execs exited", exits, N);
+  int good = 0;
+  for (int i = 0; i < N; i++) {
+    char want[64];
+    int n = snprintf(want, sizeof want, "task %d\n", i);
+    if (tasks[i].exited == 1 && tasks[i].exit.status == BOX_OK && tasks[i].exit.exit_code == 0 &&
+        tasks[i].len == (size_t)n && memcmp(tasks[i].out, want, n) == 0 && tasks[i].outs_after_exit == 0) good++;
+    else fprintf(stderr, "exec %d: exited %d status %d code %d out %.*s\n", i, tasks[i].exited, tasks[i].exit.status, tasks[i].exit.exit_code, (int)tasks[i].len, tasks[i].out);
+    EXPECT_ERR(box_release(ex[i], &err), BOX_OK, "", "release exec");
+  }
+  EXPECT(good == N, "%d of %d execs correct", good, N);
+
+  /* Spawn failures come through on_exit. */
+  {
+    struct task t = {0};
+    box_exec_t e;
+    exits = 0;
+    EXPECT_ERR(box_exec_async(box, "{\"args\": [\"no-such-cmd\"]}", &cbs, &t, &e, &err), BOX_OK, "", "exec missing");
+    EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_E_NOT_FOUND && strstr(t.msg, "not found"), "missing command: %d %s", t.exit.status, t.msg);
+    box_release(e, NULL);
+  }
+  /* Exec from inside a callback. */
+  {
+    struct task t = {0};
+    box_exec_t e;
+    box_exec_callbacks_t ncbs = {NULL, NULL, t_exit_nested};
+    exits = 0;
+    EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"]}", &ncbs, &t, &e, &err), BOX_OK, "", "exec nesting");
+    EXPECT(wait_for(&nested.exited, 1) && nested.exit.status == BOX_OK && nested.len == 7, "nested exec: %d %.*s", nested.exit.status, (int)nested.len, nested.out);
+    box_release(e, NULL);
+    box_release(nested_ex, NULL);
+  }
+  /* Stdin, then write after close; NULL callbacks struct. */
+  {
+    struct task t = {0};
+    box_exec_t e;
+    exits = 0;
+    EXPECT_ERR(box_exec_async(box, "{\"args\": [\"cat\"], \"stdin\": true}", &cbs, &t, &e, &err), BOX_OK, "", "exec cat");
+    EXPECT_ERR(box_exec_write_stdin(e, (const uint8_t *)"hello\n", 6, &err), BOX_OK, "", "write stdin");
+    EXPECT_ERR(box_exec_close_stdin(e, &err), BOX_OK, "", "close stdin");
+    EXPECT_ERR(box_exec_close_stdin(e, &err), BOX_OK, "", "close stdin twice");
+    EXPECT_ERR(box_exec_write_stdin(e, (const uint8_t *)"x", 1, &err), BOX_E_FAILED_PRECONDITION, "closed", "write after close");
+    EXPECT(wait_for(&exits, 1) && t.len == 6 && memcmp(t.out, "hello\n", 6) == 0, "cat: %.*s", (int)t.len, t.out);
+    EXPECT_ERR(box_exec_signal(e, SIGTERM, &err), BOX_E_FAILED_PRECONDITION, "exited", "signal after exit");
+    box_release(e, NULL);
+    box_exec_t e2;
+    EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"]}", NULL, NULL, &e2, &err), BOX_OK, "", "NULL callbacks");
+    box_release(e2, NULL);
+  }
+  /* Cancel kills and reports BOX_E_CANCELED. */
+  {
+    struct task t = {0};
+    box_exec_t e;
+    exits = 0;
+    EXPECT_ERR(box_exec_async(box, "{\"args\": [\"sleep\", \"100\"]}", &cbs, &t, &e, &err), BOX_OK, "", "exec sleep");
+    EXPECT_ERR(box_exec_cancel(e, &err), BOX_OK, "", "cancel");
+    EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_E_CANCELED, "cancel status %d %s", t.exit.status, t.msg);
+    box_release(e, NULL);
+  }
+
+  /* The bad-input table. */
+  box_exec_t e;
+  box_t b2;
+  char *js;
+  struct done d = {0};
+  EXPECT_ERR(box_runtime_open("{\"home\": 5}", &rt, &err), BOX_E_INVALID_ARGUMENT, "invalid JSON", "open wrong type");
+  EXPECT_ERR(box_runtime_open("{\"homer\": \"/x\"}", &rt, &err), BOX_E_INVALID_ARGUMENT, "unknown field", "open unknown field");
+  EXPECT_ERR(box_runtime_open(NULL, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "open NULL out");
+  EXPECT_ERR(box_create(rt, "{\"image\": ", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "invalid JSON", "create bad JSON");
+  EXPECT_ERR(box_create(rt, "{\"cpus\": \"two\"}", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "invalid JSON", "create wrong type");
+  EXPECT_ERR(box_create(rt, "{\"colour\": \"red\"}", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "unknown field \"colour\"", "create unknown field");
+  EXPECT_ERR(box_create(rt, "{}", NULL, NULL, &d, &err), BOX_E_INVALID_ARGUMENT, "NULL", "create NULL callback");
+  EXPECT_ERR(box_create(0, "{}", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "handle is 0", "create null runtime");
+  EXPECT_ERR(box_create(999999, "{}", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "create unknown runtime");
+  EXPECT_ERR(box_create(box, "{}", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "not a runtime handle", "create with box handle");
+  EXPECT(d.fired == 0, "completion called for a rejected call");
+  EXPECT_ERR(box_get(rt, NULL, &b2, &err), BOX_E_INVALID_ARGUMENT, "NULL", "get NULL name");
+  EXPECT_ERR(box_get(rt, "nope-nope", &b2, &err), BOX_E_NOT_FOUND, "no box named", "get unknown");
+  EXPECT_ERR(box_get(rt, "ctest", NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "get NULL out");
+  EXPECT_ERR(box_list(rt, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "list NULL out");
+  EXPECT_ERR(box_info(box, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "info NULL out");
+  EXPECT_ERR(box_exec_async(box, NULL, &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "NULL", "exec NULL request");
+  EXPECT_ERR(box_exec_async(box, "{\"args\": []}", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "args", "exec empty args");
+  EXPECT_ERR(box_exec_async(box, "{}", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "args", "exec no args");
+  EXPECT_ERR(box_exec_async(box, "", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "empty", "exec empty string");
+  EXPECT_ERR(box_exec_async(box, "[1,2]", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "invalid JSON", "exec JSON array");
+  EXPECT_ERR(box_exec_async(box, "{\"args\": \"echo\"}", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "invalid JSON", "exec args wrong type");
+  EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"], \"nope\": 1}", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "unknown field", "exec unknown field");
+  EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"], \"timeout_ms\": -1}", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "negative", "exec negative timeout");
+  EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"]}", &cbs, NULL, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "exec NULL out");
+  EXPECT_ERR(box_exec_async(rt, "{\"args\": [\"true\"]}", &cbs, NULL, &e, &err), BOX_E_INVALID_ARGUMENT, "not a box handle", "exec with runtime handle");
+  EXPECT_ERR(box_exec_write_stdin(12345678, (const uint8_t *)"x", 1, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "stdin unknown exec");
+  EXPECT_ERR(box_exec_write_stdin(12345678, NULL, 1, &err), BOX_E_INVALID_ARGUMENT, "NULL", "stdin NULL data");
+  EXPECT_ERR(box_exec_signal(0, 9, &err), BOX_E_INVALID_ARGUMENT, "handle is 0", "signal null exec");
+  EXPECT_ERR(box_exec_resize(0, 1, 1, &err), BOX_E_INVALID_ARGUMENT, "handle is 0", "resize null exec");
+  EXPECT_ERR(box_exec_cancel(0, &err), BOX_E_INVALID_ARGUMENT, "handle is 0", "cancel null exec");
+  EXPECT_ERR(box_start(box, NULL, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "start NULL callback");
+  EXPECT_ERR(box_copy_in(box, NULL, "/x", on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "NULL", "copy_in NULL");
+  EXPECT_ERR(box_copy_out(box, "/x", NULL, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "NULL", "copy_out NULL");
+  EXPECT_ERR(box_remove(rt, NULL, 0, on_done, &d, &err), BOX_E_INVALID_ARGUMENT, "NULL", "remove NULL name");
+  EXPECT_ERR(box_release(0, &err), BOX_E_INVALID_ARGUMENT, "unknown", "release 0");
+  EXPECT_ERR(box_release(rt, &err), BOX_E_INVALID_ARGUMENT, "box_runtime_close", "release runtime");
+  EXPECT_ERR(box_runtime_close(box, &err), BOX_E_INVALID_ARGUMENT, "not a runtime handle", "close box handle");
+  box_string_free(NULL);
+  box_error_free(NULL);
+  EXPECT(d.fired == 0, "completion called for a rejected call");
+
+  /* Copy in/out round trip, and an escape rejected. */
+  {
+    char hostf[600], backf[600];
+    snprintf(hostf, sizeof hostf, "%s/in.txt", home);
+    snprintf(backf, sizeof backf, "%s/back.txt", home);
+    FILE *f = fopen(hostf, "w"); fputs("copied\n", f); fclose(f);
+    struct done c1 = {0}, c2 = {0}, c3 = {0};
+    EXPECT_ERR(box_copy_in(box, hostf, "/tmp/in.txt", on_done, &c1, &err), BOX_OK, "", "copy_in");
+    EXPECT(wait_for(&c1.fired, 1) && c1.status == BOX_OK && strstr(c1.json, "\"bytes\":7"), "copy_in: %d %s %s", c1.status, c1.msg, c1.json);
+    EXPECT_ERR(box_copy_out(box, "/tmp/in.txt", backf, on_done, &c2, &err), BOX_OK, "", "copy_out");
+    EXPECT(wait_for(&c2.fired, 1) && c2.status == BOX_OK, "copy_out: %s", c2.msg);
+    char buf[32] = {0};
+    f = fopen(backf, "r");
+    if (f) { fread(buf, 1, sizeof buf - 1, f); fclose(f); }
+    EXPECT(strcmp(buf, "copied\n") == 0, "round trip: %s", buf);
+    EXPECT_ERR(box_copy_in(box, hostf, "/tmp/../../etc/x", on_done, &c3, &err), BOX_OK, "", "copy_in escape accepted for async");
+    EXPECT(wait_for(&c3.fired, 1) && c3.status == BOX_E_INVALID_ARGUMENT, "copy_in escape: %d %s", c3.status, c3.msg);
+  }
+
+  /* Stop; exec on a stopped box; remove; exec on a removed box. */
+  struct done stopped = {0}, removed = {0};
+  EXPECT_ERR(box_stop(box, on_done, &stopped, &err), BOX_OK, "", "stop");
+  EXPECT(wait_for(&stopped.fired, 1) && stopped.status == BOX_OK, "stop: %s", stopped.msg);
+  EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"]}", &cbs, NULL, &e, &err), BOX_E_FAILED_PRECONDITION, "not running", "exec on stopped box");
+  EXPECT_ERR(box_list(rt, &js, &err), BOX_OK, "", "list");
+  EXPECT(strstr(js, "\"stopped\"") != NULL, "list: %s", js);
+  box_string_free(js);
+  EXPECT_ERR(box_remove(rt, "ctest", 0, on_done, &removed, &err), BOX_OK, "", "remove");
+  EXPECT(wait_for(&removed.fired, 1) && removed.status == BOX_OK, "remove: %s", removed.msg);
+  EXPECT_ERR(box_exec_async(box, "{\"args\": [\"true\"]}", &cbs, NULL, &e, &err), BOX_E_FAILED_PRECONDITION, "not running", "exec on removed box");
+  struct done again = {0};
+  EXPECT_ERR(box_remove(rt, "ctest", 0, on_done, &again, &err), BOX_OK, "", "remove again (async)");
+  EXPECT(wait_for(&again.fired, 1) && again.status == BOX_E_NOT_FOUND, "remove again: %d %s", again.status, again.msg);
+  EXPECT_ERR(box_release(box, &err), BOX_OK, "", "release box");
+  EXPECT_ERR(box_release(box, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "double release");
+
+  EXPECT_ERR(box_runtime_close(rt, &err), BOX_OK, "", "close");
+  EXPECT_ERR(box_runtime_close(rt, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "close twice");
+  EXPECT(box_live_handles() == 0, "live handles after close: %lld", (long long)box_live_handles());
+
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", home);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
