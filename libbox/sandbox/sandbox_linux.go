@@ -226,10 +226,14 @@ func (i *instance) watch() {
 		if released {
 			return
 		}
-		if i.child {
-			var info unix.Siginfo
-			_ = unix.Waitid(unix.P_PID, i.st.Pid, &info, unix.WEXITED, nil)
+		// Reap it when it is our child (also one started detached by an
+		// earlier Runtime of this process); otherwise its parent does.
+		var info unix.Siginfo
+		flags := unix.WEXITED
+		if !i.child {
+			flags |= unix.WNOHANG
 		}
+		_ = unix.Waitid(unix.P_PID, i.st.Pid, &info, flags, nil)
 		_ = os.Remove(i.st.Socket)
 		i.cg.remove()
 		i.pidf.Close()

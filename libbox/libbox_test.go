@@ -1,0 +1,676 @@
+package libbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/libbox/libbox/libbox"
+)
+
+func requireSandbox(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if b, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(b)) == "0" {
+			t.Skip("namespace sandbox needs root or kernel.unprivileged_userns_clone=1")
+		}
+	}
+}
+
+func openRT(t testing.TB, home string) *libbox.Runtime {
+	t.Helper()
+	if home == "" {
+		home = t.TempDir()
+	}
+	rt, err := libbox.Open(libbox.Options{Home: home, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func startBox(t testing.TB, rt *libbox.Runtime, o libbox.BoxOptions) *libbox.Box {
+	t.Helper()
+	requireSandbox(t)
+	if o.Isolation == "" {
+		o.Isolation = libbox.IsolationSandbox
+	}
+	ctx := ctxT(t, 60*time.Second)
+	b, err := rt.Create(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func run(t testing.TB, b *libbox.Box, args ...string) libbox.Result {
+	t.Helper()
+	r, err := b.Run(ctxT(t, 30*time.Second), libbox.Command{Args: args})
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return r
+}
+
+func sh(t testing.TB, b *libbox.Box, script string) string {
+	t.Helper()
+	r := run(t, b, "sh", "-c", script)
+	if r.ExitCode != 0 {
+		t.Fatalf("sh -c %q: exit %d, stderr %q", script, r.ExitCode, r.Stderr)
+	}
+	return string(r.Stdout)
+}
+
+func TestSeedPattern(t *testing.T) {
+	rt := openRT(t, "")
+	b := startBox(t, rt, libbox.BoxOptions{})
+	ctx := ctxT(t, 30*time.Second)
+	var wg sync.WaitGroup
+	for _, task := range []string{"A", "B", "C", "D"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := b.Run(ctx, libbox.Command{Args: []string{"echo", "task " + task}})
+			if err != nil || r.ExitCode != 0 || string(r.Stdout) != "task "+task+"\n" {
+				t.Errorf("task %s: %v %d %q", task, err, r.ExitCode, r.Stdout)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestLifecycleAndPersistence(t *testing.T) {
+	requireSandbox(t)
+	home := t.TempDir()
+	rt := openRT(t, home)
+	ctx := ctxT(t, 60*time.Second)
+	b, err := rt.Create(ctx, libbox.BoxOptions{Name: "web-1", Isolation: "sandbox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Info().State != libbox.StateCreated {
+		t.Fatalf("state %s", b.Info().State)
+	}
+	if _, err := rt.Create(ctx, libbox.BoxOptions{Name: "web-1", Isolation: "sandbox"}); !errors.Is(err, libbox.ErrAlreadyExists) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	if _, err := b.Exec(ctx, libbox.Command{Args: []string{"true"}}); !errors.Is(err, libbox.ErrFailedPrecondition) {
+		t.Fatalf("exec before start: %v", err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	sh(t, b, "echo persisted > /root/note")
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Info().State; s != libbox.StateStopped {
+		t.Fatalf("after stop: %s", s)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, b, "cat /root/note"); got != "persisted\n" {
+		t.Fatalf("after restart: %q", got)
+	}
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"web-1", b.ID(), b.ID()[:6]} {
+		g, err := rt.Get(ctx, key)
+		if err != nil || g.ID() != b.ID() {
+			t.Fatalf("get %q: %v", key, err)
+		}
+	}
+	if _, err := rt.Get(ctx, "nope"); !errors.Is(err, libbox.ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+	rt.Close()
+
+	// A fresh Runtime on the same home sees the box and its files.
+	rt2 := openRT(t, home)
+	list, err := rt2.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Name != "web-1" || list[0].State != libbox.StateStopped {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	b2, err := rt2.Get(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, b2, "cat /root/note"); got != "persisted\n" {
+		t.Fatalf("fresh runtime: %q", got)
+	}
+	if err := rt2.Remove(ctx, "web-1", false); !errors.Is(err, libbox.ErrFailedPrecondition) {
+		t.Fatalf("remove running: %v", err)
+	}
+	if err := rt2.Remove(ctx, "web-1", true); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := rt2.List(ctx); len(list) != 0 {
+		t.Fatalf("after remove: %+v", list)
+	}
+	if _, err := os.Stat(filepath.Join(home, "boxes", b.ID())); !os.IsNotExist(err) {
+		t.Fatalf("box dir left: %v", err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	rt := openRT(t, "")
+	ctx := ctxT(t, 30*time.Second)
+	cases := []struct {
+		name string
+		o    libbox.BoxOptions
+		want error
+		msg  string
+	}{
+		{"isolation", libbox.BoxOptions{Isolation: "docker"}, libbox.ErrInvalidArgument, `isolation "docker"`},
+		{"name", libbox.BoxOptions{Isolation: "sandbox", Name: "bad name!"}, libbox.ErrInvalidArgument, "box name"},
+		{"cpus", libbox.BoxOptions{Isolation: "sandbox", CPUs: -1}, libbox.ErrInvalidArgument, "cpus"},
+		{"memory", libbox.BoxOptions{Isolation: "sandbox", MemoryMiB: 5}, libbox.ErrInvalidArgument, "memory"},
+		{"network", libbox.BoxOptions{Isolation: "sandbox", Network: true}, libbox.ErrUnsupported, "network"},
+		{"env", libbox.BoxOptions{Isolation: "sandbox", Env: []string{"NOEQ"}}, libbox.ErrInvalidArgument, "KEY=VALUE"},
+		{"volume rel", libbox.BoxOptions{Isolation: "sandbox", Volumes: []libbox.Volume{{HostPath: "rel", BoxPath: "/x"}}}, libbox.ErrInvalidArgument, "absolute"},
+		{"volume missing", libbox.BoxOptions{Isolation: "sandbox", Volumes: []libbox.Volume{{HostPath: "/no/such/dir", BoxPath: "/x"}}}, libbox.ErrNotFound, "does not exist"},
+		{"image", libbox.BoxOptions{Isolation: "sandbox", Image: "UPPER/Case"}, libbox.ErrInvalidArgument, "UPPER/Case"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := rt.Create(ctx, c.o)
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+				t.Fatalf("got %v, want %v containing %q", err, c.want, c.msg)
+			}
+		})
+	}
+}
+
+func TestExecFeatures(t *testing.T) {
+	rt := openRT(t, "")
+	b := startBox(t, rt, libbox.BoxOptions{Env: []string{"BOXVAR=from-box"}, WorkingDir: "/tmp"})
+	ctx := ctxT(t, 120*time.Second)
+
+	r, err := b.Run(ctx, libbox.Command{Args: []string{"sh", "-c", `echo "$BOXVAR $CMDVAR $(pwd) $(id -u)"; exit 3`}, Env: []string{"CMDVAR=x y"}})
+	if err != nil || r.ExitCode != 3 || string(r.Stdout) != "from-box x y /tmp 0\n" {
+		t.Fatalf("env/cwd/exit: %v %d %q", err, r.ExitCode, r.Stdout)
+	}
+	r, err = b.Run(ctx, libbox.Command{Args: []string{"sh", "-c", "id -u; pwd"}, User: "box", Dir: "/"})
+	if err != nil || string(r.Stdout) != "1000\n/\n" {
+		t.Fatalf("user: %v %q %q", err, r.Stdout, r.Stderr)
+	}
+	if _, err := b.Run(ctx, libbox.Command{Args: []string{"nope-cmd"}}); !errors.Is(err, libbox.ErrNotFound) {
+		t.Fatalf("missing command: %v", err)
+	}
+	if _, err := b.Run(ctx, libbox.Command{Args: []string{"true"}, Dir: "/nope"}); !errors.Is(err, libbox.ErrInvalidArgument) {
+		t.Fatalf("bad cwd: %v", err)
+	}
+	if _, err := b.Run(ctx, libbox.Command{Args: []string{"true"}, User: "ghost"}); !errors.Is(err, libbox.ErrInvalidArgument) {
+		t.Fatalf("bad user: %v", err)
+	}
+	// stdin
+	in := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	r, err = b.Run(ctx, libbox.Command{Args: []string{"cat"}, Stdin: bytes.NewReader(in)})
+	if err != nil || !bytes.Equal(r.Stdout, in) {
+		t.Fatalf("stdin: %v (%d bytes)", err, len(r.Stdout))
+	}
+	// interactive stdin
+	p, err := b.Exec(ctx, libbox.Command{Args: []string{"sh", "-c", "read a; echo got $a"}, OpenStdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := p.Output(); string(out) != "got hello\n" {
+		t.Fatalf("interactive: %q", out)
+	}
+	if _, err := p.Write([]byte("late")); !errors.Is(err, libbox.ErrFailedPrecondition) {
+		t.Fatalf("write after exit: %v", err)
+	}
+	// tty
+	r, err = b.Run(ctx, libbox.Command{Args: []string{"sh", "-c", "stty size; test -t 1 && echo tty"}, TTY: true, Rows: 40, Cols: 120})
+	if out := strings.ReplaceAll(string(r.Stdout), "\r", ""); err != nil || out != "40 120\ntty\n" {
+		t.Fatalf("tty: %v %q", err, out)
+	}
+	// timeout kills the process group
+	st, err := b.Run(ctx, libbox.Command{Args: []string{"sh", "-c", "sleep 100 & sleep 100"}, Timeout: 200 * time.Millisecond})
+	if !errors.Is(err, libbox.ErrDeadlineExceeded) || st.Signal != int(syscall.SIGKILL) {
+		t.Fatalf("timeout: %v %+v", err, st)
+	}
+	if got := sh(t, b, "ps -o comm | grep -c sleep || true"); got != "0\n" {
+		t.Fatalf("sleeps left after timeout: %q", got)
+	}
+	// signals
+	p, err = b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	es, err := p.Wait(ctx)
+	if err != nil || es.Signal != int(syscall.SIGTERM) || es.ExitCode != -1 {
+		t.Fatalf("signal: %v %+v", err, es)
+	}
+	// Wait's context cancels and kills.
+	p, err = b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = p.Wait(wctx)
+	cancel()
+	if !errors.Is(err, libbox.ErrDeadlineExceeded) {
+		t.Fatalf("wait deadline: %v", err)
+	}
+	if got := sh(t, b, "ps -o comm | grep -c sleep || true"); got != "0\n" {
+		t.Fatalf("sleep left after wait cancel: %q", got)
+	}
+	// 50 MB of output, counted by a writer.
+	var cw countWriter
+	p, err = b.Exec(ctx, libbox.Command{Args: []string{"head", "-c", "52428800", "/dev/zero"}, Stdout: &cw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil || cw.n != 52428800 {
+		t.Fatalf("50MB: %v %d", err, cw.n)
+	}
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func TestCopyInOut(t *testing.T) {
+	rt := openRT(t, "")
+	b := startBox(t, rt, libbox.BoxOptions{})
+	ctx := ctxT(t, 60*time.Second)
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "a.txt"), []byte("alpha\n"), 0o644)
+	os.WriteFile(filepath.Join(src, "sub", "b.txt"), []byte("beta\n"), 0o600)
+	if _, err := b.CopyIn(ctx, src, "/data/proj"); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, b, "cat /data/proj/a.txt /data/proj/sub/b.txt"); got != "alpha\nbeta\n" {
+		t.Fatalf("in box: %q", got)
+	}
+	sh(t, b, "echo changed >> /data/proj/a.txt")
+	dst := filepath.Join(t.TempDir(), "out")
+	if _, err := b.CopyOut(ctx, "/data/proj", dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "a.txt")); string(got) != "alpha\nchanged\n" {
+		t.Fatalf("copied out: %q", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "sub", "b.txt")); string(got) != "beta\n" {
+		t.Fatalf("copied out: %q", got)
+	}
+	if _, err := b.CopyIn(ctx, src, "/data/../../etc"); !errors.Is(err, libbox.ErrInvalidArgument) {
+		t.Fatalf("escape in: %v", err)
+	}
+	if _, err := b.CopyOut(ctx, "/no/such", filepath.Join(t.TempDir(), "x")); !errors.Is(err, libbox.ErrNotFound) {
+		t.Fatalf("missing out: %v", err)
+	}
+	sh(t, b, "ln -s / /data/esc")
+	if _, err := b.CopyIn(ctx, filepath.Join(src, "a.txt"), "/data/esc/etc/evil"); !errors.Is(err, libbox.ErrInvalidArgument) {
+		t.Fatalf("symlink escape: %v", err)
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	rt := openRT(t, "")
+	secret := filepath.Join(t.TempDir(), "host-secret")
+	os.WriteFile(secret, []byte("secret"), 0o644)
+	shared := t.TempDir()
+	os.WriteFile(filepath.Join(shared, "shared.txt"), []byte("shared\n"), 0o644)
+	ro := t.TempDir()
+	b := startBox(t, rt, libbox.BoxOptions{Volumes: []libbox.Volume{
+		{HostPath: shared, BoxPath: "/mnt/shared"},
+		{HostPath: ro, BoxPath: "/mnt/ro", ReadOnly: true},
+	}})
+	ctx := ctxT(t, 30*time.Second)
+	r, _ := b.Run(ctx, libbox.Command{Args: []string{"cat", secret}})
+	if r.ExitCode == 0 {
+		t.Fatalf("box read a host file: %q", r.Stdout)
+	}
+	if got := sh(t, b, "cat /mnt/shared/shared.txt; echo w > /mnt/shared/from-box"); got != "shared\n" {
+		t.Fatalf("volume: %q", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(shared, "from-box")); string(b) != "w\n" {
+		t.Fatalf("volume write not visible on host: %q", b)
+	}
+	r, _ = b.Run(ctx, libbox.Command{Args: []string{"sh", "-c", "echo x > /mnt/ro/f"}})
+	if r.ExitCode == 0 || !strings.Contains(string(r.Stderr), "Read-only") {
+		t.Fatalf("read-only volume writable: %d %q", r.ExitCode, r.Stderr)
+	}
+	if got := sh(t, b, "ls /sys/class/net"); got != "lo\n" {
+		t.Fatalf("interfaces: %q", got)
+	}
+	if got := sh(t, b, "cat /proc/1/comm; ps -o pid | wc -l"); !strings.HasPrefix(got, "box-agent") {
+		t.Fatalf("pid namespace: %q", got)
+	}
+	if got := sh(t, b, "hostname"); got != b.ID()[:12]+"\n" {
+		t.Fatalf("hostname: %q", got)
+	}
+	if got := sh(t, b, "grep CapBnd /proc/self/status"); !strings.Contains(got, "00000000a80425fb") {
+		t.Fatalf("capabilities: %q", got)
+	}
+}
+
+func concurrentExecs(t *testing.T, b *libbox.Box, n int, tag string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			want := fmt.Sprintf("%s %d\n", tag, i)
+			args := []string{"echo", tag, strconv.Itoa(i)}
+			if i%16 == 0 {
+				args = []string{"sh", "-c", fmt.Sprintf("sleep 0.1; echo %s %d", tag, i)}
+			}
+			r, err := b.Run(ctx, libbox.Command{Args: args})
+			if err == nil && (r.ExitCode != 0 || string(r.Stdout) != want) {
+				err = fmt.Errorf("exit %d stdout %q want %q", r.ExitCode, r.Stdout, want)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("exec %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestConcurrency(t *testing.T) {
+	rt := openRT(t, "")
+	b := startBox(t, rt, libbox.BoxOptions{})
+	for round := 0; round < 10; round++ {
+		concurrentExecs(t, b, 256, "r"+strconv.Itoa(round))
+		if t.Failed() {
+			t.Fatalf("round %d failed", round)
+		}
+	}
+	// 8 boxes x 32 concurrent execs.
+	boxes := make([]*libbox.Box, 8)
+	var wg sync.WaitGroup
+	for i := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := ctxT(t, 60*time.Second)
+			bx, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", AutoRemove: true})
+			if err == nil {
+				err = bx.Start(ctx)
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			boxes[i] = bx
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, bx := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			concurrentExecs(t, bx, 32, "box"+strconv.Itoa(i))
+		}()
+	}
+	wg.Wait()
+}
+
+func TestAgentKilled(t *testing.T) {
+	rt := openRT(t, "")
+	b := startBox(t, rt, libbox.BoxOptions{})
+	ctx := ctxT(t, 60*time.Second)
+	procs := make([]*libbox.Process, 32)
+	for i := range procs {
+		p, err := b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = p
+	}
+	pid, _ := b.Info().Backend["pid"].(int)
+	if pid <= 0 {
+		t.Fatalf("no agent pid in %v", b.Info().Backend)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a hang fails here
+			defer cancel()
+			_, err := p.Wait(wctx)
+			if !errors.Is(err, libbox.ErrUnavailable) {
+				t.Errorf("wait after agent death: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Info().State != libbox.StateStopped {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s after agent death", b.Info().State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, b, "echo back"); got != "back\n" {
+		t.Fatalf("after restart: %q", got)
+	}
+}
+
+func TestDetachAndReattach(t *testing.T) {
+	requireSandbox(t)
+	home := t.TempDir()
+	rt, err := libbox.Open(libbox.Options{Home: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", Name: "keep", Detach: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, b, "echo kept > /tmp/state")
+	pid, _ := b.Info().Backend["pid"].(int)
+	rt.Close()
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("detached box died with its runtime: %v", err)
+	}
+	rt2 := openRT(t, home)
+	list, _ := rt2.List(ctx)
+	if len(list) != 1 || list[0].State != libbox.StateRunning {
+		t.Fatalf("list: %+v", list)
+	}
+	b2, err := rt2.Get(ctx, "keep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(ctx); err != nil { // attaches
+		t.Fatal(err)
+	}
+	if got := sh(t, b2, "cat /tmp/state"); got != "kept\n" {
+		t.Fatalf("reattached: %q", got)
+	}
+	if err := rt2.Remove(ctx, "keep", true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox still running after remove")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestHostCrash: a host process that dies leaves no sandbox behind, and a
+// new Runtime reports its box stopped.
+func TestHostCrash(t *testing.T) {
+	requireSandbox(t)
+	if os.Getenv("LIBBOX_TEST_CRASH_HOME") != "" {
+		rt, err := libbox.Open(libbox.Options{Home: os.Getenv("LIBBOX_TEST_CRASH_HOME")})
+		if err != nil {
+			os.Exit(2)
+		}
+		b, err := rt.Create(context.Background(), libbox.BoxOptions{Isolation: "sandbox", Name: "crashy"})
+		if err != nil || b.Start(context.Background()) != nil {
+			os.Exit(3)
+		}
+		fmt.Printf("pid=%v\n", b.Info().Backend["pid"])
+		os.Stdout.Sync()
+		time.Sleep(time.Hour)
+	}
+	home := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHostCrash$")
+	cmd.Env = append(os.Environ(), "LIBBOX_TEST_CRASH_HOME="+home)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	n, _ := out.Read(buf)
+	var pid int
+	fmt.Sscanf(strings.TrimSpace(string(buf[:n])), "pid=%d", &pid)
+	if pid <= 0 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper said %q", buf[:n])
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox outlived its host process")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rt := openRT(t, home)
+	list, err := rt.List(ctxT(t, 10*time.Second))
+	if err != nil || len(list) != 1 || list[0].State != libbox.StateStopped {
+		t.Fatalf("list after crash: %+v %v", list, err)
+	}
+}
+
+func countFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
+func countMounts() int {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	return bytes.Count(b, []byte("\n"))
+}
+
+func TestNoLeaks(t *testing.T) {
+	requireSandbox(t)
+	home := t.TempDir()
+	cycles := 200
+	if testing.Short() {
+		cycles = 20
+	}
+	// Warm up (image install, agent file) before measuring.
+	func() {
+		rt := openRT(t, home)
+		b := startBox(t, rt, libbox.BoxOptions{AutoRemove: true})
+		run(t, b, "true")
+		rt.Close()
+	}()
+	runtime.GC()
+	fds, mounts, gor := countFDs(), countMounts(), runtime.NumGoroutine()
+	rt, err := libbox.Open(libbox.Options{Home: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 10*time.Minute)
+	for i := 0; i < cycles; i++ {
+		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r, err := b.Run(ctx, libbox.Command{Args: []string{"echo", "cycle"}})
+		if err != nil || string(r.Stdout) != "cycle\n" {
+			t.Fatalf("cycle %d: %v %q", i, err, r.Stdout)
+		}
+		if err := rt.Remove(ctx, b.ID(), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		gotF, gotM, gotG := countFDs(), countMounts(), runtime.NumGoroutine()
+		kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+		nkids := 0
+		for _, k := range kids {
+			b, _ := os.ReadFile(k)
+			nkids += len(strings.Fields(string(b)))
+		}
+		if gotF <= fds && gotM <= mounts && gotG <= gor+2 && nkids == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaks after %d cycles: fds %d→%d, mounts %d→%d, goroutines %d→%d, children %d", cycles, fds, gotF, mounts, gotM, gor, gotG, nkids)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(home, "boxes")); len(ents) > 1 { // .lock only
+		t.Fatalf("box dirs left: %d", len(ents))
+	}
+}
