@@ -1,0 +1,354 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+//go:embed builtin/busybox.tar.gz
+var builtinTar []byte
+
+// builtinID is the ID of the builtin image: the digest of its tarball.
+var builtinID = sync.OnceValue(func() string {
+	sum := sha256.Sum256(builtinTar)
+	return "sha256:" + hex.EncodeToString(sum[:])
+})
+
+var builtinConfig = Config{
+	Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+	WorkingDir: "/",
+	Cmd:        []string{"sh"},
+}
+
+// maxParallelLayers bounds concurrent layer downloads of one image.
+const maxParallelLayers = 3
+
+// lockInstall holds the gc lock shared for an install, so Remove does not
+// collect blobs or roots an install is about to record.
+func (s *Store) lockInstall() (func(), error) {
+	unlock, err := lockFile(s.gcLockPath(), false, true)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "lock image store %s", s.dir)
+	}
+	return unlock, nil
+}
+
+func (s *Store) installBuiltin(ctx context.Context, norm, plat string) (*record, error) {
+	unlock, err := s.lockInstall()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	id := builtinID()
+	if err := s.ensureRoot(ctx, id, func(u *unpacker) error {
+		zr, err := decompress(bytes.NewReader(builtinTar))
+		if err != nil {
+			return errdefs.Wrap(errdefs.Internal, err, "builtin busybox image is corrupted: rebuild with ./build.sh build")
+		}
+		defer zr.Close()
+		return u.apply(ctx, zr, "builtin:busybox")
+	}); err != nil {
+		return nil, err
+	}
+	return s.record(record{Ref: norm, Platform: plat, ID: id, Config: builtinConfig})
+}
+
+// install stores src under norm/plat: config and layers into the blob cache
+// (skipping cached ones), then one unpacked root per image ID.
+func (s *Store) install(ctx context.Context, norm, plat string, src *imageSrc, report func(Progress)) (*record, error) {
+	unlock, err := s.lockInstall()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	id := src.configDigest.String()
+	cfgPath, err := s.ensureBlob(ctx, src.configDigest, -1, func() (io.ReadCloser, error) {
+		b, err := src.rawConfig()
+		if err != nil {
+			return nil, err
+		}
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}, nil, src.origin)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "read config %s", id)
+	}
+	var cf v1.ConfigFile
+	if err := json.Unmarshal(raw, &cf); err != nil {
+		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "image %s: config %s is not an image config", norm, id)
+	}
+	rec := record{Ref: norm, Platform: plat, ID: id, Manifest: src.manifest, Config: Config{
+		Env: cf.Config.Env, WorkingDir: cf.Config.WorkingDir, User: cf.Config.User,
+		Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd,
+	}}
+	for _, l := range src.layers {
+		rec.Layers = append(rec.Layers, l.digest.String())
+	}
+	if _, err := os.Stat(s.rootPath(id)); err == nil {
+		return s.record(rec) // unpacked already (same image under another name, or a re-pull)
+	}
+
+	paths, err := s.fetchLayers(ctx, src, report)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ensureRoot(ctx, id, func(u *unpacker) error {
+		for i, p := range paths {
+			if err := applyBlob(ctx, u, p, src.layers[i].digest.String()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return s.record(rec)
+}
+
+// fetchLayers makes sure every layer blob is cached, a few at a time, and
+// returns their paths in order.
+func (s *Store) fetchLayers(ctx context.Context, src *imageSrc, report func(Progress)) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	paths := make([]string, len(src.layers))
+	errs := make([]error, len(src.layers))
+	sem := make(chan struct{}, maxParallelLayers)
+	var wg sync.WaitGroup
+	for i, l := range src.layers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			paths[i], errs[i] = s.ensureBlob(ctx, l.digest, l.size, l.open, report, src.origin)
+			if errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// Report the first real failure rather than the cancellations it caused.
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return paths, nil
+}
+
+func applyBlob(ctx context.Context, u *unpacker, path, digest string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "open layer %s", digest)
+	}
+	defer f.Close()
+	zr, err := decompress(f)
+	if err != nil {
+		return errdefs.Wrap(errdefs.InvalidArgument, err, "layer %s is not a readable tar (gzip, zstd or plain)", digest)
+	}
+	defer zr.Close()
+	return u.apply(ctx, zr, digest)
+}
+
+// ensureRoot unpacks the root of image id unless present: into a temp dir
+// first, renamed into place only when complete.
+func (s *Store) ensureRoot(ctx context.Context, id string, fill func(*unpacker) error) error {
+	final := s.rootPath(id)
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	work, err := os.MkdirTemp(s.tmpDir(), "root-")
+	if err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "create temp dir in %s", s.tmpDir())
+	}
+	defer removeTree(work)
+	rootfs := filepath.Join(work, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "create temp root")
+	}
+	u, err := newUnpacker(rootfs)
+	if err != nil {
+		return err
+	}
+	err = fill(u)
+	if err == nil {
+		err = u.finish()
+	}
+	u.close()
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(rootfs, final); err != nil {
+		if _, serr := os.Stat(final); serr == nil {
+			return nil // someone else finished the same image first
+		}
+		return errdefs.Wrap(errdefs.Internal, err, "store image root %s", id)
+	}
+	return nil
+}
+
+// record upserts rec into the index (keeping the size of an image stored
+// before) and returns it.
+func (s *Store) record(rec record) (*record, error) {
+	rec.Created = time.Now().UTC()
+	err := s.updateIndex(func(recs []record) ([]record, error) {
+		rec.Size = -1
+		out := recs[:0]
+		for _, r := range recs {
+			if r.ID == rec.ID && rec.Size < 0 {
+				rec.Size = r.Size
+			}
+			if r.Ref == rec.Ref && r.Platform == rec.Platform {
+				if r.ID == rec.ID {
+					rec.Created = r.Created // re-pulled unchanged: stored back then
+				}
+				continue
+			}
+			out = append(out, r)
+		}
+		if rec.Size < 0 {
+			rec.Size = treeSize(s.rootPath(rec.ID))
+		}
+		return append(out, rec), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// ensureBlob returns the cache path of blob d, fetching it with open unless
+// cached. Concurrent requests for one blob share one download; the bytes
+// are verified against d before they enter the cache.
+func (s *Store) ensureBlob(ctx context.Context, d v1.Hash, size int64, open func() (io.ReadCloser, error),
+	report func(Progress), origin string) (string, error) {
+	final := s.blobPath(d)
+	if fi, err := os.Stat(final); err == nil {
+		if report != nil {
+			report(Progress{Layer: d.String(), Done: fi.Size(), Total: fi.Size()})
+		}
+		return final, nil
+	}
+	if d.Algorithm != "sha256" {
+		return "", errdefs.New(errdefs.Unsupported, "blob %s: only sha256 digests are supported", d)
+	}
+	_, err := s.fl.do(ctx, "blob\x00"+d.String(), report, func(ctx context.Context, report func(Progress)) (any, error) {
+		if _, err := os.Stat(final); err == nil {
+			return nil, nil
+		}
+		return nil, s.download(ctx, d, size, open, report, origin)
+	})
+	if err != nil {
+		return "", err
+	}
+	return final, nil
+}
+
+func (s *Store) download(ctx context.Context, d v1.Hash, size int64, open func() (io.ReadCloser, error),
+	report func(Progress), origin string) error {
+	rc, err := open()
+	if err != nil {
+		return blobError(ctx, err, d, origin)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(s.tmpDir(), "blob-")
+	if err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "create temp file in %s", s.tmpDir())
+	}
+	defer os.Remove(f.Name()) // no-op once renamed
+	h := sha256.New()
+	pw := &progressWriter{ctx: ctx, h: h, layer: d.String(), total: size, report: report}
+	report(Progress{Layer: d.String(), Done: 0, Total: size})
+	_, err = io.Copy(io.MultiWriter(f, pw), rc)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return blobError(ctx, err, d, origin)
+	}
+	got := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if got != d.String() {
+		return errdefs.New(errdefs.Internal, "blob %s from %s is corrupted (its content hashes to %s): pull again; if it persists the source is damaged",
+			d, origin, got)
+	}
+	report(Progress{Layer: d.String(), Done: pw.done, Total: pw.done})
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "store blob %s", d)
+	}
+	if err := os.Rename(f.Name(), s.blobPath(d)); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "store blob %s", d)
+	}
+	return nil
+}
+
+// blobError classifies a failure fetching blob d, naming it.
+func blobError(ctx context.Context, err error, d v1.Hash, origin string) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("fetch blob %s: %w", d, ctx.Err())
+	}
+	if errdefs.CodeOf(err) != errdefs.Internal {
+		return err // already classified
+	}
+	rerr := registryError(ctx, err, origin, d.String())
+	if errdefs.CodeOf(rerr) != errdefs.Internal {
+		return rerr
+	}
+	return errdefs.Wrap(errdefs.Internal, err, "blob %s from %s could not be read (corrupted or truncated?): pull again", d, origin)
+}
+
+// progressWriter hashes what it is given and reports progress, at most
+// every 256 KiB; it also stops the copy once ctx is done.
+type progressWriter struct {
+	ctx    context.Context
+	h      hash.Hash
+	layer  string
+	total  int64
+	done   int64
+	last   int64
+	report func(Progress)
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	w.h.Write(p)
+	w.done += int64(len(p))
+	if w.done-w.last >= 256<<10 {
+		w.last = w.done
+		w.report(Progress{Layer: w.layer, Done: w.done, Total: w.total})
+	}
+	return len(p), nil
+}
