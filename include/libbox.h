@@ -234,6 +234,25 @@ box_status_t box_copy_out(box_t box, const char *box_path, const char *host_path
                           box_complete_fn done, void *user_data,
                           box_error_t **err);
 
+/* Pulls (or refreshes) an image asynchronously: `ref` as Docker users write
+   it ("alpine:3.20", "ghcr.io/o/r@sha256:..."), or "oci-layout:/dir[:tag]",
+   "docker-archive:/file.tar", or "busybox" (builtin). `progress` may be
+   NULL. `done` gets the image as JSON (see box_images). */
+box_status_t box_pull(box_runtime_t rt, const char *ref, box_progress_fn progress,
+                      box_complete_fn done, void *user_data, box_error_t **err);
+
+/* Lists the stored images as a JSON array of
+   {"ref", "id", "root", "size", "created", "config": {"env", "working_dir",
+   "user", "entrypoint", "cmd"}}. *out_json is freed with box_string_free.
+   Blocks briefly. */
+box_status_t box_images(box_runtime_t rt, char **out_json, box_error_t **err);
+
+/* Removes an image asynchronously. An image used by a box is refused
+   (BOX_E_FAILED_PRECONDITION) unless force != 0. */
+box_status_t box_image_remove(box_runtime_t rt, const char *ref, int32_t force,
+                              box_complete_fn done, void *user_data,
+                              box_error_t **err);
+
 /* Releases a box or exec handle. Releasing twice, or a handle that was never
    issued, returns BOX_E_INVALID_ARGUMENT. Never blocks. */
 box_status_t box_release(uint64_t handle, box_error_t **err);

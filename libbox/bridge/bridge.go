@@ -587,3 +587,85 @@ func Cancel(h uint64) error {
 	}
 	return nil
 }
+
+// imageJSON is an image as the C ABI describes it.
+type imageJSON struct {
+	Ref     string    `json:"ref"`
+	ID      string    `json:"id"`
+	Root    string    `json:"root"`
+	Size    int64     `json:"size"`
+	Created time.Time `json:"created"`
+	Config  struct {
+		Env        []string `json:"env"`
+		WorkingDir string   `json:"working_dir"`
+		User       string   `json:"user"`
+		Entrypoint []string `json:"entrypoint"`
+		Cmd        []string `json:"cmd"`
+	} `json:"config"`
+}
+
+func toImageJSON(img image.Image) imageJSON {
+	j := imageJSON{Ref: img.Ref, ID: img.ID, Root: img.Root, Size: img.Size, Created: img.Created}
+	j.Config.Env, j.Config.WorkingDir, j.Config.User = img.Config.Env, img.Config.WorkingDir, img.Config.User
+	j.Config.Entrypoint, j.Config.Cmd = img.Config.Entrypoint, img.Config.Cmd
+	return j
+}
+
+// Pull fetches an image asynchronously; done gets it as JSON.
+func Pull(rtH uint64, ref string, progress Progress, done Done) error {
+	if done == nil {
+		return fail(errdefs.InvalidArgument, "box_pull: the completion callback is NULL")
+	}
+	e, err := lookup(rtH, kindRuntime)
+	if err != nil {
+		return err
+	}
+	var pf func(image.Progress)
+	if progress != nil {
+		pf = func(p image.Progress) { progress(p.Layer, p.Done, p.Total) }
+	}
+	re := e.rt
+	async(re, done, func(ctx context.Context) (uint64, string, error) {
+		img, err := re.rt.PullImage(ctx, ref, pf)
+		if err != nil {
+			return 0, "", err
+		}
+		b, err := json.Marshal(toImageJSON(*img))
+		return 0, string(b), err
+	})
+	return nil
+}
+
+// Images lists stored images as JSON.
+func Images(rtH uint64) (string, error) {
+	e, err := lookup(rtH, kindRuntime)
+	if err != nil {
+		return "", err
+	}
+	imgs, err := e.rt.rt.Images(e.rt.ctx)
+	if err != nil {
+		return "", err
+	}
+	out := make([]imageJSON, len(imgs))
+	for i, img := range imgs {
+		out[i] = toImageJSON(img)
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
+}
+
+// RemoveImage deletes an image asynchronously.
+func RemoveImage(rtH uint64, ref string, force bool, done Done) error {
+	if done == nil {
+		return fail(errdefs.InvalidArgument, "box_image_remove: the completion callback is NULL")
+	}
+	e, err := lookup(rtH, kindRuntime)
+	if err != nil {
+		return err
+	}
+	re := e.rt
+	async(re, done, func(ctx context.Context) (uint64, string, error) {
+		return 0, "", re.rt.RemoveImage(ctx, ref, force)
+	})
+	return nil
+}

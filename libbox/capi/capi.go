@@ -66,6 +66,17 @@ func cDone(fn C.box_complete_fn, ud unsafe.Pointer) bridge.Done {
 	}
 }
 
+func cProgress(fn C.box_progress_fn, ud unsafe.Pointer) bridge.Progress {
+	if fn == nil {
+		return nil
+	}
+	return func(layer string, d, total int64) {
+		cl := C.CString(layer)
+		defer C.free(unsafe.Pointer(cl))
+		C.box_call_progress(fn, ud, cl, C.int64_t(d), C.int64_t(total))
+	}
+}
+
 //export box_abi_version
 func box_abi_version() C.uint32_t { return C.uint32_t(bridge.ABIVersion) }
 
@@ -94,15 +105,7 @@ func box_runtime_close(rt C.box_runtime_t, errOut **C.box_error_t) C.box_status_
 
 //export box_create
 func box_create(rt C.box_runtime_t, opts *C.char, progress C.box_progress_fn, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
-	var p bridge.Progress
-	if progress != nil {
-		p = func(layer string, d, total int64) {
-			cl := C.CString(layer)
-			defer C.free(unsafe.Pointer(cl))
-			C.box_call_progress(progress, ud, cl, C.int64_t(d), C.int64_t(total))
-		}
-	}
-	return setErr(bridge.Create(uint64(rt), goString(opts), p, cDone(done, ud)), errOut)
+	return setErr(bridge.Create(uint64(rt), goString(opts), cProgress(progress, ud), cDone(done, ud)), errOut)
 }
 
 //export box_get
@@ -270,4 +273,32 @@ func box_error_free(e *C.box_error_t) {
 		C.free(unsafe.Pointer(e.message))
 	}
 	C.free(unsafe.Pointer(e))
+}
+
+//export box_pull
+func box_pull(rt C.box_runtime_t, ref *C.char, progress C.box_progress_fn, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
+	if ref == nil {
+		return nullArg("ref", errOut)
+	}
+	return setErr(bridge.Pull(uint64(rt), C.GoString(ref), cProgress(progress, ud), cDone(done, ud)), errOut)
+}
+
+//export box_images
+func box_images(rt C.box_runtime_t, out **C.char, errOut **C.box_error_t) C.box_status_t {
+	if out == nil {
+		return nullArg("out_json", errOut)
+	}
+	js, err := bridge.Images(uint64(rt))
+	if err == nil {
+		*out = C.CString(js)
+	}
+	return setErr(err, errOut)
+}
+
+//export box_image_remove
+func box_image_remove(rt C.box_runtime_t, ref *C.char, force C.int32_t, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
+	if ref == nil {
+		return nullArg("ref", errOut)
+	}
+	return setErr(bridge.RemoveImage(uint64(rt), C.GoString(ref), force != 0, cDone(done, ud)), errOut)
 }

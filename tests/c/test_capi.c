@@ -242,6 +242,22 @@ int main(void) {
     EXPECT(wait_for(&c3.fired, 1) && c3.status == BOX_E_INVALID_ARGUMENT, "copy_in escape: %d %s", c3.status, c3.msg);
   }
 
+  /* Images: pull the builtin, list it, refuse removing it while in use. */
+  {
+    struct done pl = {0}, rm = {0};
+    EXPECT_ERR(box_pull(rt, "busybox", NULL, on_done, &pl, &err), BOX_OK, "", "pull");
+    EXPECT(wait_for(&pl.fired, 1) && pl.status == BOX_OK && strstr(pl.json, "\"id\":\"sha256:"), "pull: %d %s %s", pl.status, pl.msg, pl.json);
+    EXPECT_ERR(box_images(rt, &js, &err), BOX_OK, "", "images");
+    EXPECT(strstr(js, "busybox") != NULL, "images: %s", js);
+    box_string_free(js);
+    EXPECT_ERR(box_image_remove(rt, "busybox", 0, on_done, &rm, &err), BOX_OK, "", "image remove (async)");
+    EXPECT(wait_for(&rm.fired, 1) && rm.status == BOX_E_FAILED_PRECONDITION, "image remove in use: %d %s", rm.status, rm.msg);
+    EXPECT_ERR(box_pull(rt, "UPPER/case", NULL, on_done, &pl, &err), BOX_OK, "", "pull bad ref (async)");
+    EXPECT(wait_for(&pl.fired, 2) && pl.status == BOX_E_INVALID_ARGUMENT && strstr(pl.msg, "UPPER/case"), "pull bad ref: %d %s", pl.status, pl.msg);
+    EXPECT_ERR(box_pull(rt, NULL, NULL, on_done, &pl, &err), BOX_E_INVALID_ARGUMENT, "NULL", "pull NULL ref");
+    EXPECT_ERR(box_images(rt, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "images NULL out");
+  }
+
   /* Stop; exec on a stopped box; remove; exec on a removed box. */
   struct done stopped = {0}, removed = {0};
   EXPECT_ERR(box_stop(box, on_done, &stopped, &err), BOX_OK, "", "stop");
