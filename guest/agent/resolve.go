@@ -2,13 +2,14 @@ package agent
 
 import (
 	"bufio"
-	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/libbox/libbox/libbox/errdefs"
 )
@@ -230,11 +231,33 @@ func atou(s string) uint32 {
 	return uint32(n)
 }
 
+// colonCache holds parsed /etc/passwd and /etc/group files, keyed by path
+// and invalidated by size and mtime.
+var colonCache sync.Map // string -> *colonEntry
+
+type colonEntry struct {
+	size  int64
+	mtime time.Time
+	rows  [][]string
+}
+
 func readColonFile(root, p string) [][]string {
-	full, _, err := resolveIn(root, p)
+	full, fi, err := resolveIn(root, p)
 	if err != nil {
 		return nil
 	}
+	if v, ok := colonCache.Load(full); ok {
+		e := v.(*colonEntry)
+		if e.size == fi.Size() && e.mtime.Equal(fi.ModTime()) {
+			return e.rows
+		}
+	}
+	rows := parseColonFile(full)
+	colonCache.Store(full, &colonEntry{size: fi.Size(), mtime: fi.ModTime(), rows: rows})
+	return rows
+}
+
+func parseColonFile(full string) [][]string {
 	f, err := os.Open(full)
 	if err != nil {
 		return nil
@@ -308,4 +331,3 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-var _ = fmt.Sprintf
