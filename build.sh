@@ -23,9 +23,13 @@ APT_PACKAGES=(protobuf-compiler busybox-static bubblewrap e2fsprogs pkg-config g
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 have_fn() { declare -F "$1" >/dev/null; }
+ORDER=(image vm cli python node) # components run in this order, then any others
 hook() { # hook STEP: run <component>_STEP for every component that has one
-	local c
-	for c in "${COMPONENTS[@]}"; do
+	local c seen=" "
+	for c in "${ORDER[@]}" "${COMPONENTS[@]}"; do
+		case "$seen" in *" $c "*) continue ;; esac
+		seen="$seen$c "
+		[[ " ${COMPONENTS[*]} " == *" $c "* ]] || continue
 		if have_fn "${c}_$1"; then "${c}_$1"; fi
 	done
 }

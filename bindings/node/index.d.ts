@@ -1,0 +1,211 @@
+// Types of the libbox Node package: run commands concurrently in isolated
+// Linux boxes (micro-VMs or namespace sandboxes) over libbox.so.
+/// <reference types="node" />
+import { Readable, Writable } from 'node:stream';
+
+/** The error classes of libbox, as `LibboxError.code`. */
+export type ErrorCode =
+  | 'NotFound'
+  | 'AlreadyExists'
+  | 'InvalidArgument'
+  | 'FailedPrecondition'
+  | 'Unavailable'
+  | 'DeadlineExceeded'
+  | 'Canceled'
+  | 'Internal'
+  | 'Unsupported';
+
+/** An error reported by libbox; `message` says what to do. */
+export class LibboxError extends Error {
+  readonly name: 'LibboxError';
+  readonly code: ErrorCode;
+  /** The C status code (BOX_E_*), 1..9. */
+  readonly status: number;
+  /** Output collected before an exec failed (exec() rejections only). */
+  stdout?: string;
+  stderr?: string;
+  stdoutBuffer?: Buffer;
+  stderrBuffer?: Buffer;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown });
+}
+
+/** Rejection of an operation whose AbortSignal fired (the process group was killed). */
+export class AbortError extends Error {
+  readonly name: 'AbortError';
+  readonly code: 'ABORT_ERR';
+  constructor(message?: string, options?: { cause?: unknown });
+}
+
+export interface Volume {
+  /** Absolute host directory. */
+  host: string;
+  /** Absolute path inside the box. */
+  box: string;
+  readOnly?: boolean;
+}
+
+export interface PullProgress {
+  layer: string;
+  done: number;
+  /** -1 when unknown. */
+  total: number;
+}
+
+export interface BoxOptions {
+  /** Image reference; default "busybox" (builtin, no network). */
+  image?: string;
+  name?: string;
+  /** "vm" (the library's default) or "sandbox" (Linux namespaces). */
+  isolation?: 'vm' | 'sandbox';
+  cpus?: number;
+  memoryMib?: number;
+  env?: Record<string, string>;
+  cwd?: string;
+  volumes?: Volume[];
+  network?: boolean;
+  /** Remove the box's files when it stops. Default true. */
+  autoRemove?: boolean;
+  /** Let the box outlive this process. Default false. */
+  detach?: boolean;
+  /** Called during image pulls. */
+  onProgress?: (progress: PullProgress) => void;
+}
+
+export interface RuntimeOptions {
+  /** Default $LIBBOX_HOME or ~/.local/share/libbox. */
+  home?: string;
+}
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** "root", "1000", "1000:1000" or a uid. */
+  user?: string | number;
+  /** Data written to stdin, which is then closed. Without it stdin is /dev/null. */
+  stdin?: string | Uint8Array;
+  /** Kill the process group after this long; rejects with code "DeadlineExceeded". */
+  timeoutMs?: number;
+  /** Aborting kills the process group; rejects with AbortError. */
+  signal?: AbortSignal;
+  tty?: boolean;
+  rows?: number;
+  cols?: number;
+}
+
+export interface SpawnOptions extends Omit<ExecOptions, 'stdin'> {
+  /** "pipe" (default: `process.stdin` is a Writable), "ignore"/null (/dev/null), or data to write then close. */
+  stdin?: 'pipe' | 'ignore' | null | string | Uint8Array;
+}
+
+export interface ExitResult {
+  /** 0..255, or null when a signal ended the process. */
+  exitCode: number | null;
+  /** The killing signal, or null. */
+  signal: number | null;
+  durationMs: number;
+}
+
+export interface ExecResult extends ExitResult {
+  stdout: string;
+  stderr: string;
+  stdoutBuffer: Buffer;
+  stderrBuffer: Buffer;
+}
+
+/** Box info, with the library's keys in camelCase. */
+export interface BoxInfo {
+  id: string;
+  name: string;
+  image: string;
+  isolation: 'vm' | 'sandbox';
+  state: 'created' | 'running' | 'stopped';
+  createdAt?: string;
+  pid?: number;
+  cpus?: number;
+  memoryMib?: number;
+  detach?: boolean;
+  autoRemove?: boolean;
+  [key: string]: unknown;
+}
+
+/** A command started by Box.spawn. */
+export class Process {
+  private constructor();
+  /** Output of the process; slow consumers hold the process back (backpressure). */
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** null unless stdin is "pipe". end() it to send EOF. */
+  readonly stdin: Writable | null;
+  /** Set once the process ended normally. */
+  readonly exitCode: number | null;
+  readonly signalCode: number | null;
+  readonly exited: boolean;
+  /** Signals the process group (default "SIGTERM"); false if it had already ended. */
+  kill(signal?: NodeJS.Signals | number): boolean;
+  /** Kills the process group; wait() rejects with code "Canceled". */
+  cancel(): void;
+  resize(rows: number, cols: number): void;
+  /** Resolves once the process ended and all its output was delivered; rejects with LibboxError or AbortError. */
+  wait(): Promise<ExitResult>;
+  /** A running process keeps the script alive; unref() lets it exit anyway. */
+  unref(): this;
+  ref(): this;
+}
+
+/** One isolated environment. */
+export class Box {
+  private constructor();
+  /** Creates and starts a box on the default runtime. */
+  static create(options?: BoxOptions): Promise<Box>;
+  readonly id: string;
+  readonly name: string;
+  readonly runtime: Runtime;
+  readonly closed: boolean;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Stops the box and releases it. Idempotent. */
+  close(): Promise<void>;
+  info(): Promise<BoxInfo>;
+  copyIn(hostPath: string, boxPath: string): Promise<{ bytes?: number }>;
+  copyOut(boxPath: string, hostPath: string): Promise<{ bytes?: number }>;
+  /** Runs a command and collects its output. Wrong argument types throw TypeError synchronously. */
+  exec(cmd: string, args?: string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Starts a command with streams. Throws LibboxError if the box cannot run it. */
+  spawn(cmd: string, args?: string[], options?: SpawnOptions): Process;
+}
+
+/** A libbox home directory and the boxes opened from it. */
+export class Runtime {
+  constructor(options?: RuntimeOptions);
+  /** The runtime Box.create uses ($LIBBOX_HOME when set). */
+  static default(): Runtime;
+  readonly closed: boolean;
+  /** Creates a box and starts it. */
+  create(options?: BoxOptions): Promise<Box>;
+  /** Opens an existing box by id or name. */
+  get(idOrName: string): Promise<Box>;
+  list(): Promise<BoxInfo[]>;
+  /** A running box needs { force: true }. */
+  remove(idOrName: string, options?: { force?: boolean }): Promise<void>;
+  /** Cancels running execs, stops boxes that are not detached, releases every handle. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Version of the loaded libbox.so. */
+export const version: string;
+/** ABI version of the loaded libbox.so. */
+export const abiVersion: number;
+/** Live library handles of this process (0 once every runtime is closed). */
+export function liveHandles(): number;
+
+declare const libbox: {
+  Box: typeof Box;
+  Runtime: typeof Runtime;
+  Process: typeof Process;
+  LibboxError: typeof LibboxError;
+  AbortError: typeof AbortError;
+  version: string;
+  abiVersion: number;
+  liveHandles: typeof liveHandles;
+};
+export default libbox;

@@ -1,0 +1,830 @@
+'use strict';
+/**
+ * libbox — run commands concurrently in isolated Linux boxes from Node.js.
+ *
+ * A Promise API over libbox.so, reached through a small Node-API addon
+ * (src/addon.c). Library callbacks arrive on library threads and are handed
+ * to this thread by one threadsafe function; this module only routes them.
+ *
+ * It must never block the event loop on a box (every call that can take long
+ * is asynchronous), never keep a finished script alive when nothing is
+ * pending, and never let an exec's output grow without bound when a stream
+ * consumer is slow (the library thread waits instead).
+ */
+const os = require('node:os');
+const { Readable, Writable } = require('node:stream');
+
+let native;
+try {
+  native = require('./libbox.node');
+} catch (e) {
+  // An ABI mismatch (code "Unsupported") already says what to do.
+  const err = new Error(
+    e.code === 'Unsupported'
+      ? `libbox: ${e.message}`
+      : `libbox: cannot load the native addon (${e.message}); reinstall the libbox package ` +
+          '(libbox.node and libbox.so must sit side by side and come from one build)',
+    { cause: e },
+  );
+  err.code = e.code === 'Unsupported' ? 'Unsupported' : 'Unavailable';
+  throw err;
+}
+
+/** Error class names, indexed by the C status code (BOX_E_*). */
+const CODES = [
+  'OK',
+  'NotFound',
+  'AlreadyExists',
+  'InvalidArgument',
+  'FailedPrecondition',
+  'Unavailable',
+  'DeadlineExceeded',
+  'Canceled',
+  'Internal',
+  'Unsupported',
+];
+
+/** An error reported by libbox. `code` is the class name ("NotFound", ...). */
+class LibboxError extends Error {
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = 'LibboxError';
+    this.code = CODES.includes(code) && code !== 'OK' ? code : 'Internal';
+    this.status = CODES.indexOf(this.code);
+  }
+}
+
+/** Rejection of an operation whose AbortSignal fired. */
+class AbortError extends Error {
+  constructor(message = 'The operation was aborted', options) {
+    super(message, options);
+    this.name = 'AbortError';
+    this.code = 'ABORT_ERR';
+  }
+}
+
+function fromStatus(status, message) {
+  const code = CODES[status] || 'Internal';
+  return new LibboxError(code, message || `libbox: ${code}`);
+}
+
+function abortError(signal) {
+  return new AbortError('The operation was aborted', { cause: signal && signal.reason });
+}
+
+function closedError(what) {
+  return new LibboxError('FailedPrecondition', `${what} is closed: create a new one`);
+}
+
+// ---- event routing and keeping the event loop alive ----
+
+const M_COMPLETE = 1;
+const M_STDOUT = 2;
+const M_STDERR = 3;
+const M_EXIT = 4;
+const M_PROGRESS = 5;
+
+/** Pending operations by id; each holds the event loop until it settles. */
+const waiting = new Map();
+let lastId = 0;
+let pending = 0;
+
+function newId() {
+  do {
+    lastId = lastId >= 0xfffffffe ? 1 : lastId + 1;
+  } while (waiting.has(lastId));
+  return lastId;
+}
+
+function hold() {
+  if (pending++ === 0) native.ref();
+}
+
+function drop() {
+  if (--pending === 0) native.unref();
+}
+
+function dispatch(kind, id, a, b, c, d, e) {
+  const w = waiting.get(id);
+  if (w === undefined) return true;
+  switch (kind) {
+    case M_STDOUT:
+      return w.output(0, a);
+    case M_STDERR:
+      return w.output(1, a);
+    case M_COMPLETE:
+      waiting.delete(id);
+      w.release();
+      w.complete(a, b, c, d);
+      return true;
+    case M_EXIT:
+      waiting.delete(id);
+      w.release();
+      w.exit(a, b, c, d, e);
+      return true;
+    case M_PROGRESS:
+      if (w.progress) w.progress({ layer: a, done: Number(b), total: Number(c) });
+      return true;
+  }
+  return true;
+}
+
+native.init(dispatch, fromStatus);
+// Closes every runtime (stopping boxes that are not detached) when the
+// process exits, whether the loop drained or process.exit() was called.
+process.on('exit', () => native.shutdown());
+
+/** Registers an entry in `waiting` that holds the loop until it settles. */
+function register(id, entry) {
+  let held = true;
+  entry.release = () => {
+    if (held) {
+      held = false;
+      drop();
+    }
+  };
+  entry.ref = () => {
+    if (!held && waiting.has(id)) {
+      held = true;
+      hold();
+    }
+  };
+  entry.unref = entry.release;
+  waiting.set(id, entry);
+  hold();
+}
+
+/** Runs one asynchronous library call; resolves with {handle, json}. */
+function call(start, progress) {
+  return new Promise((resolve, reject) => {
+    const id = newId();
+    try {
+      start(id);
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    register(id, {
+      progress,
+      complete(status, message, handle, json) {
+        if (status === 0) resolve({ handle, json });
+        else reject(fromStatus(status, message));
+      },
+    });
+  });
+}
+
+// ---- argument checking (TypeError, synchronously) ----
+
+function isPlainObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function checkKeys(obj, allowed, what) {
+  if (!isPlainObject(obj)) throw new TypeError(`${what} must be an object`);
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) {
+      throw new TypeError(`unknown ${what} field "${k}" (known: ${allowed.join(', ')})`);
+    }
+  }
+}
+
+function checkString(v, what, { optional = true, nonEmpty = false } = {}) {
+  if (v === undefined && optional) return;
+  if (typeof v !== 'string' || (nonEmpty && v === '')) {
+    throw new TypeError(`${what} must be a ${nonEmpty ? 'non-empty ' : ''}string`);
+  }
+}
+
+function checkEnv(env, what) {
+  if (env === undefined) return;
+  if (!isPlainObject(env)) throw new TypeError(`${what} must be an object of strings`);
+  for (const [k, v] of Object.entries(env)) {
+    if (typeof v !== 'string') throw new TypeError(`${what}.${k} must be a string`);
+  }
+}
+
+function checkInt(v, what, min) {
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    throw new TypeError(`${what} must be an integer >= ${min}`);
+  }
+}
+
+function checkBool(v, what) {
+  if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`${what} must be a boolean`);
+}
+
+const BOX_OPTIONS = [
+  'image',
+  'name',
+  'isolation',
+  'cpus',
+  'memoryMib',
+  'env',
+  'cwd',
+  'network',
+  'autoRemove',
+  'detach',
+  'volumes',
+  'onProgress',
+];
+
+/** Box options (camelCase) to the box options JSON of include/libbox.h. */
+function boxOptionsJSON(opts) {
+  checkKeys(opts, BOX_OPTIONS, 'box option');
+  checkString(opts.image, 'image', { nonEmpty: true });
+  checkString(opts.name, 'name', { nonEmpty: true });
+  if (opts.isolation !== undefined && opts.isolation !== 'vm' && opts.isolation !== 'sandbox') {
+    throw new TypeError('isolation must be "vm" or "sandbox"');
+  }
+  checkInt(opts.cpus, 'cpus', 1);
+  checkInt(opts.memoryMib, 'memoryMib', 1);
+  checkEnv(opts.env, 'env');
+  checkString(opts.cwd, 'cwd');
+  checkBool(opts.network, 'network');
+  checkBool(opts.autoRemove, 'autoRemove');
+  checkBool(opts.detach, 'detach');
+  if (opts.onProgress !== undefined && typeof opts.onProgress !== 'function') {
+    throw new TypeError('onProgress must be a function');
+  }
+  const out = {
+    image: opts.image,
+    name: opts.name,
+    isolation: opts.isolation,
+    cpus: opts.cpus,
+    memory_mib: opts.memoryMib,
+    env: opts.env,
+    cwd: opts.cwd,
+    network: opts.network,
+    auto_remove: opts.autoRemove === undefined ? true : opts.autoRemove,
+    detach: opts.detach,
+  };
+  if (opts.volumes !== undefined) {
+    if (!Array.isArray(opts.volumes)) throw new TypeError('volumes must be an array');
+    out.volumes = opts.volumes.map((v, i) => {
+      checkKeys(v, ['host', 'box', 'readOnly'], `volumes[${i}]`);
+      checkString(v.host, `volumes[${i}].host`, { optional: false, nonEmpty: true });
+      checkString(v.box, `volumes[${i}].box`, { optional: false, nonEmpty: true });
+      checkBool(v.readOnly, `volumes[${i}].readOnly`);
+      return { host: v.host, box: v.box, read_only: v.readOnly === true };
+    });
+  }
+  return JSON.stringify(out);
+}
+
+const EXEC_OPTIONS = ['env', 'cwd', 'user', 'stdin', 'timeoutMs', 'signal', 'tty', 'rows', 'cols'];
+
+/** Checks exec/spawn arguments; returns the request JSON and what to do with stdin. */
+function execRequest(cmd, args, opts, spawn) {
+  checkString(cmd, 'cmd', { optional: false, nonEmpty: true });
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) {
+    throw new TypeError('args must be an array of strings');
+  }
+  checkKeys(opts, EXEC_OPTIONS, 'exec option');
+  checkEnv(opts.env, 'env');
+  checkString(opts.cwd, 'cwd');
+  if (opts.user !== undefined && typeof opts.user !== 'string' && !Number.isInteger(opts.user)) {
+    throw new TypeError('user must be a string ("root", "1000", "1000:1000") or an integer uid');
+  }
+  if (opts.timeoutMs !== undefined) {
+    if (typeof opts.timeoutMs !== 'number' || !Number.isFinite(opts.timeoutMs) || opts.timeoutMs < 0) {
+      throw new TypeError('timeoutMs must be a finite number >= 0');
+    }
+  }
+  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) {
+    throw new TypeError('signal must be an AbortSignal');
+  }
+  checkBool(opts.tty, 'tty');
+  checkInt(opts.rows, 'rows', 1);
+  checkInt(opts.cols, 'cols', 1);
+  let stdin = opts.stdin;
+  let feed = null;
+  if (typeof stdin === 'string') feed = Buffer.from(stdin);
+  else if (stdin instanceof Uint8Array) feed = Buffer.from(stdin.buffer, stdin.byteOffset, stdin.byteLength);
+  else if (spawn && (stdin === undefined || stdin === 'pipe')) stdin = 'pipe';
+  else if (stdin === undefined || stdin === null || stdin === 'ignore') stdin = null;
+  else {
+    throw new TypeError(
+      spawn
+        ? 'stdin must be "pipe", "ignore", null, a string or a Uint8Array'
+        : 'stdin must be a string or a Uint8Array',
+    );
+  }
+  const req = {
+    args: [cmd, ...args],
+    env: opts.env,
+    cwd: opts.cwd,
+    user: opts.user === undefined ? undefined : String(opts.user),
+    tty: opts.tty,
+    rows: opts.rows,
+    cols: opts.cols,
+    timeout_ms: opts.timeoutMs === undefined ? undefined : Math.ceil(opts.timeoutMs),
+    stdin: feed !== null || stdin === 'pipe',
+  };
+  return { json: JSON.stringify(req), feed, pipe: stdin === 'pipe', signal: opts.signal };
+}
+
+function signalNumber(sig) {
+  if (typeof sig === 'number' && Number.isInteger(sig) && sig > 0) return sig;
+  if (typeof sig === 'string' && Object.hasOwn(os.constants.signals, sig)) return os.constants.signals[sig];
+  throw new TypeError(`unknown signal ${String(sig)}: use a name like "SIGTERM" or a positive number`);
+}
+
+function camelCase(info) {
+  const out = {};
+  for (const [k, v] of Object.entries(info)) {
+    out[k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())] = v;
+  }
+  return out;
+}
+
+/** Writes `data` to the exec's stdin in pieces, then closes it. */
+async function feedStdin(ctx, data, exited) {
+  const piece = 1 << 20;
+  try {
+    for (let off = 0; off < data.length && !exited(); off += piece) {
+      await native.execWrite(ctx, data.subarray(off, off + piece));
+    }
+    if (!exited()) native.execCloseStdin(ctx);
+  } catch (err) {
+    // The process stopped reading (it exited or closed stdin): its exit
+    // status is what the caller learns from.
+    try {
+      if (!exited()) native.execCloseStdin(ctx);
+    } catch (_) {}
+  }
+}
+
+/** The end of an exec: {exitCode, signal} or the error it ended with. */
+function exitResult(status, message, exitCode, sig, durationUs) {
+  if (status !== 0) return { error: fromStatus(status, message) };
+  return {
+    exitCode: exitCode >= 0 ? exitCode : null,
+    signal: sig > 0 ? sig : null,
+    durationMs: Number(durationUs) / 1000,
+  };
+}
+
+// ---- Process ----
+
+/**
+ * A running command started by Box.spawn. stdout/stderr are Readable
+ * streams (async iterables of Buffers), stdin a Writable (or null).
+ */
+class Process {
+  #ctx;
+  #exited = false;
+  #entry;
+  #done;
+  #paused = [false, false];
+
+  /** @internal */
+  constructor(box, start, req) {
+    this.exitCode = null;
+    this.signalCode = null;
+    const flow = (s) => ({
+      highWaterMark: 64 * 1024,
+      read: () => {
+        if (this.#paused[s]) {
+          this.#paused[s] = false;
+          native.execFlow(this.#ctx, s, 0);
+        }
+      },
+      destroy: (err, cb) => {
+        if (!this.#exited) native.execFlow(this.#ctx, s, 1); // drop the rest
+        cb(err);
+      },
+    });
+    this.stdout = new Readable(flow(0));
+    this.stderr = new Readable(flow(1));
+    this.stdin = null;
+    const signal = req.signal;
+    let aborted = false;
+    const onAbort = () => {
+      aborted = true;
+      this.#cancel();
+    };
+    let resolve, reject;
+    this.#done = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#done.catch(() => {}); // a caller who never waits must not crash the process
+    const id = newId();
+    const streams = [this.stdout, this.stderr];
+    this.#entry = {
+      output: (s, buf) => {
+        if (streams[s].destroyed) return true;
+        const more = streams[s].push(buf);
+        if (!more) this.#paused[s] = true;
+        return more;
+      },
+      exit: (status, message, code, sig, dur) => {
+        this.#exited = true;
+        if (signal) signal.removeEventListener('abort', onAbort);
+        for (const s of streams) if (!s.destroyed) s.push(null);
+        const r = exitResult(status, message, code, sig, dur);
+        if (aborted) reject(abortError(signal));
+        else if (r.error) reject(r.error);
+        else {
+          this.exitCode = r.exitCode;
+          this.signalCode = r.signal;
+          resolve(r);
+        }
+      },
+    };
+    this.#ctx = start(id, req.json);
+    register(id, this.#entry);
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    const exited = () => this.#exited;
+    if (req.feed) feedStdin(this.#ctx, req.feed, exited);
+    if (req.pipe) {
+      this.stdin = new Writable({
+        highWaterMark: 64 * 1024,
+        write: (chunk, _enc, cb) => {
+          if (this.#exited) return cb();
+          let p;
+          try {
+            p = native.execWrite(this.#ctx, chunk);
+          } catch (err) {
+            return cb(this.#exited ? null : err);
+          }
+          p.then(
+            () => cb(),
+            (err) => cb(this.#exited ? null : err),
+          );
+        },
+        final: (cb) => {
+          try {
+            if (!this.#exited) native.execCloseStdin(this.#ctx);
+          } catch (err) {
+            return cb(this.#exited ? null : err);
+          }
+          cb();
+        },
+        destroy: (err, cb) => {
+          try {
+            if (!this.#exited) native.execCloseStdin(this.#ctx);
+          } catch (_) {}
+          cb(err);
+        },
+      });
+    }
+  }
+
+  #cancel() {
+    if (!this.#exited) native.execCancel(this.#ctx);
+  }
+
+  /** True once the process has ended. */
+  get exited() {
+    return this.#exited;
+  }
+
+  /** Sends a signal (name or number, default "SIGTERM") to the process group. Returns false if it had already ended. */
+  kill(sig = 'SIGTERM') {
+    const n = signalNumber(sig);
+    if (this.#exited) return false;
+    native.execSignal(this.#ctx, n);
+    return true;
+  }
+
+  /** Kills the process group; wait() then rejects with LibboxError code "Canceled". */
+  cancel() {
+    this.#cancel();
+  }
+
+  /** Resizes the terminal of a `tty: true` process. */
+  resize(rows, cols) {
+    checkInt(rows, 'rows', 1);
+    checkInt(cols, 'cols', 1);
+    native.execResize(this.#ctx, rows, cols);
+  }
+
+  /** Resolves with {exitCode, signal, durationMs} once the process ended and all its output was delivered. */
+  wait() {
+    return this.#done;
+  }
+
+  /** Lets the script exit while this process still runs. */
+  unref() {
+    this.#entry.unref();
+    return this;
+  }
+
+  /** Undoes unref(). */
+  ref() {
+    this.#entry.ref();
+    return this;
+  }
+}
+
+// ---- Box ----
+
+const BOX_CREATE = Symbol('libbox.create');
+
+/** One isolated environment. Get one from Box.create or a Runtime. */
+class Box {
+  #runtime;
+  #handle;
+  #id;
+  #name;
+  #closed = false;
+  #closing = null;
+
+  /** @internal */
+  constructor(token, runtime, handle) {
+    if (token !== BOX_CREATE) throw new TypeError('use Box.create(options) or runtime.create/get');
+    this.#runtime = runtime;
+    this.#handle = handle;
+    const info = JSON.parse(native.boxInfo(handle));
+    this.#id = info.id;
+    this.#name = info.name;
+  }
+
+  /** Creates and starts a box on the default runtime ($LIBBOX_HOME or ~/.local/share/libbox). */
+  static create(options = {}) {
+    return Runtime.default().create(options);
+  }
+
+  get id() {
+    return this.#id;
+  }
+
+  get name() {
+    return this.#name;
+  }
+
+  get runtime() {
+    return this.#runtime;
+  }
+
+  get closed() {
+    return this.#closed;
+  }
+
+  /** @internal: called by Runtime.close, which releases every handle itself. */
+  _forget() {
+    this.#closed = true;
+  }
+
+  #live() {
+    if (this.#closed) throw closedError('box');
+    return this.#handle;
+  }
+
+  #async(fn) {
+    let h;
+    try {
+      h = this.#live();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return call((id) => fn(h, id));
+  }
+
+  /** Starts the box (a running box is left as is). */
+  start() {
+    return this.#async((h, id) => native.boxStart(h, id)).then(() => undefined);
+  }
+
+  /** Stops the box: its processes get SIGTERM, then SIGKILL. */
+  stop() {
+    return this.#async((h, id) => native.boxStop(h, id)).then(() => undefined);
+  }
+
+  /** Stops the box and releases it. Idempotent. */
+  close() {
+    if (this.#closing) return this.#closing;
+    if (this.#closed) return Promise.resolve();
+    this.#closing = this.stop().finally(() => {
+      if (!this.#closed) {
+        this.#closed = true;
+        this.#runtime._boxes.delete(this);
+        try {
+          native.release(this.#handle);
+        } catch (_) {}
+      }
+    });
+    return this.#closing;
+  }
+
+  /** Describes the box (camelCase keys). */
+  info() {
+    try {
+      return Promise.resolve(camelCase(JSON.parse(native.boxInfo(this.#live()))));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Copies a host file or directory into the box; resolves with {bytes}. */
+  copyIn(hostPath, boxPath) {
+    checkString(hostPath, 'hostPath', { optional: false, nonEmpty: true });
+    checkString(boxPath, 'boxPath', { optional: false, nonEmpty: true });
+    return this.#async((h, id) => native.copyIn(h, hostPath, boxPath, id)).then(copyResult);
+  }
+
+  /** Copies a box file or directory to the host; resolves with {bytes}. */
+  copyOut(boxPath, hostPath) {
+    checkString(boxPath, 'boxPath', { optional: false, nonEmpty: true });
+    checkString(hostPath, 'hostPath', { optional: false, nonEmpty: true });
+    return this.#async((h, id) => native.copyOut(h, boxPath, hostPath, id)).then(copyResult);
+  }
+
+  /**
+   * Runs a command and collects its output:
+   * {exitCode, signal, stdout, stderr, stdoutBuffer, stderrBuffer, durationMs}.
+   */
+  exec(cmd, args = [], options = {}) {
+    const req = execRequest(cmd, args, options, false);
+    return new Promise((resolve, reject) => {
+      const signal = req.signal;
+      if (signal && signal.aborted) {
+        reject(abortError(signal));
+        return;
+      }
+      let h;
+      try {
+        h = this.#live();
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      const chunks = [[], []];
+      let ctx;
+      let exited = false;
+      let aborted = false;
+      const onAbort = () => {
+        aborted = true;
+        if (!exited) native.execCancel(ctx);
+      };
+      const id = newId();
+      const entry = {
+        output(s, buf) {
+          chunks[s].push(buf);
+          return true;
+        },
+        exit(status, message, code, sig, dur) {
+          exited = true;
+          if (signal) signal.removeEventListener('abort', onAbort);
+          const stdoutBuffer = Buffer.concat(chunks[0]);
+          const stderrBuffer = Buffer.concat(chunks[1]);
+          const out = { stdout: stdoutBuffer.toString(), stderr: stderrBuffer.toString(), stdoutBuffer, stderrBuffer };
+          const r = exitResult(status, message, code, sig, dur);
+          if (aborted) reject(abortError(signal));
+          else if (r.error) reject(Object.assign(r.error, out));
+          else resolve({ exitCode: r.exitCode, signal: r.signal, ...out, durationMs: r.durationMs });
+        },
+      };
+      try {
+        ctx = native.execStart(h, this.#runtime._handle, req.json, id, true, true);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      register(id, entry);
+      if (signal) signal.addEventListener('abort', onAbort, { once: true });
+      if (req.feed) feedStdin(ctx, req.feed, () => exited);
+    });
+  }
+
+  /** Starts a command and returns a Process with streams; throws LibboxError if the box cannot run it. */
+  spawn(cmd, args = [], options = {}) {
+    const req = execRequest(cmd, args, options, true);
+    if (req.signal && req.signal.aborted) throw abortError(req.signal);
+    const h = this.#live();
+    return new Process(this, (id, json) => native.execStart(h, this.#runtime._handle, json, id, true, true), req);
+  }
+}
+
+function copyResult({ json }) {
+  return json ? JSON.parse(json) : {};
+}
+
+// ---- Runtime ----
+
+let defaultRuntime = null;
+
+/** A libbox home directory and the boxes opened from it. */
+class Runtime {
+  #handle;
+  #closed = false;
+  #closing = null;
+
+  /** Opens a runtime on `home` (default $LIBBOX_HOME or ~/.local/share/libbox). */
+  constructor(options = {}) {
+    checkKeys(options, ['home'], 'runtime option');
+    checkString(options.home, 'home', { nonEmpty: true });
+    this._boxes = new Set();
+    this.#handle = native.runtimeOpen(JSON.stringify(options.home ? { home: options.home } : {}));
+  }
+
+  /** The runtime Box.create uses, opened on first use with $LIBBOX_HOME when set. */
+  static default() {
+    if (defaultRuntime === null || defaultRuntime.closed) {
+      defaultRuntime = new Runtime(process.env.LIBBOX_HOME ? { home: process.env.LIBBOX_HOME } : {});
+    }
+    return defaultRuntime;
+  }
+
+  get closed() {
+    return this.#closed;
+  }
+
+  /** @internal */
+  get _handle() {
+    if (this.#closed) throw closedError('runtime');
+    return this.#handle;
+  }
+
+  #adopt(handle) {
+    const box = new Box(BOX_CREATE, this, handle);
+    this._boxes.add(box);
+    return box;
+  }
+
+  /** Creates a box (pulling its image if needed) and starts it. */
+  create(options = {}) {
+    const json = boxOptionsJSON(options);
+    const progress = options.onProgress;
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    const h = this.#handle;
+    return call((id) => native.boxCreate(h, json, id), progress).then(async ({ handle }) => {
+      let box;
+      try {
+        box = this.#adopt(handle);
+      } catch (err) {
+        native.release(handle);
+        throw err;
+      }
+      try {
+        await box.start();
+      } catch (err) {
+        await box.close().catch(() => {});
+        if (options.autoRemove !== false) {
+          await this.remove(box.id, { force: true }).catch(() => {});
+        }
+        throw err;
+      }
+      return box;
+    });
+  }
+
+  /** Opens an existing box by id or name (not started). */
+  get(idOrName) {
+    checkString(idOrName, 'idOrName', { optional: false, nonEmpty: true });
+    try {
+      return Promise.resolve(this.#adopt(native.boxGet(this._handle, idOrName)));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Lists every box of this home (camelCase info objects). */
+  list() {
+    try {
+      return Promise.resolve(JSON.parse(native.boxList(this._handle) || '[]').map(camelCase));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Removes a box and its files; a running box needs {force: true}. */
+  remove(idOrName, options = {}) {
+    checkString(idOrName, 'idOrName', { optional: false, nonEmpty: true });
+    checkKeys(options, ['force'], 'remove option');
+    checkBool(options.force, 'force');
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    const h = this.#handle;
+    return call((id) => native.boxRemove(h, idOrName, options.force === true, id)).then(() => undefined);
+  }
+
+  /** Cancels running execs, stops boxes that are not detached and releases every handle. Idempotent. */
+  close() {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    for (const box of this._boxes) box._forget();
+    this._boxes.clear();
+    // Runs on a worker thread (queued work keeps the event loop alive).
+    this.#closing = native.runtimeClose(this.#handle);
+    return this.#closing;
+  }
+}
+
+module.exports = {
+  Box,
+  Runtime,
+  Process,
+  LibboxError,
+  AbortError,
+  /** Version of the loaded libbox.so. */
+  version: native.version(),
+  /** ABI version of the loaded libbox.so (checked against the addon on load). */
+  abiVersion: native.abiVersion,
+  /** Live library handles of this process (0 once every runtime is closed). */
+  liveHandles: () => Number(native.liveHandles()),
+};
+// `import libbox from 'libbox'` from transpiled TypeScript without esModuleInterop.
+module.exports.default = module.exports;
