@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 
 // harness is an agent served on a unix socket in a temp dir, and a client.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	agent  *Agent
 	srv    *grpc.Server
 	conn   *grpc.ClientConn
@@ -44,7 +44,7 @@ type harness struct {
 	done   chan struct{}
 }
 
-func newHarness(t *testing.T, opts Options) *harness {
+func newHarness(t testing.TB, opts Options) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "agent.sock")
@@ -76,7 +76,7 @@ func (h *harness) close() {
 }
 
 // assertNoChildren fails when the test process still has child processes.
-func assertNoChildren(t *testing.T) {
+func assertNoChildren(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/guest/spawner"
 	"github.com/libbox/libbox/libbox/errdefs"
@@ -403,35 +405,62 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 		}
 		return p, req, closeChild, nil
 	}
-	var stdinR *os.File
+	// The child's ends stay raw blocking fds (never registered with the
+	// poller); the agent's ends are non-blocking and pollable.
+	var rawChild []int
+	closeRaw := func() {
+		for _, fd := range rawChild {
+			unix.Close(fd)
+		}
+	}
+	pipe := func(parentReads bool) (*os.File, int, error) {
+		var fds [2]int
+		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+			return nil, -1, err
+		}
+		parent, child := fds[1], fds[0]
+		if parentReads {
+			parent, child = fds[0], fds[1]
+		}
+		if err := unix.SetNonblock(parent, true); err != nil {
+			unix.Close(fds[0])
+			unix.Close(fds[1])
+			return nil, -1, err
+		}
+		rawChild = append(rawChild, child)
+		return os.NewFile(uintptr(parent), "pipe"), child, nil
+	}
+	failRaw := func(err error) (*proc, *spawner.Request, func(), error) {
+		closeRaw()
+		return fail(err)
+	}
+	var stdinFd int
 	if s.GetStdin() {
-		r, w, err := os.Pipe()
+		w, fd, err := pipe(false)
 		if err != nil {
-			return fail(err)
+			return failRaw(err)
 		}
-		stdinR, p.stdinW = r, w
+		p.stdinW, stdinFd = w, fd
 	} else {
-		r, err := os.Open(os.DevNull)
+		fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fail(err)
+			return failRaw(err)
 		}
-		stdinR = r
+		rawChild = append(rawChild, fd)
+		stdinFd = fd
 	}
-	child = append(child, stdinR)
-	or, ow, err := os.Pipe()
+	or, ofd, err := pipe(true)
 	if err != nil {
-		return fail(err)
+		return failRaw(err)
 	}
-	child = append(child, ow)
 	p.outputs = append(p.outputs, or)
-	er, ew, err := os.Pipe()
+	er, efd, err := pipe(true)
 	if err != nil {
-		return fail(err)
+		return failRaw(err)
 	}
-	child = append(child, ew)
 	p.outputs = append(p.outputs, er)
-	req.Files = []uintptr{stdinR.Fd(), ow.Fd(), ew.Fd()}
-	return p, req, closeChild, nil
+	req.Files = []uintptr{uintptr(stdinFd), uintptr(ofd), uintptr(efd)}
+	return p, req, closeRaw, nil
 }
 
 func (p *proc) closeParent() {

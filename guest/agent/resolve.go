@@ -330,4 +330,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
-

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"syscall"
 
-
 	"golang.org/x/sys/unix"
 )
 
@@ -20,8 +19,8 @@ type SandboxSpec struct {
 	Rootfs   string          `json:"rootfs"` // mount point for the merged root
 	Hostname string          `json:"hostname"`
 	Volumes  []SandboxVolume `json:"volumes"`
-	Listen   string          `json:"listen"`   // e.g. "fd:3"
-	UserNS   bool            `json:"user_ns"`  // running in a user namespace
+	Listen   string          `json:"listen"`    // e.g. "fd:3"
+	UserNS   bool            `json:"user_ns"`   // running in a user namespace
 	KeepCaps []int           `json:"keep_caps"` // capability numbers kept in the bounding set
 }
 
@@ -50,7 +49,9 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 	}{
 		{"make mounts private", func(*SandboxSpec) error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
 		{"mount overlay root", mountOverlay},
-		{"mount /proc", func(s *SandboxSpec) error { return mountIn(s.Rootfs, "proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "") }},
+		{"mount /proc", func(s *SandboxSpec) error {
+			return mountIn(s.Rootfs, "proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+		}},
 		{"mount /sys", func(s *SandboxSpec) error {
 			err := mountIn(s.Rootfs, "sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, "")
 			if err != nil && s.UserNS {
@@ -59,7 +60,9 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return err
 		}},
 		{"populate /dev", populateDev},
-		{"mount /run", func(s *SandboxSpec) error { return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755") }},
+		{"mount /run", func(s *SandboxSpec) error {
+			return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755")
+		}},
 		{"mount volumes", mountVolumes},
 		{"pivot_root", pivot},
 		{"set hostname", func(s *SandboxSpec) error {
@@ -241,5 +244,3 @@ func lastCap() int {
 	}
 	return n
 }
-
-

@@ -31,8 +31,8 @@ type Request struct {
 	Path  string   // absolute path of the executable, as seen from Root
 	Args  []string // argv, including argv[0]
 	Env   []string
-	Dir   string   // working directory, as seen from Root
-	Root  string   // chroot into this directory first; "" for none
+	Dir   string // working directory, as seen from Root
+	Root  string // chroot into this directory first; "" for none
 	Cred  *syscall.Credential
 	Files []uintptr // the child's fds 0, 1, 2 (and more)
 	TTY   bool      // new session with Files[0] as controlling terminal
