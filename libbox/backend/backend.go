@@ -31,7 +31,7 @@ type Spec struct {
 	MemoryMiB int      // 0: backend default
 	Volumes   []Volume // validated: absolute paths, host paths exist
 	Network   bool
-	Detach    bool     // the box must outlive the host process
+	Detach    bool // the box must outlive the host process
 	Hostname  string
 }
 
