@@ -111,6 +111,23 @@ func (b *Box) spec(agentPath string, img *image.Image) backend.Spec {
 	}
 }
 
+// prepare finds the backend, image and agent a start or attach needs.
+func (b *Box) prepare(ctx context.Context) (backend.Backend, backend.Spec, error) {
+	be, err := b.rt.backend(b.cfg.Isolation)
+	if err != nil {
+		return nil, backend.Spec{}, err
+	}
+	img, err := b.rt.images.Get(ctx, b.cfg.Image, image.Options{})
+	if err != nil {
+		return nil, backend.Spec{}, err
+	}
+	agentPath, err := b.rt.agent()
+	if err != nil {
+		return nil, backend.Spec{}, err
+	}
+	return be, b.spec(agentPath, img), nil
+}
+
 func bootTimeout(isolation string) time.Duration {
 	if v := os.Getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 {
@@ -148,19 +165,10 @@ func (b *Box) Start(ctx context.Context) error {
 	prevState := b.st
 	b.mu.Unlock()
 
-	be, err := b.rt.backend(b.cfg.Isolation)
+	be, spec, err := b.prepare(ctx)
 	if err != nil {
 		return err
 	}
-	img, err := b.rt.images.Get(ctx, b.cfg.Image, image.Options{})
-	if err != nil {
-		return err
-	}
-	agentPath, err := b.rt.agent()
-	if err != nil {
-		return err
-	}
-	spec := b.spec(agentPath, img)
 	var inst backend.Instance
 	if prevState.State == StateRunning {
 		// Detached box started by an earlier process: reattach.
@@ -351,22 +359,14 @@ func (b *Box) stopLocked(ctx context.Context) error {
 
 // startAttachOnly reattaches to a detached box without starting a new one.
 func (b *Box) startAttachOnly(ctx context.Context) error {
-	be, err := b.rt.backend(b.cfg.Isolation)
+	be, spec, err := b.prepare(ctx)
 	if err != nil {
 		return err
 	}
 	b.mu.Lock()
 	prev := b.st.Instance
 	b.mu.Unlock()
-	img, err := b.rt.images.Get(ctx, b.cfg.Image, image.Options{})
-	if err != nil {
-		return err
-	}
-	agentPath, err := b.rt.agent()
-	if err != nil {
-		return err
-	}
-	inst, err := be.Attach(ctx, b.spec(agentPath, img), prev)
+	inst, err := be.Attach(ctx, spec, prev)
 	if err != nil {
 		b.mu.Lock()
 		b.st.State = StateStopped
