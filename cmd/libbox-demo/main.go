@@ -33,12 +33,10 @@ func envOr(k, def string) string {
 func run(isolation string, n int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	home, err := os.MkdirTemp("", "libbox-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(home)
-	rt, err := libbox.Open(libbox.Options{Home: home})
+	// The default home ($LIBBOX_HOME or ~/.local/share/libbox) keeps the
+	// image and the accelerator probe cached between runs; the box itself
+	// is removed when it stops.
+	rt, err := libbox.Open(libbox.Options{})
 	if err != nil {
 		return err
 	}
