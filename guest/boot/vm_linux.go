@@ -20,6 +20,7 @@ const (
 	ParamVsock    = "libbox.vsock"    // vsock port to listen on instead (when set)
 	ParamHostname = "libbox.hostname" // hostname of the box
 	ParamVolumes  = "libbox.volumes"  // TAG:BOXPATH[:ro],... (BOXPATH %-escaped)
+	ParamDebug    = "libbox.debug"    // 1: log each boot step on the console
 )
 
 // ModuleList is the initramfs file naming the kernel modules to load, one
@@ -57,6 +58,11 @@ func VM() (VMConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
+	debug := func(format string, args ...any) {}
+	if params[ParamDebug] == "1" {
+		debug = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "boot: "+format+"\n", args...) }
+	}
+	debug("loading modules")
 	if err := loadModules(ModuleList); err != nil {
 		return cfg, err
 	}
@@ -70,6 +76,7 @@ func VM() (VMConfig, error) {
 
 	cfg.Root = "/"
 	if dev := params[ParamRoot]; dev != "" {
+		debug("mounting %s", dev)
 		if err := mountRoot(dev, VMRoot); err != nil {
 			return cfg, err
 		}
@@ -93,10 +100,12 @@ func VM() (VMConfig, error) {
 	if name == "" {
 		name = "org.libbox.agent"
 	}
+	debug("looking for port %s", name)
 	dev, err := findPort("/sys/class/virtio-ports", name)
 	if err != nil {
 		return cfg, err
 	}
+	debug("serving on %s", dev)
 	cfg.Listen = "serial:" + dev
 	return cfg, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,12 +23,18 @@ const serialPoll = 20 * time.Millisecond
 // connection ends with io.EOF when the host leaves; Accept then waits until
 // the previous connection was closed and the host is back, and hands out a
 // new connection on a fresh open of the port.
+//
+// The host end does not notice when the guest closes the port: bytes in
+// flight are discarded and the host's stream goes on. A connection should
+// therefore only be closed by the host going away (or by the agent
+// exiting); a host that stops getting answers must reconnect.
 func Serial(dev string) (net.Listener, error) {
-	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("serial listener: open %s: %w", dev, err)
+	// Only check that the port exists: closing a port discards what the
+	// host already sent (a client's first bytes), so it is opened once per
+	// connection, by Accept.
+	if _, err := os.Stat(dev); err != nil {
+		return nil, fmt.Errorf("serial listener: %w", err)
 	}
-	unix.Close(fd) // only checking that the port exists and is free
 	l := &serialListener{dev: dev, closed: make(chan struct{}), free: make(chan struct{}, 1)}
 	l.free <- struct{}{}
 	return l, nil
@@ -46,21 +53,101 @@ func (l *serialListener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	case <-l.free:
 	}
-	fd, err := l.open()
-	if err == nil {
-		err = l.waitHost(fd)
+	for {
+		fd, err := l.open()
+		if err == nil {
+			err = l.waitHost(fd)
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
 		if err != nil {
-			unix.Close(fd)
+			l.free <- struct{}{}
+			return nil, err
+		}
+		// A non-blocking fd makes the file pollable: reads and writes park
+		// in the runtime poller and deadlines work.
+		f := os.NewFile(uintptr(fd), l.dev)
+		rest, err := l.handshake(f)
+		if err == nil {
+			return &serialConn{File: f, l: l, pending: rest}, nil
+		}
+		f.Close()
+		if errors.Is(err, net.ErrClosed) {
+			l.free <- struct{}{}
+			return nil, err
+		}
+		// The host left during the handshake: wait for the next one.
+	}
+}
+
+// The stream handshake. The port is one byte stream shared by every host
+// connection in turn, and neither end reliably sees the other leave (a
+// quick reconnect hides the host's absence from the guest; a guest close
+// is invisible to the host). So each host connection starts with
+// "LIBBOX-HELLO <16 hex>\n"; the guest discards everything before it and
+// answers "LIBBOX-READY <same hex>\n"; the host discards everything before
+// that answer. Both ends then speak gRPC from a known byte.
+const (
+	helloPrefix = "LIBBOX-HELLO "
+	readyPrefix = "LIBBOX-READY "
+	nonceLen    = 16
+)
+
+// handshake waits for a hello on f, answers it, and returns the bytes that
+// followed it.
+func (l *serialListener) handshake(f *os.File) ([]byte, error) {
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		select {
+		case <-l.closed:
+			return nil, net.ErrClosed
+		default:
+		}
+		_ = f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := f.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if nonce, rest, ok := findHello(buf); ok {
+			_ = f.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := f.Write([]byte(readyPrefix + nonce + "\n")); err != nil {
+				return nil, err
+			}
+			_ = f.SetDeadline(time.Time{})
+			return rest, nil
+		}
+		if len(buf) > 64<<10 { // stale bytes: keep only a possible partial hello
+			buf = append([]byte(nil), buf[len(buf)-64:]...)
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, err
 		}
 	}
-	if err != nil {
-		l.free <- struct{}{}
-		return nil, err
+}
+
+// findHello finds the last complete hello line in b.
+func findHello(b []byte) (nonce string, rest []byte, ok bool) {
+	s := string(b)
+	for {
+		i := strings.LastIndex(s, helloPrefix)
+		if i < 0 {
+			return "", nil, false
+		}
+		line := s[i+len(helloPrefix):]
+		if len(line) > nonceLen && line[nonceLen] == '\n' && isHex(line[:nonceLen]) {
+			return line[:nonceLen], b[i+len(helloPrefix)+nonceLen+1:], true
+		}
+		s = s[:i] // incomplete or bad: an earlier one may be whole
 	}
-	// A non-blocking fd makes the file pollable: reads and writes park in
-	// the runtime poller and deadlines work.
-	f := os.NewFile(uintptr(fd), l.dev)
-	return &serialConn{File: f, l: l}, nil
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // open opens the port, retrying while a closing connection still holds it
@@ -126,9 +213,19 @@ func (a serialAddr) String() string  { return string(a) }
 // host goes away (read(2) returns 0).
 type serialConn struct {
 	*os.File
+	pending   []byte // read after the handshake, not yet returned
 	l         *serialListener
 	closeOnce sync.Once
 	err       error
+}
+
+func (c *serialConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.File.Read(b)
 }
 
 func (c *serialConn) Close() error {

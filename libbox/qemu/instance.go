@@ -1,0 +1,257 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+// Bounds of the stop escalation.
+const (
+	stopGrace   = 10 * time.Second // longest wait for the guest's own power-off
+	qmpTimeout  = 3 * time.Second  // QMP quit, and the wait after it
+	killTimeout = 5 * time.Second  // wait after SIGKILL
+	startWait   = 30 * time.Second // QEMU's own start (sockets, QMP), not the boot
+)
+
+// instance is one running VM.
+type instance struct {
+	spec    backend.Spec
+	p       *proc
+	files   boxFiles
+	accel   string
+	machine string
+	cpus    int
+	mem     int
+	kernel  Kernel
+	helpers []helper    // virtiofsd processes
+	greeted atomic.Bool // an agent answered a handshake: the VM is up
+
+	stopMu sync.Mutex // serialises Stop
+	// stopErr is the result of the first completed Stop; guarded by stopMu.
+	stopErr  error
+	stopped  bool // guarded by stopMu
+	released sync.Once
+}
+
+var _ backend.Instance = (*instance)(nil)
+
+func newInstance(spec backend.Spec, p *proc, f boxFiles, accel, machine string, cpus, mem int, k Kernel) *instance {
+	return &instance{spec: spec, p: p, files: f, accel: accel, machine: machine, cpus: cpus, mem: mem, kernel: k}
+}
+
+// waitStarted returns once QEMU has created its sockets and answers QMP
+// (so the kernel was loaded and the machine runs), or fails with QEMU's
+// stderr when it exits first.
+func (i *instance) waitStarted(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, startWait)
+	defer cancel()
+	for {
+		if i.p.exited() {
+			return i.unavailable()
+		}
+		_, e1 := os.Stat(i.files.agentSock)
+		_, e2 := os.Stat(i.files.qmpSock)
+		if e1 == nil && e2 == nil {
+			break
+		}
+		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return errdefs.Wrap(errdefs.CodeOf(err), err, "qemu did not create its sockets in %s", i.spec.Dir)
+		}
+	}
+	for {
+		_, err := qmp(ctx, i.files.qmpSock, "query-status")
+		if err == nil {
+			return nil
+		}
+		if i.p.exited() {
+			return i.unavailable()
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return errdefs.Wrap(errdefs.CodeOf(err), err, "qemu did not answer QMP")
+		}
+	}
+}
+
+func (i *instance) Done() <-chan struct{} { return i.p.done }
+
+// Stop waits (bounded by ctx and stopGrace) for the VM to power off, then
+// asks QEMU to quit over QMP, then SIGKILLs it; each step is bounded.
+func (i *instance) Stop(ctx context.Context) error {
+	i.stopMu.Lock()
+	defer i.stopMu.Unlock()
+	if i.stopped {
+		return i.stopErr
+	}
+	grace, cancel := context.WithTimeout(ctx, stopGrace)
+	select {
+	case <-i.p.done:
+	case <-grace.Done():
+	}
+	cancel()
+	if !i.p.exited() {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), qmpTimeout)
+		_, _ = qmp(qctx, i.files.qmpSock, "quit")
+		select {
+		case <-i.p.done:
+		case <-qctx.Done():
+		}
+		cancel()
+	}
+	if !i.p.exited() {
+		i.p.kill()
+		t := time.NewTimer(killTimeout)
+		select {
+		case <-i.p.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if !i.p.exited() || i.p.exitString() == "released" {
+		i.stopErr = errdefs.New(errdefs.Internal, "qemu pid %d of box %s did not exit after SIGKILL", i.p.pid, i.spec.ID)
+		return i.stopErr
+	}
+	i.release()
+	i.stopped = true
+	return nil
+}
+
+// release stops the helpers and removes the sockets (the disk stays).
+func (i *instance) release() {
+	i.released.Do(func() {
+		stopHelpers(i.helpers)
+		for _, p := range []string{i.files.agentSock, i.files.qmpSock, i.files.pidFile} {
+			_ = os.Remove(p)
+		}
+	})
+}
+
+// Release stops tracking a VM that keeps running (detached): the watchers
+// end and Done closes; QEMU and its helpers are left alone.
+func (i *instance) Release() {
+	i.p.release()
+	for _, h := range i.helpers {
+		if h.p != nil {
+			h.p.release()
+		}
+	}
+}
+
+// Kill ends the VM at once.
+func (i *instance) Kill() error {
+	i.p.kill()
+	for _, h := range i.helpers {
+		h.p.kill()
+	}
+	return nil
+}
+
+func (i *instance) State() json.RawMessage {
+	st := state{
+		PID: i.p.pid, StartTime: i.p.startTime,
+		AgentSocket: i.files.agentSock, QMPSocket: i.files.qmpSock,
+		Accel: i.accel, Machine: i.machine, CPUs: i.cpus, MemoryMiB: i.mem,
+		Kernel: i.kernel.Image, Helpers: i.helpers,
+	}
+	raw, _ := json.Marshal(st)
+	return raw
+}
+
+func (i *instance) Info() map[string]any {
+	return map[string]any{
+		"accel":      i.accel,
+		"machine":    i.machine,
+		"pid":        i.p.pid,
+		"cpus":       i.cpus,
+		"memory_mib": i.mem,
+		"kernel":     i.kernel.Image,
+		"console":    i.files.console,
+	}
+}
+
+// qmp runs one QMP command on a fresh connection and returns its
+// "return" value. QMP serves one client at a time; connections are short.
+func qmp(ctx context.Context, sock, command string) (json.RawMessage, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", sock)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	} else {
+		c.SetDeadline(time.Now().Add(qmpTimeout))
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	r := bufio.NewReader(c)
+	type reply struct {
+		QMP    json.RawMessage `json:"QMP"`
+		Return json.RawMessage `json:"return"`
+		Error  *struct {
+			Class string `json:"class"`
+			Desc  string `json:"desc"`
+		} `json:"error"`
+		Event string `json:"event"`
+	}
+	read := func() (reply, error) {
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				return reply{}, err
+			}
+			var rep reply
+			if err := json.Unmarshal(line, &rep); err != nil {
+				return reply{}, fmt.Errorf("qmp: %w", err)
+			}
+			if rep.Event != "" {
+				continue
+			}
+			return rep, nil
+		}
+	}
+	if _, err := read(); err != nil { // greeting
+		return nil, err
+	}
+	for _, cmd := range []string{"qmp_capabilities", command} {
+		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
+			return nil, err
+		}
+		rep, err := read()
+		if err != nil {
+			if cmd == "quit" {
+				return nil, nil // QEMU may close before answering
+			}
+			return nil, err
+		}
+		if rep.Error != nil {
+			return nil, fmt.Errorf("qmp %s: %s: %s", cmd, rep.Error.Class, rep.Error.Desc)
+		}
+		if cmd == command {
+			return rep.Return, nil
+		}
+	}
+	return nil, nil
+}
+
+// sleepCtx sleeps d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,517 @@
+// Package qemu is libbox's Linux micro-VM backend: each box is a QEMU
+// virtual machine with its own kernel, an initramfs whose /init is the box
+// agent, a qcow2 overlay over a cached ext4 image of the box image, and the
+// agent's gRPC stream on a virtio-serial port bound to a unix socket.
+//
+// It finds the kernel, decides the accelerator (KVM when a probe boot
+// works, else TCG), builds the caches under <home>/vm, and starts, watches
+// and stops QEMU processes. It never speaks the agent protocol, never
+// touches the box store or the host's boot setup, and never leaves a QEMU
+// running past the host process unless the box is detached.
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+// Defaults for a box that asks for nothing.
+const (
+	DefaultCPUs      = 1
+	DefaultMemoryMiB = 512
+	// PortName is the name of the agent's virtio-serial port.
+	PortName = "org.libbox.agent"
+)
+
+// Options configure the backend.
+type Options struct {
+	Home string               // libbox home; caches live under Home/vm
+	Logf func(string, ...any) // warnings (TCG in use, ...); nil: silent
+}
+
+// Backend starts boxes as QEMU VMs. It is safe for concurrent use.
+type Backend struct {
+	opts  Options
+	cache string
+
+	// probeMu serialises accelerator probes.
+	probeMu sync.Mutex
+	warn    sync.Once
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns a backend. It probes nothing: missing pieces (QEMU, kernel,
+// KVM) are found, and reported with what to install, by Start.
+func New(opts Options) (*Backend, error) {
+	if opts.Home == "" {
+		return nil, errdefs.New(errdefs.InvalidArgument, "qemu backend: Options.Home is empty: pass the libbox home directory")
+	}
+	return &Backend{opts: opts, cache: filepath.Join(opts.Home, "vm")}, nil
+}
+
+// Name is the isolation name.
+func (b *Backend) Name() string { return "vm" }
+
+func (b *Backend) logf(format string, args ...any) {
+	if b.opts.Logf != nil {
+		b.opts.Logf(format, args...)
+	}
+}
+
+// BootTimeout is how long a runtime should wait for a VM's agent to answer:
+// LIBBOX_BOOT_TIMEOUT (a Go duration or seconds), default 120 s, generous
+// enough for TCG on a loaded machine.
+func BootTimeout() time.Duration {
+	if v := os.Getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+		if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
+			return time.Duration(n * float64(time.Second))
+		}
+	}
+	return 120 * time.Second
+}
+
+// machine is how QEMU is configured for one accelerator.
+type machine struct {
+	accel string
+}
+
+func machineFor(accel string) machine { return machine{accel: accel} }
+
+func (m machine) name() string {
+	if m.accel == AccelKVM {
+		return "microvm"
+	}
+	return "pc"
+}
+
+// device names a virtio device for the machine's transport.
+func (m machine) device(kind string) string {
+	if m.accel == AccelKVM {
+		return kind + "-device" // virtio-mmio
+	}
+	return kind + "-pci"
+}
+
+// args are the machine, CPU and memory arguments shared by boxes, probes
+// and bare boots.
+func (m machine) args(cpus, memMiB int) []string {
+	a := []string{"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none"}
+	if m.accel == AccelKVM {
+		a = append(a, "-machine", "microvm,accel=kvm,acpi=on", "-cpu", "host")
+	} else {
+		a = append(a, "-machine", "pc,accel=tcg", "-cpu", "max")
+	}
+	return append(a, "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(memMiB))
+}
+
+// cmdline is the kernel command line: console on the first serial port,
+// QEMU exits on panic (with -no-reboot), quiet boot, plus extra.
+func (m machine) cmdline(extra string) string {
+	c := "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+	if os.Getenv("LIBBOX_VM_DEBUG") == "1" {
+		c = "console=ttyS0 panic=-1 loglevel=7 no_timer_check GRPC_GO_LOG_SEVERITY_LEVEL=info GRPC_GO_LOG_VERBOSITY_LEVEL=2 " + boot.ParamDebug + "=1"
+	}
+	if extra != "" {
+		c += " " + extra
+	}
+	return c
+}
+
+// boxFiles are the files QEMU uses in a box directory.
+type boxFiles struct {
+	agentSock, qmpSock, console, stderr, pidFile string
+}
+
+func filesIn(dir string) boxFiles {
+	return boxFiles{
+		agentSock: filepath.Join(dir, "agent.sock"),
+		qmpSock:   filepath.Join(dir, "qmp.sock"),
+		console:   filepath.Join(dir, "console.log"),
+		stderr:    filepath.Join(dir, "qemu.log"),
+		pidFile:   filepath.Join(dir, "qemu.pid"),
+	}
+}
+
+// maxSockPath is the longest unix socket path the kernel accepts.
+const maxSockPath = 107
+
+// Start boots a box and returns once QEMU runs the machine and the agent
+// socket can be dialled. ctx bounds the start only.
+func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	qemuBin, err := lookTool("qemu-system-x86_64", "qemu-system-x86")
+	if err != nil {
+		return nil, err
+	}
+	k, err := FindKernel()
+	if err != nil {
+		return nil, err
+	}
+	accel, why, err := b.accel(ctx, qemuBin, k)
+	if err != nil {
+		return nil, err
+	}
+	if accel == AccelTCG {
+		b.warn.Do(func() { b.logf("libbox: VMs run under TCG emulation and are slow (%s)", why) })
+	}
+	initrd, err := agentInitramfs(b.cache, spec.AgentPath, k)
+	if err != nil {
+		return nil, err
+	}
+	base, err := baseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
+	if err != nil {
+		return nil, err
+	}
+	disk, err := overlayDisk(ctx, spec.Dir, base)
+	if err != nil {
+		return nil, err
+	}
+
+	cpus, mem := spec.CPUs, spec.MemoryMiB
+	if cpus <= 0 {
+		cpus = DefaultCPUs
+	}
+	if mem <= 0 {
+		mem = DefaultMemoryMiB
+	}
+	f := filesIn(spec.Dir)
+	for _, p := range []string{f.agentSock, f.qmpSock} {
+		_ = os.Remove(p)
+	}
+	m := machineFor(accel)
+	params := []string{boot.ParamRoot + "=/dev/vda", boot.ParamPort + "=" + PortName}
+	if spec.Hostname != "" {
+		params = append(params, boot.ParamHostname+"="+spec.Hostname)
+	}
+	args := m.args(cpus, mem)
+	args = append(args,
+		"-name", "libbox-"+spec.ID,
+		"-kernel", k.Image, "-initrd", initrd,
+		"-chardev", "file,id=con,path="+f.console, "-serial", "chardev:con",
+		"-drive", "file="+qemuPath(disk)+",if=none,id=root,format=qcow2,discard=unmap,cache=writeback",
+		"-device", m.device("virtio-blk")+",drive=root",
+		"-device", m.device("virtio-serial")+",id=vser",
+		"-chardev", "socket,id=agent,path="+qemuPath(f.agentSock)+",server=on,wait=off",
+		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+PortName,
+		"-qmp", "unix:"+qemuPath(f.qmpSock)+",server=on,wait=off",
+	)
+	helpers, vargs, vparams, err := b.startVolumes(ctx, spec, m, mem)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, vargs...)
+	params = append(params, vparams...)
+	if spec.Network {
+		args = append(args, "-nic", "user,model=virtio-net-pci")
+		if accel == AccelKVM {
+			args[len(args)-1] = "user,model=virtio-net-device"
+		}
+	}
+	args = append(args, "-append", m.cmdline(strings.Join(params, " ")))
+
+	p, err := launch(qemuBin, args, f.stderr, spec.Detach)
+	if err != nil {
+		stopHelpers(helpers)
+		return nil, err
+	}
+	inst := newInstance(spec, p, f, accel, m.name(), cpus, mem, k)
+	inst.helpers = helpers
+	if err := inst.waitStarted(ctx); err != nil {
+		inst.Kill()
+		inst.release()
+		return nil, err
+	}
+	_ = writeFileAtomic(f.pidFile, []byte(strconv.Itoa(p.pid)+"\n"))
+	return inst, nil
+}
+
+func validate(spec backend.Spec) error {
+	switch {
+	case spec.Dir == "" || !filepath.IsAbs(spec.Dir):
+		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.Dir %q must be an absolute directory", spec.Dir)
+	case spec.AgentPath == "":
+		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.AgentPath is empty: pass the static box-agent binary")
+	case spec.ImageRoot == "":
+		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.ImageRoot is empty")
+	}
+	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
+		return errdefs.New(errdefs.NotFound, "qemu: box directory %s does not exist", spec.Dir)
+	}
+	if st, err := os.Stat(spec.ImageRoot); err != nil || !st.IsDir() {
+		return errdefs.New(errdefs.NotFound, "qemu: image root %s is not a directory", spec.ImageRoot)
+	}
+	if n := len(filepath.Join(spec.Dir, "agent.sock")); n > maxSockPath {
+		return errdefs.New(errdefs.InvalidArgument, "qemu: box directory %s is too long for a unix socket path (%d > %d bytes): use a shorter LIBBOX_HOME", spec.Dir, n, maxSockPath)
+	}
+	return nil
+}
+
+// qemuPath escapes commas for QEMU's option syntax.
+func qemuPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+
+// ConsoleTail returns the last n lines of a box's console log (dir is the
+// box directory), for boot errors.
+func ConsoleTail(dir string, n int) string {
+	f, err := os.Open(filepath.Join(dir, "console.log"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const max = 64 << 10
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max64(st.Size()-max, 0)
+	buf := make([]byte, st.Size()-off)
+	nr, _ := f.ReadAt(buf, off)
+	s := strings.ReplaceAll(string(buf[:nr]), "\r", "")
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// BareBoot measures the floor of a VM start on this host: the same QEMU,
+// machine, accelerator and kernel as a box, booting a minimal initramfs
+// whose init powers off at once. It returns QEMU's whole run time.
+func BareBoot(ctx context.Context, home string) (time.Duration, error) {
+	b, err := New(Options{Home: home})
+	if err != nil {
+		return 0, err
+	}
+	qemuBin, err := lookTool("qemu-system-x86_64", "qemu-system-x86")
+	if err != nil {
+		return 0, err
+	}
+	k, err := FindKernel()
+	if err != nil {
+		return 0, err
+	}
+	accel, _, err := b.accel(ctx, qemuBin, k)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := probeInitramfs(b.cache); err != nil { // build outside the measurement
+		return 0, err
+	}
+	return b.probe(ctx, qemuBin, k, accel, BootTimeout())
+}
+
+// runQEMU runs QEMU to completion (probes), killing it when ctx ends.
+func runQEMU(ctx context.Context, bin string, args []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.SysProcAttr = deathSig()
+	cmd.WaitDelay = 2 * time.Second
+	return cmd.CombinedOutput()
+}
+
+// state is what Attach needs to find a detached box again.
+type state struct {
+	PID         int      `json:"pid"`
+	StartTime   uint64   `json:"start_time"`
+	AgentSocket string   `json:"agent_socket"`
+	QMPSocket   string   `json:"qmp_socket"`
+	Accel       string   `json:"accel"`
+	Machine     string   `json:"machine"`
+	CPUs        int      `json:"cpus"`
+	MemoryMiB   int      `json:"memory_mib"`
+	Kernel      string   `json:"kernel"`
+	Helpers     []helper `json:"helpers,omitempty"`
+}
+
+// Attach reconnects to a detached box from its State. It returns NotFound
+// when its QEMU is gone (or the pid now belongs to another process).
+func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMessage) (backend.Instance, error) {
+	var st state
+	if err := json.Unmarshal(raw, &st); err != nil || st.PID <= 0 || st.AgentSocket == "" {
+		return nil, errdefs.New(errdefs.InvalidArgument, "qemu: bad box state %q", string(raw))
+	}
+	p, err := findProc(st.PID, st.StartTime)
+	if err != nil {
+		return nil, err
+	}
+	f := filesIn(spec.Dir)
+	f.agentSock, f.qmpSock = st.AgentSocket, st.QMPSocket
+	if _, err := os.Stat(f.agentSock); err != nil {
+		return nil, errdefs.Wrap(errdefs.NotFound, err, "qemu: agent socket of box %s", spec.ID)
+	}
+	inst := newInstance(spec, p, f, st.Accel, st.Machine, st.CPUs, st.MemoryMiB, Kernel{Image: st.Kernel})
+	inst.greeted.Store(true)
+	for _, h := range st.Helpers {
+		if hp, err := findProc(h.PID, h.StartTime); err == nil {
+			h.p = hp
+			inst.helpers = append(inst.helpers, h)
+		}
+	}
+	return inst, nil
+}
+
+// unavailable is the error for a box whose QEMU is gone.
+func (i *instance) unavailable() error {
+	msg := fmt.Sprintf("vm %s is not running (qemu %s)", i.spec.ID, i.p.exitString())
+	if s := strings.TrimSpace(readTail(i.files.stderr, 2048)); s != "" {
+		msg += "; qemu: " + oneLine(s)
+	}
+	all := ConsoleTail(i.spec.Dir, 400)
+	for _, l := range strings.Split(all, "\n") {
+		if strings.Contains(l, "Kernel panic") {
+			msg += "; " + strings.TrimSpace(l)
+			break
+		}
+	}
+	if tail := ConsoleTail(i.spec.Dir, 15); tail != "" {
+		msg += "; console:\n" + tail
+	}
+	return errdefs.New(errdefs.Unavailable, "%s", msg)
+}
+
+func readTail(path string, n int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if int64(len(b)) > n {
+		b = b[int64(len(b))-n:]
+	}
+	return string(b)
+}
+
+// Dial opens a stream to the agent. QEMU's socket serves one client at a
+// time: keep one connection (gRPC multiplexes over it).
+//
+// Every connection starts with a handshake that realigns the byte stream
+// (see guest/listen.Serial): the host sends a hello with a fresh nonce and
+// discards what it reads until the agent echoes the nonce. The first
+// connection of a new VM waits for the boot (bounded by ctx and
+// BootTimeout); later ones give up after handshakeTimeout so the caller
+// redials.
+func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
+	select {
+	case <-i.p.done:
+		return nil, i.unavailable()
+	default:
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", i.files.agentSock)
+	if err != nil {
+		select {
+		case <-i.p.done:
+			return nil, i.unavailable()
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), err, "dialling vm %s", i.spec.ID)
+		}
+		return nil, errdefs.Wrap(errdefs.Unavailable, err, "dialling vm %s", i.spec.ID)
+	}
+	limit := handshakeTimeout
+	if !i.greeted.Load() {
+		limit = BootTimeout()
+	}
+	hctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	stop := context.AfterFunc(hctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	go func() { // the VM dying ends the wait at once
+		select {
+		case <-i.p.done:
+			c.SetDeadline(time.Unix(1, 0))
+		case <-hctx.Done():
+		}
+	}()
+	conn, err := handshake(c)
+	if err == nil && stop() {
+		i.greeted.Store(true)
+		return conn, nil
+	}
+	c.Close()
+	select {
+	case <-i.p.done:
+		return nil, i.unavailable()
+	default:
+	}
+	if ctx.Err() != nil {
+		return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "vm %s: agent handshake", i.spec.ID)
+	}
+	return nil, errdefs.New(errdefs.Unavailable, "vm %s: the agent did not answer the stream handshake within %s: redial (console: %s)", i.spec.ID, limit, oneLine(ConsoleTail(i.spec.Dir, 3)))
+}
+
+// handshakeTimeout bounds the handshake with an agent that already
+// answered once (the VM is up).
+const handshakeTimeout = 5 * time.Second
+
+// handshake runs the host side of the stream handshake on c.
+func handshake(c net.Conn) (net.Conn, error) {
+	var nb [8]byte
+	if _, err := rand.Read(nb[:]); err != nil {
+		return nil, err
+	}
+	nonce := hex.EncodeToString(nb[:])
+	if _, err := io.WriteString(c, "LIBBOX-HELLO "+nonce+"\n"); err != nil {
+		return nil, err
+	}
+	want := []byte("LIBBOX-READY " + nonce + "\n")
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		n, err := c.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if i := bytes.Index(buf, want); i >= 0 {
+			c.SetDeadline(time.Time{})
+			return &prefixConn{Conn: c, pending: buf[i+len(want):]}, nil
+		}
+		if len(buf) > 64<<10 {
+			buf = append([]byte(nil), buf[len(buf)-len(want):]...)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// prefixConn returns bytes read past the handshake before reading on.
+type prefixConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}

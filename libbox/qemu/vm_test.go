@@ -1,0 +1,652 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+// The VM tests share one booted box (TCG boots take seconds). It is
+// started lazily by the first test that needs it and stopped by TestMain.
+var shared struct {
+	once  sync.Once
+	err   error
+	home  string
+	agent string
+	image string
+	b     *Backend
+	spec  backend.Spec
+	inst  backend.Instance
+	cl    *client
+}
+
+var workDir string // removed by TestMain
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if os.Getenv("LIBBOX_ACCEL") == "" {
+		// KVM is probed at run time by the backend; the tests default to
+		// TCG, which every CI machine has (set LIBBOX_ACCEL=kvm to test KVM).
+		os.Setenv("LIBBOX_ACCEL", "tcg")
+	}
+	if os.Getenv("LIBBOX_QEMU_TEST_CHILD") != "" {
+		childStart() // TestDiesWithHost's child: never returns
+	}
+	var err error
+	workDir, err = os.MkdirTemp("", "libbox-qemu-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if shared.cl != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		shared.cl.Shutdown(ctx, &agentpb.ShutdownRequest{Exit: true})
+		cancel()
+		shared.cl.Close()
+	}
+	if shared.inst != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := shared.inst.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the shared VM:", err)
+			code = 1
+		}
+		cancel()
+	}
+	os.RemoveAll(workDir)
+	os.Exit(code)
+}
+
+// requireKernel skips (or fails in CI) when no guest kernel is installed.
+func requireKernel(t testing.TB) Kernel {
+	t.Helper()
+	k, err := FindKernel()
+	if err != nil {
+		skipOrFail(t, "%v", err)
+	}
+	return k
+}
+
+func skipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s (CI must run the VM tests: ./build.sh deps installs QEMU and the kernel)", msg)
+	}
+	t.Skipf("%s (fix: ./build.sh deps)", msg)
+}
+
+func requireVM(t testing.TB) {
+	t.Helper()
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skip("the QEMU backend tests run on linux/amd64")
+	}
+	if _, err := lookTool("qemu-system-x86_64", "qemu-system-x86"); err != nil {
+		skipOrFail(t, "%v", err)
+	}
+	if _, err := lookTool("mkfs.ext4", "e2fsprogs"); err != nil {
+		skipOrFail(t, "%v", err)
+	}
+	if _, err := findBusybox(); err != nil {
+		skipOrFail(t, "%v", err)
+	}
+	requireKernel(t)
+}
+
+// fixtures builds the agent (or uses build/bin/box-agent) and a busybox
+// image root, once.
+func fixtures(t testing.TB) {
+	t.Helper()
+	if shared.agent != "" {
+		return
+	}
+	shared.home = filepath.Join(workDir, "home")
+	shared.agent = filepath.Join(workDir, "box-agent")
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	cmd := exec.Command("go", "build", "-trimpath", "-o", shared.agent, "./guest/cmd/box-agent")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the agent: %v\n%s", err, b)
+	}
+	shared.image = filepath.Join(workDir, "image")
+	bb, err := findBusybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"bin", "etc", "root"} {
+		os.MkdirAll(filepath.Join(shared.image, d), 0o755)
+	}
+	must(t, os.WriteFile(filepath.Join(shared.image, "bin/busybox"), data, 0o755))
+	for _, l := range []string{"sh", "echo", "cat", "ls", "sync", "sleep", "mount"} {
+		must(t, os.Symlink("busybox", filepath.Join(shared.image, "bin", l)))
+	}
+	must(t, os.WriteFile(filepath.Join(shared.image, "etc/hello.txt"), []byte("hello from the image\n"), 0o644))
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newSpec(t testing.TB, id string) backend.Spec {
+	dir := filepath.Join(workDir, id)
+	must(t, os.MkdirAll(dir, 0o700))
+	return backend.Spec{ID: id, Dir: dir, ImageRoot: shared.image, ImageID: "busybox-test", AgentPath: shared.agent, Hostname: id}
+}
+
+// sharedVM returns the shared box, booting it on first use.
+func sharedVM(t *testing.T) (backend.Instance, *client) {
+	t.Helper()
+	requireVM(t)
+	shared.once.Do(func() {
+		fixtures(t)
+		shared.b, shared.err = New(Options{Home: shared.home, Logf: t.Logf})
+		if shared.err != nil {
+			return
+		}
+		shared.spec = newSpec(t, "shared")
+		if os.Geteuid() == 0 { // virtiofsd needs root
+			ro, rw := filepath.Join(workDir, "vol-ro"), filepath.Join(workDir, "vol rw")
+			os.MkdirAll(ro, 0o755)
+			os.MkdirAll(rw, 0o755)
+			os.WriteFile(filepath.Join(ro, "from-host.txt"), []byte("host data\n"), 0o644)
+			shared.spec.Volumes = []backend.Volume{
+				{HostPath: ro, BoxPath: "/mnt/ro", ReadOnly: true},
+				{HostPath: rw, BoxPath: "/mnt/my rw"},
+			}
+		}
+		shared.inst, shared.cl, shared.err = bootBox(t, shared.b, shared.spec)
+	})
+	if shared.err != nil {
+		t.Fatalf("shared VM: %v", shared.err)
+	}
+	if shared.inst == nil || shared.cl == nil {
+		t.Fatal("the shared VM is gone after an earlier failure")
+	}
+	return shared.inst, shared.cl
+}
+
+// boot starts a box and waits until its agent answers Ping.
+func bootBox(t testing.TB, b *Backend, spec backend.Spec) (backend.Instance, *client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), BootTimeout())
+	defer cancel()
+	start := time.Now()
+	inst, err := b.Start(ctx, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := waitReady(ctx, inst, spec.Dir)
+	if err != nil {
+		inst.Kill()
+		inst.Stop(context.Background())
+		return nil, nil, err
+	}
+	t.Logf("box %s ready in %s (%v)", spec.ID, time.Since(start).Round(time.Millisecond), inst.Info()["accel"])
+	return inst, cl, nil
+}
+
+type client struct {
+	*grpc.ClientConn
+	agentpb.AgentClient
+}
+
+// waitReady pings the agent until it answers, as the runtime does; on
+// timeout the error carries the console tail.
+func waitReady(ctx context.Context, inst backend.Instance, dir string) (*client, error) {
+	conn, err := grpc.NewClient("passthrough:///agent",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inst.Dial(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	cl := &client{conn, agentpb.NewAgentClient(conn)}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := cl.Ping(pctx, &agentpb.PingRequest{}, grpc.WaitForReady(true))
+		cancel()
+		if err == nil {
+			return cl, nil
+		}
+		select {
+		case <-inst.Done():
+			conn.Close()
+			_, derr := inst.Dial(ctx)
+			return nil, derr
+		default:
+		}
+		if ctx.Err() != nil {
+			conn.Close()
+			return nil, errdefs.New(errdefs.DeadlineExceeded, "vm boot timed out: %v; console:\n%s", err, ConsoleTail(dir, 20))
+		}
+	}
+}
+
+type execResult struct {
+	stdout, stderr string
+	exit           *agentpb.Exit
+}
+
+func run(ctx context.Context, cl *client, args ...string) (execResult, error) {
+	var r execResult
+	st, err := cl.Exec(ctx)
+	if err != nil {
+		return r, err
+	}
+	if err := st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Args: args}}}); err != nil {
+		return r, err
+	}
+	st.CloseSend()
+	var out, errb strings.Builder
+	for {
+		ev, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return r, err
+		}
+		switch e := ev.Event.(type) {
+		case *agentpb.ExecEvent_Output:
+			if e.Output.Stream == agentpb.Output_STDERR {
+				errb.Write(e.Output.Data)
+			} else {
+				out.Write(e.Output.Data)
+			}
+		case *agentpb.ExecEvent_Exit:
+			r.exit = e.Exit
+		}
+	}
+	r.stdout, r.stderr = out.String(), errb.String()
+	if r.exit == nil {
+		return r, errors.New("exec stream ended without an exit event")
+	}
+	return r, nil
+}
+
+func mustRun(t *testing.T, cl *client, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r, err := run(ctx, cl, args...)
+	if err != nil {
+		t.Fatalf("exec %q: %v", args, err)
+	}
+	if r.exit.Status != agentpb.Exit_EXITED || r.exit.ExitCode != 0 {
+		t.Fatalf("exec %q: %v (stderr %q)", args, r.exit, r.stderr)
+	}
+	return r.stdout
+}
+
+func TestVMPing(t *testing.T) {
+	inst, cl := sharedVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cl.Ping(ctx, &agentpb.PingRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := cl.Info(ctx, &agentpb.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Pid1 || info.Root != "/mnt/root" {
+		t.Errorf("agent info: pid1=%v root=%q, want PID 1 chrooting into /mnt/root", info.Pid1, info.Root)
+	}
+	if got := inst.Info()["accel"]; got != os.Getenv("LIBBOX_ACCEL") {
+		t.Errorf("Info accel = %v, want %s", got, os.Getenv("LIBBOX_ACCEL"))
+	}
+	if got := strings.TrimSpace(mustRun(t, cl, "cat", "/proc/sys/kernel/hostname")); got != shared.spec.Hostname {
+		t.Errorf("hostname %q, want %q", got, shared.spec.Hostname)
+	}
+}
+
+func TestVMConcurrentExec(t *testing.T) {
+	_, cl := sharedVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const n = 16
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			want := fmt.Sprintf("hello %d", i)
+			r, err := run(ctx, cl, "echo", want)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("exec %d: %w", i, err)
+			case r.exit.Status != agentpb.Exit_EXITED || r.exit.ExitCode != 0:
+				errs <- fmt.Errorf("exec %d: %v", i, r.exit)
+			case r.stdout != want+"\n":
+				errs <- fmt.Errorf("exec %d: stdout %q, want %q", i, r.stdout, want+"\n")
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestVMImageRoot(t *testing.T) {
+	_, cl := sharedVM(t)
+	if got := mustRun(t, cl, "cat", "/etc/hello.txt"); got != "hello from the image\n" {
+		t.Fatalf("image file: %q", got)
+	}
+	mounts := mustRun(t, cl, "cat", "/proc/mounts")
+	for _, want := range []string{"/dev/vda / ext4", " /proc proc", " /dev devtmpfs", " /dev/pts devpts", " /tmp tmpfs", " /dev/shm tmpfs"} {
+		if !strings.Contains(mounts, want) {
+			t.Errorf("no %q in the box's /proc/mounts:\n%s", want, mounts)
+		}
+	}
+}
+
+func TestVMVolumes(t *testing.T) {
+	_, cl := sharedVM(t)
+	if len(shared.spec.Volumes) == 0 {
+		skipOrFail(t, "VM volumes need root (virtiofsd)")
+	}
+	if got := mustRun(t, cl, "cat", "/mnt/ro/from-host.txt"); got != "host data\n" {
+		t.Fatalf("read-only volume: %q", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, script := range []string{"echo x > /mnt/ro/new.txt", "mount -o remount,rw /mnt/ro && echo x > /mnt/ro/new.txt"} {
+		r, err := run(ctx, cl, "sh", "-c", script)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.exit.ExitCode == 0 {
+			t.Errorf("%q succeeded on a read-only volume", script)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(shared.spec.Volumes[0].HostPath, "new.txt")); err == nil {
+		t.Error("a read-only volume was written")
+	}
+	mustRun(t, cl, "sh", "-c", "echo from box > '/mnt/my rw/out.txt'")
+	b, err := os.ReadFile(filepath.Join(shared.spec.Volumes[1].HostPath, "out.txt"))
+	if err != nil || string(b) != "from box\n" {
+		t.Fatalf("rw volume on the host: %q, %v", b, err)
+	}
+}
+
+// TestVMReconnect: the host goes away and comes back several times (the
+// agent must hand out a fresh, aligned stream each time).
+func TestVMReconnect(t *testing.T) {
+	inst, cl := sharedVM(t)
+	cl.Close() // QEMU's socket serves one client at a time
+	shared.cl = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 4 {
+		start := time.Now()
+		c, err := waitReady(ctx, inst, shared.spec.Dir)
+		if err != nil {
+			t.Fatalf("reconnect %d: %v", i, err)
+		}
+		t.Logf("reconnect %d: %s", i, time.Since(start).Round(time.Millisecond))
+		if i%2 == 1 { // leave with an exec still streaming
+			st, err := c.Exec(ctx)
+			must(t, err)
+			must(t, st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Args: []string{"sh", "-c", "while :; do echo spam; done"}}}}))
+			st.Recv()
+		} else if got := mustRun(t, c, "echo", "again"); got != "again\n" {
+			t.Fatalf("reconnect %d: %q", i, got)
+		}
+		c.Close()
+	}
+	c, err := waitReady(ctx, inst, shared.spec.Dir)
+	if err != nil {
+		t.Fatalf("final reconnect: %v", err)
+	}
+	shared.cl = c
+	mustRun(t, c, "echo", "ok")
+}
+
+// TestDiesWithHost: a box that is not detached dies with the host process.
+func TestDiesWithHost(t *testing.T) {
+	requireVM(t)
+	fixtures(t)
+	spec := newSpec(t, "orphan")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "LIBBOX_QEMU_TEST_CHILD="+spec.Dir, "LIBBOX_TEST_HOME="+shared.home,
+		"LIBBOX_TEST_AGENT="+shared.agent, "LIBBOX_TEST_IMAGE="+shared.image)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(string(out), "qemu %d", &pid); err != nil {
+		t.Fatalf("child said %q", out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("qemu %d outlived its host process", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// childStart starts a box from a child test process, prints QEMU's pid and
+// exits without stopping it.
+func childStart() {
+	dir := os.Getenv("LIBBOX_QEMU_TEST_CHILD")
+	b, err := New(Options{Home: os.Getenv("LIBBOX_TEST_HOME")})
+	if err == nil {
+		var inst backend.Instance
+		inst, err = b.Start(context.Background(), backend.Spec{ID: "orphan", Dir: dir, ImageRoot: os.Getenv("LIBBOX_TEST_IMAGE"),
+			ImageID: "busybox-test", AgentPath: os.Getenv("LIBBOX_TEST_AGENT")})
+		if err == nil {
+			fmt.Printf("qemu %d\n", inst.Info()["pid"])
+			os.Exit(0)
+		}
+	}
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// TestVMPersistDetachAttach writes a file, powers the box off, starts it
+// again on the same overlay (detached this time), reattaches from its
+// state through a new backend, and reads the file back.
+func TestVMPersistDetachAttach(t *testing.T) {
+	inst, cl := sharedVM(t)
+	mustRun(t, cl, "sh", "-c", "echo persisted > /root/state.txt && sync")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := cl.Shutdown(ctx, &agentpb.ShutdownRequest{Exit: true}); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	select {
+	case <-inst.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
+	}
+	if err := inst.Stop(ctx); err != nil {
+		t.Fatalf("second stop: %v", err)
+	}
+	cl.Close()
+	shared.inst, shared.cl = nil, nil
+
+	spec := shared.spec
+	spec.Detach = true
+	inst, cl, err := bootBox(t, shared.b, spec)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() { // a detached QEMU would outlive the test binary
+			inst.Kill()
+		}
+	})
+	st := inst.State()
+	cl.Close() // the host goes away: the agent must serve the next one
+	b2, err := New(Options{Home: shared.home})
+	must(t, err)
+	att, err := b2.Attach(ctx, spec, st)
+	if err != nil {
+		inst.Kill()
+		t.Fatalf("attach: %v", err)
+	}
+	shared.inst = att
+	inst.Release() // the first handle lets go; the VM keeps running
+	select {
+	case <-inst.Done():
+	default:
+		t.Fatal("Done not closed by Release")
+	}
+	cl, err = waitReady(ctx, att, spec.Dir)
+	if err != nil {
+		t.Fatalf("agent after reattach: %v", err)
+	}
+	shared.cl = cl
+	if got := mustRun(t, cl, "cat", "/root/state.txt"); got != "persisted\n" {
+		t.Fatalf("after restart: %q", got)
+	}
+	// Attach to a box that is gone is NotFound.
+	bad := []byte(`{"pid":999999999,"start_time":1,"agent_socket":"/nonexistent"}`)
+	if _, err := b2.Attach(ctx, spec, bad); !errdefs.IsNotFound(err) {
+		t.Fatalf("attach to a gone box: %v, want NotFound", err)
+	}
+}
+
+// TestVMZKill is last: it kills the shared VM's QEMU under running execs.
+func TestVMZKill(t *testing.T) {
+	inst, cl := sharedVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 16
+	errs := make(chan error, n)
+	started := make(chan struct{}, n)
+	for range n {
+		go func() {
+			st, err := cl.Exec(ctx)
+			if err == nil {
+				err = st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Args: []string{"sleep", "600"}}}})
+			}
+			if err == nil {
+				_, err = st.Recv() // Started
+			}
+			started <- struct{}{}
+			if err != nil {
+				errs <- err
+				return
+			}
+			for {
+				if _, err = st.Recv(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range n {
+		<-started
+	}
+	pid := inst.Info()["pid"].(int)
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	killed := time.Now()
+	select {
+	case <-inst.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("Done not closed 2 s after SIGKILL")
+	}
+	t.Logf("Done %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	cl.Close() // the transport is gone: every stream ends
+	for range n {
+		if err := <-errs; err == nil || errdefs.CodeOf(errdefs.FromGRPC(err)) == errdefs.OK {
+			t.Errorf("exec survived the VM: %v", err)
+		}
+	}
+	shared.cl = nil
+	if _, err := inst.Dial(ctx); !errdefs.IsUnavailable(err) {
+		t.Errorf("Dial after kill: %v, want Unavailable", err)
+	}
+	must(t, inst.Stop(ctx))
+	shared.inst = nil
+	if _, err := os.Stat(filepath.Join(shared.spec.Dir, "disk.qcow2")); err != nil {
+		t.Errorf("the box disk must survive a kill: %v", err)
+	}
+}
+
+func TestVMGarbageKernel(t *testing.T) {
+	requireVM(t)
+	fixtures(t)
+	k := filepath.Join(t.TempDir(), "vmlinuz")
+	must(t, os.WriteFile(k, []byte(strings.Repeat("not a kernel ", 4096)), 0o644))
+	t.Setenv("LIBBOX_KERNEL", k)
+	b, err := New(Options{Home: shared.home})
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	inst, err := b.Start(ctx, newSpec(t, "garbage"))
+	if err == nil {
+		inst.Kill()
+		inst.Stop(ctx)
+		t.Fatal("a garbage kernel started")
+	}
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "qemu") {
+		t.Fatalf("error %v: want Unavailable with QEMU's message", err)
+	}
+	t.Logf("failed in %s: %v", time.Since(start).Round(time.Millisecond), err)
+}
+
+// TestVMInitDies boots an init that exits at once: the kernel panics, QEMU
+// exits (panic=-1, -no-reboot) and the error carries the console tail.
+func TestVMInitDies(t *testing.T) {
+	requireVM(t)
+	fixtures(t)
+	src := filepath.Join(t.TempDir(), "main.go")
+	must(t, os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Exit(3) }\n"), 0o644))
+	bad := filepath.Join(t.TempDir(), "init")
+	cmd := exec.Command("go", "build", "-o", bad, src)
+	cmd.Dir = filepath.Dir(src)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building a failing init: %v\n%s", err, out)
+	}
+	b, err := New(Options{Home: shared.home})
+	must(t, err)
+	spec := newSpec(t, "initdies")
+	spec.AgentPath = bad
+	_, _, err = bootBox(t, b, spec)
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "Attempted to kill init") {
+		t.Fatalf("error %v: want Unavailable with the kernel panic from the console", err)
+	}
+	t.Logf("error: %v", err)
+}
