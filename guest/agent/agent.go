@@ -38,6 +38,13 @@ type Options struct {
 	Hostname string
 	Version  string
 	Logf     func(format string, args ...any)
+	// SpawnSetup runs once on the spawn thread before any spawn; what it
+	// sets per thread (no_new_privs, capability bounding set) every child
+	// inherits.
+	SpawnSetup func() error
+	// SyncOnShutdown flushes filesystems on Shutdown (VMs: the guest's
+	// page cache holds the box's writes).
+	SyncOnShutdown bool
 }
 
 // Agent implements agentpb.AgentServer.
@@ -72,10 +79,15 @@ func New(opts Options) (*Agent, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	sp, err := spawner.New(opts.SpawnSetup)
+	if err != nil {
+		froot.Close()
+		return nil, fmt.Errorf("agent: spawn thread setup: %w", err)
+	}
 	return &Agent{
 		opts:     opts,
 		root:     root,
-		sp:       spawner.New(),
+		sp:       sp,
 		froot:    froot,
 		shutdown: make(chan struct{}),
 	}, nil
@@ -175,7 +187,9 @@ func (a *Agent) Shutdown(ctx context.Context, req *agentpb.ShutdownRequest) (*ag
 		grace = 2 * time.Second
 	}
 	a.killAll(grace)
-	unix.Sync()
+	if a.opts.SyncOnShutdown {
+		unix.Sync()
+	}
 	if req.GetExit() {
 		a.shutdownOnce.Do(func() { close(a.shutdown) })
 	}

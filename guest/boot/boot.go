@@ -18,4 +18,7 @@ type VMConfig struct {
 type SandboxConfig struct {
 	Listen   string
 	Hostname string
+	// SpawnSetup drops privileges on the agent's spawn thread (see
+	// agent.Options.SpawnSetup).
+	SpawnSetup func() error
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,14 +71,13 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return unix.Sethostname([]byte(s.Hostname))
 		}},
 		{"bring up lo", func(*SandboxSpec) error { return loUp() }},
-		{"drop privileges", dropPrivileges},
 	}
 	for _, st := range steps {
 		if err := st.fn(&s); err != nil {
 			return SandboxConfig{}, fmt.Errorf("%s: %w", st.name, err)
 		}
 	}
-	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname}, nil
+	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}, nil
 }
 
 func mountOverlay(s *SandboxSpec) error {
@@ -209,11 +207,12 @@ func loUp() error {
 }
 
 // dropPrivileges sets no_new_privs and trims the capability bounding set
-// on every thread of the agent (both are per-thread attributes), so every
-// process spawned later inherits them.
+// of the calling thread (both are per-thread attributes). It runs on the
+// agent's spawn thread, the only thread that forks, so every process of the
+// box inherits them while the agent keeps what it needs.
 func dropPrivileges(s *SandboxSpec) error {
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
-		return fmt.Errorf("no_new_privs: %w", e)
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	keep := map[int]bool{}
 	for _, c := range s.KeepCaps {
@@ -224,8 +223,8 @@ func dropPrivileges(s *SandboxSpec) error {
 		if keep[c] {
 			continue
 		}
-		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != unix.EINVAL {
-			return fmt.Errorf("drop capability %d: %w", c, e)
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, err)
 		}
 	}
 	return nil

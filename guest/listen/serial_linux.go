@@ -3,6 +3,7 @@ package listen
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -35,8 +36,8 @@ func Serial(dev string) (net.Listener, error) {
 	if _, err := os.Stat(dev); err != nil {
 		return nil, fmt.Errorf("serial listener: %w", err)
 	}
-	l := &serialListener{dev: dev, closed: make(chan struct{}), free: make(chan struct{}, 1)}
-	l.free <- struct{}{}
+	l := &serialListener{dev: dev, closed: make(chan struct{}), free: make(chan []byte, 1)}
+	l.free <- nil
 	return l, nil
 }
 
@@ -44,14 +45,18 @@ type serialListener struct {
 	dev       string
 	closeOnce sync.Once
 	closed    chan struct{}
-	free      chan struct{} // holds a token while no connection is open
+	// free holds a token while no connection is open: the last bytes the
+	// previous connection read when it failed (they may hold the hello of
+	// the host that came next), or nil.
+	free chan []byte
 }
 
 func (l *serialListener) Accept() (net.Conn, error) {
+	var carry []byte
 	select {
 	case <-l.closed:
 		return nil, net.ErrClosed
-	case <-l.free:
+	case carry = <-l.free:
 	}
 	for {
 		fd, err := l.open()
@@ -62,19 +67,20 @@ func (l *serialListener) Accept() (net.Conn, error) {
 			}
 		}
 		if err != nil {
-			l.free <- struct{}{}
+			l.free <- nil
 			return nil, err
 		}
 		// A non-blocking fd makes the file pollable: reads and writes park
 		// in the runtime poller and deadlines work.
 		f := os.NewFile(uintptr(fd), l.dev)
-		rest, err := l.handshake(f)
+		rest, err := l.handshake(f, carry)
+		carry = nil
 		if err == nil {
 			return &serialConn{File: f, l: l, pending: rest}, nil
 		}
 		f.Close()
 		if errors.Is(err, net.ErrClosed) {
-			l.free <- struct{}{}
+			l.free <- nil
 			return nil, err
 		}
 		// The host left during the handshake: wait for the next one.
@@ -94,10 +100,10 @@ const (
 	nonceLen    = 16
 )
 
-// handshake waits for a hello on f, answers it, and returns the bytes that
-// followed it.
-func (l *serialListener) handshake(f *os.File) ([]byte, error) {
-	var buf []byte
+// handshake waits for a hello on f (or in carry), answers it, and returns
+// the bytes that followed it.
+func (l *serialListener) handshake(f *os.File, carry []byte) ([]byte, error) {
+	buf := carry
 	tmp := make([]byte, 4096)
 	for {
 		select {
@@ -211,13 +217,27 @@ func (a serialAddr) String() string  { return string(a) }
 
 // serialConn is one host session on the port. Read returns io.EOF when the
 // host goes away (read(2) returns 0).
+//
+// When the host leaves and a new one connects before the guest read the
+// 0, this connection reads the new host's hello as if it were its own
+// stream, fails, and is closed by the server: so a connection closed
+// without having seen EOF hands its last bytes to the next Accept.
 type serialConn struct {
 	*os.File
-	pending   []byte // read after the handshake, not yet returned
+	pending   []byte // read after the handshake, not yet returned; reader only
 	l         *serialListener
 	closeOnce sync.Once
 	err       error
+
+	mu sync.Mutex
+	// tail is the last bytes read and eof whether read returned 0;
+	// guarded by mu.
+	tail []byte
+	eof  bool
 }
+
+// tailLen is how much of the stream a connection remembers for the next.
+const tailLen = 256
 
 func (c *serialConn) Read(b []byte) (int, error) {
 	if len(c.pending) > 0 {
@@ -225,13 +245,31 @@ func (c *serialConn) Read(b []byte) (int, error) {
 		c.pending = c.pending[n:]
 		return n, nil
 	}
-	return c.File.Read(b)
+	n, err := c.File.Read(b)
+	c.mu.Lock()
+	if n > 0 {
+		c.tail = append(c.tail, b[max(0, n-tailLen):n]...)
+		if len(c.tail) > tailLen {
+			c.tail = append(c.tail[:0], c.tail[len(c.tail)-tailLen:]...)
+		}
+	}
+	if err == io.EOF {
+		c.eof = true
+	}
+	c.mu.Unlock()
+	return n, err
 }
 
 func (c *serialConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.err = c.File.Close()
-		c.l.free <- struct{}{}
+		c.mu.Lock()
+		var carry []byte
+		if !c.eof {
+			carry = c.tail
+		}
+		c.mu.Unlock()
+		c.l.free <- carry
 	})
 	return c.err
 }

@@ -74,19 +74,27 @@ type Spawner struct {
 	closeOnce sync.Once
 }
 
-// New starts the spawn thread and the reaper. Close stops them.
-func New() *Spawner {
+// New starts the spawn thread and the reaper. Close stops them. setup, if
+// not nil, runs first on the spawn thread: per-thread attributes it sets
+// (no_new_privs, the capability bounding set) are inherited by every child.
+func New(setup func() error) (*Spawner, error) {
 	s := &Spawner{
 		jobs:  make(chan job),
 		quit:  make(chan struct{}),
 		sigs:  make(chan os.Signal, 1),
 		exits: make(map[int]chan Exit),
 	}
+	ready := make(chan error, 1)
+	s.wg.Add(1)
+	go s.spawnLoop(setup, ready)
+	if err := <-ready; err != nil {
+		s.wg.Wait()
+		return nil, err
+	}
 	signal.Notify(s.sigs, syscall.SIGCHLD)
-	s.wg.Add(2)
-	go s.spawnLoop()
+	s.wg.Add(1)
 	go s.reapLoop()
-	return s
+	return s, nil
 }
 
 // Spawn starts a child on the spawn thread. The returned channel receives
@@ -107,12 +115,20 @@ func (s *Spawner) Spawn(ctx context.Context, req *Request) (int, <-chan Exit, er
 
 var errClosed = errors.New("spawner closed")
 
-func (s *Spawner) spawnLoop() {
+func (s *Spawner) spawnLoop(setup func() error, ready chan<- error) {
 	defer s.wg.Done()
 	// This thread is never unlocked, so it is never reused by other
 	// goroutines nor exits while children started from it live
 	// (Pdeathsig is tied to the thread that forked).
 	runtime.LockOSThread()
+	if setup != nil {
+		if err := setup(); err != nil {
+			// The thread's attributes are half-set: let it exit with us.
+			ready <- err
+			return
+		}
+	}
+	ready <- nil
 	for {
 		select {
 		case j := <-s.jobs:

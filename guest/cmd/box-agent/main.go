@@ -51,6 +51,7 @@ func main() {
 		*listenAddr = cfg.Listen
 		opts.PID1 = true
 		opts.Hostname = cfg.Hostname
+		opts.SpawnSetup = cfg.SpawnSetup
 	case os.Getpid() == 1 && *listenAddr == "":
 		cfg, err := boot.VM()
 		if err != nil {
@@ -61,6 +62,7 @@ func main() {
 		opts.Root = cfg.Root
 		opts.PID1 = true
 		opts.Hostname = cfg.Hostname
+		opts.SyncOnShutdown = true
 		powerOff = true
 	}
 	if *listenAddr == "" {
