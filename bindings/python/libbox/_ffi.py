@@ -1,0 +1,339 @@
+"""ctypes binding of include/libbox.h: loading, signatures, and callbacks.
+
+Loads libbox.so once (``LIBBOX_LIBRARY``, else ``_lib/libbox.so`` next to
+this file, else a source checkout's ``build/lib/libbox.so``), checks its ABI
+version, and owns the C callbacks. The callbacks are module-level CFUNCTYPE
+objects that live as long as the process, so none can be collected while
+the library may call it; ``user_data`` is a key into the tables below.
+
+Callbacks run on library threads. They must never block, never touch an
+event loop except through ``call_soon_threadsafe``, and never raise: a
+callback whose loop has closed is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import itertools
+import os
+import weakref
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    byref,
+    c_char_p,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from typing import Any, Callable, Protocol
+
+from .errors import Error, error_from_status
+
+#: The LIBBOX_ABI_VERSION this package was written for.
+ABI_VERSION = 1
+
+
+class BoxError(Structure):
+    _fields_ = [("code", c_int32), ("message", c_char_p)]
+
+
+class BoxExit(Structure):
+    _fields_ = [
+        ("status", c_int32),
+        ("exit_code", c_int32),
+        ("signal", c_int32),
+        ("duration_us", c_int64),
+        ("message", c_char_p),
+    ]
+
+
+COMPLETE_FN = CFUNCTYPE(None, c_void_p, c_int32, c_char_p, c_uint64, c_char_p)
+PROGRESS_FN = CFUNCTYPE(None, c_void_p, c_char_p, c_int64, c_int64)
+OUTPUT_FN = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
+EXIT_FN = CFUNCTYPE(None, c_void_p, POINTER(BoxExit))
+
+
+#: A NULL progress callback (box_create without progress reports).
+NO_PROGRESS = PROGRESS_FN()
+
+
+class ExecCallbacks(Structure):
+    _fields_ = [("on_stdout", OUTPUT_FN), ("on_stderr", OUTPUT_FN), ("on_exit", EXIT_FN)]
+
+
+_ERR = POINTER(POINTER(BoxError))
+_H = c_uint64
+
+
+def _candidates() -> list[str]:
+    env = os.environ.get("LIBBOX_LIBRARY")
+    if env:
+        return [env]
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [
+        os.path.join(here, "_lib", "libbox.so"),
+        # A source checkout: bindings/python/libbox -> build/lib/libbox.so.
+        os.path.normpath(os.path.join(here, "..", "..", "..", "build", "lib", "libbox.so")),
+    ]
+
+
+def _load() -> tuple[ctypes.CDLL, str]:
+    cands = _candidates()
+    path = next((p for p in cands if os.path.exists(p)), None)
+    if path is None:
+        if os.environ.get("LIBBOX_LIBRARY"):
+            raise ImportError(
+                f"libbox: LIBBOX_LIBRARY={cands[0]} does not exist: point it at a built libbox.so or unset it"
+            )
+        raise ImportError(
+            "libbox: libbox.so not found (looked in " + ", ".join(cands) + "): "
+            "reinstall the libbox wheel, run ./build.sh build in a source checkout, "
+            "or set LIBBOX_LIBRARY=/path/to/libbox.so"
+        )
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        raise ImportError(
+            f"libbox: cannot load {path}: {e}: rebuild it for this machine or set LIBBOX_LIBRARY"
+        ) from None
+    try:
+        lib.box_abi_version.restype = c_uint32
+        lib.box_abi_version.argtypes = []
+        abi = int(lib.box_abi_version())
+    except AttributeError:
+        raise ImportError(f"libbox: {path} is not libbox.so (no box_abi_version)") from None
+    if abi != ABI_VERSION:
+        raise ImportError(
+            f"libbox: {path} has ABI version {abi} but this Python package needs {ABI_VERSION}: "
+            "install the libbox wheel built with that library, or set LIBBOX_LIBRARY to a matching libbox.so"
+        )
+    return lib, path
+
+
+lib, library_path = _load()
+
+
+def _sig(name: str, restype: Any, *argtypes: Any) -> None:
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+
+
+_sig("box_version", c_char_p)
+_sig("box_live_handles", c_int64)
+_sig("box_runtime_open", c_int32, c_char_p, POINTER(_H), _ERR)
+_sig("box_runtime_close", c_int32, _H, _ERR)
+_sig("box_create", c_int32, _H, c_char_p, PROGRESS_FN, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_get", c_int32, _H, c_char_p, POINTER(_H), _ERR)
+_sig("box_list", c_int32, _H, POINTER(c_void_p), _ERR)
+_sig("box_info", c_int32, _H, POINTER(c_void_p), _ERR)
+_sig("box_start", c_int32, _H, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_stop", c_int32, _H, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_remove", c_int32, _H, c_char_p, c_int32, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_exec_async", c_int32, _H, c_char_p, POINTER(ExecCallbacks), c_void_p, POINTER(_H), _ERR)
+_sig("box_exec_write_stdin", c_int32, _H, c_char_p, c_size_t, _ERR)
+_sig("box_exec_close_stdin", c_int32, _H, _ERR)
+_sig("box_exec_signal", c_int32, _H, c_int32, _ERR)
+_sig("box_exec_resize", c_int32, _H, c_uint32, c_uint32, _ERR)
+_sig("box_exec_cancel", c_int32, _H, _ERR)
+_sig("box_copy_in", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_copy_out", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_release", c_int32, c_uint64, _ERR)
+_sig("box_string_free", None, c_void_p)
+_sig("box_error_free", None, POINTER(BoxError))
+
+
+def check(fn: Callable[..., int], *args: Any) -> None:
+    """Calls a status-returning library function (err out-param appended)
+    and raises the matching Error on failure."""
+    err = POINTER(BoxError)()
+    status = fn(*args, byref(err))
+    if status != 0:
+        raise take_error(status, err)
+
+
+def take_error(status: int, err: Any) -> Error:
+    msg = None
+    if err:
+        raw = err.contents.message
+        msg = raw.decode("utf-8", "replace") if raw else None
+        lib.box_error_free(err)
+    return error_from_status(status, msg)
+
+
+def take_string(fn: Callable[..., int], *args: Any) -> str:
+    """Calls a function returning a library-owned string through char**."""
+    out = c_void_p()
+    check(fn, *args, byref(out))
+    if not out.value:
+        return ""
+    try:
+        return ctypes.string_at(out.value).decode("utf-8")
+    finally:
+        lib.box_string_free(out.value)
+
+
+def release(handle: int) -> None:
+    """Releases a box or exec handle, ignoring a handle already gone."""
+    err = POINTER(BoxError)()
+    if lib.box_release(handle, byref(err)) != 0 and err:
+        lib.box_error_free(err)
+
+
+class Inbox:
+    """Hands work from library threads to one event loop, coalescing wake-ups:
+    under load many exits and chunks cost one ``call_soon_threadsafe``.
+    Items run on the loop in the order they were posted."""
+
+    __slots__ = ("_loop", "_items", "_scheduled", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # weak: _inboxes is keyed by the loop
+        self._items: collections.deque[tuple[Callable[..., None], tuple]] = collections.deque()
+        self._scheduled = False  # a _drain is queued on the loop
+
+    def post(self, fn: Callable[..., None], *args: Any) -> bool:
+        """Any thread. False when the loop is gone (the item will never run)."""
+        try:
+            loop = self._loop()
+            if loop is None or loop.is_closed():
+                return False
+            self._items.append((fn, args))
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon_threadsafe(self._drain)
+            return True
+        except BaseException:  # closed meanwhile (RuntimeError) or interpreter exiting
+            return False
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        items = self._items
+        while items:
+            fn, args = items.popleft()
+            try:
+                fn(*args)
+            except Exception as e:  # a bug here must not stop the other items
+                loop = self._loop()
+                if loop is not None:
+                    loop.call_exception_handler({"message": "libbox: callback hand-off failed", "exception": e})
+
+
+_inboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox]" = weakref.WeakKeyDictionary()
+
+
+def inbox(loop: asyncio.AbstractEventLoop) -> Inbox:
+    """The loop's inbox; call on the loop's thread."""
+    box = _inboxes.get(loop)
+    if box is None:
+        box = _inboxes[loop] = Inbox(loop)
+    return box
+
+
+# --- completions (box_create, box_start, box_stop, box_remove, box_copy_*) ---
+
+_keys = itertools.count(1)
+_completions: dict[int, tuple[Inbox, asyncio.Future[tuple[int, str | None]]]] = {}
+
+
+def _settle(fut: asyncio.Future[tuple[int, str | None]], status: int, message: str | None, handle: int,
+            doc: str | None) -> None:
+    if fut.done():  # the awaiting task was cancelled: nobody will own the handle
+        if handle:
+            release(handle)
+        return
+    if status != 0:
+        fut.set_exception(error_from_status(status, message))
+    else:
+        fut.set_result((handle, doc))
+
+
+def _on_complete(user_data: int | None, status: int, message: bytes | None, handle: int,
+                 doc: bytes | None) -> None:
+    try:
+        entry = _completions.pop(user_data or 0, None)
+        if entry is None:
+            if handle:
+                release(handle)
+            return
+        box, fut = entry
+        msg = message.decode("utf-8", "replace") if message else None
+        js = doc.decode("utf-8", "replace") if doc else None
+        if not box.post(_settle, fut, status, msg, handle, js) and handle:
+            release(handle)
+    except BaseException:
+        pass
+
+
+on_complete = COMPLETE_FN(_on_complete)
+
+
+def submit(fn: Callable[..., int], *args: Any) -> asyncio.Future[tuple[int, str | None]]:
+    """Starts an asynchronous library call whose last arguments are
+    (done, user_data, err); returns a future of (handle, json)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
+    key = next(_keys)
+    _completions[key] = (inbox(loop), fut)
+    try:
+        check(fn, *args, on_complete, key)
+    except BaseException:
+        _completions.pop(key, None)
+        raise
+    return fut
+
+
+# --- exec callbacks ---
+
+
+class ExecSink(Protocol):
+    def _feed(self, fd: int, data: bytes) -> None: ...
+    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: str | None) -> None: ...
+
+
+#: Execs whose on_exit has not come yet, by user_data key.
+execs: dict[int, ExecSink] = {}
+
+
+def _on_stdout(user_data: int | None, data: int | None, n: int) -> None:
+    try:
+        sink = execs.get(user_data or 0)
+        if sink is not None and n:
+            sink._feed(1, ctypes.string_at(data or 0, n))
+    except BaseException:
+        pass
+
+
+def _on_stderr(user_data: int | None, data: int | None, n: int) -> None:
+    try:
+        sink = execs.get(user_data or 0)
+        if sink is not None and n:
+            sink._feed(2, ctypes.string_at(data or 0, n))
+    except BaseException:
+        pass
+
+
+def _on_exit(user_data: int | None, ex: Any) -> None:
+    try:
+        sink = execs.pop(user_data or 0, None)
+        if sink is None:
+            return
+        e = ex.contents
+        msg = e.message.decode("utf-8", "replace") if e.message else None
+        sink._exit(e.status, e.exit_code, e.signal, e.duration_us, msg)
+    except BaseException:
+        pass
+
+
+callbacks = ExecCallbacks(OUTPUT_FN(_on_stdout), OUTPUT_FN(_on_stderr), EXIT_FN(_on_exit))
+
+
+def new_key() -> int:
+    return next(_keys)

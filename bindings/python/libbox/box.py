@@ -1,0 +1,318 @@
+"""Boxes: create, start, run commands, copy files, stop, remove.
+
+A :class:`Box` is a handle on one box of a :class:`~libbox.Runtime`. It is
+an async context manager: entering creates and starts the box, leaving
+removes it (``auto_remove``), stops it, or leaves it running (``detach``).
+It must never block the event loop on a call that waits for the box (those
+go through the library's asynchronous calls) and never reach the library
+with an argument it did not check first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
+
+from . import _check, _ffi
+from .errors import FailedPreconditionError, NotFoundError
+from .process import ExecResult, Process
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["Box"]
+
+Volume = Union[tuple, Mapping[str, Any]]
+StdinArg = Union[None, bool, bytes, bytearray, memoryview, str]
+
+
+class Box:
+    """One box: an isolated Linux environment running an image.
+
+    ``Box(...)`` only records options; ``async with`` (or :meth:`start`)
+    creates and starts it in ``runtime`` (default: :func:`default_runtime`).
+    ``isolation`` is ``"vm"`` (a micro-VM, the default) or ``"sandbox"``
+    (Linux namespaces). ``volumes`` is a list of ``(host, box[, read_only])``
+    tuples or ``{"host", "box", "read_only"}`` dicts.
+    """
+
+    def __init__(
+        self,
+        image: str = "busybox",
+        name: Optional[str] = None,
+        isolation: str = "vm",
+        cpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        volumes: Optional[Iterable[Volume]] = None,
+        network: bool = False,
+        auto_remove: bool = True,
+        detach: bool = False,
+        *,
+        runtime: Optional["Runtime"] = None,
+    ) -> None:
+        if isolation not in ("vm", "sandbox"):
+            if not isinstance(isolation, str):
+                raise TypeError(f"isolation must be str, not {type(isolation).__name__}")
+            raise ValueError(f"isolation must be 'vm' or 'sandbox', not {isolation!r}")
+        opts: dict[str, Any] = {"image": _check.text(image, "image"), "isolation": isolation}
+        if name is not None:
+            opts["name"] = _check.text(name, "name")
+        if _check.positive_int(cpus, "cpus") is not None:
+            opts["cpus"] = cpus
+        if _check.positive_int(memory_mib, "memory_mib") is not None:
+            opts["memory_mib"] = memory_mib
+        e = _check.env(env)
+        if e is not None:
+            opts["env"] = e
+        if cwd is not None:
+            opts["cwd"] = _check.text(cwd, "cwd")
+        vols = _check.volumes(volumes)
+        if vols is not None:
+            opts["volumes"] = vols
+        opts["network"] = _check.flag(network, "network")
+        opts["auto_remove"] = _check.flag(auto_remove, "auto_remove")
+        opts["detach"] = _check.flag(detach, "detach")
+        if runtime is not None:
+            from .runtime import Runtime
+
+            if not isinstance(runtime, Runtime):
+                raise TypeError(f"runtime must be a libbox.Runtime, not {type(runtime).__name__}")
+        self._runtime = runtime
+        self._options = opts
+        self._auto_remove = auto_remove
+        self._detach = detach
+        self._handle = 0
+        self._released = False
+        self._id: Optional[str] = None
+        self._name: Optional[str] = name
+
+    @classmethod
+    def _adopt(cls, runtime: "Runtime", handle: int) -> "Box":
+        box = cls.__new__(cls)
+        box._runtime = runtime
+        box._options = {}
+        box._handle = handle
+        box._released = False
+        box._id = None
+        box._name = None
+        box._auto_remove = False
+        box._detach = False
+        try:
+            info = box._info()
+        except BaseException:
+            _ffi.release(handle)
+            raise
+        box._auto_remove = bool(info.get("auto_remove", False))
+        box._detach = bool(info.get("detach", False))
+        return box
+
+    # --- state ---
+
+    def _rt(self) -> "Runtime":
+        if self._runtime is None:
+            from .runtime import default_runtime
+
+            self._runtime = default_runtime()
+        return self._runtime
+
+    def _require(self) -> int:
+        if self._released:
+            raise FailedPreconditionError(
+                "this Box was closed (its handle released): get the box again with Runtime.get(id_or_name)")
+        if not self._handle:
+            raise FailedPreconditionError("the box is not created yet: use `async with Box(...)` or await box.start()")
+        return self._handle
+
+    @property
+    def id(self) -> Optional[str]:
+        """The box id (None until created)."""
+        return self._id
+
+    @property
+    def name(self) -> Optional[str]:
+        """The box name (None until created unless given)."""
+        return self._name
+
+    def _info(self) -> dict[str, Any]:
+        info: dict[str, Any] = json.loads(_ffi.take_string(_ffi.lib.box_info, self._require()))
+        self._id = info.get("id", self._id)
+        self._name = info.get("name", self._name) or self._name
+        return info
+
+    async def info(self) -> dict[str, Any]:
+        """The box's info document (id, name, image, isolation, state, ...)."""
+        return self._info()
+
+    # --- lifecycle ---
+
+    async def _create(self) -> None:
+        if self._handle or self._released:
+            return
+        rt = self._rt()
+        req = json.dumps(self._options).encode()
+        handle, _ = await _ffi.submit(_ffi.lib.box_create, rt._require(), req, _ffi.NO_PROGRESS)
+        self._handle = handle
+        self._info()
+
+    async def start(self) -> "Box":
+        """Creates the box if needed and starts it; returns once it serves
+        commands. Starting a running box succeeds."""
+        await self._create()
+        await _ffi.submit(_ffi.lib.box_start, self._require())
+        return self
+
+    async def stop(self) -> None:
+        """Stops the box (SIGTERM, then SIGKILL); it keeps its files."""
+        await _ffi.submit(_ffi.lib.box_stop, self._require())
+
+    async def remove(self, force: bool = False) -> None:
+        """Removes the box and its files (force: stop it first), then closes this handle."""
+        self._require()
+        await self._rt().remove(self._id or "", force=_check.flag(force, "force"))
+        self.close()
+
+    def close(self) -> None:
+        """Releases this handle (the box itself is not stopped). Idempotent."""
+        if self._handle and not self._released:
+            self._released = True
+            _ffi.release(self._handle)
+
+    async def __aenter__(self) -> "Box":
+        try:
+            await self.start()
+        except BaseException:
+            await self._cleanup()
+            raise
+        return self
+
+    async def __aexit__(self, et: Optional[type[BaseException]], ev: Optional[BaseException],
+                        tb: Optional[TracebackType]) -> None:
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        try:
+            if self._handle and not self._released and not self._detach:
+                if self._auto_remove:
+                    try:
+                        await self._rt().remove(self._id or "", force=True)
+                    except NotFoundError:
+                        pass
+                else:
+                    await self.stop()
+        finally:
+            self.close()
+
+    # --- commands ---
+
+    def _spawn(self, cmd: Any, args: tuple, env: Any, cwd: Any, user: Any, stdin: bool,
+               timeout: Any, tty: Any, collect: bool) -> Process:
+        argv = [_check.text(cmd, "cmd")]
+        for i, a in enumerate(args):
+            argv.append(_check.text(a, f"argument {i + 1}", empty=True))
+        req: dict[str, Any] = {"args": argv}
+        e = _check.env(env)
+        if e is not None:
+            req["env"] = e
+        if cwd is not None:
+            req["cwd"] = _check.text(cwd, "cwd")
+        u = _check.user(user)
+        if u is not None:
+            req["user"] = u
+        if _check.flag(tty, "tty"):
+            req["tty"] = True
+        t = _check.timeout(timeout)
+        if t is not None:
+            req["timeout_ms"] = max(1, int(t * 1000 + 0.999))
+        if stdin:
+            req["stdin"] = True
+        handle = self._require()
+        loop = asyncio.get_running_loop()
+        proc = Process(self._rt(), loop, collect, t)
+        _ffi.execs[proc._key] = proc
+        out = ctypes.c_uint64()
+        try:
+            _ffi.check(_ffi.lib.box_exec_async, handle, json.dumps(req).encode(), ctypes.byref(_ffi.callbacks),
+                       proc._key, ctypes.byref(out))
+        except BaseException:
+            _ffi.execs.pop(proc._key, None)
+            raise
+        proc._handle = out.value
+        return proc
+
+    async def exec(self, cmd: str, *args: str, env: Optional[Mapping[str, str]] = None,
+                   cwd: Optional[str] = None, user: Union[str, int, None] = None,
+                   stdin: Union[None, bytes, bytearray, memoryview, str] = None,
+                   timeout: Optional[float] = None, tty: bool = False) -> ExecResult:
+        """Runs ``cmd args...`` in the box and returns its :class:`ExecResult`.
+
+        ``stdin`` (bytes or str) is fed to the process, then closed; None
+        means /dev/null. ``timeout`` (seconds) kills the process group and
+        raises :class:`libbox.TimeoutError`. A non-zero exit is not an error;
+        a command that cannot run raises (NotFoundError, InvalidArgumentError
+        for a bad cwd or user, ...). Cancelling the awaiting task kills the
+        process group in the box.
+        """
+        data = None if stdin is None else _check.data(stdin, "stdin")
+        proc = self._spawn(cmd, args, env, cwd, user, data is not None, timeout, tty, collect=True)
+        try:
+            if data is not None:
+                await proc._feed_stdin(data)
+            return await proc.wait()
+        except asyncio.CancelledError:
+            await proc._cancel_and_settle()
+            raise
+
+    async def spawn(self, cmd: str, *args: str, env: Optional[Mapping[str, str]] = None,
+                    cwd: Optional[str] = None, user: Union[str, int, None] = None,
+                    stdin: StdinArg = None, timeout: Optional[float] = None, tty: bool = False) -> Process:
+        """Starts ``cmd args...`` and returns a :class:`Process` whose output
+        streams as it comes. ``stdin=True`` keeps stdin open for
+        :meth:`Process.write_stdin`; bytes/str are fed then closed; None or
+        False means /dev/null."""
+        if stdin is None or stdin is False:
+            data, pipe = None, False
+        elif stdin is True:
+            data, pipe = None, True
+        else:
+            data, pipe = _check.data(stdin, "stdin"), True
+        proc = self._spawn(cmd, args, env, cwd, user, pipe, timeout, tty, collect=False)
+        if data is not None:
+            task = asyncio.get_running_loop().create_task(proc._feed_stdin(data))
+            proc._stdin_task = task  # type: ignore[attr-defined]
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return proc
+
+    # --- files ---
+
+    async def copy_in(self, host_path: Any, box_path: str) -> int:
+        """Copies a host file or directory to ``box_path`` (which becomes the
+        copy). Returns the number of bytes copied."""
+        h = _check.path(host_path, "host_path")
+        b = _check.text(box_path, "box_path")
+        _, doc = await _ffi.submit(_ffi.lib.box_copy_in, self._require(), h.encode(), b.encode())
+        return _bytes_of(doc)
+
+    async def copy_out(self, box_path: str, host_path: Any) -> int:
+        """Copies a box file or directory to ``host_path`` (which becomes the
+        copy). Returns the number of bytes copied."""
+        b = _check.text(box_path, "box_path")
+        h = _check.path(host_path, "host_path")
+        _, doc = await _ffi.submit(_ffi.lib.box_copy_out, self._require(), b.encode(), h.encode())
+        return _bytes_of(doc)
+
+    def __repr__(self) -> str:
+        return f"<libbox.Box id={self._id!r} name={self._name!r}>"
+
+
+def _bytes_of(doc: Optional[str]) -> int:
+    if not doc:
+        return 0
+    try:
+        return int(json.loads(doc).get("bytes", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0

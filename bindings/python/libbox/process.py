@@ -1,0 +1,297 @@
+"""Processes running in a box: results, output streams, stdin, signals.
+
+A :class:`Process` is the Python side of one ``box_exec_async`` call. Library
+threads deliver its output and exit; this module copies the bytes and hands
+them to the owning event loop with ``call_soon_threadsafe``. It must never
+block a library thread, never let a callback raise, and never use an exec
+handle after releasing it (the handle is released on the loop thread once
+the exit arrived and no stdin write is in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal as _signal
+from typing import TYPE_CHECKING, AsyncIterator, Optional
+
+from . import _check, _ffi
+from .errors import Error, FailedPreconditionError, UnavailableError, error_from_status
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["ExecResult", "OutputStream", "Process"]
+
+
+class ExecResult:
+    """How a command ended and what it printed.
+
+    ``exit_code`` is 0..255 when the process exited and -1 when a signal
+    killed it (then ``signal`` is that signal; otherwise ``signal`` is None).
+    ``stdout``/``stderr`` are decoded as UTF-8 (invalid bytes replaced);
+    ``stdout_bytes``/``stderr_bytes`` are the raw output. ``duration`` is
+    seconds from spawn to exit, as measured in the box.
+    """
+
+    __slots__ = ("exit_code", "signal", "stdout_bytes", "stderr_bytes", "duration")
+
+    def __init__(self, exit_code: int, signal: Optional[int], stdout_bytes: bytes = b"",
+                 stderr_bytes: bytes = b"", duration: float = 0.0) -> None:
+        self.exit_code = exit_code
+        self.signal = signal
+        self.stdout_bytes = stdout_bytes
+        self.stderr_bytes = stderr_bytes
+        self.duration = duration
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", "replace")
+
+    @property
+    def ok(self) -> bool:
+        """True when the process exited with status 0."""
+        return self.exit_code == 0
+
+    def __repr__(self) -> str:
+        def short(b: bytes) -> str:
+            return repr(b[:60] + (b"..." if len(b) > 60 else b""))
+
+        return (f"ExecResult(exit_code={self.exit_code}, signal={self.signal}, "
+                f"stdout={short(self.stdout_bytes)}, stderr={short(self.stderr_bytes)})")
+
+
+class OutputStream:
+    """One output stream of a spawned process: an async iterator of chunks.
+
+    ``async for chunk in proc.stdout`` yields bytes in order until the
+    process exited and its output was delivered. Output is buffered in
+    memory until read.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._eof = False
+        self._waiter: Optional[asyncio.Future[None]] = None
+
+    # Loop thread only.
+    def _push(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._wake()
+
+    def _close(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def at_eof(self) -> bool:
+        """True when every chunk was read and no more will come."""
+        return self._eof and not self._chunks
+
+    async def read_chunk(self) -> bytes:
+        """The next chunk, or b"" at the end."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._chunks.popleft()
+
+    async def read(self) -> bytes:
+        """Everything until the end of the stream."""
+        parts = []
+        while True:
+            chunk = await self.read_chunk()
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.read_chunk()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
+_Exit = tuple  # (status, exit_code, signal, duration_us, message)
+
+
+class Process:
+    """A command running in a box (from :meth:`Box.spawn`).
+
+    ``stdout``/``stderr`` are :class:`OutputStream` objects (async iterators
+    of bytes). :meth:`wait` returns the :class:`ExecResult` (with empty
+    output: it was streamed). Cancelling the task awaiting :meth:`wait`
+    kills the process group in the box before the cancellation propagates.
+    """
+
+    def __init__(self, runtime: "Runtime", loop: asyncio.AbstractEventLoop, collect: bool,
+                 timeout: Optional[float]) -> None:
+        self._runtime = runtime
+        self._loop = loop
+        self._inbox = _ffi.inbox(loop)
+        self._collect = collect
+        self._timeout = timeout
+        self._handle = 0
+        self._key = _ffi.new_key()
+        self._bufs: tuple[list[bytes], list[bytes]] = ([], [])
+        self.stdout = OutputStream(loop)
+        self.stderr = OutputStream(loop)
+        self._done: asyncio.Future[_Exit] = loop.create_future()
+        self._exited = False
+        self._released = False
+        self._inflight = 0
+        self._stdin_lock = asyncio.Lock()
+
+    # --- library threads ---
+
+    def _feed(self, fd: int, data: bytes) -> None:
+        if self._collect:
+            self._bufs[fd - 1].append(data)  # list.append is atomic under the GIL
+        else:
+            self._inbox.post((self.stdout if fd == 1 else self.stderr)._push, data)
+
+    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: Optional[str]) -> None:
+        if not self._inbox.post(self._finish, (status, exit_code, sig, duration_us, message)):
+            # Nobody will run the loop again: release the handle from here.
+            if self._handle and not self._released:
+                self._released = True
+                _ffi.release(self._handle)
+
+    # --- loop thread ---
+
+    def _finish(self, ex: _Exit) -> None:
+        self._exited = True
+        self.stdout._close()
+        self.stderr._close()
+        if not self._done.done():
+            self._done.set_result(ex)
+        self._maybe_release()
+
+    def _maybe_release(self) -> None:
+        if self._exited and self._inflight == 0 and not self._released and self._handle:
+            self._released = True
+            _ffi.release(self._handle)
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """The exit code once the process ended (-1 if a signal killed it), else None."""
+        if not self._done.done():
+            return None
+        return self._done.result()[1]
+
+    def _result(self) -> ExecResult:
+        status, code, sig, dur, msg = self._done.result()
+        if status != 0:
+            if status == 6 and not msg:
+                msg = f"the command ran longer than its timeout of {self._timeout} s and was killed"
+            raise error_from_status(status, msg)
+        out, err = b"", b""
+        if self._collect:
+            out, err = b"".join(self._bufs[0]), b"".join(self._bufs[1])
+            self._bufs[0][:], self._bufs[1][:] = [out], [err]  # keep one copy
+        return ExecResult(code, sig or None, out, err, dur / 1e6)
+
+    async def wait(self) -> ExecResult:
+        """Waits for the exit. Raises the library's error when the command
+        could not run (NotFoundError for a missing command, TimeoutError when
+        its timeout killed it, ...)."""
+        try:
+            await asyncio.shield(self._done)
+        except asyncio.CancelledError:
+            await self._cancel_and_settle()
+            raise
+        return self._result()
+
+    async def _cancel_and_settle(self) -> None:
+        """Kills the process group and waits (bounded) for the exit, so the
+        process is gone when the caller's cancellation propagates."""
+        if self._done.done():
+            return
+        if not self._released:
+            try:
+                _ffi.check(_ffi.lib.box_exec_cancel, self._handle)
+            except Error:
+                pass
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), 10)
+        except BaseException:
+            pass
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Writes to the process's stdin (spawned with ``stdin=True``).
+        Waits while the box has no room; writes keep their order."""
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write_stdin takes bytes, not {type(data).__name__}")
+        buf = bytes(data)
+        async with self._stdin_lock:
+            if self._exited:
+                raise FailedPreconditionError("the process has exited: its stdin is closed")
+            if not buf:
+                return
+            self._inflight += 1
+            try:
+                await self._runtime._blocking(_ffi.check, _ffi.lib.box_exec_write_stdin, self._handle, buf,
+                                              len(buf))
+            finally:
+                self._inflight -= 1
+                self._maybe_release()
+
+    async def close_stdin(self) -> None:
+        """Closes stdin: the process reads EOF. Idempotent; a no-op after the exit."""
+        async with self._stdin_lock:
+            if self._exited:
+                return
+            try:
+                _ffi.check(_ffi.lib.box_exec_close_stdin, self._handle)
+            except FailedPreconditionError:
+                pass  # it exited meanwhile
+
+    async def _feed_stdin(self, data: bytes) -> None:
+        """Writes data then closes stdin; a process that exits without
+        reading everything is not an error (its result tells)."""
+        try:
+            await self.write_stdin(data)
+            await self.close_stdin()
+        except (FailedPreconditionError, UnavailableError):
+            pass
+
+    async def kill(self, sig: int = _signal.SIGKILL) -> None:
+        """Sends ``sig`` (default SIGKILL) to the process group. A no-op
+        once the process exited."""
+        sig = _check.signal_number(sig)
+        if self._exited:
+            return
+        try:
+            _ffi.check(_ffi.lib.box_exec_signal, self._handle, sig)
+        except FailedPreconditionError:
+            pass  # it exited meanwhile
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Resizes the terminal of a process spawned with ``tty=True``."""
+        for v in (rows, cols):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError("rows and cols must be int")
+            if not 0 < v < 65536:
+                raise ValueError("rows and cols must be in 1..65535")
+        if not self._exited:
+            _ffi.check(_ffi.lib.box_exec_resize, self._handle, rows, cols)
+
+    def __repr__(self) -> str:
+        state = "exited" if self._exited else "running"
+        return f"<libbox.Process {state}>"

@@ -1,0 +1,212 @@
+"""Runtimes: a home directory of boxes, opened in the library.
+
+A :class:`Runtime` owns one ``box_runtime_t``. Closing it cancels its running
+commands, stops boxes that are not detached and releases every handle that
+came from it. Open runtimes are closed at interpreter exit, so no library
+callback can reach a finalizing interpreter. This module must never close a
+runtime from a library callback (the library would wait for that callback).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import asyncio
+import ctypes
+import json
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+
+from . import _check, _ffi
+from .errors import FailedPreconditionError
+
+if TYPE_CHECKING:
+    from .box import Box, Volume
+
+__all__ = ["Runtime", "default_runtime"]
+
+_lock = threading.Lock()
+_open: "set[Runtime]" = set()  # guarded by _lock
+_default: "Optional[Runtime]" = None  # guarded by _lock
+
+
+class Runtime:
+    """A libbox runtime on ``home`` (default ``os.environ["LIBBOX_HOME"]``,
+    else ``~/.local/share/libbox``). Use it as a (async) context manager or call
+    :meth:`close`."""
+
+    def __init__(self, home: "Union[str, os.PathLike[str], None]" = None) -> None:
+        opts: dict[str, Any] = {}
+        if home is None:
+            # Read here, not by the library: it sees the environment as it was
+            # when it was loaded, not later changes to os.environ.
+            home = os.environ.get("LIBBOX_HOME") or None
+        if home is not None:
+            opts["home"] = _check.path(home, "home")
+        self.home = opts.get("home")
+        out = ctypes.c_uint64()
+        _ffi.check(_ffi.lib.box_runtime_open, json.dumps(opts).encode(), ctypes.byref(out))
+        self._handle = out.value
+        self._threads_lock = threading.Lock()
+        # Threads running a blocking library call (stdin writes). Guarded by _threads_lock.
+        self._threads: "set[threading.Thread]" = set()
+        with _lock:
+            _open.add(self)
+
+    def _require(self) -> int:
+        if not self._handle:
+            raise FailedPreconditionError("the runtime is closed: open a new libbox.Runtime")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        return not self._handle
+
+    def _blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
+        """Runs a library call that may block on its own daemon thread and
+        returns a future of its result. Daemon threads, so that a write the
+        box never reads cannot keep the interpreter from exiting (closing the
+        runtime, also at exit, ends the call); close() joins them."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        inbox = _ffi.inbox(loop)
+
+        def settle(exc: Optional[BaseException], res: Any) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(res)
+
+        def run() -> None:
+            exc: Optional[BaseException] = None
+            res = None
+            try:
+                try:
+                    res = fn(*args)
+                except BaseException as e:  # handed to the awaiting task
+                    exc = e
+                inbox.post(settle, exc, res)
+            finally:
+                with self._threads_lock:
+                    self._threads.discard(threading.current_thread())
+
+        with self._threads_lock:
+            self._require()
+            t = threading.Thread(target=run, name="libbox-blocking-call", daemon=True)
+            self._threads.add(t)
+        t.start()
+        return fut
+
+    async def create(
+        self,
+        image: str = "busybox",
+        name: Optional[str] = None,
+        isolation: str = "vm",
+        cpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        volumes: "Optional[Iterable[Volume]]" = None,
+        network: bool = False,
+        auto_remove: bool = False,
+        detach: bool = False,
+    ) -> "Box":
+        """Creates a box (pulling its image if needed) without starting it.
+        Start it with ``await box.start()`` or ``async with box``. Unlike
+        ``Box(...)``, ``auto_remove`` defaults to False: a created box is kept
+        until :meth:`remove`."""
+        from .box import Box
+
+        box = Box(image, name, isolation, cpus, memory_mib, env, cwd, volumes, network, auto_remove, detach,
+                  runtime=self)
+        await box._create()
+        return box
+
+    async def get(self, id_or_name: str) -> "Box":
+        """The box with this id or name (NotFoundError if none)."""
+        from .box import Box
+
+        key = _check.text(id_or_name, "id_or_name")
+        out = ctypes.c_uint64()
+        _ffi.check(_ffi.lib.box_get, self._require(), key.encode(), ctypes.byref(out))
+        return Box._adopt(self, out.value)
+
+    async def list(self) -> "list[dict[str, Any]]":
+        """Info documents of every box in this runtime's home."""
+        doc = _ffi.take_string(_ffi.lib.box_list, self._require())
+        return list(json.loads(doc or "[]") or [])
+
+    async def remove(self, id_or_name: str, force: bool = False) -> None:
+        """Removes a box and its files. A running box is refused
+        (FailedPreconditionError) unless ``force`` stops it first."""
+        key = _check.text(id_or_name, "id_or_name")
+        f = _check.flag(force, "force")
+        await _ffi.submit(_ffi.lib.box_remove, self._require(), key.encode(), 1 if f else 0)
+
+    def close(self) -> None:
+        """Closes the runtime (blocks until its commands are cancelled and its
+        boxes stopped, seconds at most). Idempotent."""
+        global _default
+        with _lock:
+            handle, self._handle = self._handle, 0
+            _open.discard(self)
+            if _default is self:
+                _default = None
+        if not handle:
+            return
+        try:
+            _ffi.check(_ffi.lib.box_runtime_close, handle)
+        finally:
+            with self._threads_lock:
+                threads = list(self._threads)
+            for t in threads:
+                t.join(10)
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, et: Optional[type], ev: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Runtime":
+        return self
+
+    async def __aexit__(self, et: Optional[type], ev: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<libbox.Runtime home={self.home!r} {state}>"
+
+
+def default_runtime() -> Runtime:
+    """The runtime ``Box(...)`` uses when none is given: opened on first use
+    on ``$LIBBOX_HOME`` (or the default home), closed at exit or by
+    ``default_runtime().close()`` (the next use opens a new one)."""
+    global _default
+    with _lock:
+        rt = _default
+    if rt is not None and not rt.closed:
+        return rt
+    new = Runtime()
+    with _lock:
+        if _default is None or _default.closed:
+            _default = new
+            return new
+        rt = _default
+    new.close()
+    return rt
+
+
+@atexit.register
+def _close_all() -> None:
+    with _lock:
+        rts = list(_open)
+    for rt in rts:
+        try:
+            rt.close()
+        except BaseException:
+            pass
