@@ -674,3 +674,40 @@ func TestNoLeaks(t *testing.T) {
 		t.Fatalf("box dirs left: %d", len(ents))
 	}
 }
+
+// TestVMGather16 is the Go suite's VM case: one micro-VM box, 16
+// concurrent execs, every output checked.
+func TestVMGather16(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && runtime.GOARCH == "amd64" {
+		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
+	}
+	rt := openRT(t, "")
+	ctx := ctxT(t, 5*time.Minute)
+	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: libbox.IsolationVM, AutoRemove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		if errors.Is(err, libbox.ErrUnsupported) {
+			t.Skipf("no VM on this host: %v", err)
+		}
+		t.Fatal(err)
+	}
+	concurrentExecs(t, b, 16, "vm")
+	// Its own kernel, not the host's.
+	var uts syscall.Utsname
+	_ = syscall.Uname(&uts)
+	host := ""
+	for _, c := range uts.Release {
+		if c == 0 {
+			break
+		}
+		host += string(rune(c))
+	}
+	if got := strings.TrimSpace(sh(t, b, "uname -r")); got == host || got == "" {
+		t.Fatalf("box kernel %q, host kernel %q: not a VM", got, host)
+	}
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -275,6 +275,39 @@ int main(void) {
   EXPECT_ERR(box_release(box, &err), BOX_OK, "", "release box");
   EXPECT_ERR(box_release(box, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "double release");
 
+  /* The VM case: one micro-VM box, 16 concurrent execs. */
+  {
+    struct done vc = {0}, vs = {0};
+    EXPECT_ERR(box_create(rt, "{\"isolation\": \"vm\", \"auto_remove\": true}", NULL, on_done, &vc, &err), BOX_OK, "", "create vm");
+    EXPECT(wait_for(&vc.fired, 1) && vc.status == BOX_OK, "create vm: %d %s", vc.status, vc.msg);
+    if (vc.status == BOX_OK) {
+      EXPECT_ERR(box_start(vc.handle, on_done, &vs, &err), BOX_OK, "", "start vm");
+      if (wait_for(&vs.fired, 1) && (vs.status == BOX_E_UNSUPPORTED || vs.status == BOX_E_UNAVAILABLE) && getenv("CI") == NULL) {
+        fprintf(stderr, "SKIP vm case: %s (install qemu-system-x86 and a kernel: ./build.sh deps)\n", vs.msg);
+      } else {
+        EXPECT(vs.status == BOX_OK, "start vm: %d %s", vs.status, vs.msg);
+        enum { V = 16 };
+        static struct task vt[V];
+        box_exec_t vx[V];
+        exits = 0;
+        for (int i = 0; i < V; i++) {
+          char req[128];
+          snprintf(req, sizeof req, "{\"args\": [\"echo\", \"vm %d\"]}", i);
+          EXPECT_ERR(box_exec_async(vc.handle, req, &cbs, &vt[i], &vx[i], &err), BOX_OK, "", "exec vm");
+        }
+        EXPECT(wait_for(&exits, V), "vm execs: %d of %d exited", exits, V);
+        for (int i = 0; i < V; i++) {
+          char want[32];
+          int n = snprintf(want, sizeof want, "vm %d\n", i);
+          EXPECT(vt[i].exit.status == BOX_OK && vt[i].len == (size_t)n && memcmp(vt[i].out, want, n) == 0,
+                 "vm exec %d: %d %.*s %s", i, vt[i].exit.status, (int)vt[i].len, vt[i].out, vt[i].msg);
+          box_release(vx[i], NULL);
+        }
+      }
+      box_release(vc.handle, NULL);
+    }
+  }
+
   EXPECT_ERR(box_runtime_close(rt, &err), BOX_OK, "", "close");
   EXPECT_ERR(box_runtime_close(rt, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "close twice");
   EXPECT(box_live_handles() == 0, "live handles after close: %lld", (long long)box_live_handles());
