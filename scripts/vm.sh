@@ -5,8 +5,10 @@
 # in $LIBBOX_KERNEL, then in the cache dirs below, then in /boot.
 COMPONENTS+=(vm)
 
+# qemu-system-x86 brings qemu-system-common (virtiofsd, for volumes);
+# busybox-static is the init of the accelerator probe and bare boot.
 vm_deps_packages() {
-	APT_PACKAGES+=(qemu-system-x86 qemu-utils e2fsprogs busybox-static)
+	APT_PACKAGES+=(qemu-system-x86 qemu-utils e2fsprogs busybox-static util-linux mount)
 }
 
 # vm_kernel_cache prints the cache dir: /var/cache/libbox/kernel for root,
@@ -51,9 +53,4 @@ vm_deps() {
 	rm -rf "$dir"
 	mv "$tmp/root" "$dir"
 	rm -rf "$tmp"
-}
-
-vm_test() {
-	# The Go tests of libbox/qemu already ran under `go test ./...` (TCG in CI).
-	:
 }

@@ -1,7 +1,6 @@
 package boot
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/url"
@@ -21,10 +20,12 @@ const (
 	ParamHostname = "libbox.hostname" // hostname of the box
 	ParamVolumes  = "libbox.volumes"  // TAG:BOXPATH[:ro],... (BOXPATH %-escaped)
 	ParamDebug    = "libbox.debug"    // 1: log each boot step on the console
+	ParamModules  = "libbox.modules"  // modules to load (with their deps); empty: all in ModuleList
 )
 
-// ModuleList is the initramfs file naming the kernel modules to load, one
-// path per line, dependencies first (written by libbox/qemu).
+// ModuleList is the initramfs file naming the kernel modules it carries,
+// one "NAME PATH DEPS" line each, dependencies first (written by
+// libbox/qemu).
 const ModuleList = "/lib/modules/libbox.load"
 
 // VMRoot is where the root disk is mounted; processes are spawned with
@@ -60,10 +61,17 @@ func VM() (VMConfig, error) {
 	}
 	debug := func(format string, args ...any) {}
 	if params[ParamDebug] == "1" {
-		debug = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "boot: "+format+"\n", args...) }
+		t0 := time.Now()
+		debug = func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "boot: +%s "+format+"\n", append([]any{time.Since(t0).Round(time.Millisecond)}, args...)...)
+		}
 	}
-	debug("loading modules")
-	if err := loadModules(ModuleList); err != nil {
+	var wanted []string
+	if m := params[ParamModules]; m != "" {
+		wanted = strings.Split(m, ",")
+	}
+	debug("loading modules %v", wanted)
+	if err := loadModules(ModuleList, wanted, debug); err != nil {
 		return cfg, err
 	}
 	if h := params[ParamHostname]; h != "" {
@@ -153,29 +161,56 @@ func ParseCmdline(s string) map[string]string {
 	return out
 }
 
-// loadModules loads the modules named in list, in order. A module already
-// loaded (or built in) is fine; a list that does not exist means the
-// kernel needs no modules.
-func loadModules(list string) error {
-	f, err := os.Open(list)
+// loadModules loads modules from the list file: one "NAME PATH DEPS"
+// line per module (DEPS comma-separated or "-"), dependencies first. With
+// wanted non-empty only those modules and their dependencies are loaded.
+// A module already loaded (or built in) is fine; a list that does not
+// exist means the kernel needs no modules.
+func loadModules(list string, wanted []string, debug func(string, ...any)) error {
+	b, err := os.ReadFile(list)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("boot: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		p := strings.TrimSpace(sc.Text())
-		if p == "" || strings.HasPrefix(p, "#") {
+	type mod struct{ path, deps string }
+	mods := map[string]mod{}
+	var order []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || strings.HasPrefix(f[0], "#") {
 			continue
 		}
-		if err := loadModule(p); err != nil {
-			return err
+		mods[f[0]] = mod{f[1], f[2]}
+		order = append(order, f[0])
+	}
+	need := map[string]bool{}
+	var mark func(string)
+	mark = func(n string) {
+		m, ok := mods[n]
+		if !ok || need[n] {
+			return
+		}
+		need[n] = true
+		for _, d := range strings.Split(m.deps, ",") {
+			mark(d)
 		}
 	}
-	return sc.Err()
+	for _, w := range wanted {
+		mark(w)
+	}
+	for _, n := range order {
+		if len(wanted) > 0 && !need[n] {
+			continue
+		}
+		start := time.Now()
+		if err := loadModule(mods[n].path); err != nil {
+			return err
+		}
+		debug("module %s loaded in %s", n, time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 func loadModule(path string) error {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,34 +21,40 @@ const serialPoll = 20 * time.Millisecond
 // character device such as /dev/vport1p1). The host end is a unix socket
 // QEMU serves; the host may disconnect and reconnect any number of times.
 //
-// While the host is away the port reports POLLHUP and read returns 0, so a
-// connection ends with io.EOF when the host leaves; Accept then waits until
-// the previous connection was closed and the host is back, and hands out a
-// new connection on a fresh open of the port.
+// The port is opened once and stays open: closing it would discard what
+// the host already sent (the next host's first bytes). Connections are
+// delimited by a handshake instead (see handshake): Accept waits for the
+// host, then for its hello, and answers it. While the host is away the
+// port reports POLLHUP and read returns 0, so a connection ends with
+// io.EOF when the host leaves.
 //
-// The host end does not notice when the guest closes the port: bytes in
-// flight are discarded and the host's stream goes on. A connection should
-// therefore only be closed by the host going away (or by the agent
-// exiting); a host that stops getting answers must reconnect.
+// The host does not notice when the guest closes a connection (the port
+// stays open): its stream just stops being answered, and it must redial.
 func Serial(dev string) (net.Listener, error) {
-	// Only check that the port exists: closing a port discards what the
-	// host already sent (a client's first bytes), so it is opened once per
-	// connection, by Accept.
-	if _, err := os.Stat(dev); err != nil {
-		return nil, fmt.Errorf("serial listener: %w", err)
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("serial listener: open %s: %w", dev, err)
 	}
-	l := &serialListener{dev: dev, closed: make(chan struct{}), free: make(chan []byte, 1)}
+	// A non-blocking fd makes the file pollable: reads and writes park in
+	// the runtime poller and deadlines work.
+	l := &serialListener{
+		dev:    dev,
+		f:      os.NewFile(uintptr(fd), dev),
+		closed: make(chan struct{}),
+		free:   make(chan []byte, 1),
+	}
 	l.free <- nil
 	return l, nil
 }
 
 type serialListener struct {
 	dev       string
+	f         *os.File // the port, open for the listener's life
 	closeOnce sync.Once
 	closed    chan struct{}
-	// free holds a token while no connection is open: the last bytes the
-	// previous connection read when it failed (they may hold the hello of
-	// the host that came next), or nil.
+	// free holds a token while no connection is open: the bytes the
+	// previous connection read but did not own (they may hold the hello
+	// of the host that came next), or nil.
 	free chan []byte
 }
 
@@ -59,31 +66,53 @@ func (l *serialListener) Accept() (net.Conn, error) {
 	case carry = <-l.free:
 	}
 	for {
-		fd, err := l.open()
+		err := l.waitHost()
 		if err == nil {
-			err = l.waitHost(fd)
-			if err != nil {
-				unix.Close(fd)
+			var rest []byte
+			rest, err = l.handshake(carry)
+			if err == nil {
+				return &serialConn{l: l, pending: rest}, nil
 			}
 		}
-		if err != nil {
-			l.free <- nil
+		carry = nil
+		if errors.Is(err, net.ErrClosed) {
+			l.f.Close()
 			return nil, err
 		}
-		// A non-blocking fd makes the file pollable: reads and writes park
-		// in the runtime poller and deadlines work.
-		f := os.NewFile(uintptr(fd), l.dev)
-		rest, err := l.handshake(f, carry)
-		carry = nil
-		if err == nil {
-			return &serialConn{File: f, l: l, pending: rest}, nil
-		}
-		f.Close()
-		if errors.Is(err, net.ErrClosed) {
+		if !errors.Is(err, io.EOF) {
 			l.free <- nil
 			return nil, err
 		}
 		// The host left during the handshake: wait for the next one.
+	}
+}
+
+// waitHost returns once the host end is connected (no POLLHUP).
+func (l *serialListener) waitHost() error {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var hup bool
+		var perr error
+		err := rc.Control(func(fd uintptr) {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
+			_, perr = unix.Poll(pfd, 0)
+			hup = pfd[0].Revents&unix.POLLHUP != 0
+		})
+		if err != nil {
+			return err
+		}
+		if perr != nil && !errors.Is(perr, unix.EINTR) {
+			return fmt.Errorf("serial listener: poll %s: %w", l.dev, perr)
+		}
+		if perr == nil && !hup {
+			return nil
+		}
+		if !l.sleep() {
+			return net.ErrClosed
+		}
 	}
 }
 
@@ -100,31 +129,34 @@ const (
 	nonceLen    = 16
 )
 
-// handshake waits for a hello on f (or in carry), answers it, and returns
-// the bytes that followed it.
-func (l *serialListener) handshake(f *os.File, carry []byte) ([]byte, error) {
+// handshake waits for a hello (carry holds bytes read earlier), answers
+// it, and returns the bytes that followed it. io.EOF: the host left.
+func (l *serialListener) handshake(carry []byte) ([]byte, error) {
 	buf := carry
 	tmp := make([]byte, 4096)
+	defer l.f.SetDeadline(time.Time{})
 	for {
-		select {
-		case <-l.closed:
-			return nil, net.ErrClosed
-		default:
-		}
-		_ = f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		n, err := f.Read(tmp)
-		buf = append(buf, tmp[:n]...)
 		if nonce, rest, ok := findHello(buf); ok {
-			_ = f.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := f.Write([]byte(readyPrefix + nonce + "\n")); err != nil {
+			_ = l.f.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := l.f.Write([]byte(readyPrefix + nonce + "\n")); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					err = io.EOF // the host went away again
+				}
 				return nil, err
 			}
-			_ = f.SetDeadline(time.Time{})
 			return rest, nil
 		}
 		if len(buf) > 64<<10 { // stale bytes: keep only a possible partial hello
 			buf = append([]byte(nil), buf[len(buf)-64:]...)
 		}
+		select {
+		case <-l.closed:
+			return nil, net.ErrClosed
+		default:
+		}
+		_ = l.f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := l.f.Read(tmp)
+		buf = append(buf, tmp[:n]...)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, err
 		}
@@ -156,40 +188,6 @@ func isHex(s string) bool {
 	return true
 }
 
-// open opens the port, retrying while a closing connection still holds it
-// (EBUSY) or the listener is open.
-func (l *serialListener) open() (int, error) {
-	for {
-		fd, err := unix.Open(l.dev, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err == nil {
-			return fd, nil
-		}
-		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EINTR) {
-			return -1, fmt.Errorf("serial listener: open %s: %w", l.dev, err)
-		}
-		if !l.sleep() {
-			return -1, net.ErrClosed
-		}
-	}
-}
-
-// waitHost returns once the host end is connected (no POLLHUP).
-func (l *serialListener) waitHost(fd int) error {
-	for {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}
-		_, err := unix.Poll(pfd, 0)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return fmt.Errorf("serial listener: poll %s: %w", l.dev, err)
-		}
-		if err == nil && pfd[0].Revents&unix.POLLHUP == 0 {
-			return nil
-		}
-		if !l.sleep() {
-			return net.ErrClosed
-		}
-	}
-}
-
 // sleep waits one poll interval; false when the listener was closed.
 func (l *serialListener) sleep() bool {
 	t := time.NewTimer(serialPoll)
@@ -202,9 +200,17 @@ func (l *serialListener) sleep() bool {
 	}
 }
 
-// Close stops Accept. An open connection stays usable until it is closed.
+// Close stops Accept. An open connection stays usable until it is closed;
+// the port is closed with the last connection.
 func (l *serialListener) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		select {
+		case <-l.free: // no connection: close the port now
+			l.f.Close()
+		default:
+		}
+	})
 	return nil
 }
 
@@ -215,38 +221,51 @@ type serialAddr string
 func (a serialAddr) Network() string { return "serial" }
 func (a serialAddr) String() string  { return string(a) }
 
-// serialConn is one host session on the port. Read returns io.EOF when the
-// host goes away (read(2) returns 0).
+// serialConn is one host session on the listener's port. Read returns
+// io.EOF when the host goes away (read(2) returns 0).
 //
 // When the host leaves and a new one connects before the guest read the
 // 0, this connection reads the new host's hello as if it were its own
 // stream, fails, and is closed by the server: so a connection closed
-// without having seen EOF hands its last bytes to the next Accept.
+// without having seen EOF hands its last bytes (and whatever a read in
+// flight at Close returned) to the next Accept.
 type serialConn struct {
-	*os.File
-	pending   []byte // read after the handshake, not yet returned; reader only
-	l         *serialListener
-	closeOnce sync.Once
-	err       error
+	l       *serialListener
+	pending []byte // read after the handshake, not yet returned; reader only
+	closed  atomic.Bool
 
-	mu sync.Mutex
-	// tail is the last bytes read and eof whether read returned 0;
-	// guarded by mu.
-	tail []byte
-	eof  bool
+	closeOnce sync.Once
+	readMu    sync.Mutex // held during a read of the port
+	// tail is the last bytes read, eof whether read returned 0, and
+	// leftover what reads returned after Close began; guarded by readMu.
+	tail     []byte
+	eof      bool
+	leftover []byte
+	writeMu  sync.Mutex // held during a write to the port
 }
 
 // tailLen is how much of the stream a connection remembers for the next.
 const tailLen = 256
 
 func (c *serialConn) Read(b []byte) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
 		c.pending = c.pending[n:]
 		return n, nil
 	}
-	n, err := c.File.Read(b)
-	c.mu.Lock()
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	n, err := c.l.f.Read(b)
+	if c.closed.Load() { // the bytes belong to whoever comes next
+		c.leftover = append(c.leftover, b[:n]...)
+		return 0, net.ErrClosed
+	}
 	if n > 0 {
 		c.tail = append(c.tail, b[max(0, n-tailLen):n]...)
 		if len(c.tail) > tailLen {
@@ -256,23 +275,67 @@ func (c *serialConn) Read(b []byte) (int, error) {
 	if err == io.EOF {
 		c.eof = true
 	}
-	c.mu.Unlock()
 	return n, err
 }
 
+func (c *serialConn) Write(b []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	n, err := c.l.f.Write(b)
+	if err != nil && c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return n, err
+}
+
+// Close ends the session: reads and writes in flight return, and the next
+// Accept may start. The port stays open.
 func (c *serialConn) Close() error {
 	c.closeOnce.Do(func() {
-		c.err = c.File.Close()
-		c.mu.Lock()
+		c.closed.Store(true)
+		_ = c.l.f.SetDeadline(time.Unix(1, 0)) // wake reads and writes in flight
+		c.readMu.Lock()
+		c.writeMu.Lock()
 		var carry []byte
 		if !c.eof {
-			carry = c.tail
+			carry = append(c.tail, c.leftover...)
 		}
-		c.mu.Unlock()
-		c.l.free <- carry
+		c.writeMu.Unlock()
+		c.readMu.Unlock()
+		_ = c.l.f.SetDeadline(time.Time{})
+		select {
+		case <-c.l.closed:
+			c.l.f.Close()
+		default:
+			c.l.free <- carry
+		}
 	})
-	return c.err
+	return nil
 }
 
 func (c *serialConn) LocalAddr() net.Addr  { return serialAddr(c.l.dev) }
 func (c *serialConn) RemoteAddr() net.Addr { return serialAddr("host") }
+
+func (c *serialConn) SetDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	return c.l.f.SetDeadline(t)
+}
+
+func (c *serialConn) SetReadDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	return c.l.f.SetReadDeadline(t)
+}
+
+func (c *serialConn) SetWriteDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	return c.l.f.SetWriteDeadline(t)
+}

@@ -59,10 +59,17 @@ func (b *Backend) accel(ctx context.Context, qemuBin string, k Kernel) (string, 
 		fmt.Fprintf(h, "%s\n", host)
 	}
 	key := hex.EncodeToString(h.Sum(nil))[:24]
-	cacheFile := filepath.Join(b.cache, "accel.json")
+	// The answer is a property of the host: it is kept in the libbox home
+	// and in the user's cache dir (so fresh homes, as in tests, reuse it).
+	files := []string{filepath.Join(b.cache, "accel.json")}
+	if d, err := os.UserCacheDir(); err == nil {
+		files = append(files, filepath.Join(d, "libbox", "accel.json"))
+	}
 	var c accelCache
-	if raw, err := os.ReadFile(cacheFile); err == nil && json.Unmarshal(raw, &c) == nil && c.Key == key && (c.Accel == AccelKVM || c.Accel == AccelTCG) {
-		return c.Accel, c.Why, nil
+	for _, f := range files {
+		if raw, err := os.ReadFile(f); err == nil && json.Unmarshal(raw, &c) == nil && c.Key == key && (c.Accel == AccelKVM || c.Accel == AccelTCG) {
+			return c.Accel, c.Why, nil
+		}
 	}
 	c = accelCache{Key: key, Accel: AccelKVM}
 	if d, err := b.probe(ctx, qemuBin, k, AccelKVM, probeTimeout); err != nil {
@@ -74,7 +81,9 @@ func (b *Backend) accel(ctx context.Context, qemuBin string, k Kernel) (string, 
 		b.logf("vm: KVM probe boot took %s", d.Round(time.Millisecond))
 	}
 	raw, _ := json.Marshal(c)
-	_ = writeFileAtomic(cacheFile, raw)
+	for _, f := range files {
+		_ = writeFileAtomic(f, raw)
+	}
 	return c.Accel, c.Why, nil
 }
 
@@ -93,13 +102,13 @@ func (b *Backend) probe(ctx context.Context, qemuBin string, k Kernel, accel str
 	console := filepath.Join(dir, "console.log")
 	m := machineFor(accel)
 	args := m.args(1, 128)
-	args = append(args,
+	args = append(args, "-nic", "none",
 		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(""),
 		"-chardev", "file,id=con,path="+console, "-serial", "chardev:con")
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	out, err := runQEMU(ctx, qemuBin, args)
+	out, err := runQEMU(ctx, dir, qemuBin, args)
 	d := time.Since(start)
 	if ctx.Err() != nil {
 		return d, errdefs.New(errdefs.DeadlineExceeded, "%s boot did not power off within %s; console: %s", accel, timeout, oneLine(ConsoleTail(dir, 5)))

@@ -17,7 +17,7 @@ import (
 
 // initramfsFormat is bumped when the layout of the generated initramfs
 // changes, so cached archives are rebuilt.
-const initramfsFormat = "libbox-initramfs-1"
+const initramfsFormat = "libbox-initramfs-2"
 
 // moduleList is the module load list inside the initramfs; the agent
 // (guest/boot) reads it. Keep in sync with boot.ModuleList.
@@ -77,7 +77,11 @@ func agentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
 			p := path.Join("lib/modules", k.Version, filepath.ToSlash(m.path))
 			dirs.add(path.Dir(p))
 			c.File(p, 0o644, m.data)
-			list.WriteString("/" + p + "\n")
+			deps := strings.Join(m.deps, ",")
+			if deps == "" {
+				deps = "-"
+			}
+			fmt.Fprintf(&list, "%s /%s %s\n", m.name, p, deps)
 		}
 		c.File(moduleList, 0o644, []byte(list.String()))
 		if err := c.File("init", 0o755, agent); err != nil {

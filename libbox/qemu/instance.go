@@ -92,6 +92,9 @@ func (i *instance) Stop(ctx context.Context) error {
 	if i.stopped {
 		return i.stopErr
 	}
+	if i.p.exitString() == "released" {
+		return errdefs.New(errdefs.FailedPrecondition, "vm %s was released by this handle: attach again to stop it", i.spec.ID)
+	}
 	grace, cancel := context.WithTimeout(ctx, stopGrace)
 	select {
 	case <-i.p.done:
@@ -116,7 +119,7 @@ func (i *instance) Stop(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	if !i.p.exited() || i.p.exitString() == "released" {
+	if !i.p.exited() {
 		i.stopErr = errdefs.New(errdefs.Internal, "qemu pid %d of box %s did not exit after SIGKILL", i.p.pid, i.spec.ID)
 		return i.stopErr
 	}

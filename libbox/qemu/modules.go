@@ -28,6 +28,7 @@ var guestModules = []struct {
 	{"virtio_blk", true},
 	{"virtio_console", true},
 	{"virtiofs", false},                   // volumes
+	{"virtio_net", false},                 // Spec.Network
 	{"vmw_vsock_virtio_transport", false}, // vsock transport
 }
 

@@ -53,8 +53,6 @@ func watch(pid int, startTime uint64, child bool) (*proc, error) {
 }
 
 func (p *proc) watch(pidfd int, wake *os.File) {
-	defer unix.Close(pidfd)
-	defer wake.Close()
 	wfd := int32(wake.Fd())
 	for {
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}, {Fd: wfd, Events: unix.POLLIN}}
@@ -63,31 +61,43 @@ func (p *proc) watch(pidfd int, wake *os.File) {
 			continue
 		}
 		if err == nil && fds[0].Revents == 0 && fds[1].Revents != 0 {
+			unix.Close(pidfd)
+			wake.Close()
 			p.finish("released")
 			return
 		}
 		break
 	}
 	exit := "exited"
+	// Reap it when it is our child. A process found by Attach may be our
+	// child too (started detached by this process, then released).
+	var ws unix.WaitStatus
+	flags := unix.WNOHANG
 	if p.child {
-		var ws unix.WaitStatus
-		for {
-			_, err := unix.Wait4(p.pid, &ws, 0, nil)
-			if !errors.Is(err, unix.EINTR) {
-				break
+		flags = 0
+	}
+	for {
+		pid, err := unix.Wait4(p.pid, &ws, flags, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err == nil && pid == p.pid {
+			switch {
+			case ws.Exited():
+				exit = fmt.Sprintf("exited with status %d", ws.ExitStatus())
+			case ws.Signaled():
+				exit = "killed by signal " + ws.Signal().String()
 			}
 		}
-		switch {
-		case ws.Exited():
-			exit = fmt.Sprintf("exited with status %d", ws.ExitStatus())
-		case ws.Signaled():
-			exit = "killed by signal " + ws.Signal().String()
-		}
+		break
 	}
+	unix.Close(pidfd)
+	wake.Close()
 	p.finish(exit)
 }
 
 func (p *proc) finish(exit string) {
+	p.releaseOnce.Do(func() { p.wake.Close() })
 	p.mu.Lock()
 	p.exit = exit
 	p.mu.Unlock()

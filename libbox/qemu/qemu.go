@@ -105,6 +105,14 @@ func (m machine) name() string {
 	return "pc"
 }
 
+// transportModule is the kernel module of the machine's virtio transport.
+func (m machine) transportModule() string {
+	if m.accel == AccelKVM {
+		return "virtio_mmio"
+	}
+	return "virtio_pci"
+}
+
 // device names a virtio device for the machine's transport.
 func (m machine) device(kind string) string {
 	if m.accel == AccelKVM {
@@ -116,7 +124,7 @@ func (m machine) device(kind string) string {
 // args are the machine, CPU and memory arguments shared by boxes, probes
 // and bare boots.
 func (m machine) args(cpus, memMiB int) []string {
-	a := []string{"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none"}
+	a := []string{"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"}
 	if m.accel == AccelKVM {
 		a = append(a, "-machine", "microvm,accel=kvm,acpi=on", "-cpu", "host")
 	} else {
@@ -127,10 +135,18 @@ func (m machine) args(cpus, memMiB int) []string {
 
 // cmdline is the kernel command line: console on the first serial port,
 // QEMU exits on panic (with -no-reboot), quiet boot, plus extra.
+// LIBBOX_VM_DEBUG=1 logs the kernel and the agent's boot steps instead.
 func (m machine) cmdline(extra string) string {
-	c := "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+	c := "console=ttyS0 panic=-1 quiet loglevel=4"
 	if os.Getenv("LIBBOX_VM_DEBUG") == "1" {
-		c = "console=ttyS0 panic=-1 loglevel=7 no_timer_check GRPC_GO_LOG_SEVERITY_LEVEL=info GRPC_GO_LOG_VERBOSITY_LEVEL=2 " + boot.ParamDebug + "=1"
+		c = "console=ttyS0 panic=-1 loglevel=7 GRPC_GO_LOG_SEVERITY_LEVEL=info GRPC_GO_LOG_VERBOSITY_LEVEL=2 " + boot.ParamDebug + "=1"
+	}
+	c += " no_timer_check"
+	if m.accel != AccelKVM {
+		// -M pc: skip the i8042 probes, and route PCI interrupts without
+		// ACPI (evaluating the ACPI interrupt links under TCG costs over a
+		// second of boot when virtio_pci loads).
+		c += " i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd acpi=noirq"
 	}
 	if extra != "" {
 		c += " " + extra
@@ -202,18 +218,25 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		_ = os.Remove(p)
 	}
 	m := machineFor(accel)
-	params := []string{boot.ParamRoot + "=/dev/vda", boot.ParamPort + "=" + PortName}
+	mods := []string{m.transportModule(), "virtio_blk", "virtio_console"}
+	if len(spec.Volumes) > 0 {
+		mods = append(mods, "virtiofs")
+	}
+	if spec.Network {
+		mods = append(mods, "virtio_net")
+	}
+	params := []string{boot.ParamRoot + "=/dev/vda", boot.ParamPort + "=" + PortName, boot.ParamModules + "=" + strings.Join(mods, ",")}
 	if spec.Hostname != "" {
 		params = append(params, boot.ParamHostname+"="+spec.Hostname)
 	}
 	args := m.args(cpus, mem)
 	args = append(args,
-		"-name", "libbox-"+spec.ID,
+		"-name", qemuPath("libbox-"+spec.ID),
 		"-kernel", k.Image, "-initrd", initrd,
 		"-chardev", "file,id=con,path="+f.console, "-serial", "chardev:con",
 		"-drive", "file="+qemuPath(disk)+",if=none,id=root,format=qcow2,discard=unmap,cache=writeback",
 		"-device", m.device("virtio-blk")+",drive=root",
-		"-device", m.device("virtio-serial")+",id=vser",
+		"-device", m.device("virtio-serial")+",id=vser,max_ports=2",
 		"-chardev", "socket,id=agent,path="+qemuPath(f.agentSock)+",server=on,wait=off",
 		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+PortName,
 		"-qmp", "unix:"+qemuPath(f.qmpSock)+",server=on,wait=off",
@@ -225,10 +248,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	args = append(args, vargs...)
 	params = append(params, vparams...)
 	if spec.Network {
-		args = append(args, "-nic", "user,model=virtio-net-pci")
-		if accel == AccelKVM {
-			args[len(args)-1] = "user,model=virtio-net-device"
-		}
+		args = append(args, "-nic", "user,model="+m.device("virtio-net"))
+	} else {
+		args = append(args, "-nic", "none")
 	}
 	args = append(args, "-append", m.cmdline(strings.Join(params, " ")))
 
@@ -241,6 +263,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	inst.helpers = helpers
 	if err := inst.waitStarted(ctx); err != nil {
 		inst.Kill()
+		t := time.NewTimer(killTimeout)
+		select {
+		case <-p.done:
+		case <-t.C:
+		}
+		t.Stop()
 		inst.release()
 		return nil, err
 	}
@@ -256,6 +284,11 @@ func validate(spec backend.Spec) error {
 		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.AgentPath is empty: pass the static box-agent binary")
 	case spec.ImageRoot == "":
 		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.ImageRoot is empty")
+	}
+	for _, r := range spec.Hostname {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return errdefs.New(errdefs.InvalidArgument, "qemu: hostname %q: use letters, digits, '-' and '.'", spec.Hostname)
+		}
 	}
 	if st, err := os.Stat(spec.Dir); err != nil || !st.IsDir() {
 		return errdefs.New(errdefs.NotFound, "qemu: box directory %s does not exist", spec.Dir)
@@ -330,8 +363,9 @@ func BareBoot(ctx context.Context, home string) (time.Duration, error) {
 }
 
 // runQEMU runs QEMU to completion (probes), killing it when ctx ends.
-func runQEMU(ctx context.Context, bin string, args []string) ([]byte, error) {
+func runQEMU(ctx context.Context, dir, bin string, args []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir // a crashing probe dumps core there, not in the caller's cwd
 	cmd.SysProcAttr = deathSig()
 	cmd.WaitDelay = 2 * time.Second
 	return cmd.CombinedOutput()

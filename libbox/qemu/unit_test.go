@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 type cpioEntry struct {
@@ -207,5 +211,113 @@ func TestConsoleTail(t *testing.T) {
 	}
 	if got := ConsoleTail(t.TempDir(), 2); got != "" {
 		t.Fatalf("tail of nothing = %q", got)
+	}
+}
+
+func TestFindKernelEnv(t *testing.T) {
+	t.Setenv("LIBBOX_KERNEL", "/nonexistent/vmlinuz")
+	if _, err := FindKernel(); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "LIBBOX_KERNEL=/nonexistent/vmlinuz") {
+		t.Errorf("missing LIBBOX_KERNEL: %v", err)
+	}
+	k := filepath.Join(t.TempDir(), "vmlinuz")
+	must(t, os.WriteFile(k, []byte("x"), 0o644))
+	t.Setenv("LIBBOX_KERNEL", k)
+	t.Setenv("LIBBOX_KERNEL_MODULES", "/nonexistent/modules")
+	if _, err := FindKernel(); !errdefs.IsNotFound(err) {
+		t.Errorf("missing LIBBOX_KERNEL_MODULES: %v", err)
+	}
+	t.Setenv("LIBBOX_KERNEL_MODULES", "")
+	got, err := FindKernel()
+	if err != nil || got.Image != k || got.Modules != "" {
+		t.Errorf("FindKernel = %+v, %v", got, err)
+	}
+}
+
+// TestBaseDiskConcurrent builds one image's base disk from many goroutines:
+// one build, one file, the same answer everywhere.
+func TestBaseDiskConcurrent(t *testing.T) {
+	if _, err := lookTool("mkfs.ext4", "e2fsprogs"); err != nil {
+		skipOrFail(t, "%v", err)
+	}
+	img := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(img, "etc"), 0o755))
+	must(t, os.WriteFile(filepath.Join(img, "etc/a.txt"), []byte("a"), 0o644))
+	cache := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 4
+	paths := make(chan string, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			p, err := baseDisk(ctx, cache, img, "sha256:abc/def")
+			paths <- p
+			errs <- err
+		}()
+	}
+	first := ""
+	for range n {
+		p, err := <-paths, <-errs
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == "" {
+			first = p
+		} else if p != first {
+			t.Errorf("paths differ: %s, %s", p, first)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Dir(first))
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"sha256_abc_def.ext4", "sha256_abc_def.ext4.lock"}) {
+		t.Errorf("disk cache holds %v", names)
+	}
+	if st, err := os.Stat(first); err != nil || st.Size() < diskMin {
+		t.Errorf("base disk %v, %v", st, err)
+	}
+}
+
+func TestStartBadSpec(t *testing.T) {
+	dir := t.TempDir()
+	img := t.TempDir()
+	script := filepath.Join(t.TempDir(), "agent.sh")
+	must(t, os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755))
+	long := filepath.Join(dir, strings.Repeat("d", 100))
+	must(t, os.MkdirAll(long, 0o755))
+	good := backend.Spec{ID: "x", Dir: dir, ImageRoot: img, AgentPath: script}
+	b, err := New(Options{Home: t.TempDir()})
+	must(t, err)
+	for _, tc := range []struct {
+		name   string
+		edit   func(*backend.Spec)
+		code   errdefs.Code
+		errHas string
+	}{
+		{"relative dir", func(s *backend.Spec) { s.Dir = "box" }, errdefs.InvalidArgument, "must be an absolute directory"},
+		{"no agent", func(s *backend.Spec) { s.AgentPath = "" }, errdefs.InvalidArgument, "Spec.AgentPath is empty"},
+		{"no image", func(s *backend.Spec) { s.ImageRoot = "" }, errdefs.InvalidArgument, "Spec.ImageRoot is empty"},
+		{"missing dir", func(s *backend.Spec) { s.Dir = filepath.Join(dir, "gone") }, errdefs.NotFound, "does not exist"},
+		{"missing image", func(s *backend.Spec) { s.ImageRoot = filepath.Join(img, "gone") }, errdefs.NotFound, "is not a directory"},
+		{"bad hostname", func(s *backend.Spec) { s.Hostname = "a b" }, errdefs.InvalidArgument, "hostname"},
+		{"long dir", func(s *backend.Spec) { s.Dir = long }, errdefs.InvalidArgument, "too long for a unix socket path"},
+	} {
+		spec := good
+		tc.edit(&spec)
+		_, err := b.Start(context.Background(), spec)
+		if errdefs.CodeOf(err) != tc.code || err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("%s: %v, want %v containing %q", tc.name, err, tc.code, tc.errHas)
+		}
+	}
+	if _, err := FindKernel(); err == nil {
+		t.Setenv("LIBBOX_ACCEL", "tcg")
+		if _, err := b.Start(context.Background(), good); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a static ELF") {
+			t.Errorf("script as agent: %v", err)
+		}
+	}
+	if _, err := New(Options{}); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("New without Home: %v", err)
 	}
 }

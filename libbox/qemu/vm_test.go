@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -57,6 +58,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	fds := openFDs()
 	code := m.Run()
 	if shared.cl != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -73,7 +75,24 @@ func TestMain(m *testing.M) {
 		cancel()
 	}
 	os.RemoveAll(workDir)
+	if code == 0 {
+		// Leak checks: every watcher and dial goroutine has ended (the
+		// spawn thread lives for good by design) and fds are back.
+		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/libbox/libbox/libbox/qemu.spawnLoop")); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+		if now := openFDs(); now > fds {
+			fmt.Fprintf(os.Stderr, "fd leak: %d open fds, %d before the tests\n", now, fds)
+			code = 1
+		}
+	}
 	os.Exit(code)
+}
+
+func openFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
 }
 
 // requireKernel skips (or fails in CI) when no guest kernel is installed.
@@ -145,7 +164,7 @@ func fixtures(t testing.TB) {
 		os.MkdirAll(filepath.Join(shared.image, d), 0o755)
 	}
 	must(t, os.WriteFile(filepath.Join(shared.image, "bin/busybox"), data, 0o755))
-	for _, l := range []string{"sh", "echo", "cat", "ls", "sync", "sleep", "mount"} {
+	for _, l := range []string{"sh", "echo", "cat", "ls", "sync", "sleep", "mount", "head"} {
 		must(t, os.Symlink("busybox", filepath.Join(shared.image, "bin", l)))
 	}
 	must(t, os.WriteFile(filepath.Join(shared.image, "etc/hello.txt"), []byte("hello from the image\n"), 0o644))
@@ -358,6 +377,41 @@ func TestVMConcurrentExec(t *testing.T) {
 	}
 }
 
+// TestVMTransportLoad pushes 64 concurrent execs for 10 rounds and a 20 MB
+// output through the virtio-serial stream.
+func TestVMTransportLoad(t *testing.T) {
+	_, cl := sharedVM(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+	defer cancel()
+	start := time.Now()
+	for round := range 10 {
+		const n = 64
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				want := fmt.Sprintf("r%d-%d", round, i)
+				r, err := run(ctx, cl, "echo", want)
+				if err == nil && (r.exit.ExitCode != 0 || r.stdout != want+"\n") {
+					err = fmt.Errorf("exec %s: %v %q", want, r.exit, r.stdout)
+				}
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("640 execs in %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	r, err := run(ctx, cl, "sh", "-c", "head -c 20971520 /dev/zero")
+	if err != nil || r.exit.ExitCode != 0 || len(r.stdout) != 20<<20 {
+		t.Fatalf("20 MB output: %v, %v, %d bytes", err, r.exit, len(r.stdout))
+	}
+	t.Logf("20 MB out in %s", time.Since(start).Round(time.Millisecond))
+}
+
 func TestVMImageRoot(t *testing.T) {
 	_, cl := sharedVM(t)
 	if got := mustRun(t, cl, "cat", "/etc/hello.txt"); got != "hello from the image\n" {
@@ -408,7 +462,7 @@ func TestVMReconnect(t *testing.T) {
 	shared.cl = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for i := range 4 {
+	for i := range 8 {
 		start := time.Now()
 		c, err := waitReady(ctx, inst, shared.spec.Dir)
 		if err != nil {
@@ -488,9 +542,11 @@ func TestVMPersistDetachAttach(t *testing.T) {
 	if _, err := cl.Shutdown(ctx, &agentpb.ShutdownRequest{Exit: true}); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
+	stopStart := time.Now()
 	if err := inst.Stop(ctx); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
+	t.Logf("stopped %s after the agent's shutdown", time.Since(stopStart).Round(time.Millisecond))
 	select {
 	case <-inst.Done():
 	default:
@@ -504,6 +560,7 @@ func TestVMPersistDetachAttach(t *testing.T) {
 
 	spec := shared.spec
 	spec.Detach = true
+	spec.Network = true // and a NIC this time
 	inst, cl, err := bootBox(t, shared.b, spec)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
@@ -536,6 +593,9 @@ func TestVMPersistDetachAttach(t *testing.T) {
 	shared.cl = cl
 	if got := mustRun(t, cl, "cat", "/root/state.txt"); got != "persisted\n" {
 		t.Fatalf("after restart: %q", got)
+	}
+	if got := mustRun(t, cl, "ls", "/sys/class/net"); !strings.Contains(got, "eth0") {
+		t.Errorf("Network: no eth0 in %q", got)
 	}
 	// Attach to a box that is gone is NotFound.
 	bad := []byte(`{"pid":999999999,"start_time":1,"agent_socket":"/nonexistent"}`)
@@ -649,4 +709,52 @@ func TestVMInitDies(t *testing.T) {
 		t.Fatalf("error %v: want Unavailable with the kernel panic from the console", err)
 	}
 	t.Logf("error: %v", err)
+}
+
+func TestAccelChoice(t *testing.T) {
+	requireVM(t)
+	k := requireKernel(t)
+	qemuBin, err := lookTool("qemu-system-x86_64", "qemu-system-x86")
+	must(t, err)
+	b, err := New(Options{Home: t.TempDir()})
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct{ env, want string }{{"kvm", AccelKVM}, {"tcg", AccelTCG}} {
+		t.Setenv("LIBBOX_ACCEL", tc.env)
+		if got, _, err := b.accel(ctx, qemuBin, k); err != nil || got != tc.want {
+			t.Errorf("LIBBOX_ACCEL=%s: %q, %v", tc.env, got, err)
+		}
+	}
+	t.Setenv("LIBBOX_ACCEL", "fast")
+	if _, _, err := b.accel(ctx, qemuBin, k); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("LIBBOX_ACCEL=fast: %v, want InvalidArgument", err)
+	}
+	// Unset: probe (when /dev/kvm opens), then the cached answer.
+	t.Setenv("LIBBOX_ACCEL", "")
+	first, why, err := b.accel(ctx, qemuBin, k)
+	if err != nil || (first != AccelKVM && first != AccelTCG) {
+		t.Fatalf("probe: %q, %v", first, err)
+	}
+	t.Logf("accelerator %s (%s)", first, why)
+	start := time.Now()
+	again, _, err := b.accel(ctx, qemuBin, k)
+	if err != nil || again != first {
+		t.Fatalf("second decision %q, %v; first %q", again, err, first)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("second decision took %s: the probe result was not cached", d)
+	}
+}
+
+func TestBareBoot(t *testing.T) {
+	requireVM(t)
+	fixtures(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
+	defer cancel()
+	d, err := BareBoot(ctx, shared.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bare boot (%s): %s", os.Getenv("LIBBOX_ACCEL"), d.Round(time.Millisecond))
 }
