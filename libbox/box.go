@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/libbox/backend"
@@ -216,6 +217,9 @@ func (b *Box) connect(ctx context.Context, inst backend.Instance) (*grpc.ClientC
 		grpc.WithInitialWindowSize(1<<20),
 		grpc.WithInitialConnWindowSize(16<<20),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
+		// A byte stream that went quiet (a guest that closed its port
+		// without the host noticing) is found and redialled.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	if err != nil {
 		return nil, nil, errdefs.Wrap(errdefs.Internal, err, "agent client")

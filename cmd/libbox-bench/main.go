@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +28,7 @@ import (
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/internal/cabi"
 	"github.com/libbox/libbox/libbox"
+	"github.com/libbox/libbox/libbox/qemu"
 )
 
 type results struct {
@@ -40,7 +40,7 @@ func main() {
 	out := flag.String("out", "bench/out/results.json", "output JSON file")
 	stress := flag.Bool("stress", false, "run the stress instead of the benchmarks")
 	n := flag.Int("n", 10000, "stress: number of execs")
-	isolations := flag.String("isolation", "sandbox", "comma-separated backends to measure/stress (sandbox,vm)")
+	isolations := flag.String("isolation", "sandbox,vm", "comma-separated backends to measure/stress (sandbox,vm)")
 	flag.Parse()
 	var err error
 	if *stress {
@@ -181,8 +181,10 @@ func (a *agentProc) exec(args ...string) error {
 	}
 }
 
-func (a *agentProc) rssKB() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+func (a *agentProc) rssKB() float64 { return rssKB(a.cmd.Process.Pid) }
+
+func rssKB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
@@ -278,6 +280,13 @@ func runBench(out string, isolations []string) error {
 			res.Info["error."+iso] = err.Error()
 		}
 	}
+	for _, iso := range isolations {
+		if iso == libbox.IsolationVM {
+			if err := benchVMExtras(rt, home, m); err != nil {
+				res.Info["error.vm.extras"] = err.Error()
+			}
+		}
+	}
 	if err := benchBwrap(rt, m); err != nil {
 		res.Info["error.bwrap"] = err.Error()
 	}
@@ -347,6 +356,41 @@ func benchBackend(rt *libbox.Runtime, iso string, m map[string]float64, info map
 		}
 		m["binding.go.1000_ms"] = float64(time.Since(t).Microseconds()) / 1000
 	}
+	return nil
+}
+
+// benchVMExtras measures the same QEMU, machine, accelerator and kernel
+// booting an initramfs whose init powers off at once, and the host RSS of
+// QEMU with an idle 256 MiB box.
+func benchVMExtras(rt *libbox.Runtime, home string, m map[string]float64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var bare []float64
+	for i := 0; i < 3; i++ {
+		d, err := qemu.BareBoot(ctx, home)
+		if err != nil {
+			return err
+		}
+		bare = append(bare, float64(d.Microseconds())/1000)
+	}
+	m["start.qemu_bare.ms"] = median(bare)
+	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: libbox.IsolationVM, MemoryMiB: 256})
+	if err != nil {
+		return err
+	}
+	defer rt.Remove(context.Background(), b.ID(), true)
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	if err := runOne(b, "true"); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	pid, _ := b.Info().Backend["pid"].(int)
+	if pid <= 0 {
+		return fmt.Errorf("no QEMU pid in box info")
+	}
+	m["mem.vm.host_rss_kb"] = rssKB(pid)
 	return nil
 }
 
@@ -474,4 +518,3 @@ func printTable(r *results) {
 	}
 }
 
-var _ = net.Dial

@@ -14,7 +14,7 @@ import (
 )
 
 func main() {
-	isolation := flag.String("isolation", envOr("LIBBOX_ISOLATION", "sandbox"), "vm or sandbox")
+	isolation := flag.String("isolation", envOr("LIBBOX_ISOLATION", "vm"), "vm or sandbox")
 	n := flag.Int("n", 100, "size of the second wave")
 	flag.Parse()
 	if err := run(*isolation, *n); err != nil {
