@@ -91,6 +91,8 @@ cmd_build() {
 	cc -O2 -Wall -o "$BUILD/bin/concurrent-c" examples/c/concurrent.c $(pkg-config --cflags --libs libbox) -lpthread
 	# shellcheck disable=SC2046
 	cc -O1 -Wall -o "$BUILD/bin/test_capi" tests/c/test_capi.c $(pkg-config --cflags --libs libbox) -lpthread
+	# shellcheck disable=SC2046
+	cc -O2 -Wall -o "$BUILD/bin/bench-exec-c" bench/c/exec_p50.c $(pkg-config --cflags --libs libbox) -lpthread
 	hook build
 }
 

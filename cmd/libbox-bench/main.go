@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/libbox/libbox/guest/agentpb"
-	"github.com/libbox/libbox/internal/cabi"
 	"github.com/libbox/libbox/libbox"
 	"github.com/libbox/libbox/libbox/qemu"
 )
@@ -420,44 +419,27 @@ func benchBwrap(rt *libbox.Runtime, m map[string]float64) error {
 	return nil
 }
 
+// benchCABI runs bench/c/exec_p50.c (built next to the bench): sequential
+// `true` execs through box_exec_async from a C program, timed from the
+// call to on_exit.
 func benchCABI(home string, m map[string]float64) error {
-	path := cabi.DefaultPath(exeDir())
-	if path == "" {
-		return errors.New("libbox.so not found next to the bench (run ./build.sh build)")
-	}
-	l, err := cabi.Load(path)
+	bin := filepath.Join(exeDir(), "bench-exec-c")
+	out, err := exec.Command(bin, filepath.Join(home, "cabi"), "2000").Output()
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %v (build it with ./build.sh build)", bin, err)
 	}
-	rt, err := l.OpenRuntime(fmt.Sprintf(`{"home": %q}`, filepath.Join(home, "cabi")))
-	if err != nil {
-		return err
-	}
-	defer l.CloseRuntime(rt)
-	box, err := l.CreateStarted(rt, `{"isolation": "sandbox", "auto_remove": true}`)
-	if err != nil {
-		return err
-	}
-	defer l.Release(box, nil)
-	d, err := sequential(2000, 50, func() error {
-		c, h, err := l.Exec(box, `{"args": ["true"]}`)
-		if err != nil {
-			return err
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "p50_us" {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return err
+			}
+			m["binding.c.exec_p50_us"] = v
+			return nil
 		}
-		defer l.Release(h, nil)
-		if err := c.Wait(30 * time.Second); err != nil {
-			return err
-		}
-		if c.Exit.Status != 0 || c.Exit.ExitCode != 0 {
-			return fmt.Errorf("true via C ABI: status %d code %d %s", c.Exit.Status, c.Exit.ExitCode, c.Msg)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	m["binding.c.exec_p50_us"] = pct(d, 0.5)
-	return nil
+	return fmt.Errorf("%s printed no p50: %q", bin, out)
 }
 
 func numCPU() int {
