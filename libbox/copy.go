@@ -197,8 +197,13 @@ func (b *Box) CopyOut(ctx context.Context, boxPath, hostPath string) (int64, err
 		}
 	}()
 	n, err := extractTo(pr, hostPath)
-	pr.CloseWithError(io.ErrClosedPipe)
-	cancel()
+	if err == nil {
+		// Read to the end of the stream (tar padding) so it ends cleanly.
+		_, _ = io.Copy(io.Discard, pr)
+	} else {
+		pr.CloseWithError(io.ErrClosedPipe)
+		cancel()
+	}
 	rerr := <-recvDone
 	if rerr != nil {
 		return n, rerr

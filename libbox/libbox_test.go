@@ -711,3 +711,135 @@ func TestVMGather16(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestVMFeaturesAndFaults: exec features, copy, persistence across
+// stop/start, detach + reattach, and QEMU killed under load — all in VM
+// boxes (two boots per phase under TCG, so it is one test).
+func TestVMFeaturesAndFaults(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && runtime.GOARCH == "amd64" {
+		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
+	}
+	home := t.TempDir()
+	rt, err := libbox.Open(libbox.Options{Home: home, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 10*time.Minute)
+	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: libbox.IsolationVM, Name: "vmbox", Detach: true, Env: []string{"BOXVAR=v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		if errors.Is(err, libbox.ErrUnsupported) {
+			t.Skipf("no VM on this host: %v", err)
+		}
+		t.Fatal(err)
+	}
+	r, err := b.Run(ctx, libbox.Command{Args: []string{"sh", "-c", `echo "$BOXVAR $X $(pwd) $(id -u)"`}, Env: []string{"X=y"}, Dir: "/tmp", User: "box"})
+	if err != nil || string(r.Stdout) != "v y /tmp 1000\n" {
+		t.Fatalf("env/cwd/user: %v %q %q", err, r.Stdout, r.Stderr)
+	}
+	r, err = b.Run(ctx, libbox.Command{Args: []string{"cat"}, Stdin: strings.NewReader("through stdin\n")})
+	if err != nil || string(r.Stdout) != "through stdin\n" {
+		t.Fatalf("stdin: %v %q", err, r.Stdout)
+	}
+	if _, err := b.Run(ctx, libbox.Command{Args: []string{"sleep", "100"}, Timeout: 300 * time.Millisecond}); !errors.Is(err, libbox.ErrDeadlineExceeded) {
+		t.Fatalf("timeout: %v", err)
+	}
+	p, err := b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Wait(ctx); err != nil || st.Signal != int(syscall.SIGTERM) {
+		t.Fatalf("signal: %v %+v", err, st)
+	}
+	var cw countWriter
+	p, err = b.Exec(ctx, libbox.Command{Args: []string{"head", "-c", "20971520", "/dev/zero"}, Stdout: &cw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil || cw.n != 20971520 {
+		t.Fatalf("20MB: %v %d", err, cw.n)
+	}
+	src := filepath.Join(t.TempDir(), "in.txt")
+	os.WriteFile(src, []byte("copied in\n"), 0o644)
+	if _, err := b.CopyIn(ctx, src, "/root/in.txt"); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, b, "cat /root/in.txt > /root/out.txt; echo persisted > /root/state")
+	dst := filepath.Join(t.TempDir(), "out.txt")
+	if _, err := b.CopyOut(ctx, "/root/out.txt", dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "copied in\n" {
+		t.Fatalf("copy round trip: %q", got)
+	}
+
+	// Detach: the VM outlives its Runtime; a new Runtime attaches to it.
+	rt.Close()
+	rt2 := openRT(t, home)
+	b2, err := rt2.Get(ctx, "vmbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b2.Info().State; st != libbox.StateRunning {
+		t.Fatalf("detached VM state %s", st)
+	}
+	if err := b2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, b2, "cat /root/state"); got != "persisted\n" {
+		t.Fatalf("after reattach: %q", got)
+	}
+	// Persistence across stop/start.
+	if err := b2.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh(t, b2, "cat /root/state"); got != "persisted\n" {
+		t.Fatalf("after restart: %q", got)
+	}
+
+	// QEMU killed while 16 execs run.
+	procs := make([]*libbox.Process, 16)
+	for i := range procs {
+		if procs[i], err = b2.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid, _ := b2.Info().Backend["pid"].(int)
+	if pid <= 0 {
+		t.Fatalf("no QEMU pid in %v", b2.Info().Backend)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a hang fails here
+			defer cancel()
+			if _, err := p.Wait(wctx); !errors.Is(err, libbox.ErrUnavailable) {
+				t.Errorf("wait after QEMU death: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for b2.Info().State != libbox.StateStopped {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s after QEMU death", b2.Info().State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := rt2.Remove(ctx, "vmbox", true); err != nil {
+		t.Fatal(err)
+	}
+}
