@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -25,7 +26,9 @@ type Command struct {
 	Rows uint32   // terminal size when TTY (default 24x80)
 	Cols uint32
 
-	// Stdin, when set, is copied to the process and then closed. Otherwise,
+	// Stdin, when set, is copied to the process and then closed. If the
+	// process ends first, a copy blocked in Stdin.Read ends when that Read
+	// returns (a pollable *os.File is woken at once). Otherwise,
 	// with OpenStdin, the caller feeds it with Process.Write and CloseStdin;
 	// with neither, stdin is /dev/null.
 	Stdin     io.Reader
@@ -76,7 +79,8 @@ type Process struct {
 	cancelMu     sync.Mutex
 	cancelReason error
 
-	stdinDone chan struct{} // closed when the Stdin copier ends (nil without one)
+	stdinDone   chan struct{} // closed when the Stdin copier ends (nil without one)
+	stdinReader io.Reader
 }
 
 // Exec starts a command in the running box and returns once it has been
@@ -159,6 +163,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	b.mu.Unlock()
 	if cmd.Stdin != nil {
 		p.stdinDone = make(chan struct{})
+		p.stdinReader = cmd.Stdin
 		go p.copyStdin(cmd.Stdin)
 	}
 	go p.receive(ctx)
@@ -263,7 +268,15 @@ func (p *Process) receive(ctx context.Context) {
 func (p *Process) finish() {
 	p.cancel()
 	if p.stdinDone != nil {
-		<-p.stdinDone
+		// A copier blocked in Read of the caller's Stdin ends when that Read
+		// returns (as with os/exec); a pollable file is woken now.
+		if f, ok := p.stdinReader.(*os.File); ok {
+			_ = f.SetReadDeadline(time.Now())
+		}
+		select {
+		case <-p.stdinDone:
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	p.box.mu.Lock()
 	delete(p.box.procs, p)
