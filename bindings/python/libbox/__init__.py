@@ -33,11 +33,15 @@ from .errors import (
     UnsupportedError,
 )
 from .process import ExecResult, OutputStream, Process
-from .runtime import Runtime, default_runtime
+from ._ffi import PullProgress
+from .runtime import Image, ImageConfig, Runtime, default_runtime
 
 __all__ = [
     "Box",
     "Runtime",
+    "Image",
+    "ImageConfig",
+    "PullProgress",
     "Process",
     "ExecResult",
     "OutputStream",

@@ -32,7 +32,7 @@ from ctypes import (
     c_uint64,
     c_void_p,
 )
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 from .errors import Error, error_from_status
 
@@ -143,6 +143,9 @@ _sig("box_exec_close_stdin", c_int32, _H, _ERR)
 _sig("box_exec_signal", c_int32, _H, c_int32, _ERR)
 _sig("box_exec_resize", c_int32, _H, c_uint32, c_uint32, _ERR)
 _sig("box_exec_cancel", c_int32, _H, _ERR)
+_sig("box_pull", c_int32, _H, c_char_p, PROGRESS_FN, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_images", c_int32, _H, POINTER(c_void_p), _ERR)
+_sig("box_image_remove", c_int32, _H, c_char_p, c_int32, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_copy_in", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_copy_out", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_release", c_int32, c_uint64, _ERR)
@@ -275,19 +278,66 @@ def _on_complete(user_data: int | None, status: int, message: bytes | None, hand
 on_complete = COMPLETE_FN(_on_complete)
 
 
-def submit(fn: Callable[..., int], *args: Any) -> asyncio.Future[tuple[int, str | None]]:
+def submit(fn: Callable[..., int], *args: Any,
+           progress: Optional[Callable[[Any], None]] = None) -> asyncio.Future[tuple[int, str | None]]:
     """Starts an asynchronous library call whose last arguments are
-    (done, user_data, err); returns a future of (handle, json)."""
+    (done, user_data, err); returns a future of (handle, json). With
+    ``progress``, the call's last argument before them is the progress
+    callback, and ``progress`` is called on the loop with each event."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
     key = next(_keys)
-    _completions[key] = (inbox(loop), fut)
+    box = inbox(loop)
+    _completions[key] = (box, fut)
+    if progress is not None:
+        _progress[key] = (box, progress)
+        fut.add_done_callback(lambda _f: _progress.pop(key, None))
     try:
-        check(fn, *args, on_complete, key)
+        if progress is not None:
+            check(fn, *args, on_progress, on_complete, key)
+        else:
+            check(fn, *args, on_complete, key)
     except BaseException:
         _completions.pop(key, None)
+        _progress.pop(key, None)
         raise
     return fut
+
+
+# --- pull progress ---
+
+class PullProgress(NamedTuple):
+    """One image pull progress event: a layer digest, bytes done and the
+    layer's total (-1 when unknown)."""
+
+    layer: str
+    done: int
+    total: int
+
+
+_progress: dict[int, tuple[Inbox, Callable[[Any], None]]] = {}
+
+
+def _deliver_progress(fn: Callable[[Any], None], ev: PullProgress) -> None:
+    try:
+        fn(ev)
+    except Exception:  # a failing progress callback must not break the pull
+        pass
+
+
+def _on_progress(user_data: int | None, layer: bytes | None, done: int, total: int) -> None:
+    try:
+        entry = _progress.get(user_data or 0)
+        if entry is None:
+            return
+        box, fn = entry
+        ev = PullProgress(layer.decode("utf-8", "replace") if layer else "", int(done), int(total))
+        box.post(_deliver_progress, fn, ev)
+    except BaseException:
+        pass
+
+
+on_progress = PROGRESS_FN(_on_progress)
 
 
 # --- exec callbacks ---

@@ -14,7 +14,7 @@ import asyncio
 import ctypes
 import json
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 from . import _check, _ffi
 from .errors import FailedPreconditionError, NotFoundError
@@ -150,12 +150,15 @@ class Box:
 
     # --- lifecycle ---
 
-    async def _create(self) -> None:
+    async def _create(self, progress: "Optional[Callable[[Any], None]]" = None) -> None:
         if self._handle or self._released:
             return
         rt = self._rt()
         req = json.dumps(self._options).encode()
-        handle, _ = await _ffi.submit(_ffi.lib.box_create, rt._require(), req, _ffi.NO_PROGRESS)
+        if progress is not None:
+            handle, _ = await _ffi.submit(_ffi.lib.box_create, rt._require(), req, progress=progress)
+        else:
+            handle, _ = await _ffi.submit(_ffi.lib.box_create, rt._require(), req, _ffi.NO_PROGRESS)
         self._handle = handle
         self._info()
 

@@ -10,6 +10,7 @@ runtime from a library callback (the library would wait for that callback).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import asyncio
 import ctypes
@@ -24,7 +25,50 @@ from .errors import FailedPreconditionError
 if TYPE_CHECKING:
     from .box import Box, Volume
 
-__all__ = ["Runtime", "default_runtime"]
+__all__ = ["Runtime", "Image", "ImageConfig", "default_runtime"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """The defaults an image gives its boxes."""
+
+    env: "list[str]"
+    working_dir: str
+    user: str
+    entrypoint: "list[str]"
+    cmd: "list[str]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """An image in the runtime's store."""
+
+    ref: str
+    id: str
+    root: str
+    size: int
+    created: str
+    config: ImageConfig
+
+    @classmethod
+    def _from(cls, doc: "dict[str, Any]") -> "Image":
+        c = doc.get("config") or {}
+        return cls(
+            ref=str(doc.get("ref", "")), id=str(doc.get("id", "")), root=str(doc.get("root", "")),
+            size=int(doc.get("size", 0)), created=str(doc.get("created", "")),
+            config=ImageConfig(env=list(c.get("env") or []), working_dir=str(c.get("working_dir") or ""),
+                               user=str(c.get("user") or ""), entrypoint=list(c.get("entrypoint") or []),
+                               cmd=list(c.get("cmd") or [])),
+        )
+
+
+ProgressCallback = Callable[["_ffi.PullProgress"], None]
+
+
+def _check_progress(progress: "Optional[ProgressCallback]") -> "Optional[ProgressCallback]":
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable taking a PullProgress, not {type(progress).__name__}")
+    return progress
 
 _lock = threading.Lock()
 _open: "set[Runtime]" = set()  # guarded by _lock
@@ -113,6 +157,7 @@ class Runtime:
         network: bool = False,
         auto_remove: bool = False,
         detach: bool = False,
+        progress: "Optional[ProgressCallback]" = None,
     ) -> "Box":
         """Creates a box (pulling its image if needed) without starting it.
         Start it with ``await box.start()`` or ``async with box``. Unlike
@@ -122,7 +167,7 @@ class Runtime:
 
         box = Box(image, name, isolation, cpus, memory_mib, env, cwd, volumes, network, auto_remove, detach,
                   runtime=self)
-        await box._create()
+        await box._create(_check_progress(progress))
         return box
 
     async def get(self, id_or_name: str) -> "Box":
@@ -138,6 +183,31 @@ class Runtime:
         """Info documents of every box in this runtime's home."""
         doc = _ffi.take_string(_ffi.lib.box_list, self._require())
         return list(json.loads(doc or "[]") or [])
+
+    async def pull(self, ref: str, progress: "Optional[ProgressCallback]" = None) -> Image:
+        """Pulls (or refreshes) an image: ``alpine:3.20``, ``oci-layout:/dir``,
+        ``docker-archive:/file.tar`` or the builtin ``busybox``. ``progress``,
+        a plain (not async) callable, gets a :class:`PullProgress` per event,
+        on the event loop thread."""
+        r = _check.text(ref, "ref")
+        cb = _check_progress(progress)
+        if cb is not None:
+            _, doc = await _ffi.submit(_ffi.lib.box_pull, self._require(), r.encode(), progress=cb)
+        else:
+            _, doc = await _ffi.submit(_ffi.lib.box_pull, self._require(), r.encode(), _ffi.NO_PROGRESS)
+        return Image._from(json.loads(doc or "{}"))
+
+    async def images(self) -> "list[Image]":
+        """The images in this runtime's store."""
+        doc = _ffi.take_string(_ffi.lib.box_images, self._require())
+        return [Image._from(d) for d in json.loads(doc or "[]") or []]
+
+    async def remove_image(self, ref: str, force: bool = False) -> None:
+        """Removes an image; refused (FailedPreconditionError) while a box uses
+        it, unless ``force``."""
+        r = _check.text(ref, "ref")
+        f = _check.flag(force, "force")
+        await _ffi.submit(_ffi.lib.box_image_remove, self._require(), r.encode(), 1 if f else 0)
 
     async def remove(self, id_or_name: str, force: bool = False) -> None:
         """Removes a box and its files. A running box is refused
