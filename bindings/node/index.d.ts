@@ -187,8 +187,25 @@ export class Runtime {
   list(): Promise<BoxInfo[]>;
   /** A running box needs { force: true }. */
   remove(idOrName: string, options?: { force?: boolean }): Promise<void>;
+  /** Pulls (or refreshes) an image; onProgress is called on the JS thread. */
+  pull(ref: string, options?: { onProgress?: (progress: PullProgress) => void }): Promise<ImageInfo>;
+  /** The images in this runtime's store. */
+  images(): Promise<ImageInfo[]>;
+  /** Refused (code 'FailedPrecondition') while a box uses the image, unless { force: true }. */
+  removeImage(ref: string, options?: { force?: boolean }): Promise<void>;
   /** Cancels running execs, stops boxes that are not detached, releases every handle. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface ImageInfo {
+  ref: string;
+  /** "sha256:..." */
+  id: string;
+  /** The unpacked root filesystem (read-only). */
+  root: string;
+  size: number;
+  created: string;
+  config: { env: string[]; workingDir: string; user: string; entrypoint: string[]; cmd: string[] };
 }
 
 /** Version of the loaded libbox.so. */

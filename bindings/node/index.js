@@ -703,6 +703,24 @@ function copyResult({ json }) {
   return json ? JSON.parse(json) : {};
 }
 
+function imageInfo(doc) {
+  const c = doc.config || {};
+  return {
+    ref: doc.ref,
+    id: doc.id,
+    root: doc.root,
+    size: doc.size,
+    created: doc.created,
+    config: {
+      env: c.env || [],
+      workingDir: c.working_dir || '',
+      user: c.user || '',
+      entrypoint: c.entrypoint || [],
+      cmd: c.cmd || [],
+    },
+  };
+}
+
 // ---- Runtime ----
 
 let defaultRuntime = null;
@@ -799,6 +817,41 @@ class Runtime {
     if (this.#closed) return Promise.reject(closedError('runtime'));
     const h = this.#handle;
     return call((id) => native.boxRemove(h, idOrName, options.force === true, id)).then(() => undefined);
+  }
+
+  /**
+   * Pulls (or refreshes) an image: 'alpine:3.20', 'oci-layout:/dir[:tag]',
+   * 'docker-archive:/file.tar' or the builtin 'busybox'. onProgress gets
+   * {layer, done, total} on the JS thread.
+   */
+  pull(ref, options = {}) {
+    checkString(ref, 'ref', { optional: false, nonEmpty: true });
+    checkKeys(options, ['onProgress'], 'pull option');
+    if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+      throw new TypeError('onProgress must be a function');
+    }
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    const h = this.#handle;
+    return call((id) => native.imagePull(h, ref, id), options.onProgress).then(({ json }) => imageInfo(JSON.parse(json || '{}')));
+  }
+
+  /** The images in this runtime's store. */
+  images() {
+    try {
+      return Promise.resolve(JSON.parse(native.images(this._handle) || '[]').map(imageInfo));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Removes an image; refused (code FailedPrecondition) while a box uses it unless {force: true}. */
+  removeImage(ref, options = {}) {
+    checkString(ref, 'ref', { optional: false, nonEmpty: true });
+    checkKeys(options, ['force'], 'removeImage option');
+    checkBool(options.force, 'force');
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    const h = this.#handle;
+    return call((id) => native.imageRemove(h, ref, options.force === true, id)).then(() => undefined);
   }
 
   /** Cancels running execs, stops boxes that are not detached and releases every handle. Idempotent. */

@@ -570,6 +570,61 @@ static napi_value js_box_create(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/* imagePull(rt, ref, id): completion M_COMPLETE with the image JSON; progress M_PROGRESS. */
+static napi_value js_image_pull(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  uint64_t rt;
+  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  char *ref = get_str(env, argv[1], "ref must be a string");
+  if (!ref) return NULL;
+  op *o = new_op(env, argv[2]);
+  box_error_t *err = NULL;
+  box_status_t s = box_pull(rt, ref, on_progress, on_complete, o, &err);
+  free(ref);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
+/* imageRemove(rt, ref, force, id) */
+static napi_value js_image_remove(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint64_t rt;
+  bool force = false;
+  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  char *ref = get_str(env, argv[1], "ref must be a string");
+  if (!ref) return NULL;
+  napi_get_value_bool(env, argv[2], &force);
+  op *o = new_op(env, argv[3]);
+  box_error_t *err = NULL;
+  box_status_t s = box_image_remove(rt, ref, force ? 1 : 0, on_complete, o, &err);
+  free(ref);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
+/* images(rt) -> JSON string */
+static napi_value js_images(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  uint64_t h;
+  if (!get_u64(env, argv[0], &h)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  char *json = NULL;
+  box_error_t *err = NULL;
+  box_status_t s = box_images(h, &json, &err);
+  if (s != BOX_OK) return throw_err(env, s, err);
+  napi_value r = str_or_null(env, json);
+  box_string_free(json);
+  return r;
+}
+
 /* boxStart(box, id) / boxStop(box, id) */
 static napi_value start_stop(napi_env env, napi_callback_info info, int stop) {
   napi_value argv[2];
@@ -926,6 +981,9 @@ static napi_value init_module(napi_env env, napi_value exports) {
       FN("boxStart", js_box_start),
       FN("boxStop", js_box_stop),
       FN("boxRemove", js_box_remove),
+      FN("imagePull", js_image_pull),
+      FN("imageRemove", js_image_remove),
+      FN("images", js_images),
       FN("copyIn", js_copy_in),
       FN("copyOut", js_copy_out),
       FN("release", js_release),
