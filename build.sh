@@ -68,7 +68,7 @@ cmd_build() {
 	cmd_deps
 	mkdir -p "$BUILD/bin" "$BUILD/lib" "$BUILD/lib/pkgconfig"
 	log "building box-agent (static)"
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" \
+	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=$VERSION" \
 		-o "$BUILD/bin/box-agent" ./guest/cmd/box-agent
 	install -m 0755 "$BUILD/bin/box-agent" libbox/internal/agentbin/box-agent
 	hook prebuild

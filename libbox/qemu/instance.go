@@ -1,3 +1,5 @@
+//go:build linux
+
 package qemu
 
 import (
@@ -245,16 +247,4 @@ func qmp(ctx context.Context, sock, command string) (json.RawMessage, error) {
 		}
 	}
 	return nil, nil
-}
-
-// sleepCtx sleeps d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

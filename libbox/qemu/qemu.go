@@ -1,13 +1,5 @@
-// Package qemu is libbox's Linux micro-VM backend: each box is a QEMU
-// virtual machine with its own kernel, an initramfs whose /init is the box
-// agent, a qcow2 overlay over a cached ext4 image of the box image, and the
-// agent's gRPC stream on a virtio-serial port bound to a unix socket.
-//
-// It finds the kernel, decides the accelerator (KVM when a probe boot
-// works, else TCG), builds the caches under <home>/vm, and starts, watches
-// and stops QEMU processes. It never speaks the agent protocol, never
-// touches the box store or the host's boot setup, and never leaves a QEMU
-// running past the host process unless the box is detached.
+//go:build linux
+
 package qemu
 
 import (
@@ -74,21 +66,6 @@ func (b *Backend) logf(format string, args ...any) {
 	if b.opts.Logf != nil {
 		b.opts.Logf(format, args...)
 	}
-}
-
-// BootTimeout is how long a runtime should wait for a VM's agent to answer:
-// LIBBOX_BOOT_TIMEOUT (a Go duration or seconds), default 120 s, generous
-// enough for TCG on a loaded machine.
-func BootTimeout() time.Duration {
-	if v := os.Getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			return d
-		}
-		if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
-			return time.Duration(n * float64(time.Second))
-		}
-	}
-	return 120 * time.Second
 }
 
 // machine is how QEMU is configured for one accelerator.
@@ -304,37 +281,6 @@ func validate(spec backend.Spec) error {
 
 // qemuPath escapes commas for QEMU's option syntax.
 func qemuPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
-
-// ConsoleTail returns the last n lines of a box's console log (dir is the
-// box directory), for boot errors.
-func ConsoleTail(dir string, n int) string {
-	f, err := os.Open(filepath.Join(dir, "console.log"))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const max = 64 << 10
-	st, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max64(st.Size()-max, 0)
-	buf := make([]byte, st.Size()-off)
-	nr, _ := f.ReadAt(buf, off)
-	s := strings.ReplaceAll(string(buf[:nr]), "\r", "")
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
-}
 
 // BareBoot measures the floor of a VM start on this host: the same QEMU,
 // machine, accelerator and kernel as a box, booting a minimal initramfs

@@ -1,0 +1,12 @@
+//go:build !linux && !darwin
+
+package libbox
+
+import (
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/errdefs"
+)
+
+func newVMBackend(home string, logf func(string, ...any)) (backend.Backend, error) {
+	return nil, errdefs.New(errdefs.Unsupported, "isolation \"vm\" needs Linux (QEMU) or macOS (Virtualization.framework)")
+}
