@@ -499,4 +499,3 @@ func printTable(r *results) {
 		fmt.Printf("info %s = %s\n", k, v)
 	}
 }
-
