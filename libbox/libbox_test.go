@@ -478,20 +478,7 @@ func TestAgentKilled(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a hang fails here
-			defer cancel()
-			_, err := p.Wait(wctx)
-			if !errors.Is(err, libbox.ErrUnavailable) {
-				t.Errorf("wait after agent death: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
+	waitAllUnavailable(t, ctx, procs, 5*time.Second)
 	deadline := time.Now().Add(5 * time.Second)
 	for b.Info().State != libbox.StateStopped {
 		if time.Now().After(deadline) {
@@ -819,19 +806,7 @@ func TestVMFeaturesAndFaults(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a hang fails here
-			defer cancel()
-			if _, err := p.Wait(wctx); !errors.Is(err, libbox.ErrUnavailable) {
-				t.Errorf("wait after QEMU death: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
+	waitAllUnavailable(t, ctx, procs, 10*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for b2.Info().State != libbox.StateStopped {
 		if time.Now().After(deadline) {
@@ -842,4 +817,23 @@ func TestVMFeaturesAndFaults(t *testing.T) {
 	if err := rt2.Remove(ctx, "vmbox", true); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitAllUnavailable checks that every Wait fails with Unavailable within
+// limit (a hang fails the test instead of hanging it).
+func waitAllUnavailable(t *testing.T, ctx context.Context, procs []*libbox.Process, limit time.Duration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx, cancel := context.WithTimeout(ctx, limit)
+			defer cancel()
+			if _, err := p.Wait(wctx); !errors.Is(err, libbox.ErrUnavailable) {
+				t.Errorf("wait after the box died: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
 }

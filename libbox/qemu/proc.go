@@ -8,13 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/errdefs"
 )
 
@@ -129,7 +128,7 @@ func (p *proc) kill() {
 	if p.exited() {
 		return
 	}
-	if st, err := procStartTime(p.pid); err != nil || st != p.startTime {
+	if st, err := backend.ProcStartTime(p.pid); err != nil || st != p.startTime {
 		return
 	}
 	_ = syscall.Kill(p.pid, syscall.SIGKILL)
@@ -193,7 +192,7 @@ func launch(bin string, args []string, logPath string, detach bool) (*proc, erro
 		return nil, errdefs.Wrap(errdefs.Internal, err, "starting %s", bin)
 	}
 	pid := cmd.Process.Pid
-	st, _ := procStartTime(pid)
+	st, _ := backend.ProcStartTime(pid)
 	p, err := watch(pid, st, true)
 	cmd.Process.Release() // reaped by the watcher
 	if err != nil {
@@ -206,32 +205,9 @@ func launch(bin string, args []string, logPath string, detach bool) (*proc, erro
 // findProc finds a running process started by an earlier host process,
 // checking its start time so a reused pid is not mistaken for it.
 func findProc(pid int, startTime uint64) (*proc, error) {
-	st, err := procStartTime(pid)
+	st, err := backend.ProcStartTime(pid)
 	if err != nil || (startTime != 0 && st != startTime) {
 		return nil, errdefs.New(errdefs.NotFound, "process %d of the box is gone", pid)
 	}
 	return watch(pid, st, false)
-}
-
-// procStartTime returns the start time (clock ticks since boot) of pid
-// from /proc/PID/stat.
-func procStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// Fields after the command: state is field 3 of stat, starttime 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	if f[0] == "Z" {
-		return 0, fmt.Errorf("process %d is a zombie", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
