@@ -200,25 +200,62 @@ func (a *Agent) exec(stream execStream) error {
 // exited and the pipe stays empty for drainGrace.
 func (p *proc) pump(f *os.File, s agentpb.Output_Stream) {
 	buf := make([]byte, chunkSize)
+	send := func(n int) bool {
+		data := make([]byte, n)
+		copy(data, buf[:n])
+		return p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Output{Output: &agentpb.Output{Stream: s, Data: data}}}) == nil
+	}
 	for {
 		if p.exited.Load() {
 			_ = f.SetReadDeadline(time.Now().Add(drainGrace))
 		}
 		n, err := f.Read(buf)
-		if n > 0 {
-			data := make([]byte, n)
-			copy(data, buf[:n])
-			if serr := p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Output{Output: &agentpb.Output{Stream: s, Data: data}}}); serr != nil {
-				// Client gone; keep draining so the child is not blocked
-				// on a full pipe until it is killed.
-				p.sendDiscard(f, buf)
-				return
+		if n > 0 && !send(n) {
+			// Client gone; keep draining so the child is not blocked
+			// on a full pipe until it is killed.
+			p.sendDiscard(f, buf)
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A deadline can fire before the poller has seen data that
+			// arrived in time (a busy machine): read what is buffered
+			// directly, so nothing written before the exit is lost.
+			for {
+				n, rerr := rawRead(f, buf)
+				if n > 0 && !send(n) {
+					return
+				}
+				if n <= 0 || rerr != nil {
+					return
+				}
 			}
 		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// rawRead reads from a non-blocking fd without the poller: (0, nil) at EOF,
+// (-1, EAGAIN) when nothing is buffered.
+func rawRead(f *os.File, buf []byte) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			n, rerr = unix.Read(int(fd), buf)
+			if rerr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 func (p *proc) sendDiscard(f *os.File, buf []byte) {
