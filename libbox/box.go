@@ -95,6 +95,9 @@ func (b *Box) persistLocked() {
 	if b.removed {
 		return
 	}
+	if _, err := os.Stat(filepath.Join(b.dir, "config.json")); err != nil {
+		return // removed, possibly by another process sharing the home
+	}
 	if err := writeJSONAtomic(filepath.Join(b.dir, "state.json"), &b.st); err != nil {
 		b.rt.logf("libbox: box %s: write state: %v", b.cfg.ID, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -150,12 +151,18 @@ func (r *Runtime) resolve(idOrName string) (boxConfig, error) {
 	if len(prefix) > 1 {
 		return boxConfig{}, errdefs.New(errdefs.InvalidArgument, "box id prefix %q is ambiguous (%d boxes)", idOrName, len(prefix))
 	}
-	return boxConfig{}, errdefs.New(errdefs.NotFound, "no box named %q (list boxes with Runtime.List or `box ls -a`)", idOrName)
+	return boxConfig{}, errdefs.New(errdefs.NotFound, "no box named %q (the boxes of this home are listed by `box ls -a`)", idOrName)
 }
 
 func removeBoxDir(dir string) error {
-	// The agent socket and mount points are plain files by now.
-	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// The agent socket and mount points are plain files by now. A process
+	// that still followed the box may write one last file meanwhile: retry.
+	err := os.RemoveAll(dir)
+	for i := 0; i < 5 && err != nil && errors.Is(err, syscall.ENOTEMPTY); i++ {
+		time.Sleep(20 * time.Millisecond)
+		err = os.RemoveAll(dir)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	return nil

@@ -5,14 +5,29 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/libbox"
 )
 
 var boxBin string
@@ -103,6 +118,12 @@ func TestLibboxErrors(t *testing.T) {
 		{"cp", "a", "b"},
 		{"run", "--bogus-flag", "busybox"},
 		{"pull", "UPPER/case"},
+		{"inspect", "nosuch"},
+		{"rm", "-f", "nosuch"},
+		{"rmi", "nosuch"},
+		{"run", "-v", "/tmp", "busybox"},
+		{"create", "busybox", "extra"},
+		{"run", "-ix", "busybox"},
 	}
 	for _, args := range cases {
 		r := box(t, home, "", args...)
@@ -195,57 +216,359 @@ func TestLifecycleCopyInspect(t *testing.T) {
 	}
 }
 
-// TestTTY runs `box run -t` on a pseudo-terminal, as a shell would.
-func TestTTY(t *testing.T) {
-	requireRoot(t)
-	home := t.TempDir()
+// ptyPair opens a pseudo-terminal of the given size: the master side for
+// the test, the slave side for the CLI.
+func ptyPair(t *testing.T, rows, cols uint16) (master, slave *os.File) {
+	t.Helper()
 	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Skipf("no /dev/ptmx: %v", err)
+		t.Skipf("no /dev/ptmx (mount devpts to run the TTY test): %v", err)
 	}
-	master := os.NewFile(uintptr(mfd), "ptmx")
-	defer master.Close()
+	master = os.NewFile(uintptr(mfd), "ptmx")
 	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
 		t.Fatal(err)
 	}
 	n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
 	if err != nil {
+		master.Close()
 		t.Fatal(err)
 	}
-	unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, &unix.Winsize{Row: 31, Col: 97})
-	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err := unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
+		master.Close()
+		t.Fatal(err)
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
+		master.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, boxBin, "run", "--rm", "-i", "-t", "--isolation", "sandbox", "busybox", "sh", "-c", "stty size; tty; read x; echo got $x")
-	cmd.Env = append(os.Environ(), "LIBBOX_HOME="+home)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	var out bytes.Buffer
-	readDone := make(chan struct{})
+	return master, slave
+}
+
+// output collects what a reader produces, for waiting on.
+type output struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer // guarded by mu
+	done chan struct{}
+}
+
+func collect(r io.Reader) *output {
+	o := &output{done: make(chan struct{})}
 	go func() {
-		buf := make([]byte, 4096)
+		defer close(o.done)
+		b := make([]byte, 4096)
 		for {
-			n, err := master.Read(buf)
-			out.Write(buf[:n])
+			n, err := r.Read(b)
+			o.mu.Lock()
+			o.buf.Write(b[:n])
+			o.mu.Unlock()
 			if err != nil {
-				close(readDone)
 				return
 			}
 		}
 	}()
-	time.Sleep(1500 * time.Millisecond) // let the box start; input is buffered either way
+	return o
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return strings.ReplaceAll(o.buf.String(), "\r", "")
+}
+
+// waitFor waits until the output contains s, calling poke (if set) every
+// 200ms meanwhile; false after 60s.
+func (o *output) waitFor(s string, poke func()) bool {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(o.String(), s) {
+			return true
+		}
+		if poke != nil {
+			poke()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+// TestTTY runs `box run -i -t` on a pseudo-terminal, as a shell would: the
+// box sees a terminal of the caller's size, typed input, and a resize.
+func TestTTY(t *testing.T) {
+	requireRoot(t)
+	home := t.TempDir()
+	master, slave := ptyPair(t, 31, 97)
+	defer master.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, boxBin, "run", "--rm", "-it", "--isolation", "sandbox", "busybox",
+		"sh", "-c", "stty size; tty; read x; echo got $x; while read y; do stty size; done; echo bye")
+	cmd.Env = append(os.Environ(), "LIBBOX_HOME="+home)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		slave.Close()
+		t.Fatal(err)
+	}
+	slave.Close()
+	out := collect(master)
+	defer func() {
+		if ctx.Err() == nil {
+			return
+		}
+		t.Errorf("box -t hung; output %q", out.String())
+	}()
+	if !out.waitFor("31 97\n", nil) || !out.waitFor("/dev/pts/", nil) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("terminal size or tty missing: %q", out.String())
+	}
 	master.Write([]byte("typed\r"))
+	if !out.waitFor("got typed\n", nil) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("typed input missing: %q", out.String())
+	}
+	// Resizing the terminal sends the CLI SIGWINCH; it must reach the box.
+	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 120})
+	if !out.waitFor("40 120\n", func() { master.Write([]byte("\r")) }) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("resize not forwarded: %q", out.String())
+	}
+	master.Write([]byte{4}) // ^D: end of input for the box's read
+	err := cmd.Wait()
+	<-out.done
+	if err != nil || !strings.Contains(out.String(), "bye") {
+		t.Fatalf("tty run: %v, output %q", err, out.String())
+	}
+}
+
+// TestSignals sends the CLI SIGTERM and SIGINT: they reach the process in
+// the box, and the CLI exits as the process did.
+func TestSignals(t *testing.T) {
+	requireRoot(t)
+	home := t.TempDir()
+	cases := []struct {
+		sig  syscall.Signal
+		args []string
+		code int
+		out  string
+	}{
+		{syscall.SIGTERM, []string{"sh", "-c", "trap 'echo caught; exit 42' TERM; echo ready; while :; do sleep 0.1; done"}, 42, "caught"},
+		{syscall.SIGINT, []string{"sh", "-c", "echo ready; exec sleep 60"}, 130, ""},
+	}
+	for _, c := range cases {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		cmd := exec.CommandContext(ctx, boxBin, append([]string{"run", "--rm", "--isolation", "sandbox", "busybox"}, c.args...)...)
+		cmd.Env = append(os.Environ(), "LIBBOX_HOME="+home)
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout = pw
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		out := collect(pr)
+		if !out.waitFor("ready", nil) {
+			cmd.Process.Kill()
+		} else {
+			cmd.Process.Signal(c.sig)
+		}
+		err = cmd.Wait()
+		<-out.done
+		pr.Close()
+		hung := ctx.Err() != nil
+		cancel()
+		code := cmd.ProcessState.ExitCode()
+		if hung || code != c.code || !strings.Contains(out.String(), c.out) {
+			t.Errorf("%v: %v code %d out %q; want %d %q", c.sig, err, code, out.String(), c.code, c.out)
+		}
+	}
+	if r := box(t, home, "", "ls", "-a", "--json"); strings.TrimSpace(r.out) != "[]" {
+		t.Errorf("--rm left boxes after signals: %s", r.out)
+	}
+}
+
+// TestSharedHome: boxes made through the library show up in the CLI and the
+// other way round, and a detached box outlives the CLI.
+func TestSharedHome(t *testing.T) {
+	requireRoot(t)
+	home := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rt, err := libbox.Open(libbox.Options{Home: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	t.Cleanup(func() { box(t, home, "", "rm", "-f", "fromapi", "fromcli") })
+	b, err := rt.Create(ctx, libbox.BoxOptions{Name: "fromapi", Isolation: libbox.IsolationSandbox, Detach: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := box(t, home, "", "ls"); !strings.Contains(r.out, "fromapi") {
+		t.Fatalf("box ls misses the library's box: %+v", r)
+	}
+	if r := box(t, home, "", "exec", "fromapi", "echo", "hi"); r.code != 0 || r.out != "hi\n" {
+		t.Fatalf("exec in the library's box: %+v", r)
+	}
+	r := box(t, home, "", "run", "-d", "--name", "fromcli", "--isolation", "sandbox", "busybox")
+	if r.code != 0 || len(strings.TrimSpace(r.out)) != 16 {
+		t.Fatalf("run -d: %+v", r)
+	}
+	cb, err := rt.Get(ctx, "fromcli")
+	if err != nil || cb.Info().State != libbox.StateRunning {
+		t.Fatalf("library does not see the CLI's running box: %v", err)
+	}
+	if err := cb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cb.Run(ctx, libbox.Command{Args: []string{"true"}})
+	if err != nil || st.ExitCode != 0 {
+		t.Fatalf("exec from the library in the CLI's box: %v %+v", err, st)
+	}
+	// Release the library's attachments first: a Runtime still watching a
+	// box that another process removes may write its state into the
+	// directory being deleted (reported to the library's owner).
+	rt.Close()
+	if r := box(t, home, "", "rm", "-f", "fromapi", "fromcli"); r.code != 0 {
+		t.Fatalf("rm -f: %+v", r)
+	}
+	rt2, err := libbox.Open(libbox.Options{Home: home})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt2.Close()
+	if list, err := rt2.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("after rm -f the library still lists %v (%v)", list, err)
+	}
+}
+
+// TestRunVM runs the default isolation, a micro-VM.
+func TestRunVM(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
+	}
+	home := t.TempDir()
+	r := box(t, home, "", "run", "--rm", "busybox", "sh", "-c", "echo in-vm; exit 5")
+	if r.code != 5 || r.out != "in-vm\n" {
+		t.Fatalf("run in a VM: %+v", r)
+	}
+	if r := box(t, home, "", "ls", "-a", "--json"); strings.TrimSpace(r.out) != "[]" {
+		t.Errorf("--rm left a VM box: %s", r.out)
+	}
+}
+
+// testRegistry serves one small image (the builtin busybox layer) over
+// plain HTTP and returns its reference.
+func testRegistry(t *testing.T) string {
+	t.Helper()
+	layer, err := tarball.LayerFromFile(filepath.Join("..", "..", "libbox", "image", "builtin", "busybox.tar.gz"))
+	if err != nil {
+		t.Fatalf("builtin busybox layer (generated by ./build.sh prebuild): %v", err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.Config.Env = []string{"PATH=/bin:/usr/bin", "FROM_REGISTRY=yes"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/busy:1"
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	if err := remote.Write(r, img, remote.WithContext(ctx), remote.WithTransport(tr)); err != nil {
+		t.Fatalf("push to the test registry: %v", err)
+	}
+	return ref
+}
+
+// TestPull pulls from a registry: plain lines when stdout is a pipe, a bar
+// on a terminal, and the pulled image runs.
+func TestPull(t *testing.T) {
+	ref := testRegistry(t)
+	host := ref[:strings.IndexByte(ref, '/')]
+	t.Setenv("LIBBOX_INSECURE_REGISTRIES", host)
+
+	home := t.TempDir()
+	r := box(t, home, "", "pull", ref)
+	if r.code != 0 || !strings.Contains(r.out, "pull ") || !strings.Contains(r.out, " bytes\n") || !strings.Contains(r.out, "sha256:") {
+		t.Fatalf("pull to a pipe: %+v", r)
+	}
+	if r := box(t, home, "", "images"); !strings.Contains(r.out, "test/busy") {
+		t.Fatalf("images after pull: %+v", r)
+	}
+	if os.Geteuid() == 0 {
+		r := box(t, home, "", "run", "--rm", "--isolation", "sandbox", ref, "sh", "-c", "echo $FROM_REGISTRY")
+		if r.code != 0 || r.out != "yes\n" {
+			t.Fatalf("run the pulled image: %+v", r)
+		}
+	}
+	if r := box(t, home, "", "rmi", ref); r.code != 0 {
+		t.Fatalf("rmi: %+v", r)
+	}
+	if r := box(t, home, "", "images"); strings.Contains(r.out, "test/busy") {
+		t.Fatalf("images after rmi: %+v", r)
+	}
+
+	// On a terminal: a bar redrawn in place.
+	master, slave := ptyPair(t, 24, 80)
+	defer master.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, boxBin, "pull", ref)
+	cmd.Env = append(os.Environ(), "LIBBOX_HOME="+t.TempDir())
+	cmd.Stdout, cmd.Stderr = slave, slave
+	err := cmd.Start()
+	slave.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := collect(master)
 	err = cmd.Wait()
-	<-readDone
-	text := strings.ReplaceAll(out.String(), "\r", "")
-	if err != nil || !strings.Contains(text, "31 97\n") || !strings.Contains(text, "/dev/pts/") || !strings.Contains(text, "got typed") {
-		t.Fatalf("tty run: %v, output %q", err, text)
+	<-out.done
+	raw := func() string { out.mu.Lock(); defer out.mu.Unlock(); return out.buf.String() }()
+	if err != nil || !strings.Contains(raw, "\r") || !strings.Contains(raw, "=]") || strings.Contains(raw, " bytes\n") {
+		t.Fatalf("pull on a terminal: %v, output %q", err, raw)
+	}
+}
+
+func TestSplitShortFlags(t *testing.T) {
+	fs := newFlags("run")
+	var f boxFlags
+	f.register(fs, true)
+	cases := []struct{ in, want string }{
+		{"-it busybox ls -la", "-i -t busybox ls -la"},
+		{"--name -it -it busybox", "--name -it -i -t busybox"},
+		{"-e K=V -ti -w /x busybox", "-e K=V -t -i -w /x busybox"},
+		{"-ix busybox", "-ix busybox"},
+		{"--rm -- -it", "--rm -- -it"},
+	}
+	for _, c := range cases {
+		if got := strings.Join(splitShortFlags(fs, strings.Fields(c.in)), " "); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
+		}
 	}
 }

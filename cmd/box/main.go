@@ -5,6 +5,10 @@
 // Exit status: the process's own exit code for run/exec (128+signal when
 // it was killed, 126 when the command cannot run, 127 when it is missing),
 // 125 when libbox itself fails, like `docker run`.
+//
+// It must never keep state of its own or reach around package libbox:
+// everything it shows or changes lives in LIBBOX_HOME, so it can never
+// disagree with the library about what boxes exist.
 package main
 
 import (
@@ -17,10 +21,12 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/libbox/libbox/libbox"
@@ -36,8 +42,11 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 const usage = `usage: box COMMAND [ARGS]
 
   run [--rm] [--name N] [--isolation vm|sandbox] [--cpus N] [--memory MiB] [-e K=V] [-w DIR]
-      [-u USER] [-v HOST:BOX[:ro]] [-i] [-t] [-d] IMAGE [CMD...]
-  create [same flags as run] IMAGE      create a box (prints its id)
+      [-u USER] [-v HOST:BOX[:ro]] [--network] [-i] [-t] [-d] IMAGE [CMD...]
+                                       --isolation: vm (default, a micro-VM) or sandbox
+                                       (Linux namespaces, as root; no VM needed)
+  create [--name --isolation --cpus --memory -e -w -v --network] IMAGE
+                                       create a box, not started (prints its id)
   start BOX...  stop BOX...  rm [-f] BOX...
   exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] BOX CMD...
   ls [-a] [--json]                     boxes (running ones, or all with -a)
@@ -45,6 +54,10 @@ const usage = `usage: box COMMAND [ARGS]
   inspect BOX                          box details as JSON
   pull IMAGE  images  rmi [-f] IMAGE   images
   version
+
+Boxes and images live in $LIBBOX_HOME (default ~/.local/share/libbox), shared
+with the libbox library. run and exec exit with the command's status
+(128+signal if killed, 126 not executable, 127 not found); 125 when box fails.
 `
 
 func main() {
@@ -130,7 +143,7 @@ func newFlags(name string) *flag.FlagSet {
 }
 
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(splitShortFlags(fs, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(os.Stderr, usage)
 			return err
@@ -140,9 +153,56 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// splitShortFlags turns `-it` into `-i -t` (when each letter is a boolean
+// flag), as users of other container CLIs type it. It stops at the first
+// argument that is not a flag, so the box command's own flags are untouched.
+func splitShortFlags(fs *flag.FlagSet, args []string) []string {
+	isBool := func(name string) bool {
+		f := fs.Lookup(name)
+		if f == nil {
+			return false
+		}
+		b, ok := f.Value.(interface{ IsBoolFlag() bool })
+		return ok && b.IsBoolFlag()
+	}
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return append(out, args[i:]...)
+		}
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			out = append(out, a)
+			continue
+		}
+		if fs.Lookup(name) != nil {
+			out = append(out, a)
+			if !isBool(name) && i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
+			continue
+		}
+		split := a[1] != '-' && len(name) > 1
+		for _, r := range name {
+			split = split && isBool(string(r))
+		}
+		if !split {
+			out = append(out, a) // let flag report it
+			continue
+		}
+		for _, r := range name {
+			out = append(out, "-"+string(r))
+		}
+	}
+	return out
+}
+
 // boxFlags are the flags of run and create.
 type boxFlags struct {
 	rm, interactive, tty, detach bool
+	network                      bool
 	name, isolation, workdir     string
 	user                         string
 	cpus, memory                 int
@@ -157,6 +217,7 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 	fs.Var(&f.env, "e", "KEY=VALUE (repeatable)")
 	fs.StringVar(&f.workdir, "w", "", "working directory")
 	fs.Var(&f.volumes, "v", "HOST:BOX[:ro] (repeatable)")
+	fs.BoolVar(&f.network, "network", false, "give the box network access")
 	if forRun {
 		fs.BoolVar(&f.rm, "rm", false, "remove the box when the command ends")
 		fs.BoolVar(&f.interactive, "i", false, "forward stdin")
@@ -169,7 +230,7 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 func (f *boxFlags) options(img string) (libbox.BoxOptions, error) {
 	o := libbox.BoxOptions{
 		Image: img, Name: f.name, Isolation: f.isolation, CPUs: f.cpus, MemoryMiB: f.memory,
-		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm,
+		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: f.network,
 	}
 	for _, v := range f.volumes {
 		parts := strings.Split(v, ":")
@@ -228,15 +289,23 @@ func (c *cli) run(args []string) error {
 	if f.rm && f.detach {
 		return usageErr("run: --rm and -d cannot be combined")
 	}
-	ctx := context.Background()
-	b, err := c.createBox(ctx, &f, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	if err := b.Start(ctx); err != nil {
-		if f.rm {
+	sigs := catchSignals()
+	defer sigs.release()
+	b, err := c.createBox(sigs.ctx, &f, fs.Arg(0))
+	if err == nil {
+		err = b.Start(sigs.ctx)
+		if err != nil && f.rm {
 			c.rt.Remove(context.Background(), b.ID(), true)
 		}
+	}
+	if s := sigs.handOff(); s != 0 {
+		if err == nil && f.rm {
+			c.rt.Remove(context.Background(), b.ID(), true)
+		}
+		fmt.Fprintf(c.stderr, "box: interrupted by %s while starting the box\n", unix.SignalName(s))
+		return exitError{128 + int(s)}
+	}
+	if err != nil {
 		return err
 	}
 	if f.detach {
@@ -247,13 +316,68 @@ func (c *cli) run(args []string) error {
 	if len(cmd) == 0 {
 		cmd = []string{"sh"}
 	}
-	err = c.execIn(ctx, b, cmd, execFlags{interactive: f.interactive, tty: f.tty, user: f.user})
+	err = c.execIn(context.Background(), b, cmd, execFlags{interactive: f.interactive, tty: f.tty, user: f.user}, sigs.ch)
 	if f.rm {
 		if rerr := c.rt.Remove(context.Background(), b.ID(), true); rerr != nil && err == nil {
 			err = rerr
 		}
 	}
 	return err
+}
+
+// forwarded are the signals run and exec pass on to the process in the box
+// (SIGWINCH becomes a terminal resize).
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH}
+
+// signalWatch catches the forwarded signals from before the box exists, so
+// that an early Ctrl-C cancels the start (and --rm still cleans up) instead
+// of killing the CLI halfway.
+type signalWatch struct {
+	ch     chan os.Signal
+	ctx    context.Context // cancelled by the first non-resize signal before handOff
+	cancel context.CancelFunc
+	stop   chan struct{}
+	done   chan struct{}
+	got    syscall.Signal // written by the watcher goroutine; read after done
+}
+
+func catchSignals() *signalWatch {
+	w := &signalWatch{ch: make(chan os.Signal, 8), stop: make(chan struct{}), done: make(chan struct{})}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	signal.Notify(w.ch, forwarded...)
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case s := <-w.ch:
+				if s != syscall.SIGWINCH && w.got == 0 {
+					w.got = s.(syscall.Signal)
+					w.cancel()
+				}
+			case <-w.stop:
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// handOff stops the watcher (signals now queue on ch for execIn) and
+// reports the signal that interrupted the start, or 0.
+func (w *signalWatch) handOff() syscall.Signal {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.cancel()
+	return w.got
+}
+
+func (w *signalWatch) release() {
+	w.handOff()
+	signal.Stop(w.ch)
 }
 
 type execFlags struct {
@@ -263,7 +387,7 @@ type execFlags struct {
 }
 
 // execIn runs cmd in b with the terminal's stdio and returns its status.
-func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFlags) error {
+func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFlags, sigs <-chan os.Signal) error {
 	cmd := libbox.Command{Args: args, Env: f.env, Dir: f.workdir, User: f.user, TTY: f.tty, Stdout: c.stdout, Stderr: c.stderr}
 	if f.interactive {
 		cmd.Stdin = os.Stdin
@@ -284,19 +408,19 @@ func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFl
 	}
 	p, err := b.Exec(ctx, cmd)
 	if err != nil {
+		// The agent names the command (`command "x" ...`) when it is the
+		// command that cannot run; other failures are libbox's own (125).
+		aboutCmd := strings.Contains(err.Error(), `command "`)
 		switch {
-		case errdefs.IsNotFound(err):
+		case errdefs.IsNotFound(err) && aboutCmd:
 			fmt.Fprintf(c.stderr, "box: %s\n", oneLine(err.Error()))
 			return exitError{127}
-		case errdefs.IsInvalidArgument(err) && strings.Contains(err.Error(), "command"):
+		case errdefs.IsInvalidArgument(err) && aboutCmd:
 			fmt.Fprintf(c.stderr, "box: %s\n", oneLine(err.Error()))
 			return exitError{126}
 		}
 		return err
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGWINCH)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case s := <-sigs:
@@ -350,18 +474,24 @@ func (c *cli) exec(args []string) error {
 	if fs.NArg() < 2 {
 		return usageErr("exec: want BOX CMD...")
 	}
-	ctx := context.Background()
-	b, err := c.box(ctx, fs.Arg(0))
+	sigs := catchSignals()
+	defer sigs.release()
+	b, err := c.box(sigs.ctx, fs.Arg(0))
+	if err == nil {
+		if st := b.Info().State; st != libbox.StateRunning {
+			err = errdefs.New(errdefs.FailedPrecondition, "box %s is %s: start it with `box start %s`", fs.Arg(0), st, fs.Arg(0))
+		} else {
+			err = b.Start(sigs.ctx) // attaches to the running box
+		}
+	}
+	if s := sigs.handOff(); s != 0 {
+		fmt.Fprintf(c.stderr, "box: interrupted by %s while attaching to the box\n", unix.SignalName(s))
+		return exitError{128 + int(s)}
+	}
 	if err != nil {
 		return err
 	}
-	if st := b.Info().State; st != libbox.StateRunning {
-		return errdefs.New(errdefs.FailedPrecondition, "box %s is %s: start it with `box start %s`", fs.Arg(0), st, fs.Arg(0))
-	}
-	if err := b.Start(ctx); err != nil { // attaches to the running box
-		return err
-	}
-	return c.execIn(ctx, b, fs.Args()[1:], f)
+	return c.execIn(context.Background(), b, fs.Args()[1:], f, sigs.ch)
 }
 
 func (c *cli) eachBox(args []string, what string, fn func(context.Context, *libbox.Box) error) error {
@@ -421,7 +551,7 @@ func (c *cli) ls(args []string) error {
 	if err != nil {
 		return err
 	}
-	shown := list[:0]
+	shown := []libbox.BoxInfo{} // never null in --json
 	for _, b := range list {
 		if *all || b.State == libbox.StateRunning {
 			shown = append(shown, b)
@@ -536,11 +666,7 @@ func (c *cli) images(args []string) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REF\tID\tSIZE\tCREATED")
 	for _, img := range imgs {
-		id := strings.TrimPrefix(img.ID, "sha256:")
-		if len(id) > 12 {
-			id = id[:12]
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\n", img.Ref, id, float64(img.Size)/1e6, ago(img.Created))
+		fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\n", img.Ref, short(img.ID), float64(img.Size)/1e6, ago(img.Created))
 	}
 	return tw.Flush()
 }
@@ -572,44 +698,77 @@ func (c *cli) version(args []string) error {
 	return nil
 }
 
-// progress renders pull progress: a bar on a terminal, lines otherwise.
+// progress renders pull progress: on a terminal one bar for the whole
+// image, redrawn in place; otherwise a plain line per layer update.
 type progress struct {
-	w     io.Writer
-	tty   bool
-	last  time.Time
-	shown bool
+	w   io.Writer
+	tty bool
+
+	// mu guards the fields below: the image store reports layers from
+	// several goroutines at once.
+	mu     sync.Mutex
+	layers map[string]image.Progress
+	order  []string
+	last   time.Time
+	shown  bool
 }
 
 func newProgress(w io.Writer) *progress {
 	f, ok := w.(*os.File)
-	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
+	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), layers: map[string]image.Progress{}}
 }
 
 func (p *progress) update(ev image.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, seen := p.layers[ev.Layer]; !seen {
+		p.order = append(p.order, ev.Layer)
+	}
+	p.layers[ev.Layer] = ev
 	now := time.Now()
-	if ev.Total > 0 && ev.Done < ev.Total && now.Sub(p.last) < 200*time.Millisecond {
+	if ev.Total > 0 && ev.Done > 0 && ev.Done < ev.Total && now.Sub(p.last) < 200*time.Millisecond {
 		return
 	}
 	p.last = now
-	layer := strings.TrimPrefix(ev.Layer, "sha256:")
-	if len(layer) > 12 {
-		layer = layer[:12]
-	}
 	if !p.tty {
-		fmt.Fprintf(p.w, "pull %s %d/%d bytes\n", layer, ev.Done, ev.Total)
+		fmt.Fprintf(p.w, "pull %s %d/%d bytes\n", short(ev.Layer), ev.Done, ev.Total)
 		return
+	}
+	var done, total int64
+	complete := 0
+	for _, l := range p.order {
+		ev := p.layers[l]
+		done += ev.Done
+		if ev.Total > 0 {
+			total += ev.Total
+		}
+		if ev.Total >= 0 && ev.Done >= ev.Total {
+			complete++
+		}
 	}
 	const width = 30
 	fill := 0
-	if ev.Total > 0 {
-		fill = int(float64(width) * float64(ev.Done) / float64(ev.Total))
+	if total > 0 {
+		fill = min(width, int(float64(width)*float64(done)/float64(total)))
 	}
-	fmt.Fprintf(p.w, "\r%s [%s%s] %6.1f/%6.1f MB", layer, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), float64(ev.Done)/1e6, float64(ev.Total)/1e6)
+	fmt.Fprintf(p.w, "\rlayers %d/%d [%s%s] %6.1f/%6.1f MB", complete, len(p.order),
+		strings.Repeat("=", fill), strings.Repeat(" ", width-fill), float64(done)/1e6, float64(total)/1e6)
 	p.shown = true
 }
 
+// done ends the bar's line; call it after the pull returned.
 func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.shown {
 		fmt.Fprintln(p.w)
 	}
+}
+
+func short(digest string) string {
+	digest = strings.TrimPrefix(digest, "sha256:")
+	if len(digest) > 12 {
+		digest = digest[:12]
+	}
+	return digest
 }

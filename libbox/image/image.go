@@ -339,7 +339,7 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool, inUse func(i
 			}
 		}
 		if len(drop) == 0 {
-			return nil, errdefs.New(errdefs.NotFound, "image %s is not in the store (see List)", ref)
+			return nil, errdefs.New(errdefs.NotFound, "image %s is not in the store (stored images are listed by `box images`)", ref)
 		}
 		if !force {
 			for _, d := range drop {
