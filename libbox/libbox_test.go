@@ -497,6 +497,7 @@ func TestAgentKilled(t *testing.T) {
 func TestDetachAndReattach(t *testing.T) {
 	requireSandbox(t)
 	home := t.TempDir()
+	removeAllOnCleanup(t, home)
 	rt, err := libbox.Open(libbox.Options{Home: home})
 	if err != nil {
 		t.Fatal(err)
@@ -707,6 +708,7 @@ func TestVMFeaturesAndFaults(t *testing.T) {
 		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
 	}
 	home := t.TempDir()
+	removeAllOnCleanup(t, home)
 	rt, err := libbox.Open(libbox.Options{Home: home, Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -836,4 +838,22 @@ func waitAllUnavailable(t *testing.T, ctx context.Context, procs []*libbox.Proce
 		}()
 	}
 	wg.Wait()
+}
+
+// removeAllOnCleanup force-removes every box of home when the test ends,
+// so a failing test never leaves a detached box (sandbox or VM) running.
+func removeAllOnCleanup(t *testing.T, home string) {
+	t.Cleanup(func() {
+		rt, err := libbox.Open(libbox.Options{Home: home})
+		if err != nil {
+			return
+		}
+		defer rt.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		list, _ := rt.List(ctx)
+		for _, b := range list {
+			_ = rt.Remove(ctx, b.ID, true)
+		}
+	})
 }
