@@ -1,52 +1,26 @@
 //go:build darwin
 
-// Package vz is the macOS micro-VM backend: each box is a
-// Virtualization.framework VM (github.com/Code-Hex/vz/v3) booting the same
-// kernel + libbox initramfs + ext4 root disk as the QEMU backend, with the
-// agent listening on a vsock port.
-//
-// It is kept thin: everything that is not a vz call (kernel lookup,
-// initramfs, base disk, console tail, boot deadline) comes from
-// libbox/qemu, which is built and tested on Linux. It never speaks the agent
-// protocol and never touches the box store. A vz VM lives inside the host
-// process, so boxes cannot be detached.
 package vz
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/Code-Hex/vz/v3"
 	"golang.org/x/sys/unix"
 
-	"github.com/libbox/libbox/guest/boot"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/qemu"
 )
 
-// AgentPort is the vsock port the agent listens on in the guest.
-const AgentPort = 1024
-
-// Defaults for a box that asks for nothing.
-const (
-	DefaultCPUs      = 1
-	DefaultMemoryMiB = 512
-)
-
-// Options configure the backend.
-type Options struct {
-	Home string
-	Logf func(string, ...any)
-}
+// This file holds every call into Virtualization.framework; it is never
+// compiled on Linux, only type-checked there (tools/darwincheck).
 
 // Backend starts boxes as Virtualization.framework VMs.
 type Backend struct {
@@ -67,49 +41,16 @@ func New(opts Options) (backend.Backend, error) {
 // Name is the isolation name.
 func (b *Backend) Name() string { return "vm" }
 
-const kernelHint = "set LIBBOX_KERNEL to an arm64 Linux kernel Image (uncompressed) with virtio, virtio_blk, " +
-	"virtio_console, vsock (vmw_vsock_virtio_transport) and ext4 built in; see libbox/vz/README.md"
-
-// kernel finds the guest kernel: LIBBOX_KERNEL is required on macOS.
-func kernel() (qemu.Kernel, error) {
-	p := os.Getenv("LIBBOX_KERNEL")
-	if p == "" {
-		return qemu.Kernel{}, errdefs.New(errdefs.Unavailable, "no guest kernel: %s", kernelHint)
-	}
-	if _, err := os.Stat(p); err != nil {
-		return qemu.Kernel{}, errdefs.New(errdefs.NotFound, "LIBBOX_KERNEL=%s: %v; %s", p, err, kernelHint)
-	}
-	return qemu.Kernel{Image: p, Modules: os.Getenv("LIBBOX_KERNEL_MODULES")}, nil
-}
-
-// boxDisk gives the box its own copy of the base disk: a clonefile(2) copy
-// on APFS (instant, shares blocks until written), kept across stop/start.
-func boxDisk(dir, base string) (string, error) {
-	disk := filepath.Join(dir, "disk.raw")
-	if _, err := os.Stat(disk); err == nil {
-		return disk, nil
-	}
-	tmp := disk + ".tmp"
-	_ = os.Remove(tmp)
-	if err := unix.Clonefile(base, tmp, 0); err != nil {
-		return "", errdefs.Wrap(errdefs.Internal, err, "clone base disk (the libbox home must be on APFS)")
-	}
-	if err := os.Rename(tmp, disk); err != nil {
-		return "", errdefs.Wrap(errdefs.Internal, err, "box disk")
-	}
-	return disk, nil
-}
+// clonefile copies src to dst sharing blocks (APFS).
+func clonefile(src, dst string) error { return unix.Clonefile(src, dst, 0) }
 
 // Start boots a VM and returns once it runs; the runtime then waits for
 // the agent with Ping.
 func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
-	if spec.Detach {
-		return nil, errdefs.New(errdefs.Unsupported, "detach: a Virtualization.framework VM lives inside its host process and cannot outlive it")
+	if err := checkSpec(spec); err != nil {
+		return nil, err
 	}
-	if spec.Network {
-		return nil, errdefs.New(errdefs.Unsupported, "network: not available in vz boxes yet")
-	}
-	k, err := kernel()
+	k, err := kernelFrom(os.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -121,30 +62,13 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err != nil {
 		return nil, err
 	}
-	disk, err := boxDisk(spec.Dir, base)
+	disk, err := boxDisk(spec.Dir, base, clonefile)
 	if err != nil {
 		return nil, err
 	}
-	cpus, mem := spec.CPUs, spec.MemoryMiB
-	if cpus <= 0 {
-		cpus = DefaultCPUs
-	}
-	if mem <= 0 {
-		mem = DefaultMemoryMiB
-	}
-	cmdline := fmt.Sprintf("console=hvc0 quiet %s=/dev/vda %s=%d", boot.ParamRoot, boot.ParamVsock, AgentPort)
-	if spec.Hostname != "" {
-		cmdline += " " + boot.ParamHostname + "=" + spec.Hostname
-	}
-	var vols []boot.Volume
-	for i, v := range spec.Volumes {
-		vols = append(vols, boot.Volume{Tag: "vol" + strconv.Itoa(i), BoxPath: v.BoxPath, ReadOnly: v.ReadOnly})
-	}
-	if len(vols) > 0 {
-		cmdline += " " + boot.ParamVolumes + "=" + boot.FormatVolumes(vols)
-	}
+	cpus, mem := limits(spec)
 
-	loader, err := vz.NewLinuxBootLoader(k.Image, vz.WithCommandLine(cmdline), vz.WithInitrd(initrd))
+	loader, err := vz.NewLinuxBootLoader(k.Image, vz.WithCommandLine(cmdline(spec)), vz.WithInitrd(initrd))
 	if err != nil {
 		return nil, vzError("boot loader", err)
 	}
@@ -206,7 +130,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		if err != nil {
 			return fail("volume "+v.HostPath, err)
 		}
-		fs, err := vz.NewVirtioFileSystemDeviceConfiguration(vols[i].Tag)
+		fs, err := vz.NewVirtioFileSystemDeviceConfiguration(volumeTag(i))
 		if err != nil {
 			return fail("volume "+v.HostPath, err)
 		}
@@ -226,7 +150,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err := vm.Start(); err != nil {
 		return fail("start (does this binary have the com.apple.security.virtualization entitlement?)", err)
 	}
-	i := &instance{spec: spec, vm: vm, files: files, done: make(chan struct{}), cpus: cpus, mem: mem}
+	i := &instance{spec: spec, opts: b.opts, vm: vm, files: files, done: make(chan struct{}), cpus: cpus, mem: mem}
 	i.watch()
 	return i, nil
 }
@@ -245,6 +169,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, state json.RawM
 
 type instance struct {
 	spec      backend.Spec
+	opts      Options
 	vm        *vz.VirtualMachine
 	files     []*os.File
 	cpus, mem int
@@ -278,64 +203,44 @@ func (i *instance) finish() {
 	})
 }
 
-// Dial connects to the agent's vsock port, retrying while it does not
-// listen yet (Connect fails at once then), until ctx ends.
+// Dial connects to the agent's vsock port, retrying with backoff while
+// it does not listen yet, until ctx ends or the VM stops.
 func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
 	devs := i.vm.SocketDevices()
 	if len(devs) == 0 {
 		return nil, errdefs.New(errdefs.Internal, "vz: the VM has no socket device")
 	}
-	delay := 10 * time.Millisecond
-	for {
-		conn, err := devs[0].Connect(AgentPort)
-		if err == nil {
-			return conn, nil
-		}
-		select {
-		case <-i.done:
-			return nil, errdefs.New(errdefs.Unavailable, "vz: the VM stopped: %s", qemu.ConsoleTail(i.spec.Dir, 10))
-		case <-ctx.Done():
-			return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), err, "vz: connect to the agent on vsock port %d", AgentPort)
-		case <-time.After(delay):
-		}
-		if delay < 500*time.Millisecond {
-			delay *= 2
-		}
+	connect := func() (net.Conn, error) { return devs[0].Connect(AgentPort) }
+	stopped := func() error {
+		return errdefs.New(errdefs.Unavailable, "vz: the VM of box %s stopped; its console says:\n%s", i.spec.ID, qemu.ConsoleTail(i.spec.Dir, 20))
 	}
+	return connectRetry(ctx, i.done, connect, stopped)
 }
 
 func (i *instance) Done() <-chan struct{} { return i.done }
 
-// Stop waits for the guest to power off, then asks the framework to stop
-// it, then stops it hard; each step bounded.
+// Stop waits (bounded by ctx) for the guest to power off after the
+// agent's Shutdown, then asks the framework to stop it (RequestStop), then
+// stops it hard (Stop); each step bounded.
 func (i *instance) Stop(ctx context.Context) error {
-	wait := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-i.done:
-			return true
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return false
-		}
-	}
-	if !wait(10 * time.Second) {
-		if i.vm.CanRequestStop() {
-			_, _ = i.vm.RequestStop()
-		}
-		if !wait(3 * time.Second) {
-			_ = i.Kill()
-			if !wait(5 * time.Second) {
-				return errdefs.New(errdefs.Internal, "vz: VM %s did not stop", i.spec.ID)
+	err := stopSequence(ctx, i.done, stopGrace, []stopStep{
+		{name: "RequestStop", wait: requestWait, do: func() error {
+			if !i.vm.CanRequestStop() {
+				return nil
 			}
-		}
+			_, err := i.vm.RequestStop()
+			return err
+		}},
+		{name: "Stop", wait: hardStopWait, do: i.Kill},
+	})
+	if err != nil {
+		return err
 	}
 	i.wg.Wait()
 	return nil
 }
 
+// Kill stops the VM at once.
 func (i *instance) Kill() error {
 	select {
 	case <-i.done:
@@ -348,11 +253,18 @@ func (i *instance) Kill() error {
 	return nil
 }
 
-// Release cannot leave the VM running: it lives in this process.
+// Release cannot leave the VM running (it lives in this process): it
+// stops it, bounded, and closes Done either way.
 func (i *instance) Release() {
 	_ = i.Kill()
-	<-i.done
-	i.wg.Wait()
+	if waitDone(context.Background(), i.done, hardStopWait) {
+		i.wg.Wait()
+		return
+	}
+	if i.opts.Logf != nil {
+		i.opts.Logf("vz: the VM of box %s did not stop in %s; releasing it anyway", i.spec.ID, hardStopWait)
+	}
+	i.finish()
 }
 
 func (i *instance) State() json.RawMessage {

@@ -1,7 +1,5 @@
 //go:build !darwin
 
-// Package vz is the macOS micro-VM backend (Virtualization.framework through
-// github.com/Code-Hex/vz/v3); on other systems it only says so.
 package vz
 
 import (
@@ -9,13 +7,7 @@ import (
 	"github.com/libbox/libbox/libbox/errdefs"
 )
 
-// Options configure the backend.
-type Options struct {
-	Home string
-	Logf func(string, ...any)
-}
-
 // New reports that Virtualization.framework needs macOS.
 func New(opts Options) (backend.Backend, error) {
-	return nil, errdefs.New(errdefs.Unsupported, "the vz backend needs macOS (Virtualization.framework); on Linux use the QEMU backend")
+	return nil, errdefs.New(errdefs.Unsupported, "the vz backend needs macOS (Virtualization.framework); on Linux boxes with isolation \"vm\" use the QEMU backend")
 }

@@ -155,7 +155,11 @@ func (c *Checker) load(bp *build.Package) (*types.Package, error) {
 	}
 	pkg, _ := conf.Check(bp.ImportPath, c.fset, files, nil)
 	if len(errs) > 0 {
-		err := fmt.Errorf("type errors in %s (GOOS=darwin GOARCH=%s):\n%w", bp.ImportPath, c.ctxt.GOARCH, errors.Join(errs...))
+		name := bp.ImportPath
+		if name == "." {
+			name = bp.Dir
+		}
+		err := fmt.Errorf("type errors in %s (GOOS=darwin GOARCH=%s):\n%w", name, c.ctxt.GOARCH, errors.Join(errs...))
 		c.errs[bp.Dir] = err
 		return nil, err
 	}
