@@ -79,6 +79,8 @@ type Process struct {
 	cancelMu     sync.Mutex
 	cancelReason error
 
+	stopWatch func() bool // unregisters the ctx watcher (set right after the start)
+
 	stdinDone   chan struct{} // closed when the Stdin copier ends (nil without one)
 	stdinReader io.Reader
 }
@@ -119,7 +121,11 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	if cmd.Timeout > 0 {
 		start.TimeoutMs = max(1, cmd.Timeout.Milliseconds())
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx: once the process runs, cancelling ctx kills
+	// it through the agent and waits for its end (see kill).
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel) // until Started: abandon the spawn
+	defer stop()
 	stream, err := client.Exec(sctx, grpc.WaitForReady(false))
 	if err != nil {
 		cancel()
@@ -134,6 +140,11 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	if err != nil {
 		cancel()
 		return nil, b.execError(ctx, err)
+	}
+	if !stop() {
+		// ctx ended while spawning: the stream is gone, and with it the process.
+		cancel()
+		return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "exec in box %s", b.cfg.ID)
 	}
 	if ex := ev.GetExit(); ex != nil {
 		cancel()
@@ -166,6 +177,10 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 		p.stdinReader = cmd.Stdin
 		go p.copyStdin(cmd.Stdin)
 	}
+	// Cancelling ctx kills the process group; finish unregisters this.
+	p.stopWatch = context.AfterFunc(ctx, func() {
+		p.kill(errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "process %d", p.pid))
+	})
 	go p.receive(ctx)
 	return p, nil
 }
@@ -267,6 +282,9 @@ func (p *Process) receive(ctx context.Context) {
 
 func (p *Process) finish() {
 	p.cancel()
+	if p.stopWatch != nil {
+		p.stopWatch()
+	}
 	if p.stdinDone != nil {
 		// A copier blocked in Read of the caller's Stdin ends when that Read
 		// returns (as with os/exec); a pollable file is woken now.
@@ -335,18 +353,38 @@ func (p *Process) Wait(ctx context.Context) (ExitStatus, error) {
 }
 
 // Cancel kills the process group; Wait returns an error of class Canceled.
+// It does not wait: Done closes once the box confirmed the kill.
 func (p *Process) Cancel() {
-	p.kill(errdefs.New(errdefs.Canceled, "process %d was cancelled; its process group was killed", p.pid))
+	go p.kill(errdefs.New(errdefs.Canceled, "process %d was cancelled; its process group was killed", p.pid))
 }
 
+// kill asks the agent to SIGKILL the process group and waits (bounded) for
+// the exit to come back, so the process is gone when Wait returns; then, or
+// if the box does not answer, it drops the stream (the agent also kills the
+// group when its stream goes away).
 func (p *Process) kill(reason error) {
 	p.canceled.Do(func() {
 		p.cancelMu.Lock()
 		p.cancelReason = reason
 		p.cancelMu.Unlock()
-		p.cancel() // the agent kills the process group when the stream goes away
+		go func() {
+			p.sendMu.Lock()
+			defer p.sendMu.Unlock()
+			_ = p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: int32(syscall.SIGKILL)}})
+		}()
+		t := time.NewTimer(killWait)
+		defer t.Stop()
+		select {
+		case <-p.done:
+		case <-t.C:
+		}
+		p.cancel()
 	})
 }
+
+// killWait bounds how long a cancellation waits for the box to confirm the
+// process group died.
+const killWait = 3 * time.Second
 
 // Output returns the collected stdout and stderr (when Command.Stdout/Stderr
 // were nil). Valid after Done.
