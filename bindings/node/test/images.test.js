@@ -47,9 +47,12 @@ function blob(root, data) {
   return { digest: 'sha256:' + hex, size: data.length };
 }
 
-function makeOCILayout(root) {
+// makeOCILayout writes a one-layer image (tag "latest") whose /hello.txt is
+// `line` repeated; layers already in the store are not fetched again, so a
+// test that wants progress events uses a line of its own.
+function makeOCILayout(root, line = 'hello from node\n') {
   fs.mkdirSync(path.join(root, 'blobs', 'sha256'), { recursive: true });
-  const body = Buffer.from('hello from node\n'.repeat(4096));
+  const body = Buffer.from(line.repeat(4096));
   const layerTar = tarFile('hello.txt', body);
   const layer = blob(root, zlib.gzipSync(layerTar));
   const diffID = 'sha256:' + crypto.createHash('sha256').update(layerTar).digest('hex');
@@ -101,4 +104,29 @@ test('pull progress from an OCI layout', T, async () => {
   assert.deepEqual(fs.readFileSync(path.join(img.root, 'hello.txt')), body);
   assert.ok(events.length > 0, 'progress events');
   assert.ok(events.some((e) => e.done > 0), JSON.stringify(events));
+});
+
+test('create reports image pull progress; none after it resolves', T, async () => {
+  const dir = path.join(tmp, 'layout-create');
+  makeOCILayout(dir, 'hello from a created box\n');
+  const ref = `oci-layout:${dir}:latest`;
+  const events = [];
+  const box = await rt.create({ image: ref, isolation: 'sandbox', onProgress: (p) => events.push(p) });
+  const n = events.length;
+  try {
+    assert.ok(events.some((e) => e.done > 0 && typeof e.layer === 'string' && e.layer.length > 0), JSON.stringify(events));
+    assert.ok((await rt.list()).some((b) => b.id === box.id && b.image === ref), 'box listed with its image');
+  } finally {
+    await box.close();
+  }
+  assert.equal(events.length, n, 'progress after create resolved');
+  assert.throws(() => rt.create({ image: ref, onProgress: 1 }), TypeError);
+});
+
+test('a closed runtime rejects image calls', T, async () => {
+  const other = new Runtime({ home: path.join(tmp, 'closed-home') });
+  await other.close();
+  await assert.rejects(other.pull('busybox'), (err) => err instanceof LibboxError && err.code === 'FailedPrecondition');
+  await assert.rejects(other.images(), (err) => err instanceof LibboxError && err.code === 'FailedPrecondition');
+  await assert.rejects(other.removeImage('busybox'), (err) => err instanceof LibboxError && err.code === 'FailedPrecondition');
 });

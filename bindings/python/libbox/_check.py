@@ -6,6 +6,7 @@ reaches the library; this module must never call into the library.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from typing import Any, Mapping, Optional
@@ -131,3 +132,15 @@ def signal_number(v: Any) -> int:
     if not 0 < int(v) < 65:
         raise ValueError(f"signal {int(v)} is out of range 1..64")
     return int(v)
+
+
+def progress(v: Any) -> Any:
+    """A pull progress callback: None or a plain (not async) callable."""
+    if v is None:
+        return None
+    if not callable(v):
+        raise TypeError(f"progress must be a callable taking a PullProgress, not {type(v).__name__}")
+    if inspect.iscoroutinefunction(v) or inspect.iscoroutinefunction(getattr(v, "__call__", None)):
+        raise TypeError("progress must be a plain callable, not an async function: it runs on the event loop "
+                        "and is not awaited; hand events to a task with loop.create_task or a queue")
+    return v

@@ -36,7 +36,9 @@ class Box:
     creates and starts it in ``runtime`` (default: :func:`default_runtime`).
     ``isolation`` is ``"vm"`` (a micro-VM, the default) or ``"sandbox"``
     (Linux namespaces). ``volumes`` is a list of ``(host, box[, read_only])``
-    tuples or ``{"host", "box", "read_only"}`` dicts.
+    tuples or ``{"host", "box", "read_only"}`` dicts. ``progress``, a plain
+    (not async) callable, gets a :class:`PullProgress` per image pull event
+    while the box is created, on the event loop thread.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class Box:
         detach: bool = False,
         *,
         runtime: Optional["Runtime"] = None,
+        progress: Optional[Callable[[Any], None]] = None,
     ) -> None:
         if isolation not in ("vm", "sandbox"):
             if not isinstance(isolation, str):
@@ -84,6 +87,7 @@ class Box:
                 raise TypeError(f"runtime must be a libbox.Runtime, not {type(runtime).__name__}")
         self._runtime = runtime
         self._options = opts
+        self._progress = _check.progress(progress)
         self._auto_remove = auto_remove
         self._detach = detach
         self._handle = 0
@@ -96,6 +100,7 @@ class Box:
         box = cls.__new__(cls)
         box._runtime = runtime
         box._options = {}
+        box._progress = None
         box._handle = handle
         box._released = False
         box._id = None
@@ -150,9 +155,10 @@ class Box:
 
     # --- lifecycle ---
 
-    async def _create(self, progress: "Optional[Callable[[Any], None]]" = None) -> None:
+    async def _create(self) -> None:
         if self._handle or self._released:
             return
+        progress = self._progress
         rt = self._rt()
         req = json.dumps(self._options).encode()
         if progress is not None:

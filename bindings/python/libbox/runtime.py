@@ -66,9 +66,8 @@ ProgressCallback = Callable[["_ffi.PullProgress"], None]
 
 
 def _check_progress(progress: "Optional[ProgressCallback]") -> "Optional[ProgressCallback]":
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable taking a PullProgress, not {type(progress).__name__}")
-    return progress
+    return _check.progress(progress)
+
 
 _lock = threading.Lock()
 _open: "set[Runtime]" = set()  # guarded by _lock
@@ -166,8 +165,8 @@ class Runtime:
         from .box import Box
 
         box = Box(image, name, isolation, cpus, memory_mib, env, cwd, volumes, network, auto_remove, detach,
-                  runtime=self)
-        await box._create(_check_progress(progress))
+                  runtime=self, progress=_check_progress(progress))
+        await box._create()
         return box
 
     async def get(self, id_or_name: str) -> "Box":

@@ -85,6 +85,14 @@ class ImagesTest(BoxTestCase):
         with self.assertRaises(TypeError):
             await self.rt.pull("busybox", progress="not callable")  # type: ignore[arg-type]
 
+        async def coro(_p: libbox.PullProgress) -> None:
+            pass
+
+        with self.assertRaises(TypeError):
+            await self.rt.pull("busybox", progress=coro)  # type: ignore[arg-type]
+        with self.assertRaises(TypeError):
+            libbox.Box("busybox", progress=3)  # type: ignore[arg-type]
+
     async def test_progress_from_oci_layout(self) -> None:
         with tempfile.TemporaryDirectory() as d:
             make_oci_layout(d)
@@ -97,3 +105,22 @@ class ImagesTest(BoxTestCase):
             self.assertTrue(events, "no progress events")
             self.assertTrue(any(e.done > 0 for e in events), events)
             self.assertTrue(all(isinstance(e.layer, str) and e.layer for e in events), events)
+
+    async def test_create_reports_progress(self) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            ref = f"oci-layout:{d}:latest"
+            make_oci_layout(d)
+            events: list[libbox.PullProgress] = []
+            box = await self.rt.create(image=ref, isolation="sandbox", progress=events.append)
+            n = len(events)
+            try:
+                self.assertTrue(any(e.done > 0 for e in events), events)
+            finally:
+                await box.remove()
+                box.close()
+            await self.rt.remove_image(ref)
+            later: list[libbox.PullProgress] = []
+            async with libbox.Box(ref, isolation="sandbox", runtime=self.rt, progress=later.append) as b:
+                self.assertIsNotNone(b.id)
+            self.assertTrue(any(e.done > 0 for e in later), later)
+            self.assertEqual(len(events), n, "progress called after create returned")
