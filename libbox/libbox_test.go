@@ -463,29 +463,7 @@ func TestAgentKilled(t *testing.T) {
 	rt := openRT(t, "")
 	b := startBox(t, rt, libbox.BoxOptions{})
 	ctx := ctxT(t, 60*time.Second)
-	procs := make([]*libbox.Process, 32)
-	for i := range procs {
-		p, err := b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		procs[i] = p
-	}
-	pid, _ := b.Info().Backend["pid"].(int)
-	if pid <= 0 {
-		t.Fatalf("no agent pid in %v", b.Info().Backend)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitAllUnavailable(t, ctx, procs, 5*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for b.Info().State != libbox.StateStopped {
-		if time.Now().After(deadline) {
-			t.Fatalf("state %s after agent death", b.Info().State)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	killUnderLoad(t, ctx, b, 32, 5*time.Second)
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -795,36 +773,33 @@ func TestVMFeaturesAndFaults(t *testing.T) {
 	}
 
 	// QEMU killed while 16 execs run.
-	procs := make([]*libbox.Process, 16)
-	for i := range procs {
-		if procs[i], err = b2.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pid, _ := b2.Info().Backend["pid"].(int)
-	if pid <= 0 {
-		t.Fatalf("no QEMU pid in %v", b2.Info().Backend)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitAllUnavailable(t, ctx, procs, 10*time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for b2.Info().State != libbox.StateStopped {
-		if time.Now().After(deadline) {
-			t.Fatalf("state %s after QEMU death", b2.Info().State)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	killUnderLoad(t, ctx, b2, 16, 10*time.Second)
 	if err := rt2.Remove(ctx, "vmbox", true); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// waitAllUnavailable checks that every Wait fails with Unavailable within
-// limit (a hang fails the test instead of hanging it).
-func waitAllUnavailable(t *testing.T, ctx context.Context, procs []*libbox.Process, limit time.Duration) {
+// killUnderLoad starts n long execs, SIGKILLs the box's main process (the
+// agent, or QEMU) from the host, and checks that every Wait fails with
+// Unavailable and the box becomes stopped, each within limit (a hang fails
+// the test instead of hanging it).
+func killUnderLoad(t *testing.T, ctx context.Context, b *libbox.Box, n int, limit time.Duration) {
 	t.Helper()
+	procs := make([]*libbox.Process, n)
+	for i := range procs {
+		p, err := b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = p
+	}
+	pid, _ := b.Info().Backend["pid"].(int)
+	if pid <= 0 {
+		t.Fatalf("no box process pid in %v", b.Info().Backend)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Add(1)
@@ -838,6 +813,13 @@ func waitAllUnavailable(t *testing.T, ctx context.Context, procs []*libbox.Proce
 		}()
 	}
 	wg.Wait()
+	deadline := time.Now().Add(limit)
+	for b.Info().State != libbox.StateStopped {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s after the box's process was killed", b.Info().State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // removeAllOnCleanup force-removes every box of home when the test ends,

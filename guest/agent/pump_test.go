@@ -23,7 +23,7 @@ func (c *captureStream) Send(ev *agentpb.ExecEvent) error {
 	return nil
 }
 func (c *captureStream) Recv() (*agentpb.ExecRequest, error) { select {} }
-func (c *captureStream) Context() context.Context           { return context.Background() }
+func (c *captureStream) Context() context.Context            { return context.Background() }
 
 // TestPumpKeepsOutputWhenTheDeadlineWinsTheRace: on a busy machine the
 // drain deadline can fire before the poller noticed data written before the

@@ -551,78 +551,36 @@ static op *new_op(napi_env env, napi_value id) {
   return o;
 }
 
-/* boxCreate(rt, json, id): completion M_COMPLETE with the box handle. */
+typedef box_status_t (*str_progress_call)(box_runtime_t, const char *, box_progress_fn, box_complete_fn, void *,
+                                          box_error_t **);
+
+/* rt_str_progress(rt, str, id): box_create / box_pull; completion M_COMPLETE, progress M_PROGRESS. */
+static napi_value rt_str_progress(napi_env env, napi_callback_info info, str_progress_call call, const char *what) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  uint64_t rt;
+  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  char *str = get_str(env, argv[1], what);
+  if (!str) return NULL;
+  op *o = new_op(env, argv[2]);
+  box_error_t *err = NULL;
+  box_status_t s = call(rt, str, on_progress, on_complete, o, &err);
+  free(str);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
+/* boxCreate(rt, json, id): completion with the box handle. */
 static napi_value js_box_create(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
-  uint64_t rt;
-  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
-  char *json = get_str(env, argv[1], "options must be a string");
-  if (!json) return NULL;
-  op *o = new_op(env, argv[2]);
-  box_error_t *err = NULL;
-  box_status_t s = box_create(rt, json, on_progress, on_complete, o, &err);
-  free(json);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return rt_str_progress(env, info, box_create, "options must be a string");
 }
 
-/* imagePull(rt, ref, id): completion M_COMPLETE with the image JSON; progress M_PROGRESS. */
+/* imagePull(rt, ref, id): completion with the image JSON. */
 static napi_value js_image_pull(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
-  uint64_t rt;
-  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
-  char *ref = get_str(env, argv[1], "ref must be a string");
-  if (!ref) return NULL;
-  op *o = new_op(env, argv[2]);
-  box_error_t *err = NULL;
-  box_status_t s = box_pull(rt, ref, on_progress, on_complete, o, &err);
-  free(ref);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
-}
-
-/* imageRemove(rt, ref, force, id) */
-static napi_value js_image_remove(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
-  uint64_t rt;
-  bool force = false;
-  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
-  char *ref = get_str(env, argv[1], "ref must be a string");
-  if (!ref) return NULL;
-  napi_get_value_bool(env, argv[2], &force);
-  op *o = new_op(env, argv[3]);
-  box_error_t *err = NULL;
-  box_status_t s = box_image_remove(rt, ref, force ? 1 : 0, on_complete, o, &err);
-  free(ref);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
-}
-
-/* images(rt) -> JSON string */
-static napi_value js_images(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  uint64_t h;
-  if (!get_u64(env, argv[0], &h)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
-  char *json = NULL;
-  box_error_t *err = NULL;
-  box_status_t s = box_images(h, &json, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  napi_value r = str_or_null(env, json);
-  box_string_free(json);
-  return r;
+  return rt_str_progress(env, info, box_pull, "ref must be a string");
 }
 
 /* boxStart(box, id) / boxStop(box, id) */
@@ -645,25 +603,37 @@ static napi_value start_stop(napi_env env, napi_callback_info info, int stop) {
 static napi_value js_box_start(napi_env env, napi_callback_info info) { return start_stop(env, info, 0); }
 static napi_value js_box_stop(napi_env env, napi_callback_info info) { return start_stop(env, info, 1); }
 
-/* boxRemove(rt, idOrName, force, id) */
-static napi_value js_box_remove(napi_env env, napi_callback_info info) {
+typedef box_status_t (*str_force_call)(box_runtime_t, const char *, int32_t, box_complete_fn, void *, box_error_t **);
+
+/* rt_str_force(rt, str, force, id): box_remove / box_image_remove. */
+static napi_value rt_str_force(napi_env env, napi_callback_info info, str_force_call call, const char *what) {
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;
   uint64_t rt;
   bool force = false;
   if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
-  char *name = get_str(env, argv[1], "idOrName must be a string");
-  if (!name) return NULL;
+  char *str = get_str(env, argv[1], what);
+  if (!str) return NULL;
   napi_get_value_bool(env, argv[2], &force);
   op *o = new_op(env, argv[3]);
   box_error_t *err = NULL;
-  box_status_t s = box_remove(rt, name, force ? 1 : 0, on_complete, o, &err);
-  free(name);
+  box_status_t s = call(rt, str, force ? 1 : 0, on_complete, o, &err);
+  free(str);
   if (s != BOX_OK) {
     free(o);
     return throw_err(env, s, err);
   }
   return undefined(env);
+}
+
+/* boxRemove(rt, idOrName, force, id) */
+static napi_value js_box_remove(napi_env env, napi_callback_info info) {
+  return rt_str_force(env, info, box_remove, "idOrName must be a string");
+}
+
+/* imageRemove(rt, ref, force, id) */
+static napi_value js_image_remove(napi_env env, napi_callback_info info) {
+  return rt_str_force(env, info, box_image_remove, "ref must be a string");
 }
 
 /* copyIn(box, from, to, id) / copyOut(box, from, to, id) */
@@ -711,23 +681,26 @@ static napi_value js_box_get(napi_env env, napi_callback_info info) {
   return u64_value(env, box);
 }
 
-/* boxList(rt) / boxInfo(box) -> JSON string */
-static napi_value list_info(napi_env env, napi_callback_info info, int list) {
+typedef box_status_t (*json_call)(uint64_t, char **, box_error_t **);
+
+/* boxList(rt) / boxInfo(box) / images(rt) -> JSON string */
+static napi_value json_of(napi_env env, napi_callback_info info, json_call call) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return NULL;
   uint64_t h;
   if (!get_u64(env, argv[0], &h)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad handle");
   char *json = NULL;
   box_error_t *err = NULL;
-  box_status_t s = list ? box_list(h, &json, &err) : box_info(h, &json, &err);
+  box_status_t s = call(h, &json, &err);
   if (s != BOX_OK) return throw_err(env, s, err);
   napi_value r = str_or_null(env, json);
   box_string_free(json);
   return r;
 }
 
-static napi_value js_box_list(napi_env env, napi_callback_info info) { return list_info(env, info, 1); }
-static napi_value js_box_info(napi_env env, napi_callback_info info) { return list_info(env, info, 0); }
+static napi_value js_box_list(napi_env env, napi_callback_info info) { return json_of(env, info, box_list); }
+static napi_value js_box_info(napi_env env, napi_callback_info info) { return json_of(env, info, box_info); }
+static napi_value js_images(napi_env env, napi_callback_info info) { return json_of(env, info, box_images); }
 
 /* release(handle) */
 static napi_value js_release(napi_env env, napi_callback_info info) {
