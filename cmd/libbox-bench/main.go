@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -233,7 +234,7 @@ func median(xs []float64) float64 {
 func runBench(out string, isolations []string) error {
 	res := results{Metrics: map[string]float64{}, Info: map[string]string{}}
 	m := res.Metrics
-	res.Info["host.cpus"] = strconv.Itoa(numCPU())
+	res.Info["host.cpus"] = strconv.Itoa(runtime.NumCPU())
 	res.Info["date"] = time.Now().UTC().Format(time.RFC3339)
 
 	// Native floor.
@@ -440,11 +441,6 @@ func benchCABI(home string, m map[string]float64) error {
 		}
 	}
 	return fmt.Errorf("%s printed no p50: %q", bin, out)
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
 }
 
 func write(path string, v any) error {
