@@ -1,8 +1,8 @@
 package libbox
 
 import (
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/sandbox"
 )
 

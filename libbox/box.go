@@ -13,9 +13,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/image"
 )
 
@@ -214,7 +215,7 @@ func (b *Box) Start(ctx context.Context) error {
 // connect dials the agent and waits until it answers Ping, under the boot
 // deadline.
 func (b *Box) connect(ctx context.Context, inst backend.Instance) (*grpc.ClientConn, agentpb.AgentClient, error) {
-	conn, err := grpc.NewClient("passthrough:///agent",
+	conn, err := grpc.NewClient("passthrough:///agent", append(errgrpc.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inst.Dial(ctx) }),
 		grpc.WithInitialWindowSize(1<<20),
@@ -223,7 +224,7 @@ func (b *Box) connect(ctx context.Context, inst backend.Instance) (*grpc.ClientC
 		// A byte stream that went quiet (a guest that closed its port
 		// without the host noticing) is found and redialled.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	if err != nil {
 		return nil, nil, errdefs.Wrap(errdefs.Internal, err, "agent client")
 	}

@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 func checkBoxPath(p string) error {

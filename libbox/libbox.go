@@ -11,7 +11,7 @@
 package libbox
 
 import (
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // Version of the library, set at build time.

@@ -12,8 +12,9 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // Command is one process to run in a box.
@@ -193,7 +194,7 @@ func (b *Box) execError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "exec in box %s", b.cfg.ID)
 	}
-	e := errdefs.FromGRPC(err)
+	e := errgrpc.FromGRPC(err)
 	if errdefs.IsCanceled(e) || errdefs.IsUnavailable(e) || errdefs.CodeOf(e) == errdefs.Internal {
 		b.mu.Lock()
 		running := b.inst != nil

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/image"
 	"github.com/libbox/libbox/libbox/internal/agentbin"
 )

@@ -3,8 +3,8 @@
 package libbox
 
 import (
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 func newVMBackend(home string, logf func(string, ...any)) (backend.Backend, error) {

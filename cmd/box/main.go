@@ -29,8 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/image"
 )
 

@@ -3,7 +3,7 @@
 //
 // Handlers never fork and never change process-global state: every spawn
 // is handed to the spawner; every path is resolved inside the box root.
-// Errors convert to gRPC status at this boundary only (errdefs.ToGRPC).
+// Errors convert to gRPC status at this boundary only (errgrpc interceptors).
 package agent
 
 import (
@@ -20,9 +20,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/guest/spawner"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // ProtocolVersion is bumped on incompatible protocol changes.
@@ -136,11 +137,11 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 
 // NewServer returns a gRPC server with the agent registered.
 func NewServer(a *Agent) *grpc.Server {
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(errgrpc.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
-	)
+	)...)
 	agentpb.RegisterAgentServer(srv, a)
 	return srv
 }
@@ -226,10 +227,10 @@ func (a *Agent) killAll(grace time.Duration) {
 func (a *Agent) Mount(ctx context.Context, req *agentpb.MountRequest) (*agentpb.MountResponse, error) {
 	rel, err := boxRel(req.GetTarget())
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := a.froot.MkdirAll(rel, 0o755); err != nil {
-		return nil, errdefs.ToGRPC(errdefs.Wrap(errdefs.InvalidArgument, err, "mount target %s", req.GetTarget()))
+		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "mount target %s", req.GetTarget())
 	}
 	target := a.hostPath(rel)
 	var flags uintptr
@@ -237,7 +238,7 @@ func (a *Agent) Mount(ctx context.Context, req *agentpb.MountRequest) (*agentpb.
 		flags |= unix.MS_RDONLY
 	}
 	if err := unix.Mount(req.GetSource(), target, req.GetFstype(), flags, req.GetOptions()); err != nil {
-		return nil, errdefs.ToGRPC(errdefs.Wrap(errdefs.InvalidArgument, err, "mount %s on %s", req.GetSource(), req.GetTarget()))
+		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "mount %s on %s", req.GetSource(), req.GetTarget())
 	}
 	return &agentpb.MountResponse{}, nil
 }

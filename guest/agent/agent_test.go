@@ -22,9 +22,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/guest/spawner"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 func TestMain(m *testing.M) {
@@ -585,7 +586,7 @@ func upload(ctx context.Context, c agentpb.AgentClient, dir string, data []byte)
 		}
 	}
 	_, err = st.CloseAndRecv()
-	return errdefs.FromGRPC(err)
+	return errgrpc.FromGRPC(err)
 }
 
 func download(ctx context.Context, c agentpb.AgentClient, p string) (map[string]string, error) {
@@ -601,7 +602,7 @@ func download(ctx context.Context, c agentpb.AgentClient, p string) (map[string]
 				if err == io.EOF {
 					err = nil
 				}
-				pw.CloseWithError(errdefs.FromGRPC(err))
+				pw.CloseWithError(errgrpc.FromGRPC(err))
 				return
 			}
 			_, _ = pw.Write(ch.Tar)

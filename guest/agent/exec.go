@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/guest/spawner"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // drainGrace is how long output is still read after the process exited
@@ -79,7 +79,7 @@ func (a *Agent) exec(stream execStream) error {
 	}
 	start := first.GetStart()
 	if start == nil {
-		return errdefs.ToGRPC(errdefs.New(errdefs.InvalidArgument, "the first Exec message must be a start"))
+		return errdefs.New(errdefs.InvalidArgument, "the first Exec message must be a start")
 	}
 	ctx := stream.Context()
 	p, req, closeChild, err := a.prepare(start)
@@ -93,7 +93,7 @@ func (a *Agent) exec(stream execStream) error {
 	if err != nil {
 		p.closeParent()
 		if ctx.Err() != nil {
-			return errdefs.ToGRPC(errdefs.Wrap(errdefs.Canceled, ctx.Err(), "exec canceled before spawn"))
+			return errdefs.Wrap(errdefs.Canceled, ctx.Err(), "exec canceled before spawn")
 		}
 		return stream.Send(spawnFailed(spawnError(req, err)))
 	}

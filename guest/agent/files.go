@@ -10,8 +10,8 @@ import (
 	"path"
 	"strings"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // Upload extracts a tar stream into a directory of the box. Every path is
@@ -24,15 +24,15 @@ func (a *Agent) Upload(stream agentpb.Agent_UploadServer) error {
 	}
 	dirRel, err := boxRel(first.GetDir())
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	if err := a.froot.MkdirAll(dirRel, 0o755); err != nil {
-		return errdefs.ToGRPC(rootError(first.GetDir(), err))
+		return rootError(first.GetDir(), err)
 	}
 	r := &uploadReader{stream: stream, buf: first.GetTar()}
 	n, entries, err := extractTar(a.froot, dirRel, r)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	// Drain what the client still sends (tar padding) before answering.
 	_, _ = io.Copy(io.Discard, r)
@@ -175,11 +175,11 @@ func extractTar(root *os.Root, dirRel string, r io.Reader) (int64, int, error) {
 func (a *Agent) Download(req *agentpb.DownloadRequest, stream agentpb.Agent_DownloadServer) error {
 	rel, err := boxRel(req.GetPath())
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	fi, err := a.froot.Lstat(rel)
 	if err != nil {
-		return errdefs.ToGRPC(rootError(req.GetPath(), err))
+		return rootError(req.GetPath(), err)
 	}
 	cw := &chunkWriter{stream: stream}
 	bw := bufio.NewWriterSize(cw, chunkSize)
@@ -189,7 +189,7 @@ func (a *Agent) Download(req *agentpb.DownloadRequest, stream agentpb.Agent_Down
 		base = "."
 	}
 	if err := a.addTar(tw, rel, base, fi); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	if fi.IsDir() {
 		err = fs.WalkDir(a.froot.FS(), rel, func(p string, d fs.DirEntry, err error) error {
@@ -210,14 +210,14 @@ func (a *Agent) Download(req *agentpb.DownloadRequest, stream agentpb.Agent_Down
 			return a.addTar(tw, p, name, info)
 		})
 		if err != nil {
-			return errdefs.ToGRPC(err)
+			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return errdefs.ToGRPC(errdefs.Wrap(errdefs.Unavailable, err, "send tar"))
+		return errdefs.Wrap(errdefs.Unavailable, err, "send tar")
 	}
 	if err := bw.Flush(); err != nil {
-		return errdefs.ToGRPC(errdefs.Wrap(errdefs.Unavailable, err, "send tar"))
+		return errdefs.Wrap(errdefs.Unavailable, err, "send tar")
 	}
 	return nil
 }

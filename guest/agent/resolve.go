@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -7,28 +7,9 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/guest/bootparam"
 )
-
-// SandboxSpec is written by the host's sandbox backend and read by the
-// agent when it starts as PID 1 of fresh namespaces.
-type SandboxSpec struct {
-	Lower    string          `json:"lower"`  // read-only image root
-	Upper    string          `json:"upper"`  // per-box writable layer
-	Work     string          `json:"work"`   // overlay work dir (same fs as upper)
-	Rootfs   string          `json:"rootfs"` // mount point for the merged root
-	Hostname string          `json:"hostname"`
-	Volumes  []SandboxVolume `json:"volumes"`
-	Listen   string          `json:"listen"`    // e.g. "fd:3"
-	UserNS   bool            `json:"user_ns"`   // running in a user namespace
-	KeepCaps []int           `json:"keep_caps"` // capability numbers kept in the bounding set
-}
-
-// SandboxVolume is a bind mount from the host into the box.
-type SandboxVolume struct {
-	Host     string `json:"host"`
-	Box      string `json:"box"`
-	ReadOnly bool   `json:"read_only"`
-}
 
 // Sandbox sets up the box's root as PID 1 of new namespaces: overlay root,
 // /proc, a minimal /dev, volumes, pivot_root, hostname, lo up,
@@ -38,20 +19,20 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 	if err != nil {
 		return SandboxConfig{}, err
 	}
-	var s SandboxSpec
+	var s bootparam.SandboxSpec
 	if err := json.Unmarshal(b, &s); err != nil {
 		return SandboxConfig{}, fmt.Errorf("sandbox spec %s: %w", specPath, err)
 	}
 	steps := []struct {
 		name string
-		fn   func(*SandboxSpec) error
+		fn   func(*bootparam.SandboxSpec) error
 	}{
-		{"make mounts private", func(*SandboxSpec) error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
+		{"make mounts private", func(*bootparam.SandboxSpec) error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
 		{"mount overlay root", mountOverlay},
-		{"mount /proc", func(s *SandboxSpec) error {
+		{"mount /proc", func(s *bootparam.SandboxSpec) error {
 			return mountIn(s.Rootfs, "proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
-		{"mount /sys", func(s *SandboxSpec) error {
+		{"mount /sys", func(s *bootparam.SandboxSpec) error {
 			err := mountIn(s.Rootfs, "sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, "")
 			if err != nil && s.UserNS {
 				return nil // not permitted in some user namespaces; /sys stays empty
@@ -59,18 +40,18 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return err
 		}},
 		{"populate /dev", populateDev},
-		{"mount /run", func(s *SandboxSpec) error {
+		{"mount /run", func(s *bootparam.SandboxSpec) error {
 			return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755")
 		}},
 		{"mount volumes", mountVolumes},
 		{"pivot_root", pivot},
-		{"set hostname", func(s *SandboxSpec) error {
+		{"set hostname", func(s *bootparam.SandboxSpec) error {
 			if s.Hostname == "" {
 				return nil
 			}
 			return unix.Sethostname([]byte(s.Hostname))
 		}},
-		{"bring up lo", func(*SandboxSpec) error { return loUp() }},
+		{"bring up lo", func(*bootparam.SandboxSpec) error { return loUp() }},
 	}
 	for _, st := range steps {
 		if err := st.fn(&s); err != nil {
@@ -80,7 +61,7 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}, nil
 }
 
-func mountOverlay(s *SandboxSpec) error {
+func mountOverlay(s *bootparam.SandboxSpec) error {
 	for _, d := range []string{s.Upper, s.Work, s.Rootfs} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
@@ -102,7 +83,7 @@ func mountIn(root, source, target, fstype string, flags uintptr, data string) er
 	return unix.Mount(source, dst, fstype, flags, data)
 }
 
-func populateDev(s *SandboxSpec) error {
+func populateDev(s *bootparam.SandboxSpec) error {
 	dev := filepath.Join(s.Rootfs, "dev")
 	if err := mountIn(s.Rootfs, "tmpfs", "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536k"); err != nil {
 		return err
@@ -136,7 +117,7 @@ func populateDev(s *SandboxSpec) error {
 	return nil
 }
 
-func mountVolumes(s *SandboxSpec) error {
+func mountVolumes(s *bootparam.SandboxSpec) error {
 	for _, v := range s.Volumes {
 		dst := filepath.Join(s.Rootfs, v.Box)
 		fi, err := os.Stat(v.Host)
@@ -168,7 +149,7 @@ func mountVolumes(s *SandboxSpec) error {
 	return nil
 }
 
-func pivot(s *SandboxSpec) error {
+func pivot(s *bootparam.SandboxSpec) error {
 	old := filepath.Join(s.Rootfs, ".oldroot")
 	if err := os.MkdirAll(old, 0o700); err != nil {
 		return err
@@ -210,7 +191,7 @@ func loUp() error {
 // of the calling thread (both are per-thread attributes). It runs on the
 // agent's spawn thread, the only thread that forks, so every process of the
 // box inherits them while the agent keeps what it needs.
-func dropPrivileges(s *SandboxSpec) error {
+func dropPrivileges(s *bootparam.SandboxSpec) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}

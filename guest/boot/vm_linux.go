@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/guest/bootparam"
 )
 
 // deviceWait bounds how long boot waits for a device (disk, port) to appear
@@ -39,21 +41,21 @@ func VM() (VMConfig, error) {
 		return cfg, err
 	}
 	debug := func(format string, args ...any) {}
-	if params[ParamDebug] == "1" {
+	if params[bootparam.ParamDebug] == "1" {
 		t0 := time.Now()
 		debug = func(format string, args ...any) {
 			fmt.Fprintf(os.Stderr, "boot: +%s "+format+"\n", append([]any{time.Since(t0).Round(time.Millisecond)}, args...)...)
 		}
 	}
 	var wanted []string
-	if m := params[ParamModules]; m != "" {
+	if m := params[bootparam.ParamModules]; m != "" {
 		wanted = strings.Split(m, ",")
 	}
 	debug("loading modules %v", wanted)
-	if err := loadModules(ModuleList, wanted, debug); err != nil {
+	if err := loadModules(bootparam.ModuleList, wanted, debug); err != nil {
 		return cfg, err
 	}
-	if h := params[ParamHostname]; h != "" {
+	if h := params[bootparam.ParamHostname]; h != "" {
 		if err := unix.Sethostname([]byte(h)); err != nil {
 			return cfg, fmt.Errorf("boot: sethostname %q: %w", h, err)
 		}
@@ -62,14 +64,14 @@ func VM() (VMConfig, error) {
 	ifUp("lo")
 
 	cfg.Root = "/"
-	if dev := params[ParamRoot]; dev != "" {
+	if dev := params[bootparam.ParamRoot]; dev != "" {
 		debug("mounting %s", dev)
-		if err := mountRoot(dev, VMRoot); err != nil {
+		if err := mountRoot(dev, bootparam.VMRoot); err != nil {
 			return cfg, err
 		}
-		cfg.Root = VMRoot
+		cfg.Root = bootparam.VMRoot
 	}
-	vols, err := ParseVolumes(params[ParamVolumes])
+	vols, err := bootparam.ParseVolumes(params[bootparam.ParamVolumes])
 	if err != nil {
 		return cfg, err
 	}
@@ -79,11 +81,11 @@ func VM() (VMConfig, error) {
 		}
 	}
 
-	if p := params[ParamVsock]; p != "" {
+	if p := params[bootparam.ParamVsock]; p != "" {
 		cfg.Listen = "vsock:" + p
 		return cfg, nil
 	}
-	name := params[ParamPort]
+	name := params[bootparam.ParamPort]
 	if name == "" {
 		name = "org.libbox.agent"
 	}
@@ -125,7 +127,7 @@ func readCmdline(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boot: %w", err)
 	}
-	return ParseCmdline(string(b)), nil
+	return bootparam.ParseCmdline(string(b)), nil
 }
 
 // loadModules loads modules from the list file: one "NAME PATH DEPS"
@@ -188,7 +190,7 @@ func loadModule(path string) error {
 	defer unix.Close(fd)
 	err = unix.FinitModule(fd, "", 0)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("boot: load module %s: %w (a dependency missing from %s?)", path, err, ModuleList)
+		return fmt.Errorf("boot: load module %s: %w (a dependency missing from %s?)", path, err, bootparam.ModuleList)
 	}
 	return nil
 }
@@ -201,7 +203,7 @@ func waitPath(path string, d time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("boot: %s did not appear within %s: is the device attached and its driver in %s?", path, d, ModuleList)
+			return fmt.Errorf("boot: %s did not appear within %s: is the device attached and its driver in %s?", path, d, bootparam.ModuleList)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -235,7 +237,7 @@ func mountRoot(dev, target string) error {
 }
 
 // mountVolume mounts a virtiofs volume at its path inside root.
-func mountVolume(root string, v Volume) error {
+func mountVolume(root string, v bootparam.Volume) error {
 	var flags uintptr = unix.MS_NOSUID | unix.MS_NODEV
 	if v.ReadOnly {
 		flags |= unix.MS_RDONLY
@@ -260,7 +262,7 @@ func findPort(classDir, name string) (string, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("boot: no virtio-serial port named %q in %s after %s: is virtio_console in %s and the port attached?", name, classDir, deviceWait, ModuleList)
+			return "", fmt.Errorf("boot: no virtio-serial port named %q in %s after %s: is virtio_console in %s and the port attached?", name, classDir, deviceWait, bootparam.ModuleList)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -20,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/image"
 )
 

@@ -13,9 +13,9 @@ import "C"
 import (
 	"unsafe"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox"
 	"github.com/libbox/libbox/libbox/bridge"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 func main() {}

@@ -10,7 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // Config is the image config the runtime honours as box defaults.

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // record is one entry of index.json: a reference (for one platform) and the

@@ -18,7 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 //go:embed builtin/busybox.tar.gz

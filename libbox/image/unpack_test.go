@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // TestUnpackRejectsEscapes feeds layers that try to write outside the root

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // Accelerators.

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // diskHeadroom is the free space a box gets on top of its image, and

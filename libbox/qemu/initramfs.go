@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // initramfsFormat is bumped when the layout of the generated initramfs
@@ -20,7 +20,7 @@ import (
 const initramfsFormat = "libbox-initramfs-2"
 
 // moduleList is the module load list inside the initramfs; the agent
-// (guest/boot) reads it. Keep in sync with boot.ModuleList.
+// (guest/boot) reads it. Keep in sync with bootparam.ModuleList.
 const moduleList = "lib/modules/libbox.load"
 
 // probeMarker is what the probe initramfs prints before it powers off.

@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // Bounds of the stop escalation.

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/libbox/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs"
 )
 
 // Kernel is a guest kernel image and the directory of its modules.

@@ -19,9 +19,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // Defaults for a box that asks for nothing.
@@ -116,7 +116,7 @@ func (m machine) args(cpus, memMiB int) []string {
 func (m machine) cmdline(extra string) string {
 	c := "console=ttyS0 panic=-1 quiet loglevel=4"
 	if os.Getenv("LIBBOX_VM_DEBUG") == "1" {
-		c = "console=ttyS0 panic=-1 loglevel=7 GRPC_GO_LOG_SEVERITY_LEVEL=info GRPC_GO_LOG_VERBOSITY_LEVEL=2 " + boot.ParamDebug + "=1"
+		c = "console=ttyS0 panic=-1 loglevel=7 GRPC_GO_LOG_SEVERITY_LEVEL=info GRPC_GO_LOG_VERBOSITY_LEVEL=2 " + bootparam.ParamDebug + "=1"
 	}
 	c += " no_timer_check"
 	if m.accel != AccelKVM {
@@ -202,9 +202,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if spec.Network {
 		mods = append(mods, "virtio_net")
 	}
-	params := []string{boot.ParamRoot + "=/dev/vda", boot.ParamPort + "=" + PortName, boot.ParamModules + "=" + strings.Join(mods, ",")}
+	params := []string{bootparam.ParamRoot + "=/dev/vda", bootparam.ParamPort + "=" + PortName, bootparam.ParamModules + "=" + strings.Join(mods, ",")}
 	if spec.Hostname != "" {
-		params = append(params, boot.ParamHostname+"="+spec.Hostname)
+		params = append(params, bootparam.ParamHostname+"="+spec.Hostname)
 	}
 	args := m.args(cpus, mem)
 	args = append(args,

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 type cpioEntry struct {
@@ -183,17 +183,17 @@ func TestRealModules(t *testing.T) {
 }
 
 func TestParseVolumesRoundTrip(t *testing.T) {
-	vols := []boot.Volume{{Tag: "vol0", BoxPath: "/mnt/my src,x:y", ReadOnly: true}, {Tag: "vol1", BoxPath: "/data"}}
-	s := boot.FormatVolumes(vols)
+	vols := []bootparam.Volume{{Tag: "vol0", BoxPath: "/mnt/my src,x:y", ReadOnly: true}, {Tag: "vol1", BoxPath: "/data"}}
+	s := bootparam.FormatVolumes(vols)
 	if strings.ContainsAny(s, " \t") {
 		t.Fatalf("volumes parameter %q has blanks", s)
 	}
-	got, err := boot.ParseVolumes(s)
+	got, err := bootparam.ParseVolumes(s)
 	if err != nil || !slices.Equal(got, vols) {
 		t.Fatalf("ParseVolumes(%q) = %v, %v", s, got, err)
 	}
 	for _, bad := range []string{"vol0", "vol0:rel/path", ":/x", "vol0:/x:rx"} {
-		if _, err := boot.ParseVolumes(bad); err == nil {
+		if _, err := bootparam.ParseVolumes(bad); err == nil {
 			t.Errorf("ParseVolumes(%q) accepted", bad)
 		}
 	}

@@ -21,9 +21,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // The VM tests share one booted box (TCG boots take seconds). It is
@@ -648,7 +649,7 @@ func TestVMZKill(t *testing.T) {
 	t.Logf("Done %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
 	cl.Close() // the transport is gone: every stream ends
 	for range n {
-		if err := <-errs; err == nil || errdefs.CodeOf(errdefs.FromGRPC(err)) == errdefs.OK {
+		if err := <-errs; err == nil || errdefs.CodeOf(errgrpc.FromGRPC(err)) == errdefs.OK {
 			t.Errorf("exec survived the VM: %v", err)
 		}
 	}

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // virtiofsdPaths are where Debian ships virtiofsd (QEMU 7.2's C daemon in
@@ -57,7 +57,7 @@ func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine
 		}
 	}()
 	args = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB), "-machine", "memory-backend=mem"}
-	var vols []boot.Volume
+	var vols []bootparam.Volume
 	for n, v := range spec.Volumes {
 		if !filepath.IsAbs(v.HostPath) || !filepath.IsAbs(v.BoxPath) {
 			return hs, nil, nil, errdefs.New(errdefs.InvalidArgument, "volume %s:%s: paths must be absolute", v.HostPath, v.BoxPath)
@@ -89,9 +89,9 @@ func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine
 		args = append(args,
 			"-chardev", "socket,id="+tag+",path="+qemuPath(sock),
 			"-device", m.device("vhost-user-fs")+",chardev="+tag+",tag="+tag)
-		vols = append(vols, boot.Volume{Tag: tag, BoxPath: v.BoxPath, ReadOnly: v.ReadOnly})
+		vols = append(vols, bootparam.Volume{Tag: tag, BoxPath: v.BoxPath, ReadOnly: v.ReadOnly})
 	}
-	return hs, args, []string{boot.ParamVolumes + "=" + boot.FormatVolumes(vols)}, nil
+	return hs, args, []string{bootparam.ParamVolumes + "=" + bootparam.FormatVolumes(vols)}, nil
 }
 
 // waitSocket waits for a helper to create its socket.

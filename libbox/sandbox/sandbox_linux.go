@@ -24,9 +24,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/internal/launch"
 )
 
@@ -88,12 +88,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 			return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
 		}
 	}
-	vols := make([]boot.SandboxVolume, len(spec.Volumes))
+	vols := make([]bootparam.SandboxVolume, len(spec.Volumes))
 	for i, v := range spec.Volumes {
-		vols[i] = boot.SandboxVolume{Host: v.HostPath, Box: v.BoxPath, ReadOnly: v.ReadOnly}
+		vols[i] = bootparam.SandboxVolume{Host: v.HostPath, Box: v.BoxPath, ReadOnly: v.ReadOnly}
 	}
 	userNS := os.Geteuid() != 0
-	sspec := boot.SandboxSpec{
+	sspec := bootparam.SandboxSpec{
 		Lower: spec.ImageRoot, Upper: filepath.Join(spec.Dir, "upper"), Work: filepath.Join(spec.Dir, "work"),
 		Rootfs: filepath.Join(spec.Dir, "rootfs"), Hostname: spec.Hostname, Volumes: vols,
 		Listen: "fd:3", UserNS: userNS, KeepCaps: DefaultCaps,

@@ -5,8 +5,8 @@
 package sandbox
 
 import (
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // Options configure the backend.

@@ -23,9 +23,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/qemu"
 )
 
@@ -100,19 +100,19 @@ func cmdline(spec backend.Spec) string {
 	}
 	params := []string{
 		"console=hvc0", "quiet",
-		boot.ParamRoot + "=/dev/vda",
-		boot.ParamVsock + "=" + strconv.Itoa(AgentPort),
-		boot.ParamModules + "=" + strings.Join(mods, ","),
+		bootparam.ParamRoot + "=/dev/vda",
+		bootparam.ParamVsock + "=" + strconv.Itoa(AgentPort),
+		bootparam.ParamModules + "=" + strings.Join(mods, ","),
 	}
 	if spec.Hostname != "" {
-		params = append(params, boot.ParamHostname+"="+spec.Hostname)
+		params = append(params, bootparam.ParamHostname+"="+spec.Hostname)
 	}
 	if len(spec.Volumes) > 0 {
-		vols := make([]boot.Volume, len(spec.Volumes))
+		vols := make([]bootparam.Volume, len(spec.Volumes))
 		for i, v := range spec.Volumes {
-			vols[i] = boot.Volume{Tag: volumeTag(i), BoxPath: v.BoxPath, ReadOnly: v.ReadOnly}
+			vols[i] = bootparam.Volume{Tag: volumeTag(i), BoxPath: v.BoxPath, ReadOnly: v.ReadOnly}
 		}
-		params = append(params, boot.ParamVolumes+"="+boot.FormatVolumes(vols))
+		params = append(params, bootparam.ParamVolumes+"="+bootparam.FormatVolumes(vols))
 	}
 	return strings.Join(params, " ")
 }

@@ -15,9 +15,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/libbox/libbox/guest/boot"
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // These tests cover every part of the backend that is not a vz call; they
@@ -76,18 +76,18 @@ func TestCheckSpecAndLimits(t *testing.T) {
 }
 
 func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
-	p := boot.ParseCmdline(cmdline(backend.Spec{}))
-	if p[boot.ParamRoot] != "/dev/vda" || p[boot.ParamVsock] != "1024" {
+	p := bootparam.ParseCmdline(cmdline(backend.Spec{}))
+	if p[bootparam.ParamRoot] != "/dev/vda" || p[bootparam.ParamVsock] != "1024" {
 		t.Errorf("root/vsock: %v", p)
 	}
-	if _, ok := p[boot.ParamPort]; ok {
+	if _, ok := p[bootparam.ParamPort]; ok {
 		t.Errorf("a vz box has no virtio-serial port: %v", p)
 	}
-	mods := strings.Split(p[boot.ParamModules], ",")
+	mods := strings.Split(p[bootparam.ParamModules], ",")
 	if !slices.Contains(mods, "vmw_vsock_virtio_transport") || !slices.Contains(mods, "virtio_blk") || slices.Contains(mods, "virtiofs") {
 		t.Errorf("modules without volumes: %v", mods)
 	}
-	if _, ok := p[boot.ParamVolumes]; ok {
+	if _, ok := p[bootparam.ParamVolumes]; ok {
 		t.Errorf("volumes without volumes: %v", p)
 	}
 
@@ -95,18 +95,18 @@ func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
 		{HostPath: "/h/a", BoxPath: "/data dir/x,y:z"},
 		{HostPath: "/h/b", BoxPath: "/ro", ReadOnly: true},
 	}}
-	p = boot.ParseCmdline(cmdline(spec))
-	if p[boot.ParamHostname] != "web1" {
+	p = bootparam.ParseCmdline(cmdline(spec))
+	if p[bootparam.ParamHostname] != "web1" {
 		t.Errorf("hostname: %v", p)
 	}
-	if !slices.Contains(strings.Split(p[boot.ParamModules], ","), "virtiofs") {
-		t.Errorf("volumes need virtiofs: %v", p[boot.ParamModules])
+	if !slices.Contains(strings.Split(p[bootparam.ParamModules], ","), "virtiofs") {
+		t.Errorf("volumes need virtiofs: %v", p[bootparam.ParamModules])
 	}
-	vols, err := boot.ParseVolumes(p[boot.ParamVolumes])
+	vols, err := bootparam.ParseVolumes(p[bootparam.ParamVolumes])
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []boot.Volume{{Tag: volumeTag(0), BoxPath: "/data dir/x,y:z"}, {Tag: volumeTag(1), BoxPath: "/ro", ReadOnly: true}}
+	want := []bootparam.Volume{{Tag: volumeTag(0), BoxPath: "/data dir/x,y:z"}, {Tag: volumeTag(1), BoxPath: "/ro", ReadOnly: true}}
 	if !slices.Equal(vols, want) {
 		t.Errorf("volumes = %+v, want %+v", vols, want)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/Code-Hex/vz/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/qemu"
 )
 

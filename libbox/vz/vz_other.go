@@ -3,8 +3,8 @@
 package vz
 
 import (
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/errdefs"
 )
 
 // New reports that Virtualization.framework needs macOS.

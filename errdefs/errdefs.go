@@ -1,21 +1,19 @@
 // Package errdefs is libbox's one error vocabulary: a small set of error
-// classes, wrapped with %w everywhere, and mapped to gRPC codes here and only
-// here (C status codes and binding exceptions map from Code).
+// classes, wrapped with %w everywhere. Both sides of the agent protocol
+// import it; the gRPC mapping lives in errdefs/errgrpc and the C mapping in
+// libbox/bridge (C status codes and binding exceptions map from Code).
 //
-// It must never grow a class per failure: messages carry the detail and say
-// what to do; the class says how a caller should react.
+// It depends on the standard library only, and must never grow a class per
+// failure: messages carry the detail and say what to do; the class says how
+// a caller should react.
 package errdefs
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"syscall"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // The error classes.
@@ -52,17 +50,16 @@ var classes = []struct {
 	code Code
 	err  error
 	name string
-	grpc codes.Code
 }{
-	{NotFound, ErrNotFound, "NotFound", codes.NotFound},
-	{AlreadyExists, ErrAlreadyExists, "AlreadyExists", codes.AlreadyExists},
-	{InvalidArgument, ErrInvalidArgument, "InvalidArgument", codes.InvalidArgument},
-	{FailedPrecondition, ErrFailedPrecondition, "FailedPrecondition", codes.FailedPrecondition},
-	{Unavailable, ErrUnavailable, "Unavailable", codes.Unavailable},
-	{DeadlineExceeded, ErrDeadlineExceeded, "DeadlineExceeded", codes.DeadlineExceeded},
-	{Canceled, ErrCanceled, "Canceled", codes.Canceled},
-	{Internal, ErrInternal, "Internal", codes.Internal},
-	{Unsupported, ErrUnsupported, "Unsupported", codes.Unimplemented},
+	{NotFound, ErrNotFound, "NotFound"},
+	{AlreadyExists, ErrAlreadyExists, "AlreadyExists"},
+	{InvalidArgument, ErrInvalidArgument, "InvalidArgument"},
+	{FailedPrecondition, ErrFailedPrecondition, "FailedPrecondition"},
+	{Unavailable, ErrUnavailable, "Unavailable"},
+	{DeadlineExceeded, ErrDeadlineExceeded, "DeadlineExceeded"},
+	{Canceled, ErrCanceled, "Canceled"},
+	{Internal, ErrInternal, "Internal"},
+	{Unsupported, ErrUnsupported, "Unsupported"},
 }
 
 // String is the class name ("NotFound", ...), as used in the protocol,
@@ -101,9 +98,6 @@ func CodeOf(err error) Code {
 		return AlreadyExists
 	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EINVAL):
 		return InvalidArgument
-	}
-	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
-		return fromGRPC(s.Code())
 	}
 	return Internal
 }
@@ -160,57 +154,3 @@ func IsUnavailable(err error) bool        { return CodeOf(err) == Unavailable }
 func IsDeadlineExceeded(err error) bool   { return CodeOf(err) == DeadlineExceeded }
 func IsCanceled(err error) bool           { return CodeOf(err) == Canceled }
 func IsUnsupported(err error) bool        { return CodeOf(err) == Unsupported }
-
-// ToGRPC converts err to a gRPC status error (server side).
-func ToGRPC(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	c := CodeOf(err)
-	g := codes.Internal
-	for _, k := range classes {
-		if k.code == c {
-			g = k.grpc
-		}
-	}
-	return status.Error(g, err.Error())
-}
-
-// FromGRPC converts a gRPC error (client side) into the vocabulary, keeping
-// the server's message. Transport failures become Unavailable.
-func FromGRPC(err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, io.EOF) {
-		return Wrap(Unavailable, err, "agent connection closed")
-	}
-	s, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	c := fromGRPC(s.Code())
-	return &classed{class: Class(c), msg: s.Message(), cause: nil}
-}
-
-func fromGRPC(g codes.Code) Code {
-	switch g {
-	case codes.OK:
-		return OK
-	case codes.Unknown, codes.DataLoss, codes.Internal:
-		return Internal
-	case codes.Aborted, codes.ResourceExhausted:
-		return Unavailable
-	case codes.PermissionDenied, codes.Unauthenticated, codes.OutOfRange:
-		return InvalidArgument
-	}
-	for _, k := range classes {
-		if k.grpc == g {
-			return k.code
-		}
-	}
-	return Internal
-}

@@ -1,4 +1,10 @@
-package boot
+// Package bootparam is the boot contract between a host backend and the
+// agent it starts: the kernel parameters a VM boots with, the volume
+// encoding, and the spec a sandbox agent reads as PID 1. Both sides import
+// it; it holds no behaviour beyond encoding and decoding.
+//
+// It must never import the host runtime or the agent's boot steps.
+package bootparam
 
 import (
 	"fmt"
@@ -6,9 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 )
-
-// This file is the VM boot protocol shared with the hosts that boot VMs
-// (libbox/qemu on Linux, libbox/vz on macOS): it builds on every OS.
 
 // Kernel command line parameters the host (libbox/qemu) passes to a VM.
 const (
@@ -86,11 +89,11 @@ func ParseVolumes(s string) ([]Volume, error) {
 	for _, part := range strings.Split(s, ",") {
 		f := strings.Split(part, ":")
 		if len(f) < 2 || len(f) > 3 || f[0] == "" || (len(f) == 3 && f[2] != "ro" && f[2] != "rw") {
-			return nil, fmt.Errorf("boot: bad volume %q in %s: want TAG:BOXPATH[:ro]", part, ParamVolumes)
+			return nil, fmt.Errorf("bootparam: bad volume %q in %s: want TAG:BOXPATH[:ro]", part, ParamVolumes)
 		}
 		p, err := url.PathUnescape(f[1])
 		if err != nil || !filepath.IsAbs(p) {
-			return nil, fmt.Errorf("boot: bad volume path %q in %s: want an absolute, %%-escaped path", f[1], ParamVolumes)
+			return nil, fmt.Errorf("bootparam: bad volume path %q in %s: want an absolute, %%-escaped path", f[1], ParamVolumes)
 		}
 		out = append(out, Volume{Tag: f[0], BoxPath: filepath.Clean(p), ReadOnly: len(f) == 3 && f[2] == "ro"})
 	}
