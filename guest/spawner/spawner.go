@@ -8,9 +8,13 @@
 // controlling terminal are set per child through SysProcAttr.
 //
 // Reaping follows one rule: a child is started under the read side of the
-// lock and registered before the lock is released; the reaper waits for
-// children only under the write side. So an exit can never be reaped before
-// its pid is known, and it is delivered to exactly the spawn that made it.
+// spawn lock and registered before that lock is released; the reaper waits
+// for children only under the write side. So an exit can never be reaped
+// before its pid is known, and it is delivered to exactly the spawn that
+// made it. The table of running children has its own mutex, taken by every
+// reader and writer of it: the spawn lock orders forks against reaping, it
+// does not guard the table (readers such as Running share its read side
+// with the spawn that writes the table).
 package spawner
 
 import (
@@ -63,12 +67,17 @@ type Spawner struct {
 	wg   sync.WaitGroup
 	sigs chan os.Signal
 
-	// mu is the spawn lock: spawns hold it for reading, the reaper for writing.
+	// mu is the spawn lock: spawns hold it for reading, the reaper for
+	// writing. It orders forks against reaping and guards no field.
 	mu sync.RWMutex
+
+	// tableMu guards the table of running children; it is taken inside mu
+	// (by the spawn and the reaper) or alone (by readers).
+	tableMu sync.Mutex
 	// exits maps the pid of every running child started here to the
-	// channel its exit is delivered on. Guarded by mu.
+	// channel its exit is delivered on. Guarded by tableMu.
 	exits map[int]chan Exit
-	// orphans counts children reaped that were not ours. Guarded by mu.
+	// orphans counts children reaped that were not ours. Guarded by tableMu.
 	orphans int
 
 	closeOnce sync.Once
@@ -164,7 +173,9 @@ func (s *Spawner) start(req *Request) result {
 		return result{err: err}
 	}
 	ch := make(chan Exit, 1)
+	s.tableMu.Lock()
 	s.exits[pid] = ch
+	s.tableMu.Unlock()
 	return result{pid: pid, exit: ch}
 }
 
@@ -193,26 +204,31 @@ func (s *Spawner) reap() {
 		if err != nil || pid <= 0 {
 			return
 		}
-		if ch, ok := s.exits[pid]; ok {
+		s.tableMu.Lock()
+		ch, ok := s.exits[pid]
+		if ok {
 			delete(s.exits, pid)
-			ch <- Exit{Pid: pid, Status: ws, At: time.Now()}
 		} else {
 			s.orphans++
+		}
+		s.tableMu.Unlock()
+		if ok {
+			ch <- Exit{Pid: pid, Status: ws, At: time.Now()} // buffered: never blocks
 		}
 	}
 }
 
 // Running reports the number of children started here that have not exited.
 func (s *Spawner) Running() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
 	return len(s.exits)
 }
 
 // Pids returns the pids of the running children started here.
 func (s *Spawner) Pids() []int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
 	out := make([]int, 0, len(s.exits))
 	for pid := range s.exits {
 		out = append(out, pid)
