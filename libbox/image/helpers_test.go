@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"log"
@@ -42,11 +43,15 @@ type testRegistry struct {
 	// corrupt and stall name blobs (by digest) to damage or hold; guarded by mu.
 	corrupt map[string]bool
 	stall   map[string]chan struct{}
+	// cut names blobs whose next responses (a count) stop halfway and
+	// drop the connection; ranges records the Range headers of blob GETs.
+	cut    map[string]int
+	ranges []string
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	r := &testRegistry{t: t, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}}
+	r := &testRegistry{t: t, corrupt: map[string]bool{}, stall: map[string]chan struct{}{}, cut: map[string]int{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.requests.Add(1)
@@ -59,8 +64,26 @@ func newTestRegistry(t *testing.T) *testRegistry {
 			r.blobs.Add(1)
 			digest := p[strings.LastIndex(p, "/")+1:]
 			r.mu.Lock()
-			bad, stall := r.corrupt[digest], r.stall[digest]
+			bad, stall, cut := r.corrupt[digest], r.stall[digest], r.cut[digest] > 0
+			if cut {
+				r.cut[digest]--
+			}
+			if rg := req.Header.Get("Range"); rg != "" {
+				r.ranges = append(r.ranges, rg)
+			}
 			r.mu.Unlock()
+			if cut {
+				rec := httptest.NewRecorder()
+				inner.ServeHTTP(rec, req)
+				body := rec.Body.Bytes()
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+				w.WriteHeader(rec.Code)
+				w.Write(body[:len(body)/2])
+				return // short of Content-Length: the server drops the connection
+			}
 			if bad || stall != nil {
 				rec := httptest.NewRecorder()
 				inner.ServeHTTP(rec, req)

@@ -2,9 +2,11 @@ package image
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +56,10 @@ type Options struct {
 	// concurrently for layers fetched in parallel. It is never called after
 	// Get or Pull returns and must not block for long.
 	Progress func(Progress)
+	// InUse, if not nil, reports whether a box uses an image ID. With it, a
+	// pull that moves a reference to another image deletes the image it
+	// superseded (and blobs nothing refers to) unless InUse says it is used.
+	InUse func(imageID string) bool
 }
 
 // Store is an image store on one directory. Its methods are safe for
@@ -203,20 +209,32 @@ func mustPlatform(p string) v1.Platform {
 }
 
 // Lookup returns a stored image without any fetching; NotFound if absent.
+// ref may also be an image ID or its unique prefix (names win over IDs).
 func (s *Store) Lookup(ctx context.Context, ref string) (*Image, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
-	pr, err := parseRef(ref, s.reg.isInsecure)
-	if err != nil {
-		return nil, err
+	pr, perr := parseRef(ref, s.reg.isInsecure)
+	var ferr error
+	if perr == nil {
+		r, err := s.find(pr.norm, "")
+		if err == nil {
+			img := s.toImage(*r)
+			return &img, nil
+		}
+		ferr = err
 	}
-	r, err := s.find(pr.norm, "")
-	if err != nil {
+	r, err := s.byID(ref)
+	switch {
+	case err != nil:
 		return nil, err
+	case r != nil:
+		img := s.toImage(*r)
+		return &img, nil
+	case perr != nil:
+		return nil, perr
 	}
-	img := s.toImage(*r)
-	return &img, nil
+	return nil, ferr
 }
 
 // Get returns the image, installing the builtin busybox, importing an
@@ -237,7 +255,14 @@ func (s *Store) Get(ctx context.Context, ref string, opts Options) (*Image, erro
 	} else if !errdefs.IsNotFound(err) {
 		return nil, err
 	}
-	return s.fetch(ctx, "get", pr, plat, pl, opts.Progress, true)
+	if r, err := s.byID(ref); r != nil || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		img := s.toImage(*r)
+		return &img, nil
+	}
+	return s.fetch(ctx, "get", pr, plat, pl, opts, true)
 }
 
 // Pull fetches the image from its source even if stored, so a moved tag is
@@ -251,12 +276,12 @@ func (s *Store) Pull(ctx context.Context, ref string, opts Options) (*Image, err
 	if err != nil {
 		return nil, err
 	}
-	return s.fetch(ctx, "pull", pr, plat, pl, opts.Progress, pr.kind == kindBuiltin)
+	return s.fetch(ctx, "pull", pr, plat, pl, opts, pr.kind == kindBuiltin)
 }
 
 func (s *Store) fetch(ctx context.Context, op string, pr parsedRef, plat string, pl v1.Platform,
-	progress func(Progress), reuse bool) (*Image, error) {
-	v, err := s.fl.do(ctx, op+"\x00"+pr.norm+"\x00"+plat, progress, func(ctx context.Context, report func(Progress)) (any, error) {
+	opts Options, reuse bool) (*Image, error) {
+	v, err := s.fl.do(ctx, op+"\x00"+pr.norm+"\x00"+plat, opts.Progress, func(ctx context.Context, report func(Progress)) (any, error) {
 		if reuse {
 			if r, err := s.find(pr.norm, plat); err == nil { // another process may have done it
 				return r, nil
@@ -284,6 +309,11 @@ func (s *Store) fetch(ctx context.Context, op string, pr parsedRef, plat string,
 			err = errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "get image %s", pr.norm)
 		}
 		return nil, err
+	}
+	if opts.InUse != nil {
+		// Collect what a moved reference left behind; quietly skipped while
+		// another pull runs (a later pull or prune collects it).
+		s.collect(opts.InUse, false)
 	}
 	img := s.toImage(*v.(*record))
 	return &img, nil
@@ -320,14 +350,24 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool, inUse func(i
 	}
 	used := func(id string) bool { return inUse != nil && inUse(id) }
 	var norm string
-	if h, err := v1.NewHash(ref); err == nil && h.Algorithm == "sha256" {
-		norm = h.String()
-	} else {
-		pr, err := parseRef(ref, s.reg.isInsecure)
-		if err != nil {
-			return err
+	pr, perr := parseRef(ref, s.reg.isInsecure)
+	if perr == nil {
+		if _, err := s.find(pr.norm, ""); err == nil {
+			norm = pr.norm
 		}
-		norm = pr.norm
+	}
+	if norm == "" {
+		r, err := s.byID(ref)
+		switch {
+		case err != nil:
+			return err
+		case r != nil:
+			norm = r.ID
+		case perr != nil:
+			return perr
+		default:
+			norm = pr.norm
+		}
 	}
 	err := s.updateIndex(func(recs []record) ([]record, error) {
 		var keep, drop []record
@@ -357,7 +397,8 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool, inUse func(i
 	if err != nil {
 		return err
 	}
-	return s.collect(used)
+	_, err = s.collect(used, false)
+	return err
 }
 
 func stillReferenced(recs []record, id string) bool {
@@ -369,18 +410,82 @@ func stillReferenced(recs []record, id string) bool {
 	return false
 }
 
+// byID finds the image whose ID is id ("sha256:<hex>", "<hex>") or starts
+// with it (at least 4 hex digits, as `box images` prints 12): nil without
+// error when none matches, InvalidArgument when several do.
+func (s *Store) byID(id string) (*record, error) {
+	hexPart := strings.TrimPrefix(id, "sha256:")
+	if len(hexPart) < 4 || len(hexPart) > 64 || strings.Trim(hexPart, "0123456789abcdef") != "" {
+		return nil, nil
+	}
+	recs, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	var found *record
+	for i := range recs {
+		r := &recs[i]
+		if !strings.HasPrefix(strings.TrimPrefix(r.ID, "sha256:"), hexPart) {
+			continue
+		}
+		if _, err := os.Stat(s.rootPath(r.ID)); err != nil {
+			continue
+		}
+		if found != nil && found.ID != r.ID {
+			return nil, errdefs.New(errdefs.InvalidArgument,
+				"image ID %s is ambiguous (it starts both %s and %s): give more digits", id, found.ID, r.ID)
+		}
+		if found == nil {
+			found = r
+		}
+	}
+	return found, nil
+}
+
+// PruneReport says what Prune deleted.
+type PruneReport struct {
+	Roots int   // unpacked images no reference or box kept
+	Blobs int   // cached blobs (layers, configs) no stored image needs
+	Bytes int64 // disk space given back (approx.)
+}
+
+// Prune deletes every root no reference keeps and no box uses (inUse may
+// be nil: then no root counts as used), every blob no stored image needs,
+// and the partial downloads of interrupted pulls. It waits (within ctx)
+// while pulls run in this or another process.
+func (s *Store) Prune(ctx context.Context, inUse func(imageID string) bool) (PruneReport, error) {
+	if err := s.checkOpen(); err != nil {
+		return PruneReport{}, err
+	}
+	used := func(id string) bool { return inUse != nil && inUse(id) }
+	t := time.NewTicker(lockPoll)
+	defer t.Stop()
+	for {
+		rep, err := s.collect(used, true)
+		if !errors.Is(err, errLocked) {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return PruneReport{}, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "prune images: a pull kept the store busy")
+		case <-t.C:
+		}
+	}
+}
+
 // collect deletes roots and blobs no record refers to, sparing roots that
-// are in use. It gives up quietly while any install runs (they hold the gc
-// lock shared); a later Remove collects instead.
-func (s *Store) collect(used func(string) bool) error {
+// are in use, and with partials the leftovers of interrupted downloads. It
+// returns errLocked while any install runs (they hold the gc lock shared).
+func (s *Store) collect(used func(string) bool, partials bool) (PruneReport, error) {
+	var rep PruneReport
 	unlock, err := lockFile(s.gcLockPath(), true, false)
 	if err != nil {
-		return nil
+		return rep, errLocked
 	}
 	defer unlock()
 	recs, err := s.readIndex()
 	if err != nil {
-		return err
+		return rep, err
 	}
 	ids, blobs := map[string]bool{}, map[string]bool{}
 	for _, r := range recs {
@@ -396,16 +501,36 @@ func (s *Store) collect(used func(string) bool) error {
 	roots, _ := os.ReadDir(filepath.Join(s.dir, "roots"))
 	for _, e := range roots {
 		if !ids[e.Name()] && !used("sha256:"+e.Name()) {
-			if err := removeTree(filepath.Join(s.dir, "roots", e.Name())); err != nil {
-				return errdefs.Wrap(errdefs.Internal, err, "remove image root %s", e.Name())
+			p := filepath.Join(s.dir, "roots", e.Name())
+			size := treeSize(p)
+			if err := removeTree(p); err != nil {
+				return rep, errdefs.Wrap(errdefs.Internal, err, "remove image root %s", e.Name())
 			}
+			rep.Roots++
+			rep.Bytes += size
 		}
 	}
 	bl, _ := os.ReadDir(filepath.Join(s.dir, "blobs", "sha256"))
 	for _, e := range bl {
 		if !blobs[e.Name()] {
-			os.Remove(filepath.Join(s.dir, "blobs", "sha256", e.Name()))
+			fi, _ := e.Info()
+			if os.Remove(filepath.Join(s.dir, "blobs", "sha256", e.Name())) == nil {
+				rep.Blobs++
+				if fi != nil {
+					rep.Bytes += fi.Size()
+				}
+			}
 		}
 	}
-	return nil
+	if partials {
+		// No download runs: each holds the gc lock shared.
+		ents, _ := os.ReadDir(s.partialDir())
+		for _, e := range ents {
+			fi, _ := e.Info()
+			if os.Remove(filepath.Join(s.partialDir(), e.Name())) == nil && fi != nil {
+				rep.Bytes += fi.Size()
+			}
+		}
+	}
+	return rep, nil
 }

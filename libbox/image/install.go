@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -78,13 +76,13 @@ func (s *Store) install(ctx context.Context, norm, plat string, src *imageSrc, r
 	}
 	defer unlock()
 	id := src.configDigest.String()
-	cfgPath, err := s.ensureBlob(ctx, src.configDigest, -1, func() (io.ReadCloser, error) {
+	cfgPath, err := s.ensureBlob(ctx, src.configDigest, -1, whole(func() (io.ReadCloser, error) {
 		b, err := src.rawConfig()
 		if err != nil {
 			return nil, err
 		}
 		return io.NopCloser(bytes.NewReader(b)), nil
-	}, nil, src.origin)
+	}), nil, src.origin)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +114,11 @@ func (s *Store) install(ctx context.Context, norm, plat string, src *imageSrc, r
 			if err := applyBlob(ctx, u, p, src.layers[i].digest.String()); err != nil {
 				return err
 			}
+		}
+		// Docker and podman create a WorkingDir the image lacks.
+		if err := u.mkdirIn(rec.Config.WorkingDir); err != nil {
+			return errdefs.Wrap(errdefs.InvalidArgument, err,
+				"image %s: its working directory %q cannot be created", norm, rec.Config.WorkingDir)
 		}
 		return nil
 	}); err != nil {
@@ -244,111 +247,4 @@ func (s *Store) record(rec record) (*record, error) {
 		return nil, err
 	}
 	return &rec, nil
-}
-
-// ensureBlob returns the cache path of blob d, fetching it with open unless
-// cached. Concurrent requests for one blob share one download; the bytes
-// are verified against d before they enter the cache.
-func (s *Store) ensureBlob(ctx context.Context, d v1.Hash, size int64, open func() (io.ReadCloser, error),
-	report func(Progress), origin string) (string, error) {
-	final := s.blobPath(d)
-	if fi, err := os.Stat(final); err == nil {
-		if report != nil {
-			report(Progress{Layer: d.String(), Done: fi.Size(), Total: fi.Size()})
-		}
-		return final, nil
-	}
-	if d.Algorithm != "sha256" {
-		return "", errdefs.New(errdefs.Unsupported, "blob %s: only sha256 digests are supported", d)
-	}
-	_, err := s.fl.do(ctx, "blob\x00"+d.String(), report, func(ctx context.Context, report func(Progress)) (any, error) {
-		if _, err := os.Stat(final); err == nil {
-			return nil, nil
-		}
-		return nil, s.download(ctx, d, size, open, report, origin)
-	})
-	if err != nil {
-		return "", err
-	}
-	return final, nil
-}
-
-func (s *Store) download(ctx context.Context, d v1.Hash, size int64, open func() (io.ReadCloser, error),
-	report func(Progress), origin string) error {
-	rc, err := open()
-	if err != nil {
-		return blobError(ctx, err, d, origin)
-	}
-	defer rc.Close()
-	f, err := os.CreateTemp(s.tmpDir(), "blob-")
-	if err != nil {
-		return errdefs.Wrap(errdefs.Internal, err, "create temp file in %s", s.tmpDir())
-	}
-	defer os.Remove(f.Name()) // no-op once renamed
-	h := sha256.New()
-	pw := &progressWriter{ctx: ctx, h: h, layer: d.String(), total: size, report: report}
-	report(Progress{Layer: d.String(), Done: 0, Total: size})
-	_, err = io.Copy(io.MultiWriter(f, pw), rc)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return blobError(ctx, err, d, origin)
-	}
-	got := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	if got != d.String() {
-		return errdefs.New(errdefs.Internal, "blob %s from %s is corrupted (its content hashes to %s): pull again; if it persists the source is damaged",
-			d, origin, got)
-	}
-	report(Progress{Layer: d.String(), Done: pw.done, Total: pw.done})
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return errdefs.Wrap(errdefs.Internal, err, "store blob %s", d)
-	}
-	if err := os.Rename(f.Name(), s.blobPath(d)); err != nil {
-		return errdefs.Wrap(errdefs.Internal, err, "store blob %s", d)
-	}
-	return nil
-}
-
-// blobError classifies a failure fetching blob d, naming it.
-func blobError(ctx context.Context, err error, d v1.Hash, origin string) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("fetch blob %s: %w", d, ctx.Err())
-	}
-	if errdefs.CodeOf(err) != errdefs.Internal {
-		return err // already classified
-	}
-	rerr := registryError(ctx, err, origin, d.String())
-	if errdefs.CodeOf(rerr) != errdefs.Internal {
-		return rerr
-	}
-	return errdefs.Wrap(errdefs.Internal, err, "blob %s from %s could not be read (corrupted or truncated?): pull again", d, origin)
-}
-
-// progressWriter hashes what it is given and reports progress, at most
-// every 256 KiB; it also stops the copy once ctx is done.
-type progressWriter struct {
-	ctx    context.Context
-	h      hash.Hash
-	layer  string
-	total  int64
-	done   int64
-	last   int64
-	report func(Progress)
-}
-
-func (w *progressWriter) Write(p []byte) (int, error) {
-	if err := w.ctx.Err(); err != nil {
-		return 0, err
-	}
-	w.h.Write(p)
-	w.done += int64(len(p))
-	if w.done-w.last >= 256<<10 {
-		w.last = w.done
-		w.report(Progress{Layer: w.layer, Done: w.done, Total: w.total})
-	}
-	return len(p), nil
 }

@@ -3,13 +3,16 @@ package image
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -140,18 +143,75 @@ func (t *strictTransport) close() {
 	t.insecure.CloseIdleConnections()
 }
 
+// keychain finds credentials: LIBBOX_REGISTRY_AUTH first, then the Docker
+// config and its credential helpers.
+func (s *Store) keychain() authn.Keychain {
+	return authn.NewMultiKeychain(s.reg, authn.DefaultKeychain)
+}
+
 func (s *Store) remoteOptions(ctx context.Context) []remote.Option {
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithTransport(s.transport),
-		remote.WithAuthFromKeychain(authn.NewMultiKeychain(s.reg, authn.DefaultKeychain)),
+		remote.WithAuthFromKeychain(s.keychain()),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 3}),
 		remote.WithUserAgent("libbox"),
 	}
 }
 
+// credentials says whose credentials libbox sends to registry, and where
+// they come from ("" when it pulls anonymously). Never the password.
+func (s *Store) credentials(ctx context.Context, registry string) (user, from string) {
+	reg, err := name.NewRegistry(registry)
+	if err != nil {
+		return "", ""
+	}
+	if a, ok := s.reg.auth[canonicalRegistry(registry)]; ok {
+		return a.Username, "LIBBOX_REGISTRY_AUTH"
+	}
+	auth, err := authn.Resolve(ctx, authn.DefaultKeychain, reg)
+	if err != nil || auth == authn.Anonymous {
+		return "", ""
+	}
+	cfg, err := authn.Authorization(ctx, auth)
+	if err != nil || cfg == nil || cfg.Username == "" && cfg.IdentityToken == "" && cfg.RegistryToken == "" {
+		return "", ""
+	}
+	user = cfg.Username
+	if user == "" {
+		user = "(token)"
+	}
+	return user, "the Docker config"
+}
+
+// authError says why registry refused ref: no credentials sent, the
+// credentials were rejected, or the user may not pull it.
+func (s *Store) authError(ctx context.Context, registry, ref string, status int) error {
+	user, from := s.credentials(ctx, registry)
+	switch {
+	case user == "":
+		return errdefs.New(errdefs.NotFound,
+			"registry %s refused anonymous access to %s: the image does not exist, or it needs credentials (docker login %s, or LIBBOX_REGISTRY_AUTH=%s=user:password)",
+			registry, ref, registry, registry)
+	case status == http.StatusForbidden:
+		return errdefs.New(errdefs.FailedPrecondition,
+			"registry %s denies user %q (from %s) access to %s: check the name, or ask for pull access", registry, user, from, ref)
+	}
+	return errdefs.New(errdefs.FailedPrecondition,
+		"registry %s rejected the credentials of user %q (from %s) pulling %s: check the user name and password", registry, user, from, ref)
+}
+
+// isCertError reports a TLS certificate the client does not trust.
+func isCertError(err error) bool {
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	return errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie)
+}
+
 // registryError classifies an error from talking to registry about ref.
-func registryError(ctx context.Context, err error, registry, ref string) error {
+func (s *Store) registryError(ctx context.Context, err error, registry, ref string) error {
 	if registry == name.DefaultRegistry {
 		registry = "docker.io"
 	}
@@ -164,10 +224,10 @@ func registryError(ctx context.Context, err error, registry, ref string) error {
 			switch d.Code {
 			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode, transport.BlobUnknownErrorCode:
 				return errdefs.New(errdefs.NotFound, "image %s not found in registry %s: check the name and tag", ref, registry)
-			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
-				return errdefs.New(errdefs.NotFound,
-					"image %s not found in registry %s, or access denied: check the name, or log in (docker login %s, or LIBBOX_REGISTRY_AUTH=%s=user:password)",
-					ref, registry, registry, registry)
+			case transport.UnauthorizedErrorCode:
+				return s.authError(ctx, registry, ref, http.StatusUnauthorized)
+			case transport.DeniedErrorCode:
+				return s.authError(ctx, registry, ref, http.StatusForbidden)
 			case transport.TooManyRequestsErrorCode:
 				return errdefs.New(errdefs.Unavailable, "registry %s rate-limits pulls of %s: retry later, log in, or set LIBBOX_REGISTRY_MIRRORS", registry, ref)
 			}
@@ -176,34 +236,39 @@ func registryError(ctx context.Context, err error, registry, ref string) error {
 		case te.StatusCode == http.StatusNotFound:
 			return errdefs.New(errdefs.NotFound, "image %s not found in registry %s: check the name and tag", ref, registry)
 		case te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden:
-			return errdefs.New(errdefs.NotFound,
-				"image %s not found in registry %s, or access denied: check the name, or log in (docker login %s, or LIBBOX_REGISTRY_AUTH=%s=user:password)",
-				ref, registry, registry, registry)
+			return s.authError(ctx, registry, ref, te.StatusCode)
 		case te.StatusCode == http.StatusTooManyRequests || te.StatusCode >= 500:
-			return errdefs.Wrap(errdefs.Unavailable, err, "registry %s failed serving %s: retry later", registry, ref)
+			return errdefs.Wrap(errdefs.Unavailable, scrub(err), "registry %s failed serving %s: retry later", registry, ref)
 		}
-		return errdefs.Wrap(errdefs.Internal, err, "pull %s from registry %s", ref, registry)
+		return errdefs.Wrap(errdefs.Internal, scrub(err), "pull %s from registry %s", ref, registry)
 	}
 	var ne net.Error
 	var ue *url.Error
 	var oe *net.OpError
-	var cve *tls.CertificateVerificationError
 	var plain *errPlainHTTP
 	unreachable := func() error {
-		return errdefs.Wrap(errdefs.Unavailable, err,
+		return errdefs.Wrap(errdefs.Unavailable, scrub(err),
 			"registry %s is unreachable (pulling %s): check the network, or set LIBBOX_REGISTRY_MIRRORS", registry, ref)
 	}
+	// Order matters: trying HTTPS and then HTTP gives both errors at once,
+	// and the HTTPS one says what really happened.
 	switch {
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return unreachable()
+	case isCertError(err):
+		return errdefs.Wrap(errdefs.Unavailable, scrub(err),
+			"registry %s has a TLS certificate this machine does not trust (pulling %s): install its CA certificate, or add it to LIBBOX_INSECURE_REGISTRIES", registry, ref)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return errdefs.New(errdefs.Unavailable,
+			"registry %s speaks plain HTTP, not HTTPS (pulling %s): add it to LIBBOX_INSECURE_REGISTRIES if you trust it", registry, ref)
 	case errors.As(err, &plain):
 		return errdefs.Wrap(errdefs.Unavailable, plain, "pull %s", ref)
-	case errors.As(err, &cve):
-		return errdefs.Wrap(errdefs.Unavailable, err,
-			"registry %s has an untrusted TLS certificate (pulling %s): install its CA, or add it to LIBBOX_INSECURE_REGISTRIES", registry, ref)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return errdefs.Wrap(errdefs.Unavailable, scrub(err),
+			"registry %s dropped the connection (pulling %s): pull again", registry, ref)
 	case errors.As(err, &oe), errors.As(err, &ne), errors.As(err, &ue),
 		strings.Contains(err.Error(), "connection refused"), strings.Contains(err.Error(), "no such host"):
 		return unreachable()
 	}
-	return errdefs.Wrap(errdefs.Internal, err, "pull %s from registry %s", ref, registry)
+	return errdefs.Wrap(errdefs.Internal, scrub(err), "pull %s from registry %s", ref, registry)
 }

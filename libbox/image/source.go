@@ -30,7 +30,7 @@ type imageSrc struct {
 type layerSrc struct {
 	digest v1.Hash
 	size   int64 // -1 when unknown
-	open   func() (io.ReadCloser, error)
+	open   opener
 }
 
 // imageSource turns a v1.Image into an imageSrc of its compressed layers.
@@ -42,13 +42,13 @@ func imageSource(img v1.Image, manifestDigest, origin string) (*imageSrc, error)
 	src := &imageSrc{manifest: manifestDigest, configDigest: m.Config.Digest, rawConfig: img.RawConfigFile, origin: origin}
 	for _, d := range m.Layers {
 		d := d
-		src.layers = append(src.layers, layerSrc{digest: d.Digest, size: d.Size, open: func() (io.ReadCloser, error) {
+		src.layers = append(src.layers, layerSrc{digest: d.Digest, size: d.Size, open: whole(func() (io.ReadCloser, error) {
 			l, err := img.LayerByDigest(d.Digest)
 			if err != nil {
 				return nil, err
 			}
 			return l.Compressed()
-		}})
+		})})
 	}
 	return src, nil
 }
@@ -112,7 +112,7 @@ func (s *Store) resolveRemote(ctx context.Context, r name.Reference, norm string
 	opts := s.remoteOptions(ctx)
 	desc, err := remote.Get(r, opts...)
 	if err != nil {
-		return nil, registryError(ctx, err, registry, norm)
+		return nil, s.registryError(ctx, err, registry, norm)
 	}
 	var img v1.Image
 	digest := desc.Digest.String()
@@ -120,11 +120,11 @@ func (s *Store) resolveRemote(ctx context.Context, r name.Reference, norm string
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return nil, registryError(ctx, err, registry, norm)
+			return nil, s.registryError(ctx, err, registry, norm)
 		}
 		im, err := idx.IndexManifest()
 		if err != nil {
-			return nil, registryError(ctx, err, registry, norm)
+			return nil, s.registryError(ctx, err, registry, norm)
 		}
 		d, err := pickPlatform(im, plat, norm)
 		if err != nil {
@@ -132,11 +132,11 @@ func (s *Store) resolveRemote(ctx context.Context, r name.Reference, norm string
 		}
 		digest = d.Digest.String()
 		if img, err = idx.Image(d.Digest); err != nil {
-			return nil, registryError(ctx, err, registry, norm)
+			return nil, s.registryError(ctx, err, registry, norm)
 		}
 	case desc.MediaType.IsImage():
 		if img, err = desc.Image(); err != nil {
-			return nil, registryError(ctx, err, registry, norm)
+			return nil, s.registryError(ctx, err, registry, norm)
 		}
 	default:
 		return nil, errdefs.New(errdefs.Unsupported,
@@ -144,7 +144,11 @@ func (s *Store) resolveRemote(ctx context.Context, r name.Reference, norm string
 	}
 	src, err := imageSource(img, digest, registry)
 	if err != nil {
-		return nil, registryError(ctx, err, registry, norm)
+		return nil, s.registryError(ctx, err, registry, norm)
+	}
+	bf := &blobFetcher{s: s, repo: r.Context()}
+	for i := range src.layers {
+		src.layers[i].open = bf.opener(src.layers[i].digest, src.layers[i].size)
 	}
 	return src, nil
 }
@@ -246,13 +250,13 @@ func archiveSource(pr parsedRef) (*imageSrc, error) {
 	src := &imageSrc{configDigest: cfgName, rawConfig: img.RawConfigFile, origin: pr.path}
 	for _, diffID := range cf.RootFS.DiffIDs {
 		diffID := diffID
-		src.layers = append(src.layers, layerSrc{digest: diffID, size: -1, open: func() (io.ReadCloser, error) {
+		src.layers = append(src.layers, layerSrc{digest: diffID, size: -1, open: whole(func() (io.ReadCloser, error) {
 			l, err := img.LayerByDiffID(diffID)
 			if err != nil {
 				return nil, fmt.Errorf("docker archive %s: %w", pr.path, err)
 			}
 			return l.Uncompressed()
-		}})
+		})})
 	}
 	return src, nil
 }

@@ -35,6 +35,8 @@ type unpacker struct {
 	// dirs holds the final mode and mtime of every directory entry; they are
 	// applied by finish, once nothing more is written into the directories.
 	dirs map[string]*tar.Header
+	// resolved caches resolve's results; cleared by forget.
+	resolved map[string]string
 }
 
 func newUnpacker(dir string) (*unpacker, error) {
@@ -42,7 +44,7 @@ func newUnpacker(dir string) (*unpacker, error) {
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "open unpack dir")
 	}
-	return &unpacker{root: r, chown: os.Geteuid() == 0, dirs: map[string]*tar.Header{}}, nil
+	return &unpacker{root: r, chown: os.Geteuid() == 0, dirs: map[string]*tar.Header{}, resolved: map[string]string{}}, nil
 }
 
 func (u *unpacker) close() { u.root.Close() }
@@ -100,10 +102,25 @@ func cleanName(layer, name string) (string, error) {
 	return p, nil
 }
 
+// layerState is what one layer has written so far: whiteouts and opaque
+// markers hide lower layers only, never the layer's own entries, wherever
+// they come in the tar.
+type layerState struct {
+	seen map[string]bool // paths this layer wrote
+	anc  map[string]bool // directories holding paths this layer wrote
+}
+
+func (l *layerState) mark(p string) {
+	l.seen[p] = true
+	for d := path.Dir(p); d != "." && !l.anc[d]; d = path.Dir(d) {
+		l.anc[d] = true
+	}
+}
+
 // apply unpacks one layer tar (already decompressed).
 func (u *unpacker) apply(ctx context.Context, r io.Reader, layer string) error {
 	tr := tar.NewReader(r)
-	seen := map[string]bool{} // paths this layer created: whiteouts hide lower layers only
+	l := &layerState{seen: map[string]bool{}, anc: map[string]bool{}}
 	for n := 0; ; n++ {
 		if n%256 == 0 && ctx.Err() != nil {
 			return ctx.Err()
@@ -123,41 +140,56 @@ func (u *unpacker) apply(ctx context.Context, r io.Reader, layer string) error {
 			continue
 		}
 		dir, base := path.Split(p)
-		dir = path.Clean(dir)
+		if dir, err = u.resolve(path.Clean(dir)); err != nil {
+			return entryError(layer, hdr.Name, err)
+		}
 		if dir != "." {
 			if err := u.root.MkdirAll(dir, 0o755); err != nil {
 				return entryError(layer, hdr.Name, err)
 			}
 		}
+		p = path.Join(dir, base)
 		switch {
 		case base == opaqueMarker:
-			if err := u.opaque(dir, seen); err != nil {
+			if err := u.hideLower(dir, l); err != nil {
 				return entryError(layer, hdr.Name, err)
 			}
 			continue
 		case strings.HasPrefix(base, whiteoutPrefix):
 			hidden := base[len(whiteoutPrefix):]
-			if hidden == "" || hidden == "." || hidden == ".." {
+			if hidden == "" || hidden == "." || hidden == ".." || strings.Contains(hidden, "/") {
 				return errdefs.New(errdefs.InvalidArgument,
 					"layer %s: whiteout entry %q names no file: the image is unsafe, rebuild it", layer, hdr.Name)
 			}
-			target := path.Join(dir, hidden)
-			if !seen[target] {
-				if err := u.root.RemoveAll(target); err != nil {
-					return entryError(layer, hdr.Name, err)
-				}
+			if err := u.whiteout(path.Join(dir, hidden), l); err != nil {
+				return entryError(layer, hdr.Name, err)
 			}
 			continue
 		}
 		if err := u.entry(tr, hdr, p, layer); err != nil {
 			return err
 		}
-		seen[p] = true
+		l.mark(p)
 	}
 }
 
-// opaque empties dir of everything lower layers put there.
-func (u *unpacker) opaque(dir string, seen map[string]bool) error {
+// whiteout removes p as lower layers left it. When this layer wrote inside
+// p already, only the lower content goes.
+func (u *unpacker) whiteout(p string, l *layerState) error {
+	u.forget()
+	if l.anc[p] || l.seen[p] {
+		if fi, err := u.root.Lstat(p); err == nil && fi.IsDir() {
+			return u.hideLower(p, l)
+		}
+		return nil
+	}
+	return u.root.RemoveAll(p)
+}
+
+// hideLower empties dir of everything lower layers put there, at any depth,
+// keeping what this layer wrote (before or after its opaque marker).
+func (u *unpacker) hideLower(dir string, l *layerState) error {
+	u.forget()
 	f, err := u.root.Open(dir)
 	if err != nil {
 		return err
@@ -168,13 +200,103 @@ func (u *unpacker) opaque(dir string, seen map[string]bool) error {
 		return err
 	}
 	for _, n := range names {
-		if p := path.Join(dir, n); !seen[p] {
-			if err := u.root.RemoveAll(p); err != nil {
-				return err
+		p := path.Join(dir, n)
+		if l.anc[p] || l.seen[p] {
+			// This layer's: keep it, but empty a directory of lower content.
+			if fi, err := u.root.Lstat(p); err == nil && fi.IsDir() {
+				if err := u.hideLower(p, l); err != nil {
+					return err
+				}
 			}
+			continue
+		}
+		if err := u.root.RemoveAll(p); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// maxLinks bounds the symlinks followed resolving one path (as Linux does).
+const maxLinks = 40
+
+// resolve returns p (clean, relative) with every symlink in it resolved the
+// way the image's programs see it once the root is their "/": an absolute
+// target starts again at the root and ".." stops at the root, so the result
+// always lies inside. Missing components are kept as they are (MkdirAll
+// creates them). Results are cached until a layer changes the tree's
+// directories or symlinks.
+func (u *unpacker) resolve(p string) (string, error) {
+	if p == "." {
+		return p, nil
+	}
+	if r, ok := u.resolved[p]; ok {
+		return r, nil
+	}
+	var out []string
+	todo := strings.Split(p, "/")
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			continue
+		}
+		cur := path.Join(append(out, c)...)
+		fi, err := u.root.Lstat(cur)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			out = append(out, c)
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", &fs.PathError{Op: "resolve", Path: p, Err: syscall.ELOOP}
+		}
+		target, err := u.root.Readlink(cur)
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			out = out[:0]
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	r := "."
+	if len(out) > 0 {
+		r = path.Join(out...)
+	}
+	u.resolved[p] = r
+	return r, nil
+}
+
+// forget drops cached resolutions (the tree's symlinks or directories changed).
+func (u *unpacker) forget() {
+	if len(u.resolved) > 0 {
+		clear(u.resolved)
+	}
+}
+
+// mkdirIn creates dir (an absolute path in the image, e.g. its WorkingDir)
+// inside the root, resolving symlinks inside the root. It is a no-op when
+// the directory exists.
+func (u *unpacker) mkdirIn(dir string) error {
+	p := path.Clean(strings.TrimLeft(dir, "/"))
+	if p == "." || p == ".." || strings.HasPrefix(p, "../") {
+		return nil
+	}
+	r, err := u.resolve(p)
+	if err != nil {
+		return err
+	}
+	if r == "." {
+		return nil
+	}
+	return u.root.MkdirAll(r, 0o755)
 }
 
 // replace removes what is at p unless both it and the new entry are
@@ -190,6 +312,7 @@ func (u *unpacker) replace(p string, newIsDir bool) (keep bool, err error) {
 	if fi.IsDir() && newIsDir {
 		return true, nil
 	}
+	u.forget()
 	return false, u.root.RemoveAll(p)
 }
 
@@ -230,6 +353,7 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header, p, layer string) error
 		if _, err := u.replace(p, false); err != nil {
 			return fail(err)
 		}
+		u.forget()
 		if err := u.root.Symlink(hdr.Linkname, p); err != nil {
 			return fail(err)
 		}
@@ -245,7 +369,12 @@ func (u *unpacker) entry(tr *tar.Reader, hdr *tar.Header, p, layer string) error
 			return errdefs.New(errdefs.InvalidArgument,
 				"layer %s: hard link %q points out of the root filesystem (%q): the image is unsafe, rebuild it", layer, hdr.Name, hdr.Linkname)
 		}
-		if target == p {
+		tdir, tbase := path.Split(target)
+		tdir, err := u.resolve(path.Clean(tdir))
+		if err != nil {
+			return fail(err)
+		}
+		if target = path.Join(tdir, tbase); target == p {
 			return nil
 		}
 		if _, err := u.replace(p, false); err != nil {
