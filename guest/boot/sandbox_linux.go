@@ -2,6 +2,7 @@ package boot
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,11 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/guest/bootparam"
+	"github.com/libbox/libbox/guest/seccomp"
 )
 
 // Sandbox sets up the box's root as PID 1 of new namespaces: overlay root,
-// /proc, a minimal /dev, volumes, pivot_root, hostname, lo up,
-// no_new_privs and a reduced capability bounding set.
+// /proc, a minimal /dev, volumes, the /proc and /sys masks, pivot_root,
+// hostname, lo up; no_new_privs and a reduced capability bounding set.
+//
+// Steps run in order; a new step goes where its mounts must exist (before
+// "mask /proc and /sys" if it writes a sysctl, before "pivot_root" if it
+// needs a host path).
 func Sandbox(specPath string) (SandboxConfig, error) {
 	b, err := os.ReadFile(specPath)
 	if err != nil {
@@ -44,6 +50,7 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755")
 		}},
 		{"mount volumes", mountVolumes},
+		{"mask /proc and /sys", maskPaths},
 		{"pivot_root", pivot},
 		{"set hostname", func(s *bootparam.SandboxSpec) error {
 			if s.Hostname == "" {
@@ -149,6 +156,51 @@ func mountVolumes(s *bootparam.SandboxSpec) error {
 	return nil
 }
 
+// The kernel interfaces a box must not change or read, as Docker's default
+// masked and read-only paths (the floor): read-only ones are bound onto
+// themselves read-only, masked files get /dev/null bound over them, masked
+// directories an empty read-only tmpfs.
+var (
+	readOnlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+	maskedPaths   = []string{
+		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats",
+		"/sys/devices/virtual/powercap", "/sys/firmware",
+	}
+)
+
+func maskPaths(s *bootparam.SandboxSpec) error {
+	const locked = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	for _, p := range readOnlyPaths {
+		dst := filepath.Join(s.Rootfs, p)
+		if err := unix.Mount(dst, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("bind %s: %w", p, err)
+		}
+		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|locked, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+	}
+	for _, p := range maskedPaths {
+		dst := filepath.Join(s.Rootfs, p)
+		fi, err := os.Stat(dst)
+		if err != nil {
+			continue // absent on this kernel (or /sys is not mounted)
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", dst, "tmpfs", unix.MS_RDONLY|locked, "size=0,mode=555")
+		} else {
+			err = unix.Mount("/dev/null", dst, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
 func pivot(s *bootparam.SandboxSpec) error {
 	old := filepath.Join(s.Rootfs, ".oldroot")
 	if err := os.MkdirAll(old, 0o700); err != nil {
@@ -187,10 +239,11 @@ func loUp() error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
-// dropPrivileges sets no_new_privs and trims the capability bounding set
-// of the calling thread (both are per-thread attributes). It runs on the
-// agent's spawn thread, the only thread that forks, so every process of the
-// box inherits them while the agent keeps what it needs.
+// dropPrivileges sets no_new_privs, trims the capability bounding set and
+// installs the seccomp filter on the calling thread (all three are
+// per-thread attributes). It runs on the agent's spawn thread, the only
+// thread that forks, so every process of the box inherits them while the
+// agent keeps what it needs.
 func dropPrivileges(s *bootparam.SandboxSpec) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
@@ -208,7 +261,7 @@ func dropPrivileges(s *bootparam.SandboxSpec) error {
 			return fmt.Errorf("drop capability %d: %w", c, err)
 		}
 	}
-	return nil
+	return seccomp.Install()
 }
 
 func lastCap() int {

@@ -1,0 +1,262 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libbox/libbox/libbox"
+)
+
+// attackEnv is what the attack rows run against: two boxes of one
+// runtime, the static probe mounted read-only at /probe in the first one,
+// and a volume holding symlinks that point at host paths.
+type attackEnv struct {
+	rt        *libbox.Runtime
+	box, peer *libbox.Box
+	home      string
+	secret    string // a host file no box may read
+	vol       string // host dir of the volume at /vol
+}
+
+type probeResult struct {
+	Attack string `json:"attack"`
+	Errno  string `json:"errno"`
+	Data   string `json:"data"`
+}
+
+// probe runs the probe in the box with one attack and returns its result.
+func (e *attackEnv) probe(t *testing.T, attack string) probeResult {
+	t.Helper()
+	r, err := e.box.Run(ctx(t, 30*time.Second), libbox.Command{Args: []string{"/probe/probe", attack}})
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("probe %s: %v exit %d stderr %q", attack, err, r.ExitCode, r.Stderr)
+	}
+	var pr probeResult
+	if err := json.Unmarshal(r.Stdout, &pr); err != nil {
+		t.Fatalf("probe %s: %q: %v", attack, r.Stdout, err)
+	}
+	return pr
+}
+
+func (e *attackEnv) sh(t *testing.T, script string) libbox.Result {
+	t.Helper()
+	r, err := e.box.Run(ctx(t, 60*time.Second), libbox.Command{Args: []string{"sh", "-c", script}})
+	if err != nil {
+		t.Fatalf("sh -c %q: %v", script, err)
+	}
+	return r
+}
+
+func ctx(t *testing.T, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return c
+}
+
+// failsWith: the attack failed with one of errnos (the outcome's text).
+func failsWith(pr probeResult, errnos ...string) (string, error) {
+	for _, e := range errnos {
+		if pr.Errno == e {
+			return "denied (" + e + ")", nil
+		}
+	}
+	if pr.Errno == "" {
+		return "", fmt.Errorf("%s succeeded (read %s)", pr.Attack, pr.Data)
+	}
+	return "", fmt.Errorf("%s failed with %s, want one of %v", pr.Attack, pr.Errno, errnos)
+}
+
+// readsNothing: the path is masked (empty) or absent.
+func readsNothing(pr probeResult) (string, error) {
+	switch {
+	case pr.Errno == "ENOENT":
+		return "absent (ENOENT)", nil
+	case pr.Errno != "":
+		return "denied (" + pr.Errno + ")", nil
+	case pr.Data == "":
+		return "masked (reads empty)", nil
+	}
+	return "", fmt.Errorf("%s read %s", pr.Attack, pr.Data)
+}
+
+func hostFile(t *testing.T, p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// attackRow is one line of the attack table in docs/security.md.
+type attackRow struct {
+	name string
+	run  func(t *testing.T, e *attackEnv) (string, error)
+}
+
+var attackRows = []attackRow{
+	{"write `kernel.core_pattern`", func(t *testing.T, e *attackEnv) (string, error) {
+		before := hostFile(t, "/proc/sys/kernel/core_pattern")
+		out, err := failsWith(e.probe(t, "write=/proc/sys/kernel/core_pattern"), "EROFS", "EACCES")
+		if after := hostFile(t, "/proc/sys/kernel/core_pattern"); after != before {
+			return "", fmt.Errorf("host core_pattern changed: %q -> %q", before, after)
+		}
+		return out, err
+	}},
+	{"write any `/proc/sys` file", func(t *testing.T, e *attackEnv) (string, error) {
+		// Opens every sysctl for writing and writes nothing.
+		r := e.sh(t, `n=0; w=0; for f in $(find /proc/sys -type f); do n=$((n+1)); if ( : >"$f" ) 2>/dev/null; then echo "$f"; w=$((w+1)); fi; done; echo "$n files, $w writable" >&2`)
+		if len(bytes.TrimSpace(r.Stdout)) != 0 {
+			return "", fmt.Errorf("writable sysctls: %s", r.Stdout)
+		}
+		return "denied (EROFS): " + strings.TrimSpace(string(r.Stderr)), nil
+	}},
+	{"write `/proc/sysrq-trigger`", func(t *testing.T, e *attackEnv) (string, error) {
+		return failsWith(e.probe(t, "write=/proc/sysrq-trigger"), "EROFS", "EACCES", "ENOENT")
+	}},
+	{"read `/proc/kcore`", func(t *testing.T, e *attackEnv) (string, error) { return readsNothing(e.probe(t, "read=/proc/kcore")) }},
+	{"read `/proc/keys`", func(t *testing.T, e *attackEnv) (string, error) { return readsNothing(e.probe(t, "read=/proc/keys")) }},
+	{"read `/sys/firmware`", func(t *testing.T, e *attackEnv) (string, error) { return readsNothing(e.probe(t, "read=/sys/firmware")) }},
+	{"`keyctl`, `add_key`", func(t *testing.T, e *attackEnv) (string, error) {
+		if out, err := failsWith(e.probe(t, "keyctl"), "EPERM"); err != nil {
+			return out, err
+		}
+		return failsWith(e.probe(t, "add_key"), "EPERM")
+	}},
+	{"`bpf` (create a map)", func(t *testing.T, e *attackEnv) (string, error) { return failsWith(e.probe(t, "bpf"), "EPERM") }},
+	{"`perf_event_open`", func(t *testing.T, e *attackEnv) (string, error) {
+		return failsWith(e.probe(t, "perf_event_open"), "EPERM")
+	}},
+	{"load a module", func(t *testing.T, e *attackEnv) (string, error) { return failsWith(e.probe(t, "init_module"), "EPERM") }},
+	{"`mount` a tmpfs", func(t *testing.T, e *attackEnv) (string, error) { return failsWith(e.probe(t, "mount"), "EPERM") }},
+	{"`unshare -U` / `-m` / `-n`, `clone(CLONE_NEWUSER)`", func(t *testing.T, e *attackEnv) (string, error) {
+		for _, f := range []string{"-U", "-m", "-n"} {
+			r := e.sh(t, "unshare "+f+" true")
+			if r.ExitCode == 0 || !strings.Contains(string(r.Stderr), "Operation not permitted") {
+				return "", fmt.Errorf("unshare %s: exit %d %q", f, r.ExitCode, r.Stderr)
+			}
+		}
+		return failsWith(e.probe(t, "clone=user"), "EPERM")
+	}},
+	{"`ptrace` attach to PID 1 (the agent)", func(t *testing.T, e *attackEnv) (string, error) {
+		return failsWith(e.probe(t, "ptrace=1"), "EPERM")
+	}},
+	{"change the hostname or the clock", func(t *testing.T, e *attackEnv) (string, error) {
+		host, _ := os.Hostname()
+		out, err := failsWith(e.probe(t, "sethostname=pwned"), "EPERM")
+		if err != nil {
+			return out, err
+		}
+		if h, _ := os.Hostname(); h != host {
+			return "", fmt.Errorf("host hostname changed to %q", h)
+		}
+		return failsWith(e.probe(t, "settimeofday"), "EPERM")
+	}},
+	{"read another box's files through `/proc/<pid>/root`", func(t *testing.T, e *attackEnv) (string, error) {
+		pid := e.peer.Info().Backend["pid"]
+		pr := e.probe(t, fmt.Sprintf("read=/proc/%v/root/peer-secret", pid))
+		return failsWith(pr, "ENOENT")
+	}},
+	{"read another box's upper dir (path from `/proc/self/mountinfo`)", func(t *testing.T, e *attackEnv) (string, error) {
+		mi := e.sh(t, "cat /proc/self/mountinfo").Stdout
+		upper := filepath.Join(e.peer.Info().Dir, "upper")
+		own := filepath.Join(e.box.Info().Dir, "upper")
+		if !bytes.Contains(mi, []byte(own)) {
+			t.Logf("mountinfo does not show the upper dir %s; trying the host path", own)
+		}
+		return failsWith(e.probe(t, "read="+filepath.Join(upper, "peer-secret")), "ENOENT")
+	}},
+	{"escape through a volume symlink", func(t *testing.T, e *attackEnv) (string, error) {
+		for _, l := range []string{"/vol/abs", "/vol/rel"} {
+			pr := e.probe(t, "read="+l)
+			if pr.Errno == "" {
+				return "", fmt.Errorf("%s read %s", l, pr.Data)
+			}
+		}
+		return "contained (the link resolves inside the box: ENOENT)", nil
+	}},
+}
+
+// buildProbe builds the static probe into a new directory.
+func buildProbe(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "probe"), "./internal/probe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build probe: %v\n%s", err, out)
+	}
+	return dir
+}
+
+func newAttackEnv(t *testing.T, probeDir string) *attackEnv {
+	t.Helper()
+	e := &attackEnv{home: t.TempDir(), vol: t.TempDir()}
+	e.secret = filepath.Join(t.TempDir(), "host-secret")
+	if err := os.WriteFile(e.secret, []byte("host secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(e.secret, filepath.Join(e.vol, "abs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(strings.Repeat("../", 16)+strings.TrimPrefix(e.secret, "/"), filepath.Join(e.vol, "rel")); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := libbox.Open(libbox.Options{Home: e.home, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	e.rt = rt
+	start := func(o libbox.BoxOptions) *libbox.Box {
+		o.Isolation = libbox.IsolationSandbox
+		o.AutoRemove = true
+		b, err := rt.Create(ctx(t, 60*time.Second), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx(t, 60*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rt.Remove(context.Background(), b.ID(), true) })
+		return b
+	}
+	e.box = start(libbox.BoxOptions{Volumes: []libbox.Volume{
+		{HostPath: probeDir, BoxPath: "/probe", ReadOnly: true},
+		{HostPath: e.vol, BoxPath: "/vol"},
+	}})
+	e.peer = start(libbox.BoxOptions{})
+	if r, err := e.peer.Run(ctx(t, 30*time.Second), libbox.Command{Args: []string{"sh", "-c", "echo peer > /peer-secret"}}); err != nil || r.ExitCode != 0 {
+		t.Fatalf("peer: %v %d %q", err, r.ExitCode, r.Stderr)
+	}
+	return e
+}
+
+// TestAttackTable runs every attack of docs/security.md as root inside a
+// sandbox box; each must be denied or contained, the host unchanged.
+func TestAttackTable(t *testing.T) {
+	requireSandbox(t)
+	e := newAttackEnv(t, buildProbe(t))
+	for _, row := range attackRows {
+		out, err := row.run(t, e)
+		if err != nil {
+			t.Errorf("%s: NOT STOPPED: %v", row.name, err)
+			continue
+		}
+		t.Logf("%-60s %s", row.name, out)
+	}
+}
+
+func requireSandbox(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skip("namespace sandbox needs user namespaces (a kernel with CONFIG_USER_NS)")
+	}
+}
