@@ -1,0 +1,87 @@
+package main
+
+// Common flag helpers: every subcommand parses its own flags with these.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/libbox/libbox/errdefs"
+)
+
+func usageErr(format string, args ...any) error {
+	return errdefs.New(errdefs.InvalidArgument, format, args...)
+}
+
+// multi is a repeatable string flag.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(splitShortFlags(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(os.Stderr, usage)
+			return err
+		}
+		return usageErr("%s: %v", fs.Name(), err)
+	}
+	return nil
+}
+
+// splitShortFlags turns `-it` into `-i -t` (when each letter is a boolean
+// flag), as users of other container CLIs type it. It stops at the first
+// argument that is not a flag, so the box command's own flags are untouched.
+func splitShortFlags(fs *flag.FlagSet, args []string) []string {
+	isBool := func(name string) bool {
+		f := fs.Lookup(name)
+		if f == nil {
+			return false
+		}
+		b, ok := f.Value.(interface{ IsBoolFlag() bool })
+		return ok && b.IsBoolFlag()
+	}
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return append(out, args[i:]...)
+		}
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			out = append(out, a)
+			continue
+		}
+		if fs.Lookup(name) != nil {
+			out = append(out, a)
+			if !isBool(name) && i+1 < len(args) {
+				i++
+				out = append(out, args[i])
+			}
+			continue
+		}
+		split := a[1] != '-' && len(name) > 1
+		for _, r := range name {
+			split = split && isBool(string(r))
+		}
+		if !split {
+			out = append(out, a) // let flag report it
+			continue
+		}
+		for _, r := range name {
+			out = append(out, "-"+string(r))
+		}
+	}
+	return out
+}

@@ -1,0 +1,150 @@
+package main
+
+// pull, images and rmi, and the pull progress display.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/libbox/libbox/libbox/image"
+)
+
+func (c *cli) pull(args []string) error {
+	if len(args) != 1 {
+		return usageErr("pull: want exactly one IMAGE")
+	}
+	rt, err := c.runtime()
+	if err != nil {
+		return err
+	}
+	bar := newProgress(c.stdout)
+	img, err := rt.PullImage(context.Background(), args[0], bar.update)
+	bar.done()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s %s\n", img.Ref, img.ID)
+	return nil
+}
+
+func (c *cli) images(args []string) error {
+	rt, err := c.runtime()
+	if err != nil {
+		return err
+	}
+	imgs, err := rt.Images(context.Background())
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REF\tID\tSIZE\tCREATED")
+	for _, img := range imgs {
+		fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\n", img.Ref, short(img.ID), float64(img.Size)/1e6, ago(img.Created))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) rmi(args []string) error {
+	fs := newFlags("rmi")
+	force := fs.Bool("f", false, "remove even if a box uses it")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageErr("rmi: want at least one IMAGE")
+	}
+	rt, err := c.runtime()
+	if err != nil {
+		return err
+	}
+	for _, ref := range fs.Args() {
+		if err := rt.RemoveImage(context.Background(), ref, *force); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.stdout, ref)
+	}
+	return nil
+}
+
+// progress renders pull progress: on a terminal one bar for the whole
+// image, redrawn in place; otherwise a plain line per layer update.
+type progress struct {
+	w   io.Writer
+	tty bool
+
+	// mu guards the fields below: the image store reports layers from
+	// several goroutines at once.
+	mu     sync.Mutex
+	layers map[string]image.Progress
+	order  []string
+	last   time.Time
+	shown  bool
+}
+
+func newProgress(w io.Writer) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), layers: map[string]image.Progress{}}
+}
+
+func (p *progress) update(ev image.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, seen := p.layers[ev.Layer]; !seen {
+		p.order = append(p.order, ev.Layer)
+	}
+	p.layers[ev.Layer] = ev
+	now := time.Now()
+	if ev.Total > 0 && ev.Done > 0 && ev.Done < ev.Total && now.Sub(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last = now
+	if !p.tty {
+		fmt.Fprintf(p.w, "pull %s %d/%d bytes\n", short(ev.Layer), ev.Done, ev.Total)
+		return
+	}
+	var done, total int64
+	complete := 0
+	for _, l := range p.order {
+		ev := p.layers[l]
+		done += ev.Done
+		if ev.Total > 0 {
+			total += ev.Total
+		}
+		if ev.Total >= 0 && ev.Done >= ev.Total {
+			complete++
+		}
+	}
+	const width = 30
+	fill := 0
+	if total > 0 {
+		fill = min(width, int(float64(width)*float64(done)/float64(total)))
+	}
+	fmt.Fprintf(p.w, "\rlayers %d/%d [%s%s] %6.1f/%6.1f MB", complete, len(p.order),
+		strings.Repeat("=", fill), strings.Repeat(" ", width-fill), float64(done)/1e6, float64(total)/1e6)
+	p.shown = true
+}
+
+// done ends the bar's line; call it after the pull returned.
+func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shown {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func short(digest string) string {
+	digest = strings.TrimPrefix(digest, "sha256:")
+	if len(digest) > 12 {
+		digest = digest[:12]
+	}
+	return digest
+}
