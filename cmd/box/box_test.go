@@ -556,7 +556,7 @@ func TestPull(t *testing.T) {
 }
 
 func TestSplitShortFlags(t *testing.T) {
-	fs := newFlags("run")
+	fs := newFlags("run", "IMAGE [CMD...]")
 	var f boxFlags
 	f.register(fs, true)
 	cases := []struct{ in, want string }{
@@ -570,5 +570,51 @@ func TestSplitShortFlags(t *testing.T) {
 		if got := strings.Join(splitShortFlags(fs, strings.Fields(c.in)), " "); got != c.want {
 			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestSubcommandFlags: every subcommand parses its own flags — --help
+// prints its help and exits 0 without doing anything — and an operand that
+// names a box or an image cannot start with '-'.
+func TestSubcommandFlags(t *testing.T) {
+	home := t.TempDir()
+	for _, cmd := range []string{"run", "create", "start", "stop", "rm", "exec", "ls", "ps", "cp", "inspect", "pull", "images", "rmi", "version"} {
+		for _, h := range []string{"--help", "-h"} {
+			r := box(t, home, "", cmd, h)
+			name := cmd
+			if cmd == "ps" {
+				name = "ls"
+			}
+			if r.code != 0 || r.out != "" || !strings.HasPrefix(r.err, "usage: box "+name) {
+				t.Errorf("box %s %s: code %d out %q err %q; want 0 and its usage on stderr", cmd, h, r.code, r.out, r.err)
+			}
+		}
+	}
+	for _, args := range [][]string{
+		{"pull", "--", "-x"},
+		{"pull", "--", "--help"},
+		{"rmi", "busybox", "-f"},
+		{"run", "--", "-it"},
+		{"create", "--", "-x"},
+		{"start", "a", "-b"},
+		{"stop", "--", "-a"},
+		{"rm", "-f", "--", "-a"},
+		{"exec", "--", "-x", "true"},
+		{"inspect", "--", "-x"},
+		{"cp", "--", "-b:/x", "/tmp/x"},
+	} {
+		r := box(t, home, "", args...)
+		if r.code != 125 || strings.Count(r.err, "\n") != 1 || !strings.Contains(r.err, "cannot start with '-'") {
+			t.Errorf("box %v: code %d err %q; want 125 and one line saying names cannot start with '-'", args, r.code, r.err)
+		}
+	}
+	for _, args := range [][]string{{"pull", "-x"}, {"images", "extra"}, {"ls", "extra"}, {"version", "extra"}, {"inspect", "a", "b"}} {
+		if r := box(t, home, "", args...); r.code != 125 || strings.Count(r.err, "\n") != 1 {
+			t.Errorf("box %v: code %d err %q; want 125 and one line", args, r.code, r.err)
+		}
+	}
+	// Nothing above opened the runtime: the home is still empty.
+	if ents, err := os.ReadDir(home); err != nil || len(ents) != 0 {
+		t.Errorf("help and usage errors touched LIBBOX_HOME: %v %v", ents, err)
 	}
 }

@@ -19,11 +19,15 @@ func splitBoxPath(s string) (box, path string, ok bool) {
 }
 
 func (c *cli) cp(args []string) error {
-	if len(args) != 2 {
+	fs := newFlags("cp", "SRC DST")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
 		return usageErr("cp: want SRC DST (one of them BOX:PATH)")
 	}
-	sb, sp, sok := splitBoxPath(args[0])
-	db, dp, dok := splitBoxPath(args[1])
+	sb, sp, sok := splitBoxPath(fs.Arg(0))
+	db, dp, dok := splitBoxPath(fs.Arg(1))
 	if sok == dok {
 		return usageErr("cp: exactly one of SRC and DST must be BOX:PATH")
 	}
@@ -31,6 +35,9 @@ func (c *cli) cp(args []string) error {
 	name := sb
 	if dok {
 		name = db
+	}
+	if err := checkNames("cp", name); err != nil {
+		return err
 	}
 	b, err := c.box(ctx, name)
 	if err != nil {

@@ -89,7 +89,7 @@ func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFl
 }
 
 func (c *cli) exec(args []string) error {
-	fs := newFlags("exec")
+	fs := newFlags("exec", "BOX CMD...")
 	var f execFlags
 	fs.BoolVar(&f.interactive, "i", false, "forward stdin")
 	fs.BoolVar(&f.tty, "t", false, "allocate a terminal")
@@ -101,6 +101,9 @@ func (c *cli) exec(args []string) error {
 	}
 	if fs.NArg() < 2 {
 		return usageErr("exec: want BOX CMD...")
+	}
+	if err := checkNames("exec", fs.Arg(0)); err != nil {
+		return err
 	}
 	sigs := catchSignals()
 	defer sigs.release()

@@ -23,19 +23,45 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-func newFlags(name string) *flag.FlagSet {
+// newFlags makes the flag set of one subcommand; synopsis is what follows
+// `box NAME [OPTIONS]` in its help ("BOX...", "IMAGE [CMD...]").
+func newFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs.SetOutput(io.Discard) // parse reports errors itself, on one line
+	fs.Usage = func() {
+		w := fs.Output()
+		opts := ""
+		fs.VisitAll(func(*flag.Flag) { opts = " [OPTIONS]" })
+		fmt.Fprintln(w, strings.TrimSpace("usage: box "+name+opts+" "+synopsis))
+		if opts != "" {
+			fmt.Fprintln(w, "\noptions:")
+			fs.PrintDefaults()
+		}
+	}
 	return fs
 }
 
+// parse parses a subcommand's flags: -h/--help prints its help and returns
+// flag.ErrHelp (exit 0), a bad flag is InvalidArgument.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(splitShortFlags(fs, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(os.Stderr, usage)
+			fs.SetOutput(os.Stderr)
+			fs.Usage()
 			return err
 		}
 		return usageErr("%s: %v", fs.Name(), err)
+	}
+	return nil
+}
+
+// checkNames refuses box names and image references that start with '-':
+// such an operand is a mistyped or misplaced flag, never a name.
+func checkNames(cmd string, names ...string) error {
+	for _, n := range names {
+		if strings.HasPrefix(n, "-") {
+			return usageErr("%s: %q is not a valid name: names cannot start with '-' (flags go before them)", cmd, n)
+		}
 	}
 	return nil
 }

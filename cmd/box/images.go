@@ -18,15 +18,22 @@ import (
 )
 
 func (c *cli) pull(args []string) error {
-	if len(args) != 1 {
+	fs := newFlags("pull", "IMAGE")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
 		return usageErr("pull: want exactly one IMAGE")
+	}
+	if err := checkNames("pull", fs.Arg(0)); err != nil {
+		return err
 	}
 	rt, err := c.runtime()
 	if err != nil {
 		return err
 	}
 	bar := newProgress(c.stdout)
-	img, err := rt.PullImage(context.Background(), args[0], bar.update)
+	img, err := rt.PullImage(context.Background(), fs.Arg(0), bar.update)
 	bar.done()
 	if err != nil {
 		return err
@@ -36,6 +43,13 @@ func (c *cli) pull(args []string) error {
 }
 
 func (c *cli) images(args []string) error {
+	fs := newFlags("images", "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErr("images: takes no arguments")
+	}
 	rt, err := c.runtime()
 	if err != nil {
 		return err
@@ -53,13 +67,16 @@ func (c *cli) images(args []string) error {
 }
 
 func (c *cli) rmi(args []string) error {
-	fs := newFlags("rmi")
+	fs := newFlags("rmi", "IMAGE...")
 	force := fs.Bool("f", false, "remove even if a box uses it")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return usageErr("rmi: want at least one IMAGE")
+	}
+	if err := checkNames("rmi", fs.Args()...); err != nil {
+		return err
 	}
 	rt, err := c.runtime()
 	if err != nil {

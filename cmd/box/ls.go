@@ -13,11 +13,14 @@ import (
 )
 
 func (c *cli) ls(args []string) error {
-	fs := newFlags("ls")
+	fs := newFlags("ls", "")
 	all := fs.Bool("a", false, "all boxes, not only running ones")
 	asJSON := fs.Bool("json", false, "JSON output")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErr("ls: takes no arguments")
 	}
 	rt, err := c.runtime()
 	if err != nil {
@@ -60,10 +63,17 @@ func ago(t time.Time) string {
 }
 
 func (c *cli) inspect(args []string) error {
-	if len(args) != 1 {
+	fs := newFlags("inspect", "BOX")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
 		return usageErr("inspect: want exactly one BOX")
 	}
-	b, err := c.box(context.Background(), args[0])
+	if err := checkNames("inspect", fs.Arg(0)); err != nil {
+		return err
+	}
+	b, err := c.box(context.Background(), fs.Arg(0))
 	if err != nil {
 		return err
 	}

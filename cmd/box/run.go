@@ -73,7 +73,7 @@ func (c *cli) createBox(ctx context.Context, f *boxFlags, img string) (*libbox.B
 }
 
 func (c *cli) create(args []string) error {
-	fs := newFlags("create")
+	fs := newFlags("create", "IMAGE")
 	var f boxFlags
 	f.register(fs, false)
 	if err := parse(fs, args); err != nil {
@@ -81,6 +81,9 @@ func (c *cli) create(args []string) error {
 	}
 	if fs.NArg() != 1 {
 		return usageErr("create: want exactly one IMAGE")
+	}
+	if err := checkNames("create", fs.Arg(0)); err != nil {
+		return err
 	}
 	b, err := c.createBox(context.Background(), &f, fs.Arg(0))
 	if err != nil {
@@ -91,7 +94,7 @@ func (c *cli) create(args []string) error {
 }
 
 func (c *cli) run(args []string) error {
-	fs := newFlags("run")
+	fs := newFlags("run", "IMAGE [CMD...]")
 	var f boxFlags
 	f.register(fs, true)
 	if err := parse(fs, args); err != nil {
@@ -99,6 +102,9 @@ func (c *cli) run(args []string) error {
 	}
 	if fs.NArg() < 1 {
 		return usageErr("run: want IMAGE [CMD...]")
+	}
+	if err := checkNames("run", fs.Arg(0)); err != nil {
+		return err
 	}
 	if f.rm && f.detach {
 		return usageErr("run: --rm and -d cannot be combined")
@@ -143,6 +149,9 @@ func (c *cli) eachBox(args []string, what string, fn func(context.Context, *libb
 	if len(args) == 0 {
 		return usageErr("%s: want at least one BOX", what)
 	}
+	if err := checkNames(what, args...); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	var first error
 	for _, name := range args {
@@ -163,15 +172,23 @@ func (c *cli) eachBox(args []string, what string, fn func(context.Context, *libb
 }
 
 func (c *cli) start(args []string) error {
-	return c.eachBox(args, "start", func(ctx context.Context, b *libbox.Box) error { return b.Start(ctx) })
+	fs := newFlags("start", "BOX...")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return c.eachBox(fs.Args(), "start", func(ctx context.Context, b *libbox.Box) error { return b.Start(ctx) })
 }
 
 func (c *cli) stop(args []string) error {
-	return c.eachBox(args, "stop", func(ctx context.Context, b *libbox.Box) error { return b.Stop(ctx) })
+	fs := newFlags("stop", "BOX...")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return c.eachBox(fs.Args(), "stop", func(ctx context.Context, b *libbox.Box) error { return b.Stop(ctx) })
 }
 
 func (c *cli) rm(args []string) error {
-	fs := newFlags("rm")
+	fs := newFlags("rm", "BOX...")
 	force := fs.Bool("f", false, "stop running boxes first")
 	if err := parse(fs, args); err != nil {
 		return err
