@@ -4,11 +4,16 @@
 COMPONENTS+=(image)
 
 image_deps_packages() {
-	# busybox-static provides /bin/busybox for the builtin image.
-	case " ${APT_PACKAGES[*]} " in
-	*" busybox-static "*) ;;
-	*) APT_PACKAGES+=(busybox-static) ;;
-	esac
+	# busybox-static provides /bin/busybox for the builtin image;
+	# docker-registry (the CNCF distribution registry) and apache2-utils
+	# (htpasswd) serve the real-registry tests of libbox/image.
+	local p
+	for p in busybox-static docker-registry apache2-utils; do
+		case " ${APT_PACKAGES[*]} " in
+		*" $p "*) ;;
+		*) APT_PACKAGES+=("$p") ;;
+		esac
+	done
 }
 
 image_prebuild() {

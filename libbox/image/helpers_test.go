@@ -244,9 +244,15 @@ func testCtx(t *testing.T) context.Context {
 // registries, and closes it at cleanup.
 func openStore(t *testing.T, insecure ...string) *Store {
 	t.Helper()
+	return openStoreAuth(t, "", insecure...)
+}
+
+// openStoreAuth is openStore with LIBBOX_REGISTRY_AUTH set to auth.
+func openStoreAuth(t *testing.T, auth string, insecure ...string) *Store {
+	t.Helper()
 	t.Setenv("LIBBOX_INSECURE_REGISTRIES", strings.Join(insecure, ","))
 	t.Setenv("LIBBOX_REGISTRY_MIRRORS", "")
-	t.Setenv("LIBBOX_REGISTRY_AUTH", "")
+	t.Setenv("LIBBOX_REGISTRY_AUTH", auth)
 	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no credentials of the machine
 	dir := t.TempDir()
 	// Images may hold read-only directories, which stop a non-root owner

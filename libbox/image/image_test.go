@@ -30,6 +30,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if ref := os.Getenv("LIBBOX_IMAGE_TEST_PULL"); ref != "" {
+		os.Exit(helperPull(ref, os.Getenv("LIBBOX_IMAGE_TEST_STORE")))
+	}
 	goleak.VerifyTestMain(m)
 }
 

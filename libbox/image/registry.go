@@ -201,14 +201,27 @@ func (s *Store) authError(ctx context.Context, registry, ref string, status int)
 		"registry %s rejected the credentials of user %q (from %s) pulling %s: check the user name and password", registry, user, from, ref)
 }
 
-// isCertError reports a TLS certificate the client does not trust.
-func isCertError(err error) bool {
+// certError returns the error of a TLS certificate the client does not
+// trust found in err, or nil.
+func certError(err error) error {
 	var cve *tls.CertificateVerificationError
 	var uae x509.UnknownAuthorityError
 	var hne x509.HostnameError
 	var cie x509.CertificateInvalidError
-	return errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie)
+	switch {
+	case errors.As(err, &cve):
+		return cve
+	case errors.As(err, &uae):
+		return uae
+	case errors.As(err, &hne):
+		return hne
+	case errors.As(err, &cie):
+		return cie
+	}
+	return nil
 }
+
+func isCertError(err error) bool { return certError(err) != nil }
 
 // registryError classifies an error from talking to registry about ref.
 func (s *Store) registryError(ctx context.Context, err error, registry, ref string) error {
@@ -256,7 +269,7 @@ func (s *Store) registryError(ctx context.Context, err error, registry, ref stri
 	case errors.As(err, &oe) && oe.Op == "dial":
 		return unreachable()
 	case isCertError(err):
-		return errdefs.Wrap(errdefs.Unavailable, scrub(err),
+		return errdefs.Wrap(errdefs.Unavailable, certError(err),
 			"registry %s has a TLS certificate this machine does not trust (pulling %s): install its CA certificate, or add it to LIBBOX_INSECURE_REGISTRIES", registry, ref)
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return errdefs.New(errdefs.Unavailable,
