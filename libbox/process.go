@@ -84,6 +84,8 @@ type Process struct {
 
 	stdinDone   chan struct{} // closed when the Stdin copier ends (nil without one)
 	stdinReader io.Reader
+
+	trace ExecTrace // filled in before done closes (see Trace)
 }
 
 // Exec starts a command in the running box and returns once it has been
@@ -94,6 +96,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
 		return nil, errdefs.New(errdefs.InvalidArgument, "command is empty: give at least the program to run")
 	}
+	called := time.Now()
 	client, err := b.agentClient()
 	if err != nil {
 		return nil, err
@@ -160,7 +163,8 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 		box: b, pid: int(started.Pid), stream: stream, cancel: cancel,
 		openStdin: cmd.OpenStdin && cmd.Stdin == nil,
 		stdout:    cmd.Stdout, stderr: cmd.Stderr,
-		done: make(chan struct{}),
+		done:  make(chan struct{}),
+		trace: ExecTrace{Call: called, Started: time.Now()},
 	}
 	if p.stdout == nil {
 		p.outBuf = &bytes.Buffer{}
@@ -254,6 +258,8 @@ func (p *Process) receive(ctx context.Context) {
 			}
 		case *agentpb.ExecEvent_Exit:
 			ex := e.Exit
+			p.trace.ExitReceived = time.Now()
+			p.trace.setAgent(ex.Times)
 			p.status = ExitStatus{ExitCode: int(ex.ExitCode), Signal: int(ex.Signal), Duration: time.Duration(ex.DurationUs) * time.Microsecond}
 			switch ex.Status {
 			case agentpb.Exit_EXITED, agentpb.Exit_SIGNALED:

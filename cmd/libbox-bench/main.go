@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,6 +35,11 @@ import (
 type results struct {
 	Metrics map[string]float64 `json:"metrics"`
 	Info    map[string]string  `json:"info"`
+	// Ratios are measured once per round from interleaved runs (see ratio).
+	Ratios map[string]ratio `json:"ratios"`
+	// Stages are breakdowns ("start.sandbox", "exec.sandbox"): stage name
+	// to its median duration in µs.
+	Stages map[string]map[string]float64 `json:"stages"`
 }
 
 func main() {
@@ -41,12 +47,24 @@ func main() {
 	stress := flag.Bool("stress", false, "run the stress instead of the benchmarks")
 	n := flag.Int("n", 10000, "stress: number of execs")
 	isolations := flag.String("isolation", "sandbox,vm", "comma-separated backends to measure/stress (sandbox,vm)")
+	rounds := flag.Int("rounds", 3, "rounds per ratio (each round interleaves the pair it compares)")
+	onlyList := flag.String("only", "", "comma-separated benchmarks to run (default: all): "+strings.Join(benchNames(), ","))
 	flag.Parse()
+	only := map[string]bool{}
+	for _, n := range strings.Split(*onlyList, ",") {
+		if n != "" {
+			only[n] = true
+		}
+	}
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "libbox-bench: -rounds must be at least 1")
+		os.Exit(2)
+	}
 	var err error
 	if *stress {
 		err = runStress(*out, *n, strings.Split(*isolations, ","))
 	} else {
-		err = runBench(*out, strings.Split(*isolations, ","))
+		err = runBench(*out, strings.Split(*isolations, ","), *rounds, only)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "libbox-bench:", err)
@@ -231,39 +249,18 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func runBench(out string, isolations []string) error {
-	res := results{Metrics: map[string]float64{}, Info: map[string]string{}}
-	m := res.Metrics
+func runBench(out string, isolations []string, rounds int, only map[string]bool) error {
+	res := results{Metrics: map[string]float64{}, Info: map[string]string{}, Ratios: map[string]ratio{}, Stages: map[string]map[string]float64{}}
 	res.Info["host.cpus"] = strconv.Itoa(runtime.NumCPU())
 	res.Info["date"] = time.Now().UTC().Format(time.RFC3339)
-
-	// Native floor.
-	d, err := sequential(2000, 100, native)
-	if err != nil {
-		return err
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.Info["host.loadavg_at_start"] = strings.TrimSpace(string(b))
 	}
-	m["exec.native.p50_us"], m["exec.native.p99_us"] = pct(d, 0.5), pct(d, 0.99)
-	if m["throughput.native.n64_per_s"], err = concurrent(5000, 64, native); err != nil {
-		return err
+	for name := range only {
+		if !slices.Contains(benchNames(), name) {
+			return fmt.Errorf("-only %s: no such benchmark (have %s)", name, strings.Join(benchNames(), ","))
+		}
 	}
-
-	// The agent as a plain process over a unix socket.
-	a, err := startAgent()
-	if err != nil {
-		return err
-	}
-	d, err = sequential(2000, 100, func() error { return a.exec("/bin/true") })
-	if err == nil {
-		m["exec.agent.p50_us"], m["exec.agent.p99_us"] = pct(d, 0.5), pct(d, 0.99)
-		m["throughput.agent.n64_per_s"], err = concurrent(5000, 64, func() error { return a.exec("/bin/true") })
-	}
-	time.Sleep(500 * time.Millisecond)
-	m["mem.agent.rss_kb"] = a.rssKB()
-	a.close()
-	if err != nil {
-		return err
-	}
-
 	home, err := os.MkdirTemp("", "libbox-bench-")
 	if err != nil {
 		return err
@@ -274,106 +271,278 @@ func runBench(out string, isolations []string) error {
 		return err
 	}
 	defer rt.Close()
-	for _, iso := range isolations {
-		if err := benchBackend(rt, iso, m, res.Info); err != nil {
-			fmt.Fprintf(os.Stderr, "libbox-bench: %s: %v\n", iso, err)
-			res.Info["error."+iso] = err.Error()
-		}
-	}
-	for _, iso := range isolations {
-		if iso == libbox.IsolationVM {
-			if err := benchVMExtras(rt, home, m); err != nil {
-				res.Info["error.vm.extras"] = err.Error()
-			}
-		}
-	}
-	if err := benchBwrap(rt, m); err != nil {
-		res.Info["error.bwrap"] = err.Error()
-	}
-	if err := benchCABI(home, m); err != nil {
-		res.Info["error.binding.c"] = err.Error()
+	e := &env{rt: rt, home: home, isolations: isolations, rounds: rounds, res: &res}
+	runRegistered(context.Background(), e, only)
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.Info["host.loadavg_at_end"] = strings.TrimSpace(string(b))
 	}
 	return write(out, &res)
 }
 
-func benchBackend(rt *libbox.Runtime, iso string, m map[string]float64, info map[string]string) error {
-	ctx := context.Background()
-	// Start time: create + start + first exec, 5 times.
-	var starts []float64
-	for i := 0; i < 5; i++ {
-		t := time.Now()
-		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: iso})
-		if err != nil {
-			return err
-		}
-		if err := b.Start(ctx); err != nil {
-			return err
-		}
-		if err := runOne(b, "true"); err != nil {
-			return err
-		}
-		starts = append(starts, float64(time.Since(t).Microseconds())/1000)
-		if bi := b.Info().Backend; bi != nil {
-			if acc, ok := bi["accel"].(string); ok {
-				info[iso+".accel"] = acc
-			}
-		}
-		if err := rt.Remove(ctx, b.ID(), true); err != nil {
-			return err
-		}
-	}
-	m["start."+iso+".first_exec_ms"] = median(starts)
+func init() {
+	register("exec", benchExec)
+	register("start", benchStart)
+	register("cabi", benchCABI)
+	register("vm", benchVMExtras)
+}
 
-	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: iso})
+// cpuPerCall runs fn n times and returns the CPU time per call in µs:
+// this process and its reaped children, plus process pid and its reaped
+// children when pid > 0 (from /proc, in clock ticks).
+func cpuPerCall(n int, fn func() error, pid int) (float64, error) {
+	c0, p0 := cpuTime(), procCPU(pid)
+	for i := 0; i < n; i++ {
+		if err := fn(); err != nil {
+			return 0, err
+		}
+	}
+	d := cpuTime() - c0 + procCPU(pid) - p0
+	return float64(d.Nanoseconds()) / 1000 / float64(n), nil
+}
+
+// procCPU is utime+stime+cutime+cstime of pid (0 for pid <= 0).
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): state is 3.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	var ticks int64
+	for _, k := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
+		if k < len(f) {
+			v, _ := strconv.ParseInt(f[k], 10, 64)
+			ticks += v
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// target is 1.5 × native + 300 µs: what an exec through a box may cost.
+func execBudget(nativeUs float64) float64 { return 1.5*nativeUs + 300 }
+
+// benchExec measures exec latency of the agent (a plain process on a unix
+// socket) and of each backend against native fork/exec, interleaved, and
+// throughput at 64 concurrent callers.
+func benchExec(ctx context.Context, e *env) error {
+	m := func(name string, v float64) { e.metric(name, v) }
+	a, err := startAgent()
 	if err != nil {
 		return err
 	}
-	defer rt.Remove(ctx, b.ID(), true)
-	if err := b.Start(ctx); err != nil {
-		return err
+	defer a.close()
+	var boxes = map[string]*libbox.Box{}
+	for _, iso := range e.isolations {
+		b, done, err := e.box(ctx, libbox.BoxOptions{Isolation: iso})
+		if err != nil {
+			e.info("error.exec."+iso, err.Error())
+			continue
+		}
+		defer done()
+		boxes[iso] = b
 	}
-	n := 2000
-	if iso == libbox.IsolationVM {
-		n = 300
+	type subject struct {
+		name string
+		n    int
+		fn   func() error
+		pid  int // the process serving it (agent, sandbox agent, QEMU)
 	}
-	d, err := sequential(n, 50, func() error { return runOne(b, "true") })
+	subjects := []subject{{"agent", 150, func() error { return a.exec("/bin/true") }, a.cmd.Process.Pid}}
+	for _, iso := range e.isolations {
+		if b := boxes[iso]; b != nil {
+			n := 150
+			if iso == libbox.IsolationVM {
+				n = 40
+			}
+			pid, _ := b.Info().Backend["pid"].(int)
+			subjects = append(subjects, subject{iso, n, func() error { return runOne(b, "true") }, pid})
+		}
+	}
+	for _, s := range subjects {
+		var allN, allS []time.Duration
+		var perRound []float64
+		for r := 0; r < e.rounds; r++ {
+			dn, ds, err := pairs(s.n, 20, native, s.fn)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			allN, allS = append(allN, dn...), append(allS, ds...)
+			perRound = append(perRound, pct(ds, 0.5)/execBudget(pct(dn, 0.5)))
+		}
+		m("exec."+s.name+".p50_us", pct(allS, 0.5))
+		m("exec."+s.name+".p99_us", pct(allS, 0.99))
+		m("exec.native_vs_"+s.name+".p50_us", pct(allN, 0.5))
+		e.ratioAtMost(s.name+" exec p50 / (1.5 x native + 300us)", 1.0, perRound)
+
+		// CPU time per exec (this process plus the serving process and
+		// what it reaped), in alternating blocks: meaningful on a loaded
+		// machine, where wall time is mostly waiting for a core.
+		perRound = perRound[:0]
+		var cpuN, cpuS []float64
+		for r := 0; r < e.rounds; r++ {
+			cn, err := cpuPerCall(100, native, 0)
+			if err != nil {
+				return err
+			}
+			cs, err := cpuPerCall(100, s.fn, s.pid)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			cpuN, cpuS = append(cpuN, cn), append(cpuS, cs)
+			perRound = append(perRound, cs/execBudget(cn))
+		}
+		m("exec."+s.name+".cpu_us", median(cpuS))
+		m("exec.native_vs_"+s.name+".cpu_us", median(cpuN))
+		e.ratioAtMost(s.name+" exec CPU / (1.5 x native CPU + 300us)", 1.0, perRound)
+	}
+	// Native floor on its own (the reference of the older metrics).
+	d, err := sequential(300, 20, native)
 	if err != nil {
 		return err
 	}
-	m["exec."+iso+".p50_us"], m["exec."+iso+".p99_us"] = pct(d, 0.5), pct(d, 0.99)
-	total := 5000
-	if iso == libbox.IsolationVM {
-		total = 1000
+	m("exec.native.p50_us", pct(d, 0.5))
+	m("exec.native.p99_us", pct(d, 0.99))
+	// Throughput at 64 callers, native and each subject alternately.
+	for _, s := range subjects {
+		total := 600
+		if s.name == libbox.IsolationVM {
+			total = 200
+		}
+		var perRound, thrN, thrS []float64
+		for r := 0; r < e.rounds; r++ {
+			n, err := concurrent(total, 64, native)
+			if err != nil {
+				return err
+			}
+			x, err := concurrent(total, 64, s.fn)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			thrN, thrS = append(thrN, n), append(thrS, x)
+			perRound = append(perRound, x/n)
+		}
+		m("throughput."+s.name+".n64_per_s", median(thrS))
+		m("throughput.native_vs_"+s.name+".n64_per_s", median(thrN))
+		e.ratioAtLeast(s.name+" throughput n64 / native", 0.5, perRound)
 	}
-	if m["throughput."+iso+".n64_per_s"], err = concurrent(total, 64, func() error { return runOne(b, "true") }); err != nil {
-		return err
-	}
-	if iso == libbox.IsolationSandbox {
+	m("throughput.native.n64_per_s", e.res.Metrics["throughput.native_vs_agent.n64_per_s"])
+	if b := boxes[libbox.IsolationSandbox]; b != nil {
 		// The Go API doing what the Python and Node benches do.
 		t := time.Now()
 		if _, err := concurrent(1000, 64, func() error { return runOne(b, "true") }); err != nil {
 			return err
 		}
-		m["binding.go.1000_ms"] = float64(time.Since(t).Microseconds()) / 1000
+		m("binding.go.1000_ms", float64(time.Since(t).Microseconds())/1000)
+	}
+	time.Sleep(500 * time.Millisecond)
+	m("mem.agent.rss_kb", a.rssKB())
+	return nil
+}
+
+// benchStart measures create + start + first exec of a sandbox box against
+// `bwrap true` in the same image, interleaved, and of a VM box.
+func benchStart(ctx context.Context, e *env) error {
+	startOnce := func(iso string) (float64, error) { return startFirstExec(ctx, e, iso) }
+	if e.has(libbox.IsolationSandbox) {
+		if _, err := startOnce(libbox.IsolationSandbox); err != nil { // installs the image
+			return err
+		}
+		bw, err := bwrapCmd(ctx, e.rt)
+		if err != nil {
+			e.info("error.bwrap", err.Error())
+		} else {
+			var perRound, cpuRound, allS, allB, cpuS, cpuB []float64
+			for r := 0; r < e.rounds; r++ {
+				var ss, bs, cs, cb []float64
+				for i := 0; i < 6; i++ {
+					c0, t := cpuTime(), time.Now()
+					if out, err := bw().CombinedOutput(); err != nil {
+						return fmt.Errorf("bwrap: %v: %s", err, out)
+					}
+					bms, bcpu := float64(time.Since(t).Microseconds())/1000, cpuTime()-c0
+					c0 = cpuTime()
+					sms, err := startOnce(libbox.IsolationSandbox)
+					if err != nil {
+						return err
+					}
+					scpu := cpuTime() - c0
+					if i > 0 { // the first pair warms caches
+						ss, bs = append(ss, sms), append(bs, bms)
+						cs, cb = append(cs, float64(scpu.Microseconds())/1000), append(cb, float64(bcpu.Microseconds())/1000)
+					}
+				}
+				allS, allB = append(allS, ss...), append(allB, bs...)
+				cpuS, cpuB = append(cpuS, cs...), append(cpuB, cb...)
+				perRound = append(perRound, median(ss)/median(bs))
+				cpuRound = append(cpuRound, median(cs)/median(cb))
+			}
+			e.metric("start.sandbox.first_exec_ms", median(allS))
+			e.metric("start.bwrap.ms", median(allB))
+			e.metric("start.sandbox.cpu_ms", median(cpuS))
+			e.metric("start.bwrap.cpu_ms", median(cpuB))
+			e.ratioAtMost("sandbox create->first exec / bwrap true", 1.2, perRound)
+			e.ratioAtMost("sandbox start CPU / bwrap true CPU", 1.2, cpuRound)
+		}
 	}
 	return nil
+}
+
+// startFirstExec times create + start + first exec of a box (ms), then
+// removes it.
+func startFirstExec(ctx context.Context, e *env, iso string) (float64, error) {
+	t := time.Now()
+	b, err := e.rt.Create(ctx, libbox.BoxOptions{Isolation: iso})
+	if err != nil {
+		return 0, err
+	}
+	defer e.rt.Remove(context.WithoutCancel(ctx), b.ID(), true)
+	if err := b.Start(ctx); err != nil {
+		return 0, err
+	}
+	if err := runOne(b, "true"); err != nil {
+		return 0, err
+	}
+	ms := float64(time.Since(t).Microseconds()) / 1000
+	if acc, ok := b.Info().Backend["accel"].(string); ok {
+		e.info(iso+".accel", acc)
+	}
+	return ms, nil
 }
 
 // benchVMExtras measures the same QEMU, machine, accelerator and kernel
 // booting an initramfs whose init powers off at once, and the host RSS of
 // QEMU with an idle 256 MiB box.
-func benchVMExtras(rt *libbox.Runtime, home string, m map[string]float64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+func benchVMExtras(ctx context.Context, e *env) error {
+	if !e.has(libbox.IsolationVM) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	var bare []float64
-	for i := 0; i < 3; i++ {
-		d, err := qemu.BareBoot(ctx, home)
+	rt := e.rt
+	var bare, vs, perRound []float64
+	for r := 0; r < e.rounds; r++ {
+		d, err := qemu.BareBoot(ctx, e.home)
 		if err != nil {
 			return err
 		}
-		bare = append(bare, float64(d.Microseconds())/1000)
+		ms, err := startFirstExec(ctx, e, libbox.IsolationVM)
+		if err != nil {
+			return err
+		}
+		bms := float64(d.Microseconds()) / 1000
+		bare, vs = append(bare, bms), append(vs, ms)
+		perRound = append(perRound, ms/bms)
 	}
-	m["start.qemu_bare.ms"] = median(bare)
+	e.metric("start.qemu_bare.ms", median(bare))
+	e.metric("start.vm.first_exec_ms", median(vs))
+	e.ratioAtMost("vm create->first exec / bare qemu boot", 1.3, perRound)
 	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: libbox.IsolationVM, MemoryMiB: 256})
 	if err != nil {
 		return err
@@ -390,57 +559,73 @@ func benchVMExtras(rt *libbox.Runtime, home string, m map[string]float64) error 
 	if pid <= 0 {
 		return fmt.Errorf("no QEMU pid in box info")
 	}
-	m["mem.vm.host_rss_kb"] = rssKB(pid)
+	e.metric("mem.vm.host_rss_kb", rssKB(pid))
 	return nil
 }
 
-func benchBwrap(rt *libbox.Runtime, m map[string]float64) error {
+// bwrapCmd returns a maker of `bwrap ... true` in the builtin image with
+// the namespaces a sandbox box gets.
+func bwrapCmd(ctx context.Context, rt *libbox.Runtime) (func() *exec.Cmd, error) {
 	bw, err := exec.LookPath("bwrap")
 	if err != nil {
-		return errors.New("bwrap not installed (apt-get install bubblewrap)")
+		return nil, errors.New("bwrap not installed (apt-get install bubblewrap)")
 	}
-	imgs, err := rt.Images(context.Background())
+	imgs, err := rt.Images(ctx)
 	if err != nil || len(imgs) == 0 {
-		return fmt.Errorf("no image to run bwrap in: %v", err)
+		return nil, fmt.Errorf("no image to run bwrap in: %v", err)
 	}
 	root := imgs[0].Root
-	var ts []float64
-	for i := 0; i < 6; i++ {
-		t := time.Now()
-		cmd := exec.Command(bw, "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-ipc",
+	return func() *exec.Cmd {
+		return exec.Command(bw, "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-ipc",
 			"--bind", root, "/", "--proc", "/proc", "--dev", "/dev", "--die-with-parent", "/bin/true")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("bwrap: %v: %s", err, out)
-		}
-		if i > 0 {
-			ts = append(ts, float64(time.Since(t).Microseconds())/1000)
-		}
-	}
-	m["start.bwrap.ms"] = median(ts)
-	return nil
+	}, nil
 }
 
 // benchCABI runs bench/c/exec_p50.c (built next to the bench): sequential
 // `true` execs through box_exec_async from a C program, timed from the
-// call to on_exit.
-func benchCABI(home string, m map[string]float64) error {
+// call to on_exit; each round alternates a C run and as many Go execs on a
+// box of this process.
+func benchCABI(ctx context.Context, e *env) error {
+	if !e.has(libbox.IsolationSandbox) {
+		return nil
+	}
 	bin := filepath.Join(exeDir(), "bench-exec-c")
-	out, err := exec.Command(bin, filepath.Join(home, "cabi"), "2000").Output()
+	b, done, err := e.box(ctx, libbox.BoxOptions{Isolation: libbox.IsolationSandbox})
 	if err != nil {
-		return fmt.Errorf("%s: %v (build it with ./build.sh build)", bin, err)
+		return err
+	}
+	defer done()
+	const n = 500
+	var perRound, cs []float64
+	for r := 0; r < e.rounds; r++ {
+		c, err := cExecP50(bin, filepath.Join(e.home, "cabi"), n)
+		if err != nil {
+			return err
+		}
+		d, err := sequential(n, 50, func() error { return runOne(b, "true") })
+		if err != nil {
+			return err
+		}
+		cs = append(cs, c)
+		perRound = append(perRound, c-pct(d, 0.5))
+	}
+	e.metric("binding.c.exec_p50_us", median(cs))
+	e.ratioAtMost("C ABI exec p50 - Go exec p50 (us)", 50, perRound)
+	return nil
+}
+
+func cExecP50(bin, home string, n int) (float64, error) {
+	out, err := exec.Command(bin, home, strconv.Itoa(n)).Output()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v (build it with ./build.sh build)", bin, err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "p50_us" {
-			v, err := strconv.ParseFloat(f[1], 64)
-			if err != nil {
-				return err
-			}
-			m["binding.c.exec_p50_us"] = v
-			return nil
+			return strconv.ParseFloat(f[1], 64)
 		}
 	}
-	return fmt.Errorf("%s printed no p50: %q", bin, out)
+	return 0, fmt.Errorf("%s printed no p50: %q", bin, out)
 }
 
 func write(path string, v any) error {
@@ -467,31 +652,26 @@ func write(path string, v any) error {
 }
 
 func printTable(r *results) {
-	keys := make([]string, 0, len(r.Metrics))
-	for k := range r.Metrics {
-		keys = append(keys, k)
+	fmt.Printf("%-40s %14s\n", "metric", "value")
+	for _, k := range sortedKeys(r.Metrics) {
+		fmt.Printf("%-40s %14.1f\n", k, r.Metrics[k])
 	}
-	sort.Strings(keys)
-	fmt.Printf("%-34s %14s\n", "metric", "value")
-	for _, k := range keys {
-		fmt.Printf("%-34s %14.1f\n", k, r.Metrics[k])
-	}
-	ratio := func(name string, a, b string, f func(x, y float64) float64) {
-		x, okx := r.Metrics[a]
-		y, oky := r.Metrics[b]
-		if okx && oky && y > 0 {
-			fmt.Printf("%-34s %14.2f\n", name, f(x, y))
+	for _, b := range sortedKeys(r.Stages) {
+		fmt.Printf("stages of %s (median us):\n", b)
+		for _, k := range sortedKeys(r.Stages[b]) {
+			fmt.Printf("  %-38s %14.1f\n", k, r.Stages[b][k])
 		}
 	}
-	div := func(x, y float64) float64 { return x / y }
-	fmt.Println("ratios (targets in parentheses):")
-	ratio("agent/native p50 (<=1.5x+300us)", "exec.agent.p50_us", "exec.native.p50_us", div)
-	ratio("agent/native throughput (>=0.5)", "throughput.agent.n64_per_s", "throughput.native.n64_per_s", div)
-	ratio("sandbox/native p50 (<=1.5x+300us)", "exec.sandbox.p50_us", "exec.native.p50_us", div)
-	ratio("sandbox start / bwrap (<=1.5)", "start.sandbox.first_exec_ms", "start.bwrap.ms", div)
-	ratio("C ABI - Go p50 us (<=50)", "binding.c.exec_p50_us", "exec.sandbox.p50_us", func(x, y float64) float64 { return x - y })
-	ratio("vm start / bare qemu (<=1.3)", "start.vm.first_exec_ms", "start.qemu_bare.ms", div)
-	for k, v := range r.Info {
-		fmt.Printf("info %s = %s\n", k, v)
+	fmt.Println("ratios (median [min..max], target):")
+	for _, k := range sortedKeys(r.Ratios) {
+		x := r.Ratios[k]
+		op := "<="
+		if x.Goal == "at_least" {
+			op = ">="
+		}
+		fmt.Printf("  %-52s %8.2f [%.2f..%.2f] %s %g  %s\n", k, x.Median, x.Min, x.Max, op, x.Target, x.Status)
+	}
+	for _, k := range sortedKeys(r.Info) {
+		fmt.Printf("info %s = %s\n", k, r.Info[k])
 	}
 }

@@ -46,6 +46,9 @@ type Options struct {
 	// SyncOnShutdown flushes filesystems on Shutdown (VMs: the guest's
 	// page cache holds the box's writes).
 	SyncOnShutdown bool
+	// BootTimes are when the boot stages before the agent ended ("main",
+	// "boot"); the agent adds "runtime" and "serving" (Info reports them).
+	BootTimes map[string]time.Time
 }
 
 // Agent implements agentpb.AgentServer.
@@ -62,6 +65,10 @@ type Agent struct {
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when a Shutdown asked the agent to exit
+
+	// boot is Options.BootTimes plus the agent's own stages, in unix ns.
+	// Written before the server serves, read-only after.
+	boot map[string]int64
 }
 
 // New creates an agent and starts its spawner. Close releases it.
@@ -85,12 +92,18 @@ func New(opts Options) (*Agent, error) {
 		froot.Close()
 		return nil, fmt.Errorf("agent: spawn thread setup: %w", err)
 	}
+	boot := make(map[string]int64, len(opts.BootTimes)+2)
+	for k, t := range opts.BootTimes {
+		boot[k] = t.UnixNano()
+	}
+	boot["runtime"] = time.Now().UnixNano()
 	return &Agent{
 		opts:     opts,
 		root:     root,
 		sp:       sp,
 		froot:    froot,
 		shutdown: make(chan struct{}),
+		boot:     boot,
 	}, nil
 }
 
@@ -117,6 +130,7 @@ func Serve(ctx context.Context, ln net.Listener, opts Options) error {
 		return err
 	}
 	srv := NewServer(a)
+	a.boot["serving"] = time.Now().UnixNano()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -179,6 +193,7 @@ func (a *Agent) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Info
 		MemTotalKb:      uint64(si.Totalram) * uint64(si.Unit) / 1024,
 		Pid:             int32(os.Getpid()),
 		Running:         int32(a.sp.Running()),
+		BootUnixNanos:   a.boot,
 	}, nil
 }
 

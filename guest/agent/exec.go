@@ -46,6 +46,8 @@ type proc struct {
 	stream  execStream
 	exited  atomic.Bool
 	started time.Time
+	// firstOutput is when the first output chunk was read (unix ns; 0: none).
+	firstOutput atomic.Int64
 
 	stdinQ  chan []byte   // chunks for the stdin writer (never closed)
 	eof     chan struct{} // closed when the client closed stdin
@@ -77,6 +79,7 @@ func (a *Agent) exec(stream execStream) error {
 	if err != nil {
 		return err
 	}
+	received := time.Now()
 	start := first.GetStart()
 	if start == nil {
 		return errdefs.New(errdefs.InvalidArgument, "the first Exec message must be a start")
@@ -87,6 +90,8 @@ func (a *Agent) exec(stream execStream) error {
 		return stream.Send(spawnFailed(err))
 	}
 	p.stream = stream
+	times := &spawner.Times{}
+	req.Times = times
 	p.started = time.Now()
 	pid, exitCh, err := a.sp.Spawn(ctx, req)
 	closeChild()
@@ -171,6 +176,13 @@ func (a *Agent) exec(stream execStream) error {
 		Status:     status,
 		ExitCode:   -1,
 		DurationUs: ex.At.Sub(p.started).Microseconds(),
+		Times: &agentpb.ExecTimes{
+			Received:    received.UnixNano(),
+			Dequeued:    times.Dequeued.UnixNano(),
+			Spawned:     times.Spawned.UnixNano(),
+			FirstOutput: p.firstOutput.Load(),
+			Exited:      ex.At.UnixNano(),
+		},
 	}
 	ws := ex.Status
 	switch {
@@ -193,6 +205,7 @@ func (a *Agent) exec(stream execStream) error {
 	if ctx.Err() != nil {
 		return nil // nobody to tell
 	}
+	res.Times.ExitSent = time.Now().UnixNano()
 	return p.send(exitEvent(res))
 }
 
@@ -201,6 +214,9 @@ func (a *Agent) exec(stream execStream) error {
 func (p *proc) pump(f *os.File, s agentpb.Output_Stream) {
 	buf := make([]byte, chunkSize)
 	send := func(n int) bool {
+		if p.firstOutput.Load() == 0 {
+			p.firstOutput.CompareAndSwap(0, time.Now().UnixNano())
+		}
 		data := make([]byte, n)
 		copy(data, buf[:n])
 		return p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Output{Output: &agentpb.Output{Stream: s, Data: data}}}) == nil

@@ -258,8 +258,13 @@ type InfoResponse struct {
 	MemTotalKb      uint64                 `protobuf:"varint,8,opt,name=mem_total_kb,json=memTotalKb,proto3" json:"mem_total_kb,omitempty"`
 	Pid             int32                  `protobuf:"varint,9,opt,name=pid,proto3" json:"pid,omitempty"`          // the agent's pid in its own namespace
 	Running         int32                  `protobuf:"varint,10,opt,name=running,proto3" json:"running,omitempty"` // processes started by Exec and not yet exited
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When each boot stage of the agent ended, in unix nanoseconds of the
+	// box's clock: "main" (the agent's code began), "boot" (mounts and
+	// modules done), "runtime" (spawner and service ready), "serving" (the
+	// gRPC server accepts). For measuring start time; never for logic.
+	BootUnixNanos map[string]int64 `protobuf:"bytes,11,rep,name=boot_unix_nanos,json=bootUnixNanos,proto3" json:"boot_unix_nanos,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -360,6 +365,13 @@ func (x *InfoResponse) GetRunning() int32 {
 		return x.Running
 	}
 	return 0
+}
+
+func (x *InfoResponse) GetBootUnixNanos() map[string]int64 {
+	if x != nil {
+		return x.BootUnixNanos
+	}
+	return nil
 }
 
 type ShutdownRequest struct {
@@ -943,8 +955,11 @@ type Exit struct {
 	Signal   int32                  `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"`
 	Error    string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	// One of the error vocabulary's names: "NotFound", "InvalidArgument", ...
-	Code          string `protobuf:"bytes,5,opt,name=code,proto3" json:"code,omitempty"`
-	DurationUs    int64  `protobuf:"varint,6,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
+	Code       string `protobuf:"bytes,5,opt,name=code,proto3" json:"code,omitempty"`
+	DurationUs int64  `protobuf:"varint,6,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
+	// When each step of this exec happened on the box's clock (measuring
+	// only; absent from agents that do not record it).
+	Times         *ExecTimes `protobuf:"bytes,7,opt,name=times,proto3" json:"times,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1021,6 +1036,98 @@ func (x *Exit) GetDurationUs() int64 {
 	return 0
 }
 
+func (x *Exit) GetTimes() *ExecTimes {
+	if x != nil {
+		return x.Times
+	}
+	return nil
+}
+
+// Unix nanoseconds on the box's clock; 0 when a step did not happen.
+type ExecTimes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Received      int64                  `protobuf:"varint,1,opt,name=received,proto3" json:"received,omitempty"`                          // the agent read the start message
+	Dequeued      int64                  `protobuf:"varint,2,opt,name=dequeued,proto3" json:"dequeued,omitempty"`                          // the spawn thread took the request
+	Spawned       int64                  `protobuf:"varint,3,opt,name=spawned,proto3" json:"spawned,omitempty"`                            // fork/exec returned on the spawn thread
+	FirstOutput   int64                  `protobuf:"varint,4,opt,name=first_output,json=firstOutput,proto3" json:"first_output,omitempty"` // the first output chunk was read
+	Exited        int64                  `protobuf:"varint,5,opt,name=exited,proto3" json:"exited,omitempty"`                              // the reaper saw the exit
+	ExitSent      int64                  `protobuf:"varint,6,opt,name=exit_sent,json=exitSent,proto3" json:"exit_sent,omitempty"`          // the exit event was handed to the stream
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecTimes) Reset() {
+	*x = ExecTimes{}
+	mi := &file_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecTimes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecTimes) ProtoMessage() {}
+
+func (x *ExecTimes) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecTimes.ProtoReflect.Descriptor instead.
+func (*ExecTimes) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ExecTimes) GetReceived() int64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *ExecTimes) GetDequeued() int64 {
+	if x != nil {
+		return x.Dequeued
+	}
+	return 0
+}
+
+func (x *ExecTimes) GetSpawned() int64 {
+	if x != nil {
+		return x.Spawned
+	}
+	return 0
+}
+
+func (x *ExecTimes) GetFirstOutput() int64 {
+	if x != nil {
+		return x.FirstOutput
+	}
+	return 0
+}
+
+func (x *ExecTimes) GetExited() int64 {
+	if x != nil {
+		return x.Exited
+	}
+	return 0
+}
+
+func (x *ExecTimes) GetExitSent() int64 {
+	if x != nil {
+		return x.ExitSent
+	}
+	return 0
+}
+
 type UploadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Dir           string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"` // only read from the first message; absolute path in the box
@@ -1031,7 +1138,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1150,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1163,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UploadRequest) GetDir() string {
@@ -1083,7 +1190,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1202,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1215,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UploadResponse) GetBytes() int64 {
@@ -1134,7 +1241,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1253,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1266,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DownloadRequest) GetPath() string {
@@ -1178,7 +1285,7 @@ type DownloadChunk struct {
 
 func (x *DownloadChunk) Reset() {
 	*x = DownloadChunk{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1297,7 @@ func (x *DownloadChunk) String() string {
 func (*DownloadChunk) ProtoMessage() {}
 
 func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1310,7 @@ func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunk.ProtoReflect.Descriptor instead.
 func (*DownloadChunk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DownloadChunk) GetTar() []byte {
@@ -1226,7 +1333,7 @@ type MountRequest struct {
 
 func (x *MountRequest) Reset() {
 	*x = MountRequest{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1345,7 @@ func (x *MountRequest) String() string {
 func (*MountRequest) ProtoMessage() {}
 
 func (x *MountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1358,7 @@ func (x *MountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountRequest.ProtoReflect.Descriptor instead.
 func (*MountRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MountRequest) GetSource() string {
@@ -1297,7 +1404,7 @@ type MountResponse struct {
 
 func (x *MountResponse) Reset() {
 	*x = MountResponse{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1416,7 @@ func (x *MountResponse) String() string {
 func (*MountResponse) ProtoMessage() {}
 
 func (x *MountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1429,7 @@ func (x *MountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountResponse.ProtoReflect.Descriptor instead.
 func (*MountResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 var File_agent_proto protoreflect.FileDescriptor
@@ -1334,7 +1441,7 @@ const file_agent_proto_rawDesc = "" +
 	"\fPingResponse\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\r\n" +
-	"\vInfoRequest\"\x9c\x02\n" +
+	"\vInfoRequest\"\xb8\x03\n" +
 	"\fInfoResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\x1a\n" +
@@ -1347,7 +1454,11 @@ const file_agent_proto_rawDesc = "" +
 	"memTotalKb\x12\x10\n" +
 	"\x03pid\x18\t \x01(\x05R\x03pid\x12\x18\n" +
 	"\arunning\x18\n" +
-	" \x01(\x05R\arunning\"@\n" +
+	" \x01(\x05R\arunning\x12X\n" +
+	"\x0fboot_unix_nanos\x18\v \x03(\v20.libbox.agent.v1.InfoResponse.BootUnixNanosEntryR\rbootUnixNanos\x1a@\n" +
+	"\x12BootUnixNanosEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"@\n" +
 	"\x0fShutdownRequest\x12\x19\n" +
 	"\bgrace_ms\x18\x01 \x01(\x03R\agraceMs\x12\x12\n" +
 	"\x04exit\x18\x02 \x01(\bR\x04exit\"\x12\n" +
@@ -1388,7 +1499,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x01\"\x9b\x02\n" +
+	"\x06STDERR\x10\x01\"\xcd\x02\n" +
 	"\x04Exit\x124\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1c.libbox.agent.v1.Exit.StatusR\x06status\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x16\n" +
@@ -1396,7 +1507,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x12\n" +
 	"\x04code\x18\x05 \x01(\tR\x04code\x12\x1f\n" +
 	"\vduration_us\x18\x06 \x01(\x03R\n" +
-	"durationUs\"]\n" +
+	"durationUs\x120\n" +
+	"\x05times\x18\a \x01(\v2\x1a.libbox.agent.v1.ExecTimesR\x05times\"]\n" +
 	"\x06Status\x12\n" +
 	"\n" +
 	"\x06EXITED\x10\x00\x12\f\n" +
@@ -1405,7 +1517,14 @@ const file_agent_proto_rawDesc = "" +
 	"\tTIMED_OUT\x10\x03\x12\f\n" +
 	"\bCANCELED\x10\x04\x12\n" +
 	"\n" +
-	"\x06FAILED\x10\x05\"3\n" +
+	"\x06FAILED\x10\x05\"\xb5\x01\n" +
+	"\tExecTimes\x12\x1a\n" +
+	"\breceived\x18\x01 \x01(\x03R\breceived\x12\x1a\n" +
+	"\bdequeued\x18\x02 \x01(\x03R\bdequeued\x12\x18\n" +
+	"\aspawned\x18\x03 \x01(\x03R\aspawned\x12!\n" +
+	"\ffirst_output\x18\x04 \x01(\x03R\vfirstOutput\x12\x16\n" +
+	"\x06exited\x18\x05 \x01(\x03R\x06exited\x12\x1b\n" +
+	"\texit_sent\x18\x06 \x01(\x03R\bexitSent\"3\n" +
 	"\rUploadRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x10\n" +
 	"\x03tar\x18\x02 \x01(\fR\x03tar\"@\n" +
@@ -1445,7 +1564,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_agent_proto_goTypes = []any{
 	(Output_Stream)(0),       // 0: libbox.agent.v1.Output.Stream
 	(Exit_Status)(0),         // 1: libbox.agent.v1.Exit.Status
@@ -1462,41 +1581,45 @@ var file_agent_proto_goTypes = []any{
 	(*Started)(nil),          // 12: libbox.agent.v1.Started
 	(*Output)(nil),           // 13: libbox.agent.v1.Output
 	(*Exit)(nil),             // 14: libbox.agent.v1.Exit
-	(*UploadRequest)(nil),    // 15: libbox.agent.v1.UploadRequest
-	(*UploadResponse)(nil),   // 16: libbox.agent.v1.UploadResponse
-	(*DownloadRequest)(nil),  // 17: libbox.agent.v1.DownloadRequest
-	(*DownloadChunk)(nil),    // 18: libbox.agent.v1.DownloadChunk
-	(*MountRequest)(nil),     // 19: libbox.agent.v1.MountRequest
-	(*MountResponse)(nil),    // 20: libbox.agent.v1.MountResponse
+	(*ExecTimes)(nil),        // 15: libbox.agent.v1.ExecTimes
+	(*UploadRequest)(nil),    // 16: libbox.agent.v1.UploadRequest
+	(*UploadResponse)(nil),   // 17: libbox.agent.v1.UploadResponse
+	(*DownloadRequest)(nil),  // 18: libbox.agent.v1.DownloadRequest
+	(*DownloadChunk)(nil),    // 19: libbox.agent.v1.DownloadChunk
+	(*MountRequest)(nil),     // 20: libbox.agent.v1.MountRequest
+	(*MountResponse)(nil),    // 21: libbox.agent.v1.MountResponse
+	nil,                      // 22: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	10, // 0: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
-	9,  // 1: libbox.agent.v1.ExecRequest.resize:type_name -> libbox.agent.v1.TtySize
-	9,  // 2: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
-	12, // 3: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
-	13, // 4: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
-	14, // 5: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
-	0,  // 6: libbox.agent.v1.Output.stream:type_name -> libbox.agent.v1.Output.Stream
-	1,  // 7: libbox.agent.v1.Exit.status:type_name -> libbox.agent.v1.Exit.Status
-	2,  // 8: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
-	4,  // 9: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
-	6,  // 10: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
-	8,  // 11: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
-	15, // 12: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
-	17, // 13: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
-	19, // 14: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
-	3,  // 15: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
-	5,  // 16: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
-	7,  // 17: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
-	11, // 18: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
-	16, // 19: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
-	18, // 20: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
-	20, // 21: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	22, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	10, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
+	9,  // 2: libbox.agent.v1.ExecRequest.resize:type_name -> libbox.agent.v1.TtySize
+	9,  // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
+	12, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
+	13, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
+	14, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
+	0,  // 7: libbox.agent.v1.Output.stream:type_name -> libbox.agent.v1.Output.Stream
+	1,  // 8: libbox.agent.v1.Exit.status:type_name -> libbox.agent.v1.Exit.Status
+	15, // 9: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
+	2,  // 10: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
+	4,  // 11: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
+	6,  // 12: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
+	8,  // 13: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
+	16, // 14: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
+	18, // 15: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
+	20, // 16: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
+	3,  // 17: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
+	5,  // 18: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
+	7,  // 19: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
+	11, // 20: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
+	17, // 21: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
+	19, // 22: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
+	21, // 23: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1522,7 +1645,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

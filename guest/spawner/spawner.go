@@ -40,6 +40,14 @@ type Request struct {
 	Cred  *syscall.Credential
 	Files []uintptr // the child's fds 0, 1, 2 (and more)
 	TTY   bool      // new session with Files[0] as controlling terminal
+	// Times, when not nil, is filled in on the spawn thread (measuring).
+	Times *Times
+}
+
+// Times says when a spawn's steps happened.
+type Times struct {
+	Dequeued time.Time // the spawn thread took the request
+	Spawned  time.Time // fork/exec returned
 }
 
 // Exit is how a child ended.
@@ -149,6 +157,10 @@ func (s *Spawner) spawnLoop(setup func() error, ready chan<- error) {
 }
 
 func (s *Spawner) start(req *Request) result {
+	if req.Times != nil {
+		req.Times.Dequeued = time.Now()
+		defer func() { req.Times.Spawned = time.Now() }()
+	}
 	attr := &syscall.ProcAttr{
 		Dir:   req.Dir,
 		Env:   req.Env,

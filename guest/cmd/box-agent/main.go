@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -23,6 +24,7 @@ import (
 var version = "dev"
 
 func main() {
+	mainAt := time.Now()
 	listenAddr := flag.String("listen", "", "unix:PATH | fd:N | vsock:PORT | serial:DEV")
 	root := flag.String("root", "", "directory processes see as / (spawned with chroot)")
 	sandbox := flag.String("sandbox", "", "sandbox config file: become PID 1 of a namespace sandbox")
@@ -65,6 +67,7 @@ func main() {
 		opts.SyncOnShutdown = true
 		powerOff = true
 	}
+	opts.BootTimes = map[string]time.Time{"main": mainAt, "boot": time.Now()}
 	if *listenAddr == "" {
 		fmt.Fprintln(os.Stderr, "box-agent: --listen is required (unix:PATH, fd:N, vsock:PORT or serial:DEV)")
 		os.Exit(2)
