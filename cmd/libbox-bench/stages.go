@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/libbox/libbox/libbox"
 )
 
@@ -53,6 +55,15 @@ func (s *stageSet) record(e *env, breakdown string) {
 	}
 }
 
+// selfCPU is the user + system time of this process.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // since is b - a, or 0 when either is unknown.
 func since(a, b time.Time) time.Duration {
 	if a.IsZero() || b.IsZero() {
@@ -62,8 +73,9 @@ func since(a, b time.Time) time.Duration {
 }
 
 func startStages(ctx context.Context, e *env, iso string, n int) error {
-	var s stageSet
+	var s, cpu stageSet
 	for i := 0; i < n+1; i++ {
+		self0, all0 := selfCPU(), cpuTime()
 		t0 := time.Now()
 		b, err := e.rt.Create(ctx, libbox.BoxOptions{Isolation: iso})
 		if err != nil {
@@ -84,13 +96,23 @@ func startStages(ctx context.Context, e *env, iso string, n int) error {
 		if err == nil && iso != libbox.IsolationSandbox {
 			off, _, err = b.AgentClockOffset(ctx)
 		}
+		pid, _ := b.Info().Backend["pid"].(int)
+		agentCPU := procCPU(pid)
+		self1 := selfCPU()
 		_ = e.rt.Remove(context.WithoutCancel(ctx), b.ID(), true)
+		selfAll, all := selfCPU()-self0, cpuTime()-all0
 		if err != nil {
 			return err
 		}
 		if i == 0 {
 			continue // warm-up
 		}
+		// CPU of one box's life: the host process until the first exec,
+		// its removal, and what the agent and its children used (ticks).
+		cpu.add("host process: create, start, first exec", self1-self0)
+		cpu.add("host process: remove", selfAll-(self1-self0))
+		cpu.add("agent (and what it ran) until the first exec", agentCPU)
+		cpu.add("total incl. reaped processes", all)
 		host := func(k string) time.Time {
 			if t, ok := boot[k]; ok {
 				return t.Add(-off)
@@ -107,6 +129,7 @@ func startStages(ctx context.Context, e *env, iso string, n int) error {
 		s.add("total", t3.Sub(t0))
 	}
 	s.record(e, "start."+iso)
+	cpu.record(e, "start_cpu."+iso)
 	return nil
 }
 
