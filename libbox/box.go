@@ -122,7 +122,11 @@ func (b *Box) prepare(ctx context.Context) (backend.Backend, backend.Spec, error
 	if err != nil {
 		return nil, backend.Spec{}, err
 	}
-	img, err := b.rt.images.Get(ctx, b.cfg.Image, image.Options{})
+	// The image the box was made from, even if its tag moved since.
+	img, err := b.rt.images.Lookup(ctx, b.cfg.ImageID)
+	if err != nil {
+		img, err = b.rt.images.Get(ctx, b.cfg.Image, image.Options{Platform: b.cfg.Platform})
+	}
 	if err != nil {
 		return nil, backend.Spec{}, err
 	}

@@ -47,6 +47,11 @@ type Command struct {
 	// KeepBackground leaves background children running after the process
 	// exits (by default its process group is killed with it).
 	KeepBackground bool
+
+	// UseImageCmd runs the image's command as `docker run IMAGE [ARG...]`
+	// does: its Entrypoint followed by Args, or by its Cmd when Args is
+	// empty.
+	UseImageCmd bool
 }
 
 // ExitStatus is how a process ended.
@@ -93,6 +98,10 @@ type Process struct {
 // working dir or user ErrInvalidArgument). Cancelling ctx at any time
 // kills the process group in the box.
 func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
+	cmd, err := b.imageCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
 	if len(cmd.Args) == 0 || cmd.Args[0] == "" {
 		return nil, errdefs.New(errdefs.InvalidArgument, "command is empty: give at least the program to run")
 	}

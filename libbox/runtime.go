@@ -31,7 +31,8 @@ type Volume = backend.Volume
 
 // BoxOptions describe a new box. Zero values take the defaults.
 type BoxOptions struct {
-	Image      string   // default "busybox" (builtin, no network)
+	Image      string   // default "busybox" (builtin, no network); also an image ID or its prefix
+	Platform   string   // "os/arch[/variant]" of a multi-arch image; default: the host's
 	Name       string   // unique; default: none (the id is used)
 	Isolation  string   // "vm" (default) or "sandbox"
 	CPUs       int      // default: backend's
@@ -156,26 +157,29 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 	if _, err := r.backend(o.Isolation); err != nil {
 		return nil, err
 	}
-	img, err := r.images.Get(ctx, o.Image, image.Options{Progress: o.Progress})
+	img, err := r.images.Get(ctx, o.Image, image.Options{Platform: o.Platform, Progress: o.Progress})
 	if err != nil {
 		return nil, err
 	}
 	cfg := boxConfig{
-		ID:         newID(),
-		Name:       o.Name,
-		Image:      o.Image,
-		ImageID:    img.ID,
-		Isolation:  o.Isolation,
-		CPUs:       o.CPUs,
-		MemoryMiB:  o.MemoryMiB,
-		Env:        append(append([]string{}, img.Config.Env...), o.Env...),
-		WorkingDir: o.WorkingDir,
-		User:       img.Config.User,
-		Network:    o.Network,
-		Volumes:    o.Volumes,
-		AutoRemove: o.AutoRemove,
-		Detach:     o.Detach,
-		CreatedAt:  time.Now().UTC(),
+		ID:              newID(),
+		Name:            o.Name,
+		Image:           o.Image,
+		ImageID:         img.ID,
+		Platform:        o.Platform,
+		ImageEntrypoint: img.Config.Entrypoint,
+		ImageCmd:        img.Config.Cmd,
+		Isolation:       o.Isolation,
+		CPUs:            o.CPUs,
+		MemoryMiB:       o.MemoryMiB,
+		Env:             append(append([]string{}, img.Config.Env...), o.Env...),
+		WorkingDir:      o.WorkingDir,
+		User:            img.Config.User,
+		Network:         o.Network,
+		Volumes:         o.Volumes,
+		AutoRemove:      o.AutoRemove,
+		Detach:          o.Detach,
+		CreatedAt:       time.Now().UTC(),
 	}
 	if cfg.WorkingDir == "" {
 		cfg.WorkingDir = img.Config.WorkingDir
@@ -366,7 +370,7 @@ func (r *Runtime) PullImage(ctx context.Context, ref string, progress func(image
 	if err := r.checkOpen(); err != nil {
 		return nil, err
 	}
-	return r.images.Pull(ctx, ref, image.Options{Progress: progress})
+	return r.Pull(ctx, ref, PullOptions{Progress: progress})
 }
 
 // RemoveImage deletes an image; refused while a box uses it, unless force.
@@ -374,19 +378,7 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref string, force bool) error
 	if err := r.checkOpen(); err != nil {
 		return err
 	}
-	cfgs, err := r.loadConfigs()
-	if err != nil {
-		return err
-	}
-	inUse := func(id string) bool {
-		for _, c := range cfgs {
-			if c.ImageID == id {
-				return true
-			}
-		}
-		return false
-	}
-	return r.images.Remove(ctx, ref, force, inUse)
+	return r.images.Remove(ctx, ref, force, r.imageInUse())
 }
 
 // Close stops every box this Runtime started that is not detached, waits

@@ -20,21 +20,25 @@ import (
 
 // boxConfig is fixed at creation (boxes/<id>/config.json).
 type boxConfig struct {
-	ID         string           `json:"id"`
-	Name       string           `json:"name"`
-	Image      string           `json:"image"`
-	ImageID    string           `json:"image_id"`
-	Isolation  string           `json:"isolation"`
-	CPUs       int              `json:"cpus,omitempty"`
-	MemoryMiB  int              `json:"memory_mib,omitempty"`
-	Env        []string         `json:"env,omitempty"`
-	WorkingDir string           `json:"working_dir,omitempty"`
-	User       string           `json:"user,omitempty"`
-	Network    bool             `json:"network,omitempty"`
-	Volumes    []backend.Volume `json:"volumes,omitempty"`
-	AutoRemove bool             `json:"auto_remove,omitempty"`
-	Detach     bool             `json:"detach,omitempty"`
-	CreatedAt  time.Time        `json:"created_at"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Image    string `json:"image"`
+	ImageID  string `json:"image_id"`
+	Platform string `json:"platform,omitempty"`
+	// The image's command, for Command.UseImageCmd.
+	ImageEntrypoint []string         `json:"image_entrypoint,omitempty"`
+	ImageCmd        []string         `json:"image_cmd,omitempty"`
+	Isolation       string           `json:"isolation"`
+	CPUs            int              `json:"cpus,omitempty"`
+	MemoryMiB       int              `json:"memory_mib,omitempty"`
+	Env             []string         `json:"env,omitempty"`
+	WorkingDir      string           `json:"working_dir,omitempty"`
+	User            string           `json:"user,omitempty"`
+	Network         bool             `json:"network,omitempty"`
+	Volumes         []backend.Volume `json:"volumes,omitempty"`
+	AutoRemove      bool             `json:"auto_remove,omitempty"`
+	Detach          bool             `json:"detach,omitempty"`
+	CreatedAt       time.Time        `json:"created_at"`
 }
 
 // boxState changes with the box (boxes/<id>/state.json).

@@ -439,6 +439,12 @@ func (s *Store) byID(id string) (*record, error) {
 			found = r
 		}
 	}
+	if found == nil && len(hexPart) == 64 {
+		// Unreferenced (a moved tag, a forced removal) but kept for a box.
+		if _, err := os.Stat(s.rootPath("sha256:" + hexPart)); err == nil {
+			found = &record{Ref: "sha256:" + hexPart, ID: "sha256:" + hexPart, Size: -1}
+		}
+	}
 	return found, nil
 }
 
