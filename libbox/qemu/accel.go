@@ -8,13 +8,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // Accelerators.
@@ -36,7 +36,7 @@ type accelCache struct {
 // accel decides the accelerator: LIBBOX_ACCEL, else a cached probe result
 // for this QEMU and kernel, else a probe boot under KVM with a deadline.
 // It returns the accelerator and, for TCG, why KVM is not used.
-func (b *Backend) accel(ctx context.Context, qemuBin string, k Kernel) (string, string, error) {
+func (b *Backend) accel(ctx context.Context, qemuBin string, k vmboot.Kernel) (string, string, error) {
 	switch v := os.Getenv("LIBBOX_ACCEL"); v {
 	case AccelKVM, AccelTCG:
 		return v, "LIBBOX_ACCEL=" + v, nil
@@ -84,15 +84,15 @@ func (b *Backend) accel(ctx context.Context, qemuBin string, k Kernel) (string, 
 	}
 	raw, _ := json.Marshal(c)
 	for _, f := range files {
-		_ = writeFileAtomic(f, raw)
+		_ = vmboot.WriteFileAtomic(f, raw)
 	}
 	return c.Accel, c.Why, nil
 }
 
 // probe boots the probe initramfs (init prints a marker and powers off)
 // and returns how long QEMU ran.
-func (b *Backend) probe(ctx context.Context, qemuBin string, k Kernel, accel string, timeout time.Duration) (time.Duration, error) {
-	initrd, err := probeInitramfs(b.cache)
+func (b *Backend) probe(ctx context.Context, qemuBin string, k vmboot.Kernel, accel string, timeout time.Duration) (time.Duration, error) {
+	initrd, err := vmboot.ProbeInitramfs(b.cache)
 	if err != nil {
 		return 0, err
 	}
@@ -105,7 +105,7 @@ func (b *Backend) probe(ctx context.Context, qemuBin string, k Kernel, accel str
 	m := machineFor(accel)
 	args := m.args(1, 128)
 	args = append(args, "-nic", "none",
-		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(""),
+		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(nil),
 		"-chardev", "file,id=con,path="+console, "-serial", "chardev:con")
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -113,13 +113,13 @@ func (b *Backend) probe(ctx context.Context, qemuBin string, k Kernel, accel str
 	out, err := runQEMU(ctx, dir, qemuBin, args)
 	d := time.Since(start)
 	if ctx.Err() != nil {
-		return d, errdefs.New(errdefs.DeadlineExceeded, "%s boot did not power off within %s; console: %s", accel, timeout, oneLine(ConsoleTail(dir, 5)))
+		return d, errdefs.New(errdefs.DeadlineExceeded, "%s boot did not power off within %s; console: %s", accel, timeout, oneLine(vmboot.ConsoleTail(dir, 5)))
 	}
 	if err != nil {
 		return d, errdefs.New(errdefs.Unavailable, "qemu (%s): %v: %s", accel, err, oneLine(string(out)))
 	}
-	if b, _ := os.ReadFile(console); !strings.Contains(string(b), probeMarker) {
-		return d, errdefs.New(errdefs.Unavailable, "%s boot ended without running init; console: %s", accel, oneLine(ConsoleTail(dir, 5)))
+	if b, _ := os.ReadFile(console); !strings.Contains(string(b), vmboot.ProbeMarker) {
+		return d, errdefs.New(errdefs.Unavailable, "%s boot ended without running init; console: %s", accel, oneLine(vmboot.ConsoleTail(dir, 5)))
 	}
 	return d, nil
 }
@@ -130,12 +130,4 @@ func oneLine(s string) string {
 		s = s[len(s)-300:]
 	}
 	return s
-}
-
-// writeFileAtomic writes data to path via a temp file and rename.
-func writeFileAtomic(path string, data []byte) error {
-	return writeAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
 }

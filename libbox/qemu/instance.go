@@ -15,6 +15,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // Bounds of the stop escalation.
@@ -34,7 +35,7 @@ type instance struct {
 	machine string
 	cpus    int
 	mem     int
-	kernel  Kernel
+	kernel  vmboot.Kernel
 	helpers []helper    // virtiofsd processes
 	greeted atomic.Bool // an agent answered a handshake: the VM is up
 
@@ -47,7 +48,7 @@ type instance struct {
 
 var _ backend.Instance = (*instance)(nil)
 
-func newInstance(spec backend.Spec, p *proc, f boxFiles, accel, machine string, cpus, mem int, k Kernel) *instance {
+func newInstance(spec backend.Spec, p *proc, f boxFiles, accel, machine string, cpus, mem int, k vmboot.Kernel) *instance {
 	return &instance{spec: spec, p: p, files: f, accel: accel, machine: machine, cpus: cpus, mem: mem, kernel: k}
 }
 
@@ -66,7 +67,7 @@ func (i *instance) waitStarted(ctx context.Context) error {
 		if e1 == nil && e2 == nil {
 			break
 		}
-		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+		if err := vmboot.SleepCtx(ctx, 5*time.Millisecond); err != nil {
 			return errdefs.Wrap(errdefs.CodeOf(err), err, "qemu did not create its sockets in %s", i.spec.Dir)
 		}
 	}
@@ -78,7 +79,7 @@ func (i *instance) waitStarted(ctx context.Context) error {
 		if i.p.exited() {
 			return i.unavailable()
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := vmboot.SleepCtx(ctx, 10*time.Millisecond); err != nil {
 			return errdefs.Wrap(errdefs.CodeOf(err), err, "qemu did not answer QMP")
 		}
 	}

@@ -1,5 +1,16 @@
 //go:build linux
 
+// Package qemu is libbox's Linux micro-VM backend: each box is a QEMU
+// virtual machine with its own kernel, an initramfs whose /init is the box
+// agent, a qcow2 overlay over a cached ext4 image of the box image, and the
+// agent's gRPC stream on a virtio-serial port bound to a unix socket.
+//
+// It decides the accelerator (KVM when a probe boot works, else TCG), and
+// starts, watches and stops QEMU processes; the pieces that are not QEMU
+// (kernel, initramfs, base disk, command line) come from
+// libbox/internal/vmboot. It never speaks the agent protocol, never touches
+// the box store or the host's boot setup, and never leaves a QEMU running
+// past the host process unless the box is detached. It builds on Linux only.
 package qemu
 
 import (
@@ -20,17 +31,12 @@ import (
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
-	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
-// Defaults for a box that asks for nothing.
-const (
-	DefaultCPUs      = 1
-	DefaultMemoryMiB = 512
-	// PortName is the name of the agent's virtio-serial port.
-	PortName = "org.libbox.agent"
-)
+// PortName is the name of the agent's virtio-serial port.
+const PortName = "org.libbox.agent"
 
 // Options configure the backend.
 type Options struct {
@@ -56,7 +62,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.Home == "" {
 		return nil, errdefs.New(errdefs.InvalidArgument, "qemu backend: Options.Home is empty: pass the libbox home directory")
 	}
-	return &Backend{opts: opts, cache: filepath.Join(opts.Home, "vm")}, nil
+	return &Backend{opts: opts, cache: vmboot.CacheDir(opts.Home)}, nil
 }
 
 // Name is the isolation name.
@@ -110,25 +116,21 @@ func (m machine) args(cpus, memMiB int) []string {
 	return append(a, "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(memMiB))
 }
 
-// cmdline is the kernel command line: console on the first serial port,
-// QEMU exits on panic (with -no-reboot), quiet boot, plus extra.
-// LIBBOX_VM_DEBUG=1 logs the kernel and the agent's boot steps instead.
-func (m machine) cmdline(extra string) string {
-	c := "console=ttyS0 panic=-1 quiet loglevel=4"
-	if os.Getenv("LIBBOX_VM_DEBUG") == "1" {
-		c = "console=ttyS0 panic=-1 loglevel=7 GRPC_GO_LOG_SEVERITY_LEVEL=info GRPC_GO_LOG_VERBOSITY_LEVEL=2 " + bootparam.ParamDebug + "=1"
-	}
-	c += " no_timer_check"
+// cmdline is the kernel command line of a box (nil: a bare boot) on this
+// machine: console on the first serial port, plus, for -M pc, the quirks
+// that skip the i8042 probes and route PCI interrupts without ACPI
+// (evaluating the ACPI interrupt links under TCG costs over a second of
+// boot when virtio_pci loads). LIBBOX_VM_DEBUG=1 logs the kernel and the
+// agent's boot steps.
+func (m machine) cmdline(box *vmboot.Box) string {
+	c := vmboot.Cmdline{Console: "ttyS0", Debug: os.Getenv("LIBBOX_VM_DEBUG") == "1", Machine: []string{"no_timer_check"}, Box: box}
 	if m.accel != AccelKVM {
-		// -M pc: skip the i8042 probes, and route PCI interrupts without
-		// ACPI (evaluating the ACPI interrupt links under TCG costs over a
-		// second of boot when virtio_pci loads).
-		c += " i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd acpi=noirq"
+		c.Machine = append(c.Machine, "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd", "acpi=noirq")
 	}
-	if extra != "" {
-		c += " " + extra
+	if box != nil {
+		box.Transport = m.transportModule()
 	}
-	return c
+	return c.String()
 }
 
 // boxFiles are the files QEMU uses in a box directory.
@@ -155,11 +157,11 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	qemuBin, err := lookTool("qemu-system-x86_64", "qemu-system-x86")
+	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
 	if err != nil {
 		return nil, err
 	}
-	k, err := FindKernel()
+	k, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
 	if err != nil {
 		return nil, err
 	}
@@ -170,11 +172,11 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if accel == AccelTCG {
 		b.warn.Do(func() { b.logf("libbox: VMs run under TCG emulation and are slow (%s)", why) })
 	}
-	initrd, err := agentInitramfs(b.cache, spec.AgentPath, k)
+	initrd, err := vmboot.AgentInitramfs(b.cache, spec.AgentPath, k)
 	if err != nil {
 		return nil, err
 	}
-	base, err := baseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
+	base, err := vmboot.BaseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
 	if err != nil {
 		return nil, err
 	}
@@ -183,29 +185,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 
-	cpus, mem := spec.CPUs, spec.MemoryMiB
-	if cpus <= 0 {
-		cpus = DefaultCPUs
-	}
-	if mem <= 0 {
-		mem = DefaultMemoryMiB
-	}
+	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
 	f := filesIn(spec.Dir)
 	for _, p := range []string{f.agentSock, f.qmpSock} {
 		_ = os.Remove(p)
 	}
 	m := machineFor(accel)
-	mods := []string{m.transportModule(), "virtio_blk", "virtio_console"}
-	if len(spec.Volumes) > 0 {
-		mods = append(mods, "virtiofs")
-	}
-	if spec.Network {
-		mods = append(mods, "virtio_net")
-	}
-	params := []string{bootparam.ParamRoot + "=/dev/vda", bootparam.ParamPort + "=" + PortName, bootparam.ParamModules + "=" + strings.Join(mods, ",")}
-	if spec.Hostname != "" {
-		params = append(params, bootparam.ParamHostname+"="+spec.Hostname)
-	}
 	args := m.args(cpus, mem)
 	args = append(args,
 		"-name", qemuPath("libbox-"+spec.ID),
@@ -218,18 +203,18 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+PortName,
 		"-qmp", "unix:"+qemuPath(f.qmpSock)+",server=on,wait=off",
 	)
-	helpers, vargs, vparams, err := b.startVolumes(ctx, spec, m, mem)
+	helpers, vargs, err := b.startVolumes(ctx, spec, m, mem)
 	if err != nil {
 		return nil, err
 	}
 	args = append(args, vargs...)
-	params = append(params, vparams...)
 	if spec.Network {
 		args = append(args, "-nic", "user,model="+m.device("virtio-net"))
 	} else {
 		args = append(args, "-nic", "none")
 	}
-	args = append(args, "-append", m.cmdline(strings.Join(params, " ")))
+	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes, Network: spec.Network}
+	args = append(args, "-append", m.cmdline(box))
 
 	p, err := launch(qemuBin, args, f.stderr, spec.Detach)
 	if err != nil {
@@ -249,7 +234,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		inst.release()
 		return nil, err
 	}
-	_ = writeFileAtomic(f.pidFile, []byte(strconv.Itoa(p.pid)+"\n"))
+	_ = vmboot.WriteFileAtomic(f.pidFile, []byte(strconv.Itoa(p.pid)+"\n"))
 	return inst, nil
 }
 
@@ -290,11 +275,11 @@ func BareBoot(ctx context.Context, home string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	qemuBin, err := lookTool("qemu-system-x86_64", "qemu-system-x86")
+	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
 	if err != nil {
 		return 0, err
 	}
-	k, err := FindKernel()
+	k, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
 	if err != nil {
 		return 0, err
 	}
@@ -302,7 +287,7 @@ func BareBoot(ctx context.Context, home string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := probeInitramfs(b.cache); err != nil { // build outside the measurement
+	if _, err := vmboot.ProbeInitramfs(b.cache); err != nil { // build outside the measurement
 		return 0, err
 	}
 	return b.probe(ctx, qemuBin, k, accel, BootTimeout())
@@ -347,7 +332,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	if _, err := os.Stat(f.agentSock); err != nil {
 		return nil, errdefs.Wrap(errdefs.NotFound, err, "qemu: agent socket of box %s", spec.ID)
 	}
-	inst := newInstance(spec, p, f, st.Accel, st.Machine, st.CPUs, st.MemoryMiB, Kernel{Image: st.Kernel})
+	inst := newInstance(spec, p, f, st.Accel, st.Machine, st.CPUs, st.MemoryMiB, vmboot.Kernel{Image: st.Kernel})
 	inst.greeted.Store(true)
 	for _, h := range st.Helpers {
 		if hp, err := findProc(h.PID, h.StartTime); err == nil {
@@ -364,14 +349,14 @@ func (i *instance) unavailable() error {
 	if s := strings.TrimSpace(readTail(i.files.stderr, 2048)); s != "" {
 		msg += "; qemu: " + oneLine(s)
 	}
-	all := ConsoleTail(i.spec.Dir, 400)
+	all := vmboot.ConsoleTail(i.spec.Dir, 400)
 	for _, l := range strings.Split(all, "\n") {
 		if strings.Contains(l, "Kernel panic") {
 			msg += "; " + strings.TrimSpace(l)
 			break
 		}
 	}
-	if tail := ConsoleTail(i.spec.Dir, 15); tail != "" {
+	if tail := vmboot.ConsoleTail(i.spec.Dir, 15); tail != "" {
 		msg += "; console:\n" + tail
 	}
 	return errdefs.New(errdefs.Unavailable, "%s", msg)
@@ -445,7 +430,7 @@ func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
 	if ctx.Err() != nil {
 		return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "vm %s: agent handshake", i.spec.ID)
 	}
-	return nil, errdefs.New(errdefs.Unavailable, "vm %s: the agent did not answer the stream handshake within %s: redial (console: %s)", i.spec.ID, limit, oneLine(ConsoleTail(i.spec.Dir, 3)))
+	return nil, errdefs.New(errdefs.Unavailable, "vm %s: the agent did not answer the stream handshake within %s: redial (console: %s)", i.spec.ID, limit, oneLine(vmboot.ConsoleTail(i.spec.Dir, 3)))
 }
 
 // handshakeTimeout bounds the handshake with an agent that already
@@ -494,4 +479,19 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(b)
+}
+
+// BootTimeout is how long a runtime should wait for a VM's agent to answer:
+// LIBBOX_BOOT_TIMEOUT (a Go duration or seconds), default 120 s, generous
+// enough for TCG on a loaded machine.
+func BootTimeout() time.Duration {
+	if v := os.Getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+		if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
+			return time.Duration(n * float64(time.Second))
+		}
+	}
+	return 120 * time.Second
 }

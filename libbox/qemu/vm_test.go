@@ -1,3 +1,5 @@
+//go:build linux
+
 package qemu
 
 import (
@@ -10,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,7 +25,9 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // The VM tests share one booted box (TCG boots take seconds). It is
@@ -59,8 +62,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fds := openFDs()
-	code := m.Run()
+	// The spawn thread lives for good by design; every watcher and dial
+	// goroutine must have ended, and fds be back.
+	testutil.Main(m, stopShared, goleak.IgnoreTopFunction("github.com/libbox/libbox/libbox/qemu.spawnLoop"))
+}
+
+// stopShared stops the shared VM and removes the test files.
+func stopShared() error {
+	defer os.RemoveAll(workDir)
 	if shared.cl != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		shared.cl.Shutdown(ctx, &agentpb.ShutdownRequest{Exit: true})
@@ -69,66 +78,28 @@ func TestMain(m *testing.M) {
 	}
 	if shared.inst != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		if err := shared.inst.Stop(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping the shared VM:", err)
-			code = 1
-		}
-		cancel()
-	}
-	os.RemoveAll(workDir)
-	if code == 0 {
-		// Leak checks: every watcher and dial goroutine has ended (the
-		// spawn thread lives for good by design) and fds are back.
-		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/libbox/libbox/libbox/qemu.spawnLoop")); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-		if now := openFDs(); now > fds {
-			fmt.Fprintf(os.Stderr, "fd leak: %d open fds, %d before the tests\n", now, fds)
-			code = 1
+			return fmt.Errorf("stopping the shared VM: %w", err)
 		}
 	}
-	os.Exit(code)
-}
-
-func openFDs() int {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	return len(ents)
+	return nil
 }
 
 // requireKernel skips (or fails in CI) when no guest kernel is installed.
-func requireKernel(t testing.TB) Kernel {
+func requireKernel(t testing.TB) vmboot.Kernel {
 	t.Helper()
-	k, err := FindKernel()
-	if err != nil {
-		skipOrFail(t, "%v", err)
-	}
+	k, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
+	testutil.Require(t, err, "./build.sh deps")
 	return k
 }
 
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI must run the VM tests: ./build.sh deps installs QEMU and the kernel)", msg)
-	}
-	t.Skipf("%s (fix: ./build.sh deps)", msg)
-}
-
+// requireVM skips (or fails in CI) unless a box VM can boot here.
 func requireVM(t testing.TB) {
 	t.Helper()
-	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Skip("the QEMU backend tests run on linux/amd64")
-	}
-	if _, err := lookTool("qemu-system-x86_64", "qemu-system-x86"); err != nil {
-		skipOrFail(t, "%v", err)
-	}
-	if _, err := lookTool("mkfs.ext4", "e2fsprogs"); err != nil {
-		skipOrFail(t, "%v", err)
-	}
-	if _, err := findBusybox(); err != nil {
-		skipOrFail(t, "%v", err)
-	}
+	testutil.RequireQEMU(t)
+	_, err := vmboot.FindBusybox()
+	testutil.Require(t, err, "./build.sh deps")
 	requireKernel(t)
 }
 
@@ -153,7 +124,7 @@ func fixtures(t testing.TB) {
 		t.Fatalf("building the agent: %v\n%s", err, b)
 	}
 	shared.image = filepath.Join(workDir, "image")
-	bb, err := findBusybox()
+	bb, err := vmboot.FindBusybox()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,23 +135,16 @@ func fixtures(t testing.TB) {
 	for _, d := range []string{"bin", "etc", "root"} {
 		os.MkdirAll(filepath.Join(shared.image, d), 0o755)
 	}
-	must(t, os.WriteFile(filepath.Join(shared.image, "bin/busybox"), data, 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(shared.image, "bin/busybox"), data, 0o755))
 	for _, l := range []string{"sh", "echo", "cat", "ls", "sync", "sleep", "mount", "head"} {
-		must(t, os.Symlink("busybox", filepath.Join(shared.image, "bin", l)))
+		testutil.Must(t, os.Symlink("busybox", filepath.Join(shared.image, "bin", l)))
 	}
-	must(t, os.WriteFile(filepath.Join(shared.image, "etc/hello.txt"), []byte("hello from the image\n"), 0o644))
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+	testutil.Must(t, os.WriteFile(filepath.Join(shared.image, "etc/hello.txt"), []byte("hello from the image\n"), 0o644))
 }
 
 func newSpec(t testing.TB, id string) backend.Spec {
 	dir := filepath.Join(workDir, id)
-	must(t, os.MkdirAll(dir, 0o700))
+	testutil.Must(t, os.MkdirAll(dir, 0o700))
 	return backend.Spec{ID: id, Dir: dir, ImageRoot: shared.image, ImageID: "busybox-test", AgentPath: shared.agent, Hostname: id}
 }
 
@@ -266,7 +230,7 @@ func waitReady(ctx context.Context, inst backend.Instance, dir string) (*client,
 		}
 		if ctx.Err() != nil {
 			conn.Close()
-			return nil, errdefs.New(errdefs.DeadlineExceeded, "vm boot timed out: %v; console:\n%s", err, ConsoleTail(dir, 20))
+			return nil, errdefs.New(errdefs.DeadlineExceeded, "vm boot timed out: %v; console:\n%s", err, vmboot.ConsoleTail(dir, 20))
 		}
 	}
 }
@@ -429,7 +393,7 @@ func TestVMImageRoot(t *testing.T) {
 func TestVMVolumes(t *testing.T) {
 	_, cl := sharedVM(t)
 	if len(shared.spec.Volumes) == 0 {
-		skipOrFail(t, "VM volumes need root (virtiofsd)")
+		testutil.RequireRoot(t, "VM volumes (virtiofsd)")
 	}
 	if got := mustRun(t, cl, "cat", "/mnt/ro/from-host.txt"); got != "host data\n" {
 		t.Fatalf("read-only volume: %q", got)
@@ -472,8 +436,8 @@ func TestVMReconnect(t *testing.T) {
 		t.Logf("reconnect %d: %s", i, time.Since(start).Round(time.Millisecond))
 		if i%2 == 1 { // leave with an exec still streaming
 			st, err := c.Exec(ctx)
-			must(t, err)
-			must(t, st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Args: []string{"sh", "-c", "while :; do echo spam; done"}}}}))
+			testutil.Must(t, err)
+			testutil.Must(t, st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: &agentpb.ExecStart{Args: []string{"sh", "-c", "while :; do echo spam; done"}}}}))
 			st.Recv()
 		} else if got := mustRun(t, c, "echo", "again"); got != "again\n" {
 			t.Fatalf("reconnect %d: %q", i, got)
@@ -574,7 +538,7 @@ func TestVMPersistDetachAttach(t *testing.T) {
 	st := inst.State()
 	cl.Close() // the host goes away: the agent must serve the next one
 	b2, err := New(Options{Home: shared.home})
-	must(t, err)
+	testutil.Must(t, err)
 	att, err := b2.Attach(ctx, spec, st)
 	if err != nil {
 		inst.Kill()
@@ -639,7 +603,7 @@ func TestVMZKill(t *testing.T) {
 		<-started
 	}
 	pid := inst.Info()["pid"].(int)
-	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	testutil.Must(t, syscall.Kill(pid, syscall.SIGKILL))
 	killed := time.Now()
 	select {
 	case <-inst.Done():
@@ -657,7 +621,7 @@ func TestVMZKill(t *testing.T) {
 	if _, err := inst.Dial(ctx); !errdefs.IsUnavailable(err) {
 		t.Errorf("Dial after kill: %v, want Unavailable", err)
 	}
-	must(t, inst.Stop(ctx))
+	testutil.Must(t, inst.Stop(ctx))
 	shared.inst = nil
 	if _, err := os.Stat(filepath.Join(shared.spec.Dir, "disk.qcow2")); err != nil {
 		t.Errorf("the box disk must survive a kill: %v", err)
@@ -668,10 +632,10 @@ func TestVMGarbageKernel(t *testing.T) {
 	requireVM(t)
 	fixtures(t)
 	k := filepath.Join(t.TempDir(), "vmlinuz")
-	must(t, os.WriteFile(k, []byte(strings.Repeat("not a kernel ", 4096)), 0o644))
+	testutil.Must(t, os.WriteFile(k, []byte(strings.Repeat("not a kernel ", 4096)), 0o644))
 	t.Setenv("LIBBOX_KERNEL", k)
 	b, err := New(Options{Home: shared.home})
-	must(t, err)
+	testutil.Must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -693,7 +657,7 @@ func TestVMInitDies(t *testing.T) {
 	requireVM(t)
 	fixtures(t)
 	src := filepath.Join(t.TempDir(), "main.go")
-	must(t, os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Exit(3) }\n"), 0o644))
+	testutil.Must(t, os.WriteFile(src, []byte("package main\n\nimport \"os\"\n\nfunc main() { os.Exit(3) }\n"), 0o644))
 	bad := filepath.Join(t.TempDir(), "init")
 	cmd := exec.Command("go", "build", "-o", bad, src)
 	cmd.Dir = filepath.Dir(src)
@@ -702,7 +666,7 @@ func TestVMInitDies(t *testing.T) {
 		t.Fatalf("building a failing init: %v\n%s", err, out)
 	}
 	b, err := New(Options{Home: shared.home})
-	must(t, err)
+	testutil.Must(t, err)
 	spec := newSpec(t, "initdies")
 	spec.AgentPath = bad
 	_, _, err = bootBox(t, b, spec)
@@ -715,10 +679,10 @@ func TestVMInitDies(t *testing.T) {
 func TestAccelChoice(t *testing.T) {
 	requireVM(t)
 	k := requireKernel(t)
-	qemuBin, err := lookTool("qemu-system-x86_64", "qemu-system-x86")
-	must(t, err)
+	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
+	testutil.Must(t, err)
 	b, err := New(Options{Home: t.TempDir()})
-	must(t, err)
+	testutil.Must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, tc := range []struct{ env, want string }{{"kvm", AccelKVM}, {"tcg", AccelTCG}} {

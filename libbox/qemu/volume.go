@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
-	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // virtiofsdPaths are where Debian ships virtiofsd (QEMU 7.2's C daemon in
@@ -28,11 +28,12 @@ type helper struct {
 }
 
 // startVolumes starts one virtiofsd per volume and returns the QEMU
-// arguments and kernel parameters that attach them. virtio-fs needs the
+// arguments that attach them (the i-th under vmboot.VolumeTag(i), as the
+// kernel command line says). virtio-fs needs the
 // guest memory shared with the daemon (a memfd backend).
-func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine, memMiB int) (hs []helper, args, params []string, err error) {
+func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine, memMiB int) (hs []helper, args []string, err error) {
 	if len(spec.Volumes) == 0 {
-		return nil, nil, nil, nil
+		return nil, nil, nil
 	}
 	daemon := ""
 	for _, p := range virtiofsdPaths {
@@ -42,14 +43,14 @@ func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine
 		}
 	}
 	if daemon == "" {
-		return nil, nil, nil, errdefs.New(errdefs.Unsupported, "VM volumes need virtiofsd: apt-get install qemu-system-common (or virtiofsd)")
+		return nil, nil, errdefs.New(errdefs.Unsupported, "VM volumes need virtiofsd: apt-get install qemu-system-common (or virtiofsd)")
 	}
 	if os.Geteuid() != 0 {
-		return nil, nil, nil, errdefs.New(errdefs.Unsupported, "VM volumes need root (virtiofsd sandboxes itself with namespaces): run as root or use isolation=sandbox")
+		return nil, nil, errdefs.New(errdefs.Unsupported, "VM volumes need root (virtiofsd sandboxes itself with namespaces): run as root or use isolation=sandbox")
 	}
-	unshare, err := lookTool("unshare", "util-linux")
+	unshare, err := vmboot.LookTool("unshare", "util-linux")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -57,15 +58,14 @@ func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine
 		}
 	}()
 	args = []string{"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", memMiB), "-machine", "memory-backend=mem"}
-	var vols []bootparam.Volume
 	for n, v := range spec.Volumes {
 		if !filepath.IsAbs(v.HostPath) || !filepath.IsAbs(v.BoxPath) {
-			return hs, nil, nil, errdefs.New(errdefs.InvalidArgument, "volume %s:%s: paths must be absolute", v.HostPath, v.BoxPath)
+			return hs, nil, errdefs.New(errdefs.InvalidArgument, "volume %s:%s: paths must be absolute", v.HostPath, v.BoxPath)
 		}
 		if st, err := os.Stat(v.HostPath); err != nil || !st.IsDir() {
-			return hs, nil, nil, errdefs.New(errdefs.NotFound, "volume %s: not a directory on the host", v.HostPath)
+			return hs, nil, errdefs.New(errdefs.NotFound, "volume %s: not a directory on the host", v.HostPath)
 		}
-		tag := "vol" + strconv.Itoa(n)
+		tag := vmboot.VolumeTag(n)
 		sock := filepath.Join(spec.Dir, "fs"+strconv.Itoa(n)+".sock")
 		_ = os.Remove(sock)
 		// virtiofsd runs in its own mount namespace; a read-only volume is
@@ -80,18 +80,17 @@ func (b *Backend) startVolumes(ctx context.Context, spec backend.Spec, m machine
 			daemon, "--socket-path=" + sock, "-o", "source=" + v.HostPath, "-o", "cache=auto", "-o", "sandbox=chroot"}
 		p, err := launch(unshare, cmd, filepath.Join(spec.Dir, "fs"+strconv.Itoa(n)+".log"), spec.Detach)
 		if err != nil {
-			return hs, nil, nil, err
+			return hs, nil, err
 		}
 		hs = append(hs, helper{PID: p.pid, StartTime: p.startTime, Tag: tag, p: p})
 		if err := waitSocket(ctx, sock, p); err != nil {
-			return hs, nil, nil, errdefs.Wrap(errdefs.Unavailable, err, "virtiofsd for %s: %s", v.HostPath, oneLine(readTail(filepath.Join(spec.Dir, "fs"+strconv.Itoa(n)+".log"), 1024)))
+			return hs, nil, errdefs.Wrap(errdefs.Unavailable, err, "virtiofsd for %s: %s", v.HostPath, oneLine(readTail(filepath.Join(spec.Dir, "fs"+strconv.Itoa(n)+".log"), 1024)))
 		}
 		args = append(args,
 			"-chardev", "socket,id="+tag+",path="+qemuPath(sock),
 			"-device", m.device("vhost-user-fs")+",chardev="+tag+",tag="+tag)
-		vols = append(vols, bootparam.Volume{Tag: tag, BoxPath: v.BoxPath, ReadOnly: v.ReadOnly})
 	}
-	return hs, args, []string{bootparam.ParamVolumes + "=" + bootparam.FormatVolumes(vols)}, nil
+	return hs, args, nil
 }
 
 // waitSocket waits for a helper to create its socket.
@@ -105,7 +104,7 @@ func waitSocket(ctx context.Context, sock string, p *proc) error {
 		if p.exited() {
 			return fmt.Errorf("it exited (%s)", p.exitString())
 		}
-		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+		if err := vmboot.SleepCtx(ctx, 5*time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -4,10 +4,11 @@
 // agent listening on a vsock port.
 //
 // It is kept thin: the vz calls live in vz_darwin.go (type-checked on Linux
-// by tools/darwincheck, never compiled there); everything else - kernel
-// lookup, command line, box disk, the connect retry and the stop sequence -
-// is in this file, builds on every OS and is tested on Linux; initramfs,
-// base disk and console tail come from libbox/qemu. It never speaks the
+// by tools/darwincheck, never compiled there); everything else - the kernel
+// check, command line, box disk, the connect retry and the stop sequence -
+// is in this file, builds on every OS and is tested on Linux; kernel,
+// initramfs, base disk, command line builder and console tail come from
+// libbox/internal/vmboot, shared with the QEMU backend. It never speaks the
 // agent protocol, never touches the box store, and never lets a VM outlive
 // the process that started it (boxes cannot be detached).
 package vz
@@ -19,24 +20,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
-	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/qemu"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // AgentPort is the vsock port the agent listens on in the guest.
 const AgentPort = 1024
-
-// Defaults for a box that asks for nothing.
-const (
-	DefaultCPUs      = 1
-	DefaultMemoryMiB = 512
-)
 
 // Options configure the backend.
 type Options struct {
@@ -48,21 +40,14 @@ const kernelHint = "set LIBBOX_KERNEL to an uncompressed arm64 Linux kernel Imag
 	"virtio_console, vsock (vmw_vsock_virtio_transport), virtiofs and ext4 built in, or put its modules in " +
 	"LIBBOX_KERNEL_MODULES=/path/to/lib/modules/VERSION; see libbox/vz/README.md"
 
-// kernelFrom finds the guest kernel from the environment: LIBBOX_KERNEL is
-// required (macOS has no kernel of its own to boot).
-func kernelFrom(getenv func(string) string) (qemu.Kernel, error) {
-	p := getenv("LIBBOX_KERNEL")
-	if p == "" {
-		return qemu.Kernel{}, errdefs.New(errdefs.FailedPrecondition, "no guest kernel for vm boxes: %s", kernelHint)
+// kernelFrom checks the guest kernel the caller names (LIBBOX_KERNEL, and
+// its modules, which may be ""): it is required, macOS has no kernel of its
+// own to boot.
+func kernelFrom(image, modules string) (vmboot.Kernel, error) {
+	if image == "" {
+		return vmboot.Kernel{}, errdefs.New(errdefs.FailedPrecondition, "no guest kernel for vm boxes: %s", kernelHint)
 	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return qemu.Kernel{}, errdefs.New(errdefs.NotFound, "LIBBOX_KERNEL=%s: %v; %s", p, err, kernelHint)
-	}
-	if !st.Mode().IsRegular() {
-		return qemu.Kernel{}, errdefs.New(errdefs.InvalidArgument, "LIBBOX_KERNEL=%s is not a file; %s", p, kernelHint)
-	}
-	return qemu.Kernel{Image: p, Modules: getenv("LIBBOX_KERNEL_MODULES")}, nil
+	return vmboot.KernelAt(image, modules, kernelHint)
 }
 
 // checkSpec rejects what a vz box cannot do.
@@ -76,45 +61,12 @@ func checkSpec(spec backend.Spec) error {
 	return nil
 }
 
-// limits returns the box's cpus and memory with the defaults filled in.
-func limits(spec backend.Spec) (cpus, memMiB int) {
-	cpus, memMiB = spec.CPUs, spec.MemoryMiB
-	if cpus <= 0 {
-		cpus = DefaultCPUs
-	}
-	if memMiB <= 0 {
-		memMiB = DefaultMemoryMiB
-	}
-	return cpus, memMiB
-}
-
-// volumeTag is the virtiofs tag of the i-th volume.
-func volumeTag(i int) string { return "vol" + strconv.Itoa(i) }
-
 // cmdline is the kernel command line of a box: root on the first virtio-blk
 // disk, the agent on vsock port AgentPort, the console on hvc0.
-func cmdline(spec backend.Spec) string {
-	mods := []string{"virtio_pci", "virtio_blk", "virtio_console", "vmw_vsock_virtio_transport"}
-	if len(spec.Volumes) > 0 {
-		mods = append(mods, "virtiofs")
-	}
-	params := []string{
-		"console=hvc0", "quiet",
-		bootparam.ParamRoot + "=/dev/vda",
-		bootparam.ParamVsock + "=" + strconv.Itoa(AgentPort),
-		bootparam.ParamModules + "=" + strings.Join(mods, ","),
-	}
-	if spec.Hostname != "" {
-		params = append(params, bootparam.ParamHostname+"="+spec.Hostname)
-	}
-	if len(spec.Volumes) > 0 {
-		vols := make([]bootparam.Volume, len(spec.Volumes))
-		for i, v := range spec.Volumes {
-			vols[i] = bootparam.Volume{Tag: volumeTag(i), BoxPath: v.BoxPath, ReadOnly: v.ReadOnly}
-		}
-		params = append(params, bootparam.ParamVolumes+"="+bootparam.FormatVolumes(vols))
-	}
-	return strings.Join(params, " ")
+func cmdline(spec backend.Spec, debug bool) string {
+	return vmboot.Cmdline{Console: "hvc0", Debug: debug, Box: &vmboot.Box{
+		Transport: "virtio_pci", VsockPort: AgentPort, Hostname: spec.Hostname, Volumes: spec.Volumes, Network: spec.Network,
+	}}.String()
 }
 
 // boxDisk gives the box its own raw copy of the base disk, made by clone

@@ -18,16 +18,13 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // These tests cover every part of the backend that is not a vz call; they
 // run on every OS (the vz calls are type-checked by tools/darwincheck).
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func env(kv map[string]string) func(string) string {
-	return func(k string) string { return kv[k] }
-}
 
 func TestKernelFrom(t *testing.T) {
 	dir := t.TempDir()
@@ -36,7 +33,7 @@ func TestKernelFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err := kernelFrom(env(nil))
+	_, err := kernelFrom("", "")
 	if !errdefs.IsFailedPrecondition(err) {
 		t.Fatalf("no LIBBOX_KERNEL: got %v, want FailedPrecondition", err)
 	}
@@ -45,19 +42,19 @@ func TestKernelFrom(t *testing.T) {
 			t.Errorf("the error does not say what to do (%q missing): %v", want, err)
 		}
 	}
-	if _, err := kernelFrom(env(map[string]string{"LIBBOX_KERNEL": filepath.Join(dir, "nope")})); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "nope") {
-		t.Errorf("missing kernel: got %v, want NotFound naming the path", err)
+	if _, err := kernelFrom(filepath.Join(dir, "nope"), ""); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "libbox/vz/README.md") {
+		t.Errorf("missing kernel: got %v, want NotFound naming the path and the vz hint", err)
 	}
-	if _, err := kernelFrom(env(map[string]string{"LIBBOX_KERNEL": dir})); !errdefs.IsInvalidArgument(err) {
+	if _, err := kernelFrom(dir, ""); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("directory as kernel: got %v, want InvalidArgument", err)
 	}
-	k, err := kernelFrom(env(map[string]string{"LIBBOX_KERNEL": img, "LIBBOX_KERNEL_MODULES": "/m"}))
-	if err != nil || k.Image != img || k.Modules != "/m" {
-		t.Errorf("kernelFrom = %+v, %v; want Image %s Modules /m", k, err, img)
+	k, err := kernelFrom(img, dir)
+	if err != nil || k.Image != img || k.Modules != dir {
+		t.Errorf("kernelFrom = %+v, %v; want Image %s Modules %s", k, err, img, dir)
 	}
 }
 
-func TestCheckSpecAndLimits(t *testing.T) {
+func TestCheckSpec(t *testing.T) {
 	if err := checkSpec(backend.Spec{Detach: true}); !errdefs.IsUnsupported(err) {
 		t.Errorf("detach: got %v, want Unsupported", err)
 	}
@@ -67,16 +64,10 @@ func TestCheckSpecAndLimits(t *testing.T) {
 	if err := checkSpec(backend.Spec{CPUs: 2}); err != nil {
 		t.Errorf("plain spec: %v", err)
 	}
-	if c, m := limits(backend.Spec{}); c != DefaultCPUs || m != DefaultMemoryMiB {
-		t.Errorf("defaults: %d cpus %d MiB", c, m)
-	}
-	if c, m := limits(backend.Spec{CPUs: 3, MemoryMiB: 700}); c != 3 || m != 700 {
-		t.Errorf("limits: %d cpus %d MiB, want 3 and 700", c, m)
-	}
 }
 
 func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
-	p := bootparam.ParseCmdline(cmdline(backend.Spec{}))
+	p := bootparam.ParseCmdline(cmdline(backend.Spec{}, false))
 	if p[bootparam.ParamRoot] != "/dev/vda" || p[bootparam.ParamVsock] != "1024" {
 		t.Errorf("root/vsock: %v", p)
 	}
@@ -95,7 +86,11 @@ func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
 		{HostPath: "/h/a", BoxPath: "/data dir/x,y:z"},
 		{HostPath: "/h/b", BoxPath: "/ro", ReadOnly: true},
 	}}
-	p = bootparam.ParseCmdline(cmdline(spec))
+	line := cmdline(spec, false)
+	if !strings.HasPrefix(line, "console=hvc0 ") {
+		t.Errorf("console: %q", line)
+	}
+	p = bootparam.ParseCmdline(line)
 	if p[bootparam.ParamHostname] != "web1" {
 		t.Errorf("hostname: %v", p)
 	}
@@ -106,7 +101,7 @@ func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []bootparam.Volume{{Tag: volumeTag(0), BoxPath: "/data dir/x,y:z"}, {Tag: volumeTag(1), BoxPath: "/ro", ReadOnly: true}}
+	want := []bootparam.Volume{{Tag: vmboot.VolumeTag(0), BoxPath: "/data dir/x,y:z"}, {Tag: vmboot.VolumeTag(1), BoxPath: "/ro", ReadOnly: true}}
 	if !slices.Equal(vols, want) {
 		t.Errorf("volumes = %+v, want %+v", vols, want)
 	}

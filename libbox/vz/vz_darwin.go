@@ -16,7 +16,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
-	"github.com/libbox/libbox/libbox/qemu"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // This file holds every call into Virtualization.framework; it is never
@@ -35,7 +35,7 @@ func New(opts Options) (backend.Backend, error) {
 	if opts.Home == "" {
 		return nil, errdefs.New(errdefs.InvalidArgument, "vz backend: Options.Home is empty")
 	}
-	return &Backend{opts: opts, cache: qemu.CacheDir(opts.Home)}, nil
+	return &Backend{opts: opts, cache: vmboot.CacheDir(opts.Home)}, nil
 }
 
 // Name is the isolation name.
@@ -50,15 +50,15 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
-	k, err := kernelFrom(os.Getenv)
+	k, err := kernelFrom(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
 	if err != nil {
 		return nil, err
 	}
-	initrd, err := qemu.AgentInitramfs(b.cache, spec.AgentPath, k)
+	initrd, err := vmboot.AgentInitramfs(b.cache, spec.AgentPath, k)
 	if err != nil {
 		return nil, err
 	}
-	base, err := qemu.BaseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
+	base, err := vmboot.BaseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
 	if err != nil {
 		return nil, err
 	}
@@ -66,9 +66,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err != nil {
 		return nil, err
 	}
-	cpus, mem := limits(spec)
+	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
 
-	loader, err := vz.NewLinuxBootLoader(k.Image, vz.WithCommandLine(cmdline(spec)), vz.WithInitrd(initrd))
+	loader, err := vz.NewLinuxBootLoader(k.Image, vz.WithCommandLine(cmdline(spec, os.Getenv("LIBBOX_VM_DEBUG") == "1")), vz.WithInitrd(initrd))
 	if err != nil {
 		return nil, vzError("boot loader", err)
 	}
@@ -130,7 +130,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		if err != nil {
 			return fail("volume "+v.HostPath, err)
 		}
-		fs, err := vz.NewVirtioFileSystemDeviceConfiguration(volumeTag(i))
+		fs, err := vz.NewVirtioFileSystemDeviceConfiguration(vmboot.VolumeTag(i))
 		if err != nil {
 			return fail("volume "+v.HostPath, err)
 		}
@@ -212,7 +212,7 @@ func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	connect := func() (net.Conn, error) { return devs[0].Connect(AgentPort) }
 	stopped := func() error {
-		return errdefs.New(errdefs.Unavailable, "vz: the VM of box %s stopped; its console says:\n%s", i.spec.ID, qemu.ConsoleTail(i.spec.Dir, 20))
+		return errdefs.New(errdefs.Unavailable, "vz: the VM of box %s stopped; its console says:\n%s", i.spec.ID, vmboot.ConsoleTail(i.spec.Dir, 20))
 	}
 	return connectRetry(ctx, i.done, connect, stopped)
 }

@@ -1,4 +1,4 @@
-package qemu
+package vmboot
 
 import (
 	"bufio"
@@ -16,13 +16,11 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// guestModules are the kernel modules a box needs, by module name. Each is
-// loaded (with its dependencies first) when the kernel has it as a module;
-// built-in or absent ones are skipped (optional ones silently).
-var guestModules = []struct {
-	name     string
-	required bool
-}{
+// guestModules are the kernel modules a box may need, by module name: the
+// initramfs carries each (with its dependencies) when the kernel has it as a
+// module; built-in or absent ones are skipped (optional ones silently). The
+// command line (Box.Modules) says which of them a box loads.
+var guestModules = []guestModule{
 	{"virtio_pci", false},  // -M pc / q35
 	{"virtio_mmio", false}, // -M microvm
 	{"virtio_blk", true},
@@ -30,6 +28,11 @@ var guestModules = []struct {
 	{"virtiofs", false},                   // volumes
 	{"virtio_net", false},                 // Spec.Network
 	{"vmw_vsock_virtio_transport", false}, // vsock transport
+}
+
+type guestModule struct {
+	name     string
+	required bool // the box cannot boot without it (unless built in)
 }
 
 // module is one kernel module file.

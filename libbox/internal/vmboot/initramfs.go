@@ -1,4 +1,4 @@
-package qemu
+package vmboot
 
 import (
 	"bytes"
@@ -13,23 +13,21 @@ import (
 	"strings"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 )
 
 // initramfsFormat is bumped when the layout of the generated initramfs
 // changes, so cached archives are rebuilt.
 const initramfsFormat = "libbox-initramfs-2"
 
-// moduleList is the module load list inside the initramfs; the agent
-// (guest/boot) reads it. Keep in sync with bootparam.ModuleList.
-const moduleList = "lib/modules/libbox.load"
+// ProbeMarker is what the probe initramfs prints before it powers off.
+const ProbeMarker = "libbox-probe-ok"
 
-// probeMarker is what the probe initramfs prints before it powers off.
-const probeMarker = "libbox-probe-ok"
-
-// agentInitramfs returns the cached initramfs for an agent binary and a
-// kernel, building it when missing: the agent as /init plus the kernel
-// modules a box needs and their load order.
-func agentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
+// AgentInitramfs returns the cached initramfs for an agent binary and a
+// kernel, building it when missing (cached by content under cacheDir): the
+// agent as /init plus the kernel modules a box needs (guestModules) and
+// their load order in bootparam.ModuleList.
+func AgentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
 	agent, err := os.ReadFile(agentPath)
 	if err != nil {
 		return "", errdefs.Wrap(errdefs.NotFound, err, "box agent")
@@ -64,7 +62,7 @@ func agentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
 			return "", errdefs.Wrap(errdefs.FailedPrecondition, err, "kernel %s", k.Image)
 		}
 	}
-	err = writeAtomic(out, func(w io.Writer) error {
+	err = WriteAtomic(out, func(w io.Writer) error {
 		c := newCPIO(w)
 		dirs := newDirSet(c)
 		for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "mnt", "mnt/root", "lib/modules"} {
@@ -83,7 +81,7 @@ func agentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
 			}
 			fmt.Fprintf(&list, "%s /%s %s\n", m.name, p, deps)
 		}
-		c.File(moduleList, 0o644, []byte(list.String()))
+		c.File(strings.TrimPrefix(bootparam.ModuleList, "/"), 0o644, []byte(list.String()))
 		if err := c.File("init", 0o755, agent); err != nil {
 			return err
 		}
@@ -95,11 +93,11 @@ func agentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
 	return out, nil
 }
 
-// probeInitramfs returns a cached initramfs whose init prints probeMarker
+// ProbeInitramfs returns a cached initramfs whose init prints ProbeMarker
 // and powers off at once (accelerator probe, bare boot benchmark). It uses
 // the host's static busybox.
-func probeInitramfs(cacheDir string) (string, error) {
-	bb, err := findBusybox()
+func ProbeInitramfs(cacheDir string) (string, error) {
+	bb, err := FindBusybox()
 	if err != nil {
 		return "", err
 	}
@@ -107,7 +105,7 @@ func probeInitramfs(cacheDir string) (string, error) {
 	if err != nil {
 		return "", errdefs.Wrap(errdefs.NotFound, err, "busybox")
 	}
-	script := "#!/bin/busybox sh\n/bin/busybox echo " + probeMarker + "\nexec /bin/busybox poweroff -f\n"
+	script := "#!/bin/busybox sh\n/bin/busybox echo " + ProbeMarker + "\nexec /bin/busybox poweroff -f\n"
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n", initramfsFormat, script)
 	h.Write(data)
@@ -115,7 +113,7 @@ func probeInitramfs(cacheDir string) (string, error) {
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	err = writeAtomic(out, func(w io.Writer) error {
+	err = WriteAtomic(out, func(w io.Writer) error {
 		c := newCPIO(w)
 		c.Dir("bin", 0o755)
 		c.Dir("dev", 0o755)
@@ -130,8 +128,8 @@ func probeInitramfs(cacheDir string) (string, error) {
 	return out, nil
 }
 
-// findBusybox returns a static busybox on the host.
-func findBusybox() (string, error) {
+// FindBusybox returns a static busybox on the host.
+func FindBusybox() (string, error) {
 	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox", "/usr/lib/busybox/busybox"} {
 		b, err := os.ReadFile(p)
 		if err == nil && isStaticELF(b) {
@@ -172,29 +170,4 @@ func (d *dirSet) add(p string) {
 	d.add(path.Dir(p))
 	d.seen[p] = true
 	d.c.Dir(p, 0o755)
-}
-
-// writeAtomic writes a file through a temp file in the same directory and
-// renames it into place, so readers see the whole file or none.
-func writeAtomic(dst string, fill func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := fill(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
 }

@@ -1,4 +1,4 @@
-package qemu
+package vmboot
 
 import (
 	"bytes"
@@ -15,8 +15,11 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/bootparam"
+	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox/backend"
 )
+
+func TestMain(m *testing.M) { testutil.Main(m, nil) }
 
 type cpioEntry struct {
 	name       string
@@ -182,23 +185,6 @@ func TestRealModules(t *testing.T) {
 	}
 }
 
-func TestParseVolumesRoundTrip(t *testing.T) {
-	vols := []bootparam.Volume{{Tag: "vol0", BoxPath: "/mnt/my src,x:y", ReadOnly: true}, {Tag: "vol1", BoxPath: "/data"}}
-	s := bootparam.FormatVolumes(vols)
-	if strings.ContainsAny(s, " \t") {
-		t.Fatalf("volumes parameter %q has blanks", s)
-	}
-	got, err := bootparam.ParseVolumes(s)
-	if err != nil || !slices.Equal(got, vols) {
-		t.Fatalf("ParseVolumes(%q) = %v, %v", s, got, err)
-	}
-	for _, bad := range []string{"vol0", "vol0:rel/path", ":/x", "vol0:/x:rx"} {
-		if _, err := bootparam.ParseVolumes(bad); err == nil {
-			t.Errorf("ParseVolumes(%q) accepted", bad)
-		}
-	}
-}
-
 func TestConsoleTail(t *testing.T) {
 	dir := t.TempDir()
 	var b strings.Builder
@@ -214,34 +200,46 @@ func TestConsoleTail(t *testing.T) {
 	}
 }
 
-func TestFindKernelEnv(t *testing.T) {
-	t.Setenv("LIBBOX_KERNEL", "/nonexistent/vmlinuz")
-	if _, err := FindKernel(); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "LIBBOX_KERNEL=/nonexistent/vmlinuz") {
-		t.Errorf("missing LIBBOX_KERNEL: %v", err)
+// TestFindKernelNamed checks a kernel the caller names: each bad input
+// gets its own error class, naming the path and saying what to do.
+func TestFindKernelNamed(t *testing.T) {
+	dir := t.TempDir()
+	k := filepath.Join(dir, "vmlinuz")
+	mods := filepath.Join(dir, "6.1.0-test")
+	testutil.Must(t, os.WriteFile(k, []byte("x"), 0o644))
+	testutil.Must(t, os.Mkdir(mods, 0o755))
+	for _, tc := range []struct {
+		name, image, modules string
+		code                 errdefs.Code
+		errHas               string
+	}{
+		{"missing image", "/nonexistent/vmlinuz", "", errdefs.NotFound, "LIBBOX_KERNEL=/nonexistent/vmlinuz"},
+		{"image is a directory", dir, "", errdefs.InvalidArgument, "is not a file"},
+		{"missing modules", k, "/nonexistent/modules", errdefs.NotFound, "LIBBOX_KERNEL_MODULES=/nonexistent/modules"},
+		{"modules is a file", k, k, errdefs.NotFound, "not a directory"},
+	} {
+		_, err := FindKernel(tc.image, tc.modules)
+		if errdefs.CodeOf(err) != tc.code || err == nil || !strings.Contains(err.Error(), tc.errHas) || !strings.Contains(err.Error(), "build.sh deps") {
+			t.Errorf("%s: %v, want %v containing %q and the hint", tc.name, err, tc.code, tc.errHas)
+		}
 	}
-	k := filepath.Join(t.TempDir(), "vmlinuz")
-	must(t, os.WriteFile(k, []byte("x"), 0o644))
-	t.Setenv("LIBBOX_KERNEL", k)
-	t.Setenv("LIBBOX_KERNEL_MODULES", "/nonexistent/modules")
-	if _, err := FindKernel(); !errdefs.IsNotFound(err) {
-		t.Errorf("missing LIBBOX_KERNEL_MODULES: %v", err)
+	got, err := FindKernel(k, "")
+	if err != nil || got != (Kernel{Image: k}) {
+		t.Errorf("FindKernel(image) = %+v, %v", got, err)
 	}
-	t.Setenv("LIBBOX_KERNEL_MODULES", "")
-	got, err := FindKernel()
-	if err != nil || got.Image != k || got.Modules != "" {
-		t.Errorf("FindKernel = %+v, %v", got, err)
+	got, err = FindKernel(k, mods)
+	if err != nil || got != (Kernel{Image: k, Modules: mods, Version: "6.1.0-test"}) {
+		t.Errorf("FindKernel(image, modules) = %+v, %v", got, err)
 	}
 }
 
 // TestBaseDiskConcurrent builds one image's base disk from many goroutines:
 // one build, one file, the same answer everywhere.
 func TestBaseDiskConcurrent(t *testing.T) {
-	if _, err := lookTool("mkfs.ext4", "e2fsprogs"); err != nil {
-		skipOrFail(t, "%v", err)
-	}
+	testutil.RequireTool(t, "mkfs.ext4", "e2fsprogs")
 	img := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(img, "etc"), 0o755))
-	must(t, os.WriteFile(filepath.Join(img, "etc/a.txt"), []byte("a"), 0o644))
+	testutil.Must(t, os.MkdirAll(filepath.Join(img, "etc"), 0o755))
+	testutil.Must(t, os.WriteFile(filepath.Join(img, "etc/a.txt"), []byte("a"), 0o644))
 	cache := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -250,7 +248,7 @@ func TestBaseDiskConcurrent(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			p, err := baseDisk(ctx, cache, img, "sha256:abc/def")
+			p, err := BaseDisk(ctx, cache, img, "sha256:abc/def")
 			paths <- p
 			errs <- err
 		}()
@@ -280,44 +278,77 @@ func TestBaseDiskConcurrent(t *testing.T) {
 	}
 }
 
-func TestStartBadSpec(t *testing.T) {
-	dir := t.TempDir()
-	img := t.TempDir()
-	script := filepath.Join(t.TempDir(), "agent.sh")
-	must(t, os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755))
-	long := filepath.Join(dir, strings.Repeat("d", 100))
-	must(t, os.MkdirAll(long, 0o755))
-	good := backend.Spec{ID: "x", Dir: dir, ImageRoot: img, AgentPath: script}
-	b, err := New(Options{Home: t.TempDir()})
-	must(t, err)
-	for _, tc := range []struct {
-		name   string
-		edit   func(*backend.Spec)
-		code   errdefs.Code
-		errHas string
-	}{
-		{"relative dir", func(s *backend.Spec) { s.Dir = "box" }, errdefs.InvalidArgument, "must be an absolute directory"},
-		{"no agent", func(s *backend.Spec) { s.AgentPath = "" }, errdefs.InvalidArgument, "Spec.AgentPath is empty"},
-		{"no image", func(s *backend.Spec) { s.ImageRoot = "" }, errdefs.InvalidArgument, "Spec.ImageRoot is empty"},
-		{"missing dir", func(s *backend.Spec) { s.Dir = filepath.Join(dir, "gone") }, errdefs.NotFound, "does not exist"},
-		{"missing image", func(s *backend.Spec) { s.ImageRoot = filepath.Join(img, "gone") }, errdefs.NotFound, "is not a directory"},
-		{"bad hostname", func(s *backend.Spec) { s.Hostname = "a b" }, errdefs.InvalidArgument, "hostname"},
-		{"long dir", func(s *backend.Spec) { s.Dir = long }, errdefs.InvalidArgument, "too long for a unix socket path"},
-	} {
-		spec := good
-		tc.edit(&spec)
-		_, err := b.Start(context.Background(), spec)
-		if errdefs.CodeOf(err) != tc.code || err == nil || !strings.Contains(err.Error(), tc.errHas) {
-			t.Errorf("%s: %v, want %v containing %q", tc.name, err, tc.code, tc.errHas)
+// requireKernel returns the guest kernel libbox finds by itself, skipping
+// (or failing in CI) when there is none.
+func requireKernel(t testing.TB) Kernel {
+	t.Helper()
+	k, err := FindKernel("", "")
+	testutil.Require(t, err, "./build.sh deps")
+	return k
+}
+
+func TestLimits(t *testing.T) {
+	if c, m := Limits(0, -1); c != DefaultCPUs || m != DefaultMemoryMiB {
+		t.Errorf("defaults: %d cpus %d MiB", c, m)
+	}
+	if c, m := Limits(3, 700); c != 3 || m != 700 {
+		t.Errorf("limits: %d cpus %d MiB, want 3 and 700", c, m)
+	}
+}
+
+// TestCmdlineIsWhatTheGuestParses renders command lines and reads them
+// back with the agent's own parser (guest/bootparam).
+func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
+	bare := Cmdline{Console: "ttyS0", Machine: []string{"no_timer_check"}}.String()
+	if bare != "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check" {
+		t.Errorf("bare boot: %q", bare)
+	}
+	if p := bootparam.ParseCmdline(bare); len(p) != 0 {
+		t.Errorf("a bare boot has libbox parameters: %v", p)
+	}
+
+	serial := Cmdline{Console: "ttyS0", Box: &Box{Transport: "virtio_pci", Port: "org.libbox.agent"}}.String()
+	p := bootparam.ParseCmdline(serial)
+	if p[bootparam.ParamRoot] != "/dev/vda" || p[bootparam.ParamPort] != "org.libbox.agent" || p[bootparam.ParamModules] != "virtio_pci,virtio_blk,virtio_console" {
+		t.Errorf("serial transport: %v", p)
+	}
+	for _, k := range []string{bootparam.ParamVsock, bootparam.ParamHostname, bootparam.ParamVolumes, bootparam.ParamDebug} {
+		if _, ok := p[k]; ok {
+			t.Errorf("%s set without reason: %v", k, p)
 		}
 	}
-	if _, err := FindKernel(); err == nil {
-		t.Setenv("LIBBOX_ACCEL", "tcg")
-		if _, err := b.Start(context.Background(), good); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a static ELF") {
-			t.Errorf("script as agent: %v", err)
-		}
+
+	box := &Box{Transport: "virtio_mmio", VsockPort: 1024, Hostname: "web1", Network: true, Volumes: []backend.Volume{
+		{HostPath: "/h/a", BoxPath: "/data dir/x,y:z"},
+		{HostPath: "/h/b", BoxPath: "/ro", ReadOnly: true},
+	}}
+	line := Cmdline{Console: "hvc0", Debug: true, Box: box}.String()
+	if strings.Contains(line, "quiet") || !strings.Contains(line, "loglevel=7") {
+		t.Errorf("debug boot is quiet: %q", line)
 	}
-	if _, err := New(Options{}); !errdefs.IsInvalidArgument(err) {
-		t.Errorf("New without Home: %v", err)
+	p = bootparam.ParseCmdline(line)
+	if _, ok := p[bootparam.ParamPort]; ok || p[bootparam.ParamVsock] != "1024" {
+		t.Errorf("vsock transport: %v", p)
+	}
+	if p[bootparam.ParamHostname] != "web1" || p[bootparam.ParamDebug] != "1" {
+		t.Errorf("hostname/debug: %v", p)
+	}
+	wantMods := []string{"virtio_mmio", "virtio_blk", "virtio_console", "vmw_vsock_virtio_transport", "virtiofs", "virtio_net"}
+	if got := strings.Split(p[bootparam.ParamModules], ","); !slices.Equal(got, wantMods) {
+		t.Errorf("modules %v, want %v", got, wantMods)
+	}
+	vols, err := bootparam.ParseVolumes(p[bootparam.ParamVolumes])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bootparam.Volume{{Tag: VolumeTag(0), BoxPath: "/data dir/x,y:z"}, {Tag: VolumeTag(1), BoxPath: "/ro", ReadOnly: true}}
+	if !slices.Equal(vols, want) {
+		t.Errorf("volumes = %+v, want %+v", vols, want)
+	}
+	// Every module a box may load is one the initramfs carries.
+	for _, m := range wantMods {
+		if !slices.ContainsFunc(guestModules, func(g guestModule) bool { return g.name == m }) {
+			t.Errorf("module %s is loaded but not put in the initramfs", m)
+		}
 	}
 }

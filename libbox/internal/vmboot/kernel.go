@@ -1,4 +1,4 @@
-package qemu
+package vmboot
 
 import (
 	"fmt"
@@ -27,26 +27,19 @@ func kernelCaches() []string {
 	return dirs
 }
 
-const kernelHint = "install one with `./build.sh deps` (downloads Debian's linux-image-cloud-amd64 into /var/cache/libbox/kernel), " +
+// KernelHint says how to get a guest kernel for the QEMU backend.
+const KernelHint = "install one with `./build.sh deps` (downloads Debian's linux-image-cloud-amd64 into /var/cache/libbox/kernel), " +
 	"`apt-get install linux-image-cloud-amd64`, or set LIBBOX_KERNEL=/path/to/vmlinuz (and LIBBOX_KERNEL_MODULES=/lib/modules/VERSION)"
 
-// FindKernel locates the guest kernel: $LIBBOX_KERNEL (modules from
-// $LIBBOX_KERNEL_MODULES), else the libbox kernel cache, else /boot.
-func FindKernel() (Kernel, error) {
-	if runtime.GOARCH != "amd64" && os.Getenv("LIBBOX_KERNEL") == "" {
-		return Kernel{}, errdefs.New(errdefs.Unsupported, "the QEMU backend knows only amd64 kernels: set LIBBOX_KERNEL (and LIBBOX_KERNEL_MODULES) on %s", runtime.GOARCH)
+// FindKernel locates the guest kernel: image (with its modules directory,
+// which may be "") when the caller names one, else the libbox kernel cache,
+// else /boot.
+func FindKernel(image, modules string) (Kernel, error) {
+	if image != "" {
+		return KernelAt(image, modules, KernelHint)
 	}
-	if k := os.Getenv("LIBBOX_KERNEL"); k != "" {
-		if _, err := os.Stat(k); err != nil {
-			return Kernel{}, errdefs.Wrap(errdefs.NotFound, err, "LIBBOX_KERNEL=%s", k)
-		}
-		m := os.Getenv("LIBBOX_KERNEL_MODULES")
-		if m != "" {
-			if _, err := os.Stat(m); err != nil {
-				return Kernel{}, errdefs.Wrap(errdefs.NotFound, err, "LIBBOX_KERNEL_MODULES=%s", m)
-			}
-		}
-		return Kernel{Image: k, Modules: m, Version: filepath.Base(m)}, nil
+	if runtime.GOARCH != "amd64" {
+		return Kernel{}, errdefs.New(errdefs.Unsupported, "libbox finds only amd64 guest kernels by itself: set LIBBOX_KERNEL (and LIBBOX_KERNEL_MODULES) on %s", runtime.GOARCH)
 	}
 	// Unpacked packages: <cache>/<version>/boot/vmlinuz-<version>.
 	for _, c := range kernelCaches() {
@@ -58,13 +51,34 @@ func FindKernel() (Kernel, error) {
 	imgs, _ := filepath.Glob("/boot/vmlinuz-*")
 	if k, ok := newest(imgs, func(string) string { return "/lib/modules" }); ok {
 		if f, err := os.Open(k.Image); err != nil {
-			return Kernel{}, errdefs.Wrap(errdefs.FailedPrecondition, err, "kernel %s is not readable by this user: %s", k.Image, kernelHint)
+			return Kernel{}, errdefs.Wrap(errdefs.FailedPrecondition, err, "kernel %s is not readable by this user: %s", k.Image, KernelHint)
 		} else {
 			f.Close()
 		}
 		return k, nil
 	}
-	return Kernel{}, errdefs.New(errdefs.NotFound, "no guest kernel found: %s", kernelHint)
+	return Kernel{}, errdefs.New(errdefs.NotFound, "no guest kernel found: %s", KernelHint)
+}
+
+// KernelAt checks a kernel the caller names (LIBBOX_KERNEL, and
+// LIBBOX_KERNEL_MODULES, which may be ""): the image must be a file and the
+// modules a directory. hint says what to do when they are not.
+func KernelAt(image, modules, hint string) (Kernel, error) {
+	st, err := os.Stat(image)
+	if err != nil {
+		return Kernel{}, errdefs.New(errdefs.NotFound, "guest kernel LIBBOX_KERNEL=%s: %v; %s", image, err, hint)
+	}
+	if !st.Mode().IsRegular() {
+		return Kernel{}, errdefs.New(errdefs.InvalidArgument, "guest kernel LIBBOX_KERNEL=%s is not a file; %s", image, hint)
+	}
+	k := Kernel{Image: image}
+	if modules != "" {
+		if st, err := os.Stat(modules); err != nil || !st.IsDir() {
+			return Kernel{}, errdefs.New(errdefs.NotFound, "kernel modules LIBBOX_KERNEL_MODULES=%s: not a directory; %s", modules, hint)
+		}
+		k.Modules, k.Version = modules, filepath.Base(modules)
+	}
+	return k, nil
 }
 
 // newest picks the highest version among vmlinuz-<version> paths whose
