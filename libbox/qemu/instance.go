@@ -33,6 +33,8 @@ type instance struct {
 	files   boxFiles
 	accel   string
 	machine string
+	rung    string // the accelerator ladder's rung, and why not a higher one
+	rungWhy string
 	cpus    int
 	mem     int
 	kernel  vmboot.Kernel
@@ -166,7 +168,7 @@ func (i *instance) State() json.RawMessage {
 		PID: i.p.pid, StartTime: i.p.startTime,
 		AgentSocket: i.files.agentSock, QMPSocket: i.files.qmpSock,
 		Accel: i.accel, Machine: i.machine, CPUs: i.cpus, MemoryMiB: i.mem,
-		Kernel: i.kernel.Image, Helpers: i.helpers,
+		Kernel: i.kernel.Image, Helpers: i.helpers, Rung: i.rung, RungWhy: i.rungWhy,
 	}
 	raw, _ := json.Marshal(st)
 	return raw
@@ -181,6 +183,8 @@ func (i *instance) Info() map[string]any {
 		"memory_mib": i.mem,
 		"kernel":     i.kernel.Image,
 		"console":    i.files.console,
+		"rung":       i.rung,
+		"rung_why":   i.rungWhy,
 	}
 }
 

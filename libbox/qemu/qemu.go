@@ -32,6 +32,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/agentbin"
 	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
@@ -42,6 +43,10 @@ const PortName = "org.libbox.agent"
 type Options struct {
 	Home string               // libbox home; caches live under Home/vm
 	Logf func(string, ...any) // warnings (TCG in use, ...); nil: silent
+	// Accel forces a rung of the accelerator ladder: "kvm" (the best KVM
+	// machine that works), "tcg", or a rung ("microvm-kvm", "pc-kvm",
+	// "pc-tcg"). "" or "auto": LIBBOX_ACCEL, else probe (see accel).
+	Accel string
 }
 
 // Backend starts boxes as QEMU VMs. It is safe for concurrent use.
@@ -52,6 +57,11 @@ type Backend struct {
 	// probeMu serialises accelerator probes.
 	probeMu sync.Mutex
 	warn    sync.Once
+
+	// For tests of the ladder: the KVM device ("" is /dev/kvm) and the
+	// probe deadline (0 is probeTimeout). Set before first use.
+	kvmDevice    string
+	probeTimeout time.Duration
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -74,23 +84,20 @@ func (b *Backend) logf(format string, args ...any) {
 	}
 }
 
-// machine is how QEMU is configured for one accelerator.
+// machine is how QEMU is configured: a machine type (microvm or pc) under
+// an accelerator (a rung of the ladder).
 type machine struct {
+	typ   string
 	accel string
 }
 
-func machineFor(accel string) machine { return machine{accel: accel} }
+func (m machine) name() string { return m.typ }
 
-func (m machine) name() string {
-	if m.accel == AccelKVM {
-		return "microvm"
-	}
-	return "pc"
-}
+func (m machine) microvm() bool { return m.typ == "microvm" }
 
 // transportModule is the kernel module of the machine's virtio transport.
 func (m machine) transportModule() string {
-	if m.accel == AccelKVM {
+	if m.microvm() {
 		return "virtio_mmio"
 	}
 	return "virtio_pci"
@@ -98,21 +105,25 @@ func (m machine) transportModule() string {
 
 // device names a virtio device for the machine's transport.
 func (m machine) device(kind string) string {
-	if m.accel == AccelKVM {
+	if m.microvm() {
 		return kind + "-device" // virtio-mmio
 	}
 	return kind + "-pci"
 }
 
 // args are the machine, CPU and memory arguments shared by boxes, probes
-// and bare boots.
+// and bare boots. KVM runs the host's CPU model; TCG emulates the most it can.
 func (m machine) args(cpus, memMiB int) []string {
 	a := []string{"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"}
-	if m.accel == AccelKVM {
-		a = append(a, "-machine", "microvm,accel=kvm,acpi=on", "-cpu", "host")
-	} else {
-		a = append(a, "-machine", "pc,accel=tcg", "-cpu", "max")
+	mach := m.typ + ",accel=" + m.accel
+	if m.microvm() {
+		mach += ",acpi=on"
 	}
+	cpu := "max"
+	if m.accel == AccelKVM {
+		cpu = "host"
+	}
+	a = append(a, "-machine", mach, "-cpu", cpu)
 	return append(a, "-smp", strconv.Itoa(cpus), "-m", strconv.Itoa(memMiB))
 }
 
@@ -124,7 +135,7 @@ func (m machine) args(cpus, memMiB int) []string {
 // agent's boot steps.
 func (m machine) cmdline(box *vmboot.Box) string {
 	c := vmboot.Cmdline{Console: "ttyS0", Debug: os.Getenv("LIBBOX_VM_DEBUG") == "1", Machine: []string{"no_timer_check"}, Box: box}
-	if m.accel != AccelKVM {
+	if !m.microvm() {
 		c.Machine = append(c.Machine, "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd", "acpi=noirq")
 	}
 	if box != nil {
@@ -165,12 +176,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err != nil {
 		return nil, err
 	}
-	accel, why, err := b.accel(ctx, qemuBin, k)
+	r, why, err := b.accel(ctx, qemuBin, k, spec.AgentPath)
 	if err != nil {
 		return nil, err
 	}
-	if accel == AccelTCG {
-		b.warn.Do(func() { b.logf("libbox: VMs run under TCG emulation and are slow (%s)", why) })
+	if r != ladder[0] {
+		b.warn.Do(func() { b.logf("libbox: VMs run on %s%s (%s)", r.Name, slowNote(r), why) })
 	}
 	initrd, err := vmboot.AgentInitramfs(b.cache, spec.AgentPath, k)
 	if err != nil {
@@ -190,7 +201,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	for _, p := range []string{f.agentSock, f.qmpSock} {
 		_ = os.Remove(p)
 	}
-	m := machineFor(accel)
+	m := r.machine()
 	args := m.args(cpus, mem)
 	args = append(args,
 		"-name", qemuPath("libbox-"+spec.ID),
@@ -221,7 +232,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		stopHelpers(helpers)
 		return nil, err
 	}
-	inst := newInstance(spec, p, f, accel, m.name(), cpus, mem, k)
+	inst := newInstance(spec, p, f, r.Accel, m.name(), cpus, mem, k)
+	inst.rung, inst.rungWhy = r.Name, why
 	inst.helpers = helpers
 	if err := inst.waitStarted(ctx); err != nil {
 		inst.Kill()
@@ -264,6 +276,14 @@ func validate(spec backend.Spec) error {
 	return nil
 }
 
+// slowNote marks the emulated rung.
+func slowNote(r rung) string {
+	if r.Accel == AccelTCG {
+		return " (TCG emulation: slow)"
+	}
+	return ""
+}
+
 // qemuPath escapes commas for QEMU's option syntax.
 func qemuPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 
@@ -283,14 +303,18 @@ func BareBoot(ctx context.Context, home string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	accel, _, err := b.accel(ctx, qemuBin, k)
+	agent, err := agentbin.Path(filepath.Join(home, "bin"))
+	if err != nil {
+		return 0, err
+	}
+	r, _, err := b.accel(ctx, qemuBin, k, agent)
 	if err != nil {
 		return 0, err
 	}
 	if _, err := vmboot.ProbeInitramfs(b.cache); err != nil { // build outside the measurement
 		return 0, err
 	}
-	return b.probe(ctx, qemuBin, k, accel, BootTimeout())
+	return b.bareBoot(ctx, qemuBin, k, r.machine(), BootTimeout())
 }
 
 // runQEMU runs QEMU to completion (probes), killing it when ctx ends.
@@ -314,6 +338,8 @@ type state struct {
 	MemoryMiB   int      `json:"memory_mib"`
 	Kernel      string   `json:"kernel"`
 	Helpers     []helper `json:"helpers,omitempty"`
+	Rung        string   `json:"rung,omitempty"`
+	RungWhy     string   `json:"rung_why,omitempty"`
 }
 
 // Attach reconnects to a detached box from its State. It returns NotFound
@@ -334,6 +360,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	}
 	inst := newInstance(spec, p, f, st.Accel, st.Machine, st.CPUs, st.MemoryMiB, vmboot.Kernel{Image: st.Kernel})
 	inst.greeted.Store(true)
+	inst.rung, inst.rungWhy = st.Rung, st.RungWhy
 	for _, h := range st.Helpers {
 		if hp, err := findProc(h.PID, h.StartTime); err == nil {
 			h.p = hp

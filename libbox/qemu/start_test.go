@@ -22,8 +22,9 @@ func TestMachineCmdline(t *testing.T) {
 	for _, tc := range []struct {
 		accel, transport string
 		pcQuirks         bool
-	}{{AccelTCG, "virtio_pci", true}, {AccelKVM, "virtio_mmio", false}} {
-		line := machineFor(tc.accel).cmdline(&vmboot.Box{Port: PortName, Hostname: "h1"})
+		r                rung
+	}{{"pc-tcg", "virtio_pci", true, ladder[2]}, {"pc-kvm", "virtio_pci", true, ladder[1]}, {"microvm-kvm", "virtio_mmio", false, ladder[0]}} {
+		line := tc.r.machine().cmdline(&vmboot.Box{Port: PortName, Hostname: "h1"})
 		p := bootparam.ParseCmdline(line)
 		if !strings.HasPrefix(p[bootparam.ParamModules], tc.transport+",") || p[bootparam.ParamPort] != PortName || p[bootparam.ParamHostname] != "h1" {
 			t.Errorf("%s: %q", tc.accel, line)

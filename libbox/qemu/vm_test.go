@@ -679,36 +679,38 @@ func TestVMInitDies(t *testing.T) {
 func TestAccelChoice(t *testing.T) {
 	requireVM(t)
 	k := requireKernel(t)
+	fixtures(t)
 	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
 	testutil.Must(t, err)
 	b, err := New(Options{Home: t.TempDir()})
 	testutil.Must(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
 	defer cancel()
-	for _, tc := range []struct{ env, want string }{{"kvm", AccelKVM}, {"tcg", AccelTCG}} {
+	for _, tc := range []struct{ env, want string }{{"tcg", "pc-tcg"}, {"pc-tcg", "pc-tcg"}, {"microvm-kvm", "microvm-kvm"}} {
 		t.Setenv("LIBBOX_ACCEL", tc.env)
-		if got, _, err := b.accel(ctx, qemuBin, k); err != nil || got != tc.want {
-			t.Errorf("LIBBOX_ACCEL=%s: %q, %v", tc.env, got, err)
+		if got, _, err := b.accel(ctx, qemuBin, k, shared.agent); err != nil || got.Name != tc.want {
+			t.Errorf("LIBBOX_ACCEL=%s: %q, %v", tc.env, got.Name, err)
 		}
 	}
 	t.Setenv("LIBBOX_ACCEL", "fast")
-	if _, _, err := b.accel(ctx, qemuBin, k); !errdefs.IsInvalidArgument(err) {
+	if _, _, err := b.accel(ctx, qemuBin, k, shared.agent); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("LIBBOX_ACCEL=fast: %v, want InvalidArgument", err)
 	}
-	// Unset: probe (when /dev/kvm opens), then the cached answer.
+	// Unset: the ladder (real probe boots when /dev/kvm opens), then the
+	// cached answer.
 	t.Setenv("LIBBOX_ACCEL", "")
-	first, why, err := b.accel(ctx, qemuBin, k)
-	if err != nil || (first != AccelKVM && first != AccelTCG) {
-		t.Fatalf("probe: %q, %v", first, err)
+	first, why, err := b.accel(ctx, qemuBin, k, shared.agent)
+	if err != nil || first.Name == "" {
+		t.Fatalf("ladder: %q, %v", first.Name, err)
 	}
-	t.Logf("accelerator %s (%s)", first, why)
+	t.Logf("rung %s (%s)", first.Name, why)
 	start := time.Now()
-	again, _, err := b.accel(ctx, qemuBin, k)
+	again, _, err := b.accel(ctx, qemuBin, k, shared.agent)
 	if err != nil || again != first {
-		t.Fatalf("second decision %q, %v; first %q", again, err, first)
+		t.Fatalf("second decision %q, %v; first %q", again.Name, err, first.Name)
 	}
 	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("second decision took %s: the probe result was not cached", d)
+		t.Errorf("second decision took %s: the answer was not cached", d)
 	}
 }
 
