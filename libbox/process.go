@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -62,17 +63,29 @@ type ExitStatus struct {
 }
 
 // Process is a running command. Safe for concurrent use.
+//
+// Control (Signal, Resize, CloseStdin, Cancel) never waits behind stdin or
+// output: it is a unary call to the agent keyed by the exec id the agent
+// assigned at the start, apart from the stream that carries the data.
 type Process struct {
 	box    *Box
 	pid    int
+	execID uint64 // the agent's name for this exec
+	client agentpb.AgentClient
 	stream agentpb.Agent_ExecClient
 	cancel context.CancelFunc
+	tty    bool
 
-	// sendMu serializes sends on the stream (stdin, signals, resizes).
+	// sendMu serializes stdin sends on the stream (held while a send waits
+	// for flow control; control calls never take it).
 	sendMu sync.Mutex
-	// stdinClosed is set by CloseStdin. Guarded by sendMu.
+
+	stdinMu sync.Mutex
+	// stdinClosed is set by CloseStdin. Guarded by stdinMu.
 	stdinClosed bool
-	openStdin   bool
+	// stdinSent counts the stdin bytes handed to the stream. Guarded by stdinMu.
+	stdinSent uint64
+	openStdin bool
 
 	stdout, stderr io.Writer
 	outBuf, errBuf *bytes.Buffer // when collecting
@@ -169,7 +182,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 		return nil, errdefs.New(errdefs.Internal, "agent protocol: expected started, got %v", ev)
 	}
 	p := &Process{
-		box: b, pid: int(started.Pid), stream: stream, cancel: cancel,
+		box: b, pid: int(started.Pid), execID: started.ExecId, client: client, stream: stream, cancel: cancel, tty: cmd.TTY,
 		openStdin: cmd.OpenStdin && cmd.Stdin == nil,
 		stdout:    cmd.Stdout, stderr: cmd.Stderr,
 		done:  make(chan struct{}),
@@ -210,8 +223,11 @@ func (b *Box) execError(ctx context.Context, err error) error {
 	e := errgrpc.FromGRPC(err)
 	if errdefs.IsCanceled(e) || errdefs.IsUnavailable(e) || errdefs.CodeOf(e) == errdefs.Internal {
 		b.mu.Lock()
-		running := b.inst != nil
+		running, stopping := b.inst != nil, b.stopping
 		b.mu.Unlock()
+		if stopping {
+			return b.stoppedError("the exec")
+		}
 		if !running {
 			return errdefs.New(errdefs.Unavailable, "box %s stopped or went away: %v", b.cfg.ID, e)
 		}
@@ -220,6 +236,20 @@ func (b *Box) execError(ctx context.Context, err error) error {
 		}
 	}
 	return e
+}
+
+// stoppedError is the one outcome of an exec the box stopped under (Stop,
+// a forced remove, Runtime.Close), whatever the timing: the process was
+// running, or being spawned, when the stop began.
+func (b *Box) stoppedError(what string) error {
+	return errdefs.New(errdefs.Unavailable, "box %s was stopped while %s ran", b.cfg.ID, what)
+}
+
+// isStopping reports whether Stop is shutting the box down.
+func (b *Box) isStopping() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stopping
 }
 
 func exitError(ex *agentpb.Exit) error {
@@ -243,6 +273,8 @@ func (p *Process) receive(ctx context.Context) {
 			switch {
 			case reason != nil:
 				p.err = reason
+			case p.box.isStopping():
+				p.err = p.box.stoppedError(p.what())
 			case ctx.Err() != nil:
 				p.err = errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "process %d", p.pid)
 			default:
@@ -277,6 +309,9 @@ func (p *Process) receive(ctx context.Context) {
 				}
 			case agentpb.Exit_CANCELED:
 				p.err = errdefs.New(errdefs.Canceled, "%s", ex.Error)
+			case agentpb.Exit_STOPPED:
+				p.status = ExitStatus{ExitCode: -1, Duration: p.status.Duration}
+				p.err = p.box.stoppedError(p.what())
 			default:
 				p.err = exitError(ex)
 			}
@@ -295,6 +330,8 @@ func (p *Process) receive(ctx context.Context) {
 		}
 	}
 }
+
+func (p *Process) what() string { return "process " + strconv.Itoa(p.pid) }
 
 func (p *Process) finish() {
 	p.cancel()
@@ -324,12 +361,7 @@ func (p *Process) copyStdin(r io.Reader) {
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			data := make([]byte, n)
-			copy(data, buf[:n])
-			p.sendMu.Lock()
-			serr := p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: data}})
-			p.sendMu.Unlock()
-			if serr != nil {
+			if p.sendStdin(bytes.Clone(buf[:n])) != nil {
 				return
 			}
 		}
@@ -342,10 +374,41 @@ func (p *Process) copyStdin(r io.Reader) {
 		default:
 		}
 	}
+	_ = p.closeStdin()
+}
+
+// sendStdin counts a chunk as sent, then sends it; the send waits while
+// the box has no room (flow control) and ends with the process.
+func (p *Process) sendStdin(chunk []byte) error {
 	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	p.stdinMu.Lock()
+	if p.stdinClosed {
+		p.stdinMu.Unlock()
+		return errdefs.New(errdefs.FailedPrecondition, "stdin of process %d is closed", p.pid)
+	}
+	p.stdinSent += uint64(len(chunk))
+	p.stdinMu.Unlock()
+	if err := p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: chunk}}); err != nil {
+		return p.endedError("write stdin")
+	}
+	return nil
+}
+
+// closeStdin tells the agent to close stdin after the bytes sent so far.
+func (p *Process) closeStdin() error {
+	p.stdinMu.Lock()
+	if p.stdinClosed {
+		p.stdinMu.Unlock()
+		return nil
+	}
 	p.stdinClosed = true
-	_ = p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: true}})
-	p.sendMu.Unlock()
+	after := p.stdinSent
+	p.stdinMu.Unlock()
+	return p.control("close stdin", func(ctx context.Context) error {
+		_, err := p.client.CloseStdin(ctx, &agentpb.CloseStdinRequest{ExecId: p.execID, After: after})
+		return err
+	})
 }
 
 // Pid is the process's pid inside the box.
@@ -383,11 +446,7 @@ func (p *Process) kill(reason error) {
 		p.cancelMu.Lock()
 		p.cancelReason = reason
 		p.cancelMu.Unlock()
-		go func() {
-			p.sendMu.Lock()
-			defer p.sendMu.Unlock()
-			_ = p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: int32(syscall.SIGKILL)}})
-		}()
+		go func() { _ = p.Signal(syscall.SIGKILL) }() // ends within controlWait
 		t := time.NewTimer(killWait)
 		defer t.Stop()
 		select {
@@ -402,6 +461,9 @@ func (p *Process) kill(reason error) {
 // process group died.
 const killWait = 3 * time.Second
 
+// controlWait bounds a control call to an agent that does not answer.
+const controlWait = 5 * time.Second
+
 // Output returns the collected stdout and stderr (when Command.Stdout/Stderr
 // were nil). Valid after Done.
 func (p *Process) Output() (stdout, stderr []byte) {
@@ -415,68 +477,106 @@ func (p *Process) Output() (stdout, stderr []byte) {
 	return
 }
 
-func (p *Process) sendControl(req *agentpb.ExecRequest, what string) error {
-	select {
-	case <-p.done:
-		return errdefs.New(errdefs.FailedPrecondition, "process %d has exited: cannot %s", p.pid, what)
-	default:
+// endedError explains why a control call or a write came too late.
+func (p *Process) endedError(what string) error {
+	p.cancelMu.Lock()
+	reason := p.cancelReason
+	p.cancelMu.Unlock()
+	if reason != nil {
+		return errdefs.New(errdefs.CodeOf(reason), "process %d was cancelled: cannot %s", p.pid, what)
 	}
-	p.sendMu.Lock()
-	defer p.sendMu.Unlock()
-	if err := p.stream.Send(req); err != nil {
-		return errdefs.New(errdefs.FailedPrecondition, "process %d has exited: cannot %s", p.pid, what)
-	}
-	return nil
+	return errdefs.New(errdefs.FailedPrecondition, "process %d has exited: cannot %s", p.pid, what)
 }
 
-// Signal sends sig to the process group.
+// control runs one control call. It never waits for stdin or output, only
+// (bounded by controlWait) for the agent's answer.
+func (p *Process) control(what string, call func(ctx context.Context) error) error {
+	select {
+	case <-p.done:
+		return p.endedError(what)
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), controlWait)
+	defer cancel()
+	err := call(ctx)
+	if err == nil {
+		return nil
+	}
+	e := errgrpc.FromGRPC(err)
+	switch {
+	case errdefs.IsNotFound(e):
+		return p.endedError(what) // the agent already forgot it
+	case errdefs.IsFailedPrecondition(e) || errdefs.IsInvalidArgument(e):
+		return e
+	}
+	select {
+	case <-p.done:
+		return p.endedError(what)
+	default:
+	}
+	if p.box.isStopping() {
+		return p.box.stoppedError(p.what())
+	}
+	return errdefs.Wrap(errdefs.CodeOf(e), e, "%s process %d", what, p.pid)
+}
+
+// Signal sends sig to the process group. It returns once the box delivered
+// it; it never waits for stdin or output.
 func (p *Process) Signal(sig syscall.Signal) error {
 	if sig <= 0 || sig > 64 {
 		return errdefs.New(errdefs.InvalidArgument, "signal %d is not a valid signal number", int(sig))
 	}
-	return p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: int32(sig)}}, "signal")
+	return p.control("signal", func(ctx context.Context) error {
+		_, err := p.client.Signal(ctx, &agentpb.SignalRequest{ExecId: p.execID, Signal: int32(sig)})
+		return err
+	})
 }
 
-// Resize changes the terminal size (TTY processes).
+// Resize changes the terminal size. A process without a TTY gets an error
+// of class FailedPrecondition.
 func (p *Process) Resize(rows, cols uint32) error {
 	if rows == 0 || cols == 0 || rows > 65535 || cols > 65535 {
 		return errdefs.New(errdefs.InvalidArgument, "terminal size %dx%d: want 1..65535", rows, cols)
 	}
-	return p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Resize{Resize: &agentpb.TtySize{Rows: rows, Cols: cols}}}, "resize")
+	if !p.tty {
+		return errdefs.New(errdefs.FailedPrecondition, "process %d has no terminal (start it with TTY to resize)", p.pid)
+	}
+	return p.control("resize", func(ctx context.Context) error {
+		_, err := p.client.Resize(ctx, &agentpb.ResizeRequest{ExecId: p.execID, Size: &agentpb.TtySize{Rows: rows, Cols: cols}})
+		return err
+	})
 }
 
 // Write feeds stdin (Command.OpenStdin). It blocks while the box has no
-// room (flow control).
+// room (flow control: a process that does not read slows the writer); it
+// returns an error once the process has ended (exited, killed, cancelled)
+// or stdin was closed, whichever thread did it.
 func (p *Process) Write(b []byte) (int, error) {
 	if !p.openStdin {
 		return 0, errdefs.New(errdefs.FailedPrecondition, "process %d was not started with OpenStdin", p.pid)
 	}
-	p.sendMu.Lock()
-	closed := p.stdinClosed
-	p.sendMu.Unlock()
-	if closed {
-		return 0, errdefs.New(errdefs.FailedPrecondition, "stdin of process %d is closed", p.pid)
-	}
 	for off := 0; off < len(b); off += 1 << 20 {
+		select {
+		case <-p.done:
+			return off, p.endedError("write stdin")
+		default:
+		}
 		end := min(off+1<<20, len(b))
-		chunk := append([]byte(nil), b[off:end]...)
-		if err := p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: chunk}}, "write stdin"); err != nil {
+		if err := p.sendStdin(bytes.Clone(b[off:end])); err != nil {
 			return off, err
 		}
 	}
 	return len(b), nil
 }
 
-// CloseStdin closes the process's stdin. Idempotent.
+// CloseStdin closes the process's stdin after everything written before
+// it; it returns at once, whether or not the process has read that yet.
+// Idempotent; closing the stdin of an ended process is not an error.
 func (p *Process) CloseStdin() error {
-	p.sendMu.Lock()
-	if p.stdinClosed {
-		p.sendMu.Unlock()
-		return nil
+	if !p.openStdin && p.stdinDone == nil {
+		return nil // stdin is /dev/null
 	}
-	p.stdinClosed = true
-	p.sendMu.Unlock()
-	err := p.sendControl(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: true}}, "close stdin")
+	err := p.closeStdin()
 	if err != nil {
 		select {
 		case <-p.done:

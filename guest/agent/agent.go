@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,7 +31,7 @@ import (
 const ProtocolVersion = 1
 
 // Features lists what this agent supports (InfoResponse.features).
-var Features = []string{"exec", "tty", "stdin", "signal", "resize", "timeout", "upload", "download", "mount", "shutdown"}
+var Features = []string{"exec", "tty", "stdin", "signal", "resize", "timeout", "control", "upload", "download", "mount", "shutdown"}
 
 // Options configure an Agent.
 type Options struct {
@@ -62,6 +63,11 @@ type Agent struct {
 
 	// wg tracks goroutines that may outlive a handler (stream readers).
 	wg sync.WaitGroup
+
+	// execs names running execs for Signal, Resize and CloseStdin.
+	execs execTable
+	// stopAt is when Shutdown began (unix nanoseconds), 0 before.
+	stopAt atomic.Int64
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when a Shutdown asked the agent to exit
@@ -198,6 +204,7 @@ func (a *Agent) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Info
 }
 
 func (a *Agent) Shutdown(ctx context.Context, req *agentpb.ShutdownRequest) (*agentpb.ShutdownResponse, error) {
+	a.stopAt.CompareAndSwap(0, time.Now().UnixNano())
 	grace := time.Duration(req.GetGraceMs()) * time.Millisecond
 	if grace <= 0 {
 		grace = 2 * time.Second
@@ -211,6 +218,9 @@ func (a *Agent) Shutdown(ctx context.Context, req *agentpb.ShutdownRequest) (*ag
 	}
 	return &agentpb.ShutdownResponse{}, nil
 }
+
+// stoppingSince is when Shutdown began (unix nanoseconds), or 0.
+func (a *Agent) stoppingSince() int64 { return a.stopAt.Load() }
 
 // killAll sends SIGTERM to every process group it started, waits up to
 // grace for them to exit, then SIGKILLs what is left. As PID 1 it also

@@ -136,7 +136,7 @@ func run(ctx context.Context, c agentpb.AgentClient, start *agentpb.ExecStart, s
 					return
 				}
 			}
-			sendErr <- st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_CloseStdin{CloseStdin: true}})
+			sendErr <- st.CloseSend() // the end of the stream closes stdin after it
 		}()
 	} else {
 		sendErr <- nil
@@ -302,7 +302,9 @@ func TestSignal(t *testing.T) {
 	if err != nil || ev.GetStarted() == nil {
 		t.Fatalf("want started, got %v %v", ev, err)
 	}
-	_ = st.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Signal{Signal: int32(syscall.SIGTERM)}})
+	if _, err := h.client.Signal(ctx, &agentpb.SignalRequest{ExecId: ev.GetStarted().GetExecId(), Signal: int32(syscall.SIGTERM)}); err != nil {
+		t.Fatal(err)
+	}
 	ev, err = st.Recv()
 	if err != nil {
 		t.Fatal(err)

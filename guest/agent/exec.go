@@ -38,21 +38,68 @@ func (a *Agent) Exec(stream agentpb.Agent_ExecServer) error {
 
 // proc is one process being run for an Exec.
 type proc struct {
+	id      uint64 // the exec id (Started.exec_id)
 	pid     int
 	tty     *os.File // master, when tty
 	stdinW  *os.File // nil when stdin is /dev/null
 	outputs []*os.File
 	sendMu  sync.Mutex
 	stream  execStream
-	exited  atomic.Bool
+	exited  atomic.Bool // set once the exit is known (output drains)
 	started time.Time
 	// firstOutput is when the first output chunk was read (unix ns; 0: none).
 	firstOutput atomic.Int64
 
-	stdinQ  chan []byte   // chunks for the stdin writer (never closed)
-	eof     chan struct{} // closed when the client closed stdin
-	eofOnce sync.Once
-	stop    chan struct{} // closed when the exec ends
+	// mu orders control calls against the exit: a signal is only sent to
+	// the process group while the process has not been seen to exit.
+	mu sync.Mutex
+	// ended is set when the exit arrived. Guarded by mu.
+	ended bool
+	// eofAt is how many stdin bytes to write before closing stdin, once
+	// eofSet. Guarded by mu.
+	eofAt  uint64
+	eofSet bool
+
+	stdinQ    chan []byte   // chunks for the stdin writer (never closed)
+	eof       chan struct{} // closed when the client asked to close stdin
+	eofOnce   sync.Once
+	stdinDone chan struct{} // closed when the writer is finished with stdin
+	stop      chan struct{} // closed when the exec ends
+}
+
+// execTable names the running execs by id for the control calls.
+type execTable struct {
+	mu sync.Mutex
+	// next is the last id handed out; ids are never reused. Guarded by mu.
+	next uint64
+	// procs maps exec ids to running execs. Guarded by mu.
+	procs map[uint64]*proc
+}
+
+func (t *execTable) add(p *proc) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.procs == nil {
+		t.procs = map[uint64]*proc{}
+	}
+	t.next++
+	p.id = t.next
+	t.procs[p.id] = p
+}
+
+func (t *execTable) remove(p *proc) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.procs, p.id)
+}
+
+func (t *execTable) get(id uint64) (*proc, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.procs[id]; ok {
+		return p, nil
+	}
+	return nil, errdefs.New(errdefs.NotFound, "exec %d is not running (it ended, or never started)", id)
 }
 
 func (p *proc) send(ev *agentpb.ExecEvent) error {
@@ -85,6 +132,9 @@ func (a *Agent) exec(stream execStream) error {
 		return errdefs.New(errdefs.InvalidArgument, "the first Exec message must be a start")
 	}
 	ctx := stream.Context()
+	if a.stoppingSince() != 0 {
+		return errdefs.New(errdefs.Unavailable, "the box is stopping: no new processes")
+	}
 	p, req, closeChild, err := a.prepare(start)
 	if err != nil {
 		return stream.Send(spawnFailed(err))
@@ -103,7 +153,13 @@ func (a *Agent) exec(stream execStream) error {
 		return stream.Send(spawnFailed(spawnError(req, err)))
 	}
 	p.pid = pid
-	if err := p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Started{Started: &agentpb.Started{Pid: int32(pid)}}}); err != nil {
+	a.execs.add(p)
+	defer a.execs.remove(p)
+	if a.stoppingSince() != 0 {
+		// Shutdown began while this spawned; its kill may have missed it.
+		_ = spawner.KillGroup(pid, syscall.SIGKILL)
+	}
+	if err := p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Started{Started: &agentpb.Started{Pid: int32(pid), ExecId: p.id}}}); err != nil {
 		// The client is gone: the process must not outlive it.
 		_ = spawner.KillGroup(pid, syscall.SIGKILL)
 	}
@@ -122,19 +178,19 @@ func (a *Agent) exec(stream execStream) error {
 		}()
 	}
 	// Stdin writer.
-	var stdinDone chan struct{}
 	if p.stdinW != nil {
-		stdinDone = make(chan struct{})
 		go func() {
-			defer close(stdinDone)
+			defer close(p.stdinDone)
 			p.writeStdin()
 		}()
+	} else {
+		close(p.stdinDone)
 	}
-	// Control messages: owned by the agent (they end when the stream does).
+	// Stdin reader: owned by the agent (it ends when the stream does).
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		p.control()
+		p.readStdin()
 	}()
 
 	var timeout <-chan time.Time
@@ -156,6 +212,12 @@ func (a *Agent) exec(stream execStream) error {
 		_ = spawner.KillGroup(pid, syscall.SIGKILL)
 		ex = <-exitCh
 	}
+	p.mu.Lock()
+	p.ended = true
+	p.mu.Unlock()
+	if since := a.stoppingSince(); since != 0 && status == agentpb.Exit_EXITED && ex.At.UnixNano() >= since {
+		status = agentpb.Exit_STOPPED
+	}
 	if !start.GetKeepBackground() {
 		_ = spawner.KillGroup(pid, syscall.SIGKILL)
 	}
@@ -168,8 +230,8 @@ func (a *Agent) exec(stream execStream) error {
 	close(p.stop)
 	if p.stdinW != nil {
 		_ = p.stdinW.Close() // unblocks a pending write
-		<-stdinDone
 	}
+	<-p.stdinDone
 	p.closeParent()
 
 	res := &agentpb.Exit{
@@ -193,6 +255,10 @@ func (a *Agent) exec(stream execStream) error {
 		if status == agentpb.Exit_EXITED {
 			res.Status = agentpb.Exit_SIGNALED
 		}
+	}
+	if status == agentpb.Exit_STOPPED {
+		res.Error = "the box stopped while the process ran"
+		res.Code = errdefs.Unavailable.String()
 	}
 	switch status {
 	case agentpb.Exit_TIMED_OUT:
@@ -285,85 +351,149 @@ func (p *proc) sendDiscard(f *os.File, buf []byte) {
 	}
 }
 
-// control handles client messages after the start until the stream ends.
-func (p *proc) control() {
+// readStdin takes stdin chunks off the stream, in order, until it ends; the
+// end of the client's side closes stdin after everything it sent.
+func (p *proc) readStdin() {
+	var received uint64
 	for {
 		msg, err := p.stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				p.closeStdin()
+				p.closeStdinAfter(received)
 			}
 			return
 		}
-		switch m := msg.Msg.(type) {
-		case *agentpb.ExecRequest_Stdin:
-			if p.stdinW != nil && len(m.Stdin) > 0 {
-				p.queueStdin(m.Stdin)
-			}
-		case *agentpb.ExecRequest_CloseStdin:
-			p.closeStdin()
-		case *agentpb.ExecRequest_Signal:
-			if !p.exited.Load() && m.Signal > 0 && m.Signal < 65 {
-				_ = spawner.KillGroup(p.pid, syscall.Signal(m.Signal))
-			}
-		case *agentpb.ExecRequest_Resize:
-			if p.tty != nil && m.Resize != nil {
-				_ = resizePTY(p.tty, m.Resize.GetRows(), m.Resize.GetCols())
-			}
+		if b := msg.GetStdin(); len(b) > 0 && p.stdinW != nil {
+			received += uint64(len(b))
+			p.queueStdin(b)
 		}
 	}
 }
 
 // queueStdin hands a chunk to the stdin writer; it blocks (flow control)
-// until the writer takes it or the exec ends.
+// until the writer takes it, the writer is finished or the exec ends.
 func (p *proc) queueStdin(b []byte) {
 	select {
 	case p.stdinQ <- b:
-	case <-p.eof: // input after its end is dropped
+	case <-p.stdinDone: // input after its end is dropped
 	case <-p.stop:
 	}
 }
 
-func (p *proc) closeStdin() {
+// closeStdinAfter asks the writer to close stdin once n bytes were taken
+// off the stream; the first request wins.
+func (p *proc) closeStdinAfter(n uint64) {
+	p.mu.Lock()
+	if !p.eofSet {
+		p.eofSet, p.eofAt = true, n
+	}
+	p.mu.Unlock()
 	p.eofOnce.Do(func() { close(p.eof) })
 }
 
-// writeStdin writes queued chunks in order; at the client's end of input
-// it writes what is still queued, then closes the process's stdin.
+// writeStdin writes stream chunks in order until the close request's byte
+// count is reached (later input is dropped), then closes stdin.
 func (p *proc) writeStdin() {
-	write := func(b []byte) bool {
-		_, err := p.stdinW.Write(b)
-		return err == nil
-	}
+	var taken uint64
+	eof := p.eof
 	for {
+		if eof == nil { // the close was requested: is its count reached?
+			p.mu.Lock()
+			at := p.eofAt
+			p.mu.Unlock()
+			if taken >= at {
+				p.endStdin()
+				return
+			}
+		}
 		select {
 		case b := <-p.stdinQ:
-			if !write(b) {
-				return
+			n := uint64(len(b))
+			p.mu.Lock()
+			if p.eofSet && taken+n > p.eofAt {
+				b = b[:max(0, int64(p.eofAt)-int64(taken))]
 			}
-		case <-p.eof:
-			for {
-				select {
-				case b := <-p.stdinQ:
-					if !write(b) {
-						return
-					}
-					continue
-				default:
+			p.mu.Unlock()
+			taken += n
+			if len(b) > 0 {
+				if _, err := p.stdinW.Write(b); err != nil {
+					return
 				}
-				break
 			}
-			if p.tty != nil {
-				// On a terminal, end of input is ^D at the start of a line.
-				_, _ = p.stdinW.Write([]byte{4})
-				return
-			}
-			_ = p.stdinW.Close()
-			return
+		case <-eof:
+			eof = nil
 		case <-p.stop:
 			return
 		}
 	}
+}
+
+// endStdin closes the process's input: on a terminal, end of input is ^D.
+func (p *proc) endStdin() {
+	if p.tty != nil {
+		_, _ = p.stdinW.Write([]byte{4})
+		return
+	}
+	_ = p.stdinW.Close()
+}
+
+// Signal sends a signal to an exec's process group (see agent.proto).
+func (a *Agent) Signal(ctx context.Context, req *agentpb.SignalRequest) (*agentpb.ControlResponse, error) {
+	sig := req.GetSignal()
+	if sig <= 0 || sig > 64 {
+		return nil, errdefs.New(errdefs.InvalidArgument, "signal %d is not a valid signal number", sig)
+	}
+	p, err := a.execs.get(req.GetExecId())
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return nil, errdefs.New(errdefs.FailedPrecondition, "exec %d has exited: cannot signal it", p.id)
+	}
+	if err := spawner.KillGroup(p.pid, syscall.Signal(sig)); err != nil && err != syscall.ESRCH {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "signal exec %d", p.id)
+	}
+	return &agentpb.ControlResponse{}, nil
+}
+
+// Resize changes an exec's terminal size (see agent.proto).
+func (a *Agent) Resize(ctx context.Context, req *agentpb.ResizeRequest) (*agentpb.ControlResponse, error) {
+	rows, cols := req.GetSize().GetRows(), req.GetSize().GetCols()
+	if rows == 0 || cols == 0 || rows > 65535 || cols > 65535 {
+		return nil, errdefs.New(errdefs.InvalidArgument, "terminal size %dx%d: want 1..65535", rows, cols)
+	}
+	p, err := a.execs.get(req.GetExecId())
+	if err != nil {
+		return nil, err
+	}
+	if p.tty == nil {
+		return nil, errdefs.New(errdefs.FailedPrecondition, "exec %d has no terminal (it was started without tty)", p.id)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return nil, errdefs.New(errdefs.FailedPrecondition, "exec %d has exited: cannot resize it", p.id)
+	}
+	if err := resizePTY(p.tty, rows, cols); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "resize exec %d", p.id)
+	}
+	return &agentpb.ControlResponse{}, nil
+}
+
+// CloseStdin ends an exec's input after the bytes the client sent (see
+// agent.proto). It never waits for the process to read them.
+func (a *Agent) CloseStdin(ctx context.Context, req *agentpb.CloseStdinRequest) (*agentpb.ControlResponse, error) {
+	p, err := a.execs.get(req.GetExecId())
+	if err != nil {
+		return nil, err
+	}
+	if p.stdinW == nil {
+		return nil, errdefs.New(errdefs.FailedPrecondition, "exec %d was started without stdin", p.id)
+	}
+	p.closeStdinAfter(req.GetAfter())
+	return &agentpb.ControlResponse{}, nil
 }
 
 // prepare resolves the request inside the box and creates the child's stdio.
@@ -426,7 +556,7 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 		}
 	}
 
-	p := &proc{stdinQ: make(chan []byte, 16), eof: make(chan struct{}), stop: make(chan struct{})}
+	p := &proc{stdinQ: make(chan []byte, 16), eof: make(chan struct{}), stdinDone: make(chan struct{}), stop: make(chan struct{})}
 	var child []*os.File
 	closeChild := func() {
 		for _, f := range child {
