@@ -3,8 +3,6 @@ package libbox_test
 import (
 	"context"
 	"errors"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox"
 )
 
@@ -182,18 +181,11 @@ func TestStopUnderExec(t *testing.T) {
 	}
 }
 
-func requireVM(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && runtime.GOARCH == "amd64" {
-		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
-	}
-}
-
 // TestVMExecControl is the VM side of row 1 and of the stop rule, sharing
 // boots: 4 boots, each stopped under 50 execs spawned 0–50 ms before the
 // stop (200 spawn-then-stop pairs).
 func TestVMExecControl(t *testing.T) {
-	requireVM(t)
+	testutil.RequireQEMU(t)
 	home := t.TempDir()
 	removeAllOnCleanup(t, home)
 	rt := openRT(t, home)
