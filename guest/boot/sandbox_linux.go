@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -21,7 +24,7 @@ import (
 // "mask /proc and /sys" if it writes a sysctl, before "pivot_root" if it
 // needs a host path).
 func Sandbox(specPath string) (SandboxConfig, error) {
-	b, err := os.ReadFile(specPath)
+	b, err := readSpec(specPath)
 	if err != nil {
 		return SandboxConfig{}, err
 	}
@@ -29,12 +32,19 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return SandboxConfig{}, fmt.Errorf("sandbox spec %s: %w", specPath, err)
 	}
+	for _, fd := range s.CloseFDs {
+		unix.Close(fd)
+	}
+	// Started through an fd ("/proc/self/fd/N"), the process is named "N".
+	_ = os.WriteFile("/proc/self/comm", []byte("box-agent"), 0)
+	b2 := &sandboxBoot{}
 	steps := []struct {
 		name string
 		fn   func(*bootparam.SandboxSpec) error
 	}{
 		{"make mounts private", func(*bootparam.SandboxSpec) error { return unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "") }},
-		{"mount overlay root", mountOverlay},
+		{"wait for host mounts", b2.handshake},
+		{"mount overlay root", b2.mountOverlay},
 		{"mount /proc", func(s *bootparam.SandboxSpec) error {
 			return mountIn(s.Rootfs, "proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 		}},
@@ -49,7 +59,7 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 		{"mount /run", func(s *bootparam.SandboxSpec) error {
 			return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755")
 		}},
-		{"mount volumes", mountVolumes},
+		{"mount volumes", b2.mountVolumes},
 		{"mask /proc and /sys", maskPaths},
 		{"pivot_root", pivot},
 		{"set hostname", func(s *bootparam.SandboxSpec) error {
@@ -68,8 +78,72 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}, nil
 }
 
-func mountOverlay(s *bootparam.SandboxSpec) error {
-	for _, d := range []string{s.Upper, s.Work, s.Rootfs} {
+// readSpec reads the spec from a path or from an inherited fd ("fd:N",
+// which it closes): the host's file need not be readable by the box's ids.
+func readSpec(p string) ([]byte, error) {
+	n, ok := strings.CutPrefix(p, "fd:")
+	if !ok {
+		return os.ReadFile(p)
+	}
+	fd, err := strconv.Atoi(n)
+	if err != nil || fd < 0 {
+		return nil, fmt.Errorf("sandbox spec %q: bad fd", p)
+	}
+	f := os.NewFile(uintptr(fd), "sandbox spec")
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// sandboxBoot holds what the steps share.
+type sandboxBoot struct {
+	hostMounts map[string]bool // names of the mounts the host attached
+}
+
+// handshake lets the host attach its mounts (see
+// bootparam.SandboxSpec.BootSocket).
+func (b *sandboxBoot) handshake(s *bootparam.SandboxSpec) error {
+	if s.BootSocket < 0 {
+		return nil
+	}
+	defer unix.Close(s.BootSocket)
+	if len(s.HostMounts) == 0 {
+		return nil
+	}
+	if _, err := unix.Write(s.BootSocket, []byte{'r'}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := unix.Recvmsg(s.BootSocket, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("the host did not attach the mounts")
+	}
+	// The box dir, opened in this namespace: relative paths start there.
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return fmt.Errorf("no box dir from the host (%v)", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return fmt.Errorf("no box dir from the host (%v)", err)
+	}
+	err = unix.Fchdir(fds[0]) // once, at boot, before any request
+	unix.Close(fds[0])
+	if err != nil {
+		return err
+	}
+	b.hostMounts = map[string]bool{}
+	for _, m := range s.HostMounts {
+		b.hostMounts[m] = true
+	}
+	return nil
+}
+
+func (b *sandboxBoot) mountOverlay(s *bootparam.SandboxSpec) error {
+	for _, d := range []string{s.Upper, s.Work, s.Rootfs, s.Lower} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -124,36 +198,56 @@ func populateDev(s *bootparam.SandboxSpec) error {
 	return nil
 }
 
-func mountVolumes(s *bootparam.SandboxSpec) error {
-	for _, v := range s.Volumes {
+func (b *sandboxBoot) mountVolumes(s *bootparam.SandboxSpec) error {
+	for i, v := range s.Volumes {
 		dst := filepath.Join(s.Rootfs, v.Box)
-		fi, err := os.Stat(v.Host)
+		name := fmt.Sprintf("volume.%d", i)
+		src := v.Host
+		if b.hostMounts[name] {
+			src = name // id-mapped by the host, attached in the box dir
+		}
+		fi, err := os.Stat(src)
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", v.Host, err)
 		}
 		if fi.IsDir() {
 			err = os.MkdirAll(dst, 0o755)
 		} else {
-			if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-				var f *os.File
-				if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-					f.Close()
-				}
-			}
+			err = touch(dst)
 		}
 		if err != nil {
 			return fmt.Errorf("volume target %s: %w", v.Box, err)
 		}
-		if err := unix.Mount(v.Host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind %s on %s: %w", v.Host, v.Box, err)
 		}
-		if v.ReadOnly {
-			if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
-				return fmt.Errorf("read-only %s: %w", v.Box, err)
-			}
+		if err := readOnly(v, dst); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func readOnly(v bootparam.SandboxVolume, dst string) error {
+	if !v.ReadOnly {
+		return nil
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(unix.AT_FDCWD, dst, unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("read-only %s: %w", v.Box, err)
+	}
+	return nil
+}
+
+func touch(p string) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // The kernel interfaces a box must not change or read, as Docker's default

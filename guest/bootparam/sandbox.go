@@ -1,9 +1,10 @@
 package bootparam
 
 // SandboxSpec is written by the host's sandbox backend and read by the
-// agent when it starts as PID 1 of fresh namespaces.
+// agent when it starts as PID 1 of fresh namespaces. Relative paths are
+// relative to the agent's starting working directory (the box dir).
 type SandboxSpec struct {
-	Lower    string          `json:"lower"`  // read-only image root
+	Lower    string          `json:"lower"`  // read-only image root (unless BootFDs has "lower")
 	Upper    string          `json:"upper"`  // per-box writable layer
 	Work     string          `json:"work"`   // overlay work dir (same fs as upper)
 	Rootfs   string          `json:"rootfs"` // mount point for the merged root
@@ -12,6 +13,17 @@ type SandboxSpec struct {
 	Listen   string          `json:"listen"`    // e.g. "fd:3"
 	UserNS   bool            `json:"user_ns"`   // running in a user namespace
 	KeepCaps []int           `json:"keep_caps"` // capability numbers kept in the bounding set
+	// BootSocket is an fd the agent, once its mounts are private, writes
+	// one byte to and then reads one byte from: meanwhile the host attaches
+	// HostMounts in the agent's mount namespace, each on the dir of the same
+	// name in the box dir ("lower": the image, id-mapped to the box's user
+	// namespace, used as Lower; "volume.N": Volumes[N], bound from there).
+	// -1: none.
+	BootSocket int      `json:"boot_socket"`
+	HostMounts []string `json:"host_mounts,omitempty"`
+	// CloseFDs are inherited fds the agent closes once booted (the spec
+	// file, the agent binary), so no box process inherits them.
+	CloseFDs []int `json:"close_fds,omitempty"`
 }
 
 // SandboxVolume is a bind mount from the host into the box.

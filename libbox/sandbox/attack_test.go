@@ -123,7 +123,9 @@ var attackRows = []attackRow{
 	}},
 	{"read `/proc/kcore`", func(t *testing.T, e *attackEnv) (string, error) { return readsNothing(e.probe(t, "read=/proc/kcore")) }},
 	{"read `/proc/keys`", func(t *testing.T, e *attackEnv) (string, error) { return readsNothing(e.probe(t, "read=/proc/keys")) }},
-	{"read `/sys/firmware`", func(t *testing.T, e *attackEnv) (string, error) { return readsNothing(e.probe(t, "read=/sys/firmware")) }},
+	{"read `/sys/firmware`", func(t *testing.T, e *attackEnv) (string, error) {
+		return readsNothing(e.probe(t, "read=/sys/firmware"))
+	}},
 	{"`keyctl`, `add_key`", func(t *testing.T, e *attackEnv) (string, error) {
 		if out, err := failsWith(e.probe(t, "keyctl"), "EPERM"); err != nil {
 			return out, err

@@ -1,11 +1,16 @@
 // Package sandbox is the namespace sandbox backend: the box agent runs as
-// PID 1 of new user (when not root), mount, pid, net, uts and ipc
-// namespaces, pivoted into an overlay of the image (read-only lower dir)
-// and the box's upper dir. The host reaches it over a unix socket in the
-// box dir.
+// PID 1 of new user, mount, pid, net, uts and ipc namespaces, pivoted into
+// an overlay of the image (read-only lower dir) and the box's upper dir.
+// The host reaches it over a unix socket in the box dir.
+//
+// The box's root is never the host's: on a root host it is the first id of
+// the box's own slice of host ids (see allocSlice), the image and volumes
+// are id-mapped into it; on a normal user's host it is that user.
 //
 // It never mounts anything in the host's mount namespace: every mount
-// lives in the sandbox's own namespace and disappears with it.
+// lives in the sandbox's own namespace and disappears with it (the host
+// attaches the id-mapped mounts from a thread that joined the sandbox's
+// mount namespace and then exits).
 package sandbox
 
 import (
@@ -16,6 +21,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,10 +86,15 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	sock := filepath.Join(spec.Dir, "agent.sock")
 	_ = os.Remove(sock)
 	// The mount point and the work dir must be empty and unused.
-	for _, d := range []string{"rootfs", "work"} {
+	for _, d := range []string{"rootfs", "work", "lower"} {
 		_ = os.RemoveAll(filepath.Join(spec.Dir, d))
 	}
-	for _, d := range []string{"upper", "work", "rootfs"} {
+	if old, _ := filepath.Glob(filepath.Join(spec.Dir, "volume.*")); len(old) > 0 {
+		for _, d := range old {
+			_ = os.RemoveAll(d)
+		}
+	}
+	for _, d := range []string{"upper", "work", "rootfs", "lower"} {
 		if err := os.MkdirAll(filepath.Join(spec.Dir, d), 0o755); err != nil {
 			return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
 		}
@@ -92,17 +103,67 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	for i, v := range spec.Volumes {
 		vols[i] = bootparam.SandboxVolume{Host: v.HostPath, Box: v.BoxPath, ReadOnly: v.ReadOnly}
 	}
-	userNS := os.Geteuid() != 0
+	// On a root host, paths are relative to the box dir the host hands the
+	// agent (the dirs above it need not be reachable by the box's ids).
 	sspec := bootparam.SandboxSpec{
-		Lower: spec.ImageRoot, Upper: filepath.Join(spec.Dir, "upper"), Work: filepath.Join(spec.Dir, "work"),
-		Rootfs: filepath.Join(spec.Dir, "rootfs"), Hostname: spec.Hostname, Volumes: vols,
-		Listen: "fd:3", UserNS: userNS, KeepCaps: DefaultCaps,
+		Lower: "lower", Upper: "upper", Work: "work", Rootfs: "rootfs", Hostname: spec.Hostname,
+		Volumes: vols, Listen: "fd:3", UserNS: true, KeepCaps: DefaultCaps, BootSocket: 4,
 	}
+	var mounts []hostMount
+	ids := hostIDs{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), size: 1, desc: "box uid 0 = your uid (no other ids)"}
+	if os.Geteuid() == 0 {
+		sl, desc, err := allocSlice(spec.Dir)
+		if err != nil {
+			return nil, err
+		}
+		ids = hostIDs{uid: sl.UID, gid: sl.GID, size: SliceSize, desc: desc}
+		// The box's root owns its layer; the box dir is only traversable.
+		for _, d := range []string{"upper", "work", "rootfs", "lower"} {
+			if err := os.Chown(filepath.Join(spec.Dir, d), int(ids.uid), int(ids.gid)); err != nil {
+				return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
+			}
+		}
+		if err := os.Chmod(spec.Dir, 0o711); err != nil {
+			return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
+		}
+		mounts = []hostMount{{name: "lower", source: spec.ImageRoot, image: true, box: "image"}}
+		for i, v := range spec.Volumes {
+			m := hostMount{name: fmt.Sprintf("volume.%d", i), source: v.HostPath, box: "volume " + v.BoxPath}
+			if err := stage(filepath.Join(spec.Dir, m.name), v.HostPath); err != nil {
+				return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
+			}
+			mounts = append(mounts, m)
+		}
+		for _, m := range mounts {
+			sspec.HostMounts = append(sspec.HostMounts, m.name)
+		}
+	} else {
+		sspec.Lower = spec.ImageRoot
+		for _, p := range []*string{&sspec.Upper, &sspec.Work, &sspec.Rootfs} {
+			*p = filepath.Join(spec.Dir, *p)
+		}
+	}
+	sspec.CloseFDs = []int{6} // the agent binary; the spec (fd 5) is closed once read
 	specPath := filepath.Join(spec.Dir, "sandbox.json")
 	b2, _ := json.Marshal(&sspec)
 	if err := os.WriteFile(specPath, b2, 0o600); err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "write sandbox spec")
 	}
+	var files openFiles
+	defer files.close()
+	specFile, err := files.open(specPath, unix.O_RDONLY)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox spec")
+	}
+	agentFile, err := files.open(spec.AgentPath, unix.O_RDONLY)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.FailedPrecondition, err, "sandbox agent %s", spec.AgentPath)
+	}
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "boot socket")
+	}
+	files.fds = append(files.fds, sp[0], sp[1])
 
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
@@ -131,17 +192,20 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 
 	cg := newCgroup(spec.ID, spec.CPUs, spec.MemoryMiB)
 	sys := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-		Setsid:     true,
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+		Setsid:      true,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.uid), Size: int(ids.size)}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(ids.gid), Size: int(ids.size)}},
+		// setgroups stays allowed only when the host may map many gids.
+		GidMappingsEnableSetgroups: ids.size > 1,
+	}
+	if ids.size > 1 {
+		// Host root is not mapped in the box: become the box's root (host
+		// uid ids.uid) before exec, or the agent would have no capabilities.
+		sys.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	if !spec.Detach {
 		sys.Pdeathsig = syscall.SIGKILL
-	}
-	if userNS {
-		sys.Cloneflags |= syscall.CLONE_NEWUSER
-		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
-		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
-		sys.GidMappingsEnableSetgroups = false
 	}
 	if cg.fd >= 0 {
 		sys.UseCgroupFD = true
@@ -152,23 +216,45 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	attr := &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd(), lnFile.Fd()},
+		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd(), lnFile.Fd(), uintptr(sp[1]), uintptr(specFile), uintptr(agentFile)},
 		Sys:   sys,
 	}
-	pid, err := launch.ForkExec(spec.AgentPath, []string{"box-agent", "--sandbox", specPath}, attr)
+	pid, err := launch.ForkExec("/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.closeFD()
 	if err != nil {
 		cg.remove()
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
 	}
+	files.fds = slices.DeleteFunc(files.fds, func(fd int) bool { return fd == sp[0] })
+	mdesc, err := attachMounts(ctx, pid, sp[0], spec.Dir, mounts)
+	if err != nil {
+		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+		var info unix.Siginfo
+		_ = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED, nil)
+		unix.Close(pidfd)
+		cg.remove()
+		return nil, err
+	}
 	st, _ := backend.ProcStartTime(pid)
 	inst := &instance{
 		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.path},
 		child: true, pidfd: pidfd, done: make(chan struct{}), cg: cg,
-		limits: cg.describe(),
+		limits: cg.describe(), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
 	return inst, nil
+}
+
+// stage makes the empty dir or file a volume is attached on in the box dir.
+func stage(p, host string) error {
+	fi, err := os.Stat(host)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return os.Mkdir(p, 0o700)
+	}
+	return os.WriteFile(p, nil, 0o600)
 }
 
 // Attach follows a sandbox started by an earlier process.
@@ -195,6 +281,8 @@ type instance struct {
 	pidfd  int
 	cg     *cgroup
 	limits string
+	ids    string   // the box's host id range
+	mounts []string // how the image and volumes are id-mapped
 
 	done     chan struct{}
 	mu       sync.Mutex
@@ -298,7 +386,12 @@ func (i *instance) State() json.RawMessage {
 }
 
 func (i *instance) Info() map[string]any {
-	return map[string]any{"pid": i.st.Pid, "socket": i.st.Socket, "limits": i.limits}
+	info := map[string]any{"pid": i.st.Pid, "socket": i.st.Socket, "limits": i.limits}
+	if i.ids != "" {
+		info["user_namespace"] = i.ids
+		info["id_mapped_mounts"] = i.mounts
+	}
+	return info
 }
 
 // cgroup is the box's cgroup v2 group, when the host lets us make one.

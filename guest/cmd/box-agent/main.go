@@ -27,7 +27,7 @@ func main() {
 	mainAt := time.Now()
 	listenAddr := flag.String("listen", "", "unix:PATH | fd:N | vsock:PORT | serial:DEV")
 	root := flag.String("root", "", "directory processes see as / (spawned with chroot)")
-	sandbox := flag.String("sandbox", "", "sandbox config file: become PID 1 of a namespace sandbox")
+	sandbox := flag.String("sandbox", "", "sandbox config (a file or fd:N): become PID 1 of a namespace sandbox")
 	hostname := flag.String("hostname", "", "hostname reported to processes")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()

@@ -90,10 +90,14 @@ func forkExec(flags uintptr) error {
 }
 
 var attacks = map[string]func(arg string) (string, error){
-	"write":   func(p string) (string, error) { return "", openWrite(p) },
-	"read":    read,
-	"keyctl":  func(string) (string, error) { return "", sys(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, ^uintptr(2), 0) },
-	"add_key": func(string) (string, error) { return "", sys(unix.SYS_ADD_KEY, cstr("user"), cstr("probe"), cstr("x"), 1, ^uintptr(3)) },
+	"write": func(p string) (string, error) { return "", openWrite(p) },
+	"read":  read,
+	"keyctl": func(string) (string, error) {
+		return "", sys(unix.SYS_KEYCTL, unix.KEYCTL_GET_KEYRING_ID, ^uintptr(2), 0)
+	},
+	"add_key": func(string) (string, error) {
+		return "", sys(unix.SYS_ADD_KEY, cstr("user"), cstr("probe"), cstr("x"), 1, ^uintptr(3))
+	},
 	"bpf": func(string) (string, error) {
 		attr := make([]byte, 128) // BPF_MAP_CREATE of an array map with one entry
 		*(*uint32)(unsafe.Pointer(&attr[0])) = 2
@@ -112,12 +116,18 @@ var attacks = map[string]func(arg string) (string, error){
 		return "", err
 	},
 	// An empty image: the kernel refuses it even when loading is allowed.
-	"init_module":  func(string) (string, error) { return "", unix.InitModule(nil, "") },
-	"mount":        func(string) (string, error) { return "", unix.Mount("probe", "/tmp", "tmpfs", unix.MS_RDONLY, "size=4k") },
-	"clone":        func(f string) (string, error) { return "", forkExec(nsFlag(f)) },
-	"ptrace":       func(p string) (string, error) { return "", ptraceAttach(p) },
-	"sethostname":  func(h string) (string, error) { return "", unix.Sethostname([]byte(h)) },
-	"settimeofday": func(string) (string, error) { tv := unix.Timeval{}; _ = unix.Gettimeofday(&tv); return "", unix.Settimeofday(&tv) },
+	"init_module": func(string) (string, error) { return "", unix.InitModule(nil, "") },
+	"mount": func(string) (string, error) {
+		return "", unix.Mount("probe", "/tmp", "tmpfs", unix.MS_RDONLY, "size=4k")
+	},
+	"clone":       func(f string) (string, error) { return "", forkExec(nsFlag(f)) },
+	"ptrace":      func(p string) (string, error) { return "", ptraceAttach(p) },
+	"sethostname": func(h string) (string, error) { return "", unix.Sethostname([]byte(h)) },
+	"settimeofday": func(string) (string, error) {
+		tv := unix.Timeval{}
+		_ = unix.Gettimeofday(&tv)
+		return "", unix.Settimeofday(&tv)
+	},
 }
 
 func nsFlag(f string) uintptr {

@@ -1,0 +1,177 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/errdefs"
+)
+
+// hostIDs is the host id range box ids 0..size-1 map to.
+type hostIDs struct {
+	uid, gid, size uint32
+	desc           string
+}
+
+// openFiles owns the fds Start opens; close releases them all.
+type openFiles struct{ fds []int }
+
+func (o *openFiles) open(path string, flags int) (int, error) {
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+	if err == nil {
+		o.fds = append(o.fds, fd)
+	}
+	return fd, err
+}
+
+func (o *openFiles) close() {
+	for _, fd := range o.fds {
+		unix.Close(fd)
+	}
+	o.fds = nil
+}
+
+// idMappedTree clones the mount tree at path, detached, id-mapped through
+// the user namespace usernsFD: a file owned by host id N appears to the
+// box as its id N (host id base+N), and what the box creates as its id N is
+// stored as N.
+func idMappedTree(path string, usernsFD int) (int, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("clone mount %s: %w", path, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFD)}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("id-map %s: %w", path, err)
+	}
+	return fd, nil
+}
+
+// hostMount is one detached mount to attach in the agent's namespace.
+type hostMount struct {
+	name   string // bootparam.SandboxSpec.HostMounts name: the target in the box dir
+	source string // host path
+	image  bool   // the image: must be id-mapped
+	box    string // box path, for messages
+}
+
+// attachMounts makes the id-mapped mounts and attaches them in the mount
+// namespace of the agent pid at dir/<name>, while the agent waits on sock
+// (see bootparam.SandboxSpec.BootSocket), then sends it the box dir, opened
+// in its namespace, to work in; it closes sock. A volume whose
+// filesystem cannot be id-mapped is attached as it is (its files appear
+// to the box as nobody) and the description says so.
+func attachMounts(ctx context.Context, pid, sock int, dir string, mounts []hostMount) ([]string, error) {
+	defer unix.Close(sock)
+	if len(mounts) == 0 {
+		return nil, nil
+	}
+	if err := waitByte(ctx, sock); err != nil {
+		return nil, errdefs.Wrap(errdefs.Unavailable, err, "sandbox agent did not get ready for its mounts")
+	}
+	userns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox user namespace")
+	}
+	defer unix.Close(userns)
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	var desc []string
+	for _, m := range mounts {
+		fd, mapErr := idMappedTree(m.source, userns)
+		switch {
+		case mapErr == nil:
+			desc = append(desc, m.box+": id-mapped (host uid N is box uid N)")
+		case m.image:
+			return nil, errdefs.Wrap(errdefs.Unsupported, mapErr, "sandbox image: the kernel or the filesystem of the libbox home cannot id-map mounts (needs Linux >= 5.19 and ext4, xfs or btrfs)")
+		default:
+			fd, err = unix.OpenTree(unix.AT_FDCWD, m.source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+			if err != nil {
+				return nil, errdefs.Wrap(errdefs.FailedPrecondition, err, "volume %s", m.source)
+			}
+			desc = append(desc, fmt.Sprintf("%s: not id-mapped (%v): host files appear as nobody, the box's files belong to its host ids", m.box, mapErr))
+		}
+		fds = append(fds, fd)
+	}
+	dirFD := -1
+	if err := inMountNamespace(pid, func() error {
+		for i, m := range mounts {
+			if err := unix.MoveMount(fds[i], "", unix.AT_FDCWD, filepath.Join(dir, m.name), unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+				return fmt.Errorf("attach %s: %w", m.source, err)
+			}
+		}
+		// The box dir as the agent's namespace sees it: its working dir.
+		dirFD, err = unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		return err
+	}); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox mounts")
+	}
+	fds = append(fds, dirFD)
+	if err := unix.Sendmsg(sock, []byte{'m'}, unix.UnixRights(dirFD), nil, 0); err != nil {
+		return nil, errdefs.Wrap(errdefs.Unavailable, err, "sandbox agent")
+	}
+	return desc, nil
+}
+
+// inMountNamespace runs fn on a new OS thread that joins the mount
+// namespace of pid; the thread exits afterwards (it is never unlocked), so
+// no other goroutine ever runs in that namespace.
+func inMountNamespace(pid int, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare fs: %w", err)
+			}
+			ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(ns)
+			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("join mount namespace: %w", err)
+			}
+			return fn()
+		}()
+	}()
+	return <-errc
+}
+
+// waitByte reads one byte from fd, bounded by ctx.
+func waitByte(ctx context.Context, fd int) error {
+	ms := -1
+	if d, ok := ctx.Deadline(); ok {
+		ms = max(int(time.Until(d).Milliseconds()), 0)
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("timed out")
+		}
+		break
+	}
+	buf := make([]byte, 1)
+	n, err := unix.Read(fd, buf)
+	if err == nil && n != 1 {
+		err = fmt.Errorf("the agent exited")
+	}
+	return err
+}

@@ -1,0 +1,160 @@
+package sandbox
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/libbox/libbox/errdefs"
+)
+
+// On a root host every box gets its own slice of host ids: box uid 0..65535
+// is host uid Base..Base+65535 (the same for gids), so a process that
+// escapes a mount is an unprivileged nobody on the host. The slices come
+// from root's entries in /etc/subuid and /etc/subgid when present, else
+// from DefaultIDRange (inside the range systemd reserves for container
+// ids, as podman's --userns=auto does). A slice stays with its box dir for
+// the box's life (its upper dir's files carry those ids) and is reused only
+// once the box dir is gone.
+const (
+	SliceSize = 65536
+	// DefaultIDRange is used when root has no /etc/subuid entry:
+	// 0x60000000 .. 0x6fffffff, 4096 slices.
+	DefaultIDBase  = 0x60000000
+	DefaultIDCount = 0x10000000
+)
+
+// IDTable is the host-wide allocation of slices: a JSON map from slice
+// index to box dir, under an flock. It is host-wide, not per libbox home,
+// because the ids are a host resource that every home shares.
+var IDTable = "/var/lib/libbox/userns.json"
+
+// idSlice is one box's host id range.
+type idSlice struct {
+	UID, GID uint32
+}
+
+type idRange struct{ base, count uint32 }
+
+// subRange reads root's range from a /etc/subuid-format file.
+func subRange(path string) (idRange, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return idRange{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Split(strings.TrimSpace(sc.Text()), ":")
+		if len(parts) != 3 || (parts[0] != "root" && parts[0] != "0") {
+			continue
+		}
+		base, err1 := strconv.ParseUint(parts[1], 10, 32)
+		count, err2 := strconv.ParseUint(parts[2], 10, 32)
+		if err1 == nil && err2 == nil && count >= SliceSize && base > 0 {
+			return idRange{uint32(base), uint32(count)}, true
+		}
+	}
+	return idRange{}, false
+}
+
+func hostRanges() (uids, gids idRange, source string) {
+	u, okU := subRange("/etc/subuid")
+	g, okG := subRange("/etc/subgid")
+	if okU && okG {
+		return u, g, "/etc/subuid"
+	}
+	def := idRange{DefaultIDBase, DefaultIDCount}
+	return def, def, "default range"
+}
+
+// allocSlice returns the slice of the box whose directory is dir, taking
+// the lowest free one on first use. Slices of box dirs that no longer
+// exist are freed first.
+func allocSlice(dir string) (idSlice, string, error) {
+	uids, gids, source := hostRanges()
+	n := min(uids.count, gids.count) / SliceSize
+	if err := os.MkdirAll(filepath.Dir(IDTable), 0o700); err != nil {
+		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table")
+	}
+	unlock, err := flock(IDTable + ".lock")
+	if err != nil {
+		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "lock user namespace id table")
+	}
+	defer unlock()
+	table := map[string]string{}
+	if b, err := os.ReadFile(IDTable); err == nil {
+		if err := json.Unmarshal(b, &table); err != nil {
+			return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table %s is corrupt (remove it when no box runs)", IDTable)
+		}
+	}
+	used := map[uint32]bool{}
+	idx := ^uint32(0)
+	for k, d := range table {
+		i, err := strconv.ParseUint(k, 10, 32)
+		if err != nil {
+			delete(table, k)
+			continue
+		}
+		if d == dir {
+			idx = uint32(i)
+		}
+		if _, err := os.Stat(d); err != nil {
+			delete(table, k)
+			continue
+		}
+		used[uint32(i)] = true
+	}
+	if idx == ^uint32(0) || uint32(idx) >= n {
+		keys := make([]uint32, 0, len(used))
+		for k := range used {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(a, b int) bool { return keys[a] < keys[b] })
+		idx = 0
+		for _, k := range keys {
+			if k != idx {
+				break
+			}
+			idx++
+		}
+		if idx >= n {
+			return idSlice{}, "", errdefs.New(errdefs.Unavailable, "no free user namespace id slice: %d boxes hold all of %s (add a larger root range to /etc/subuid and /etc/subgid)", n, source)
+		}
+	}
+	table[strconv.FormatUint(uint64(idx), 10)] = dir
+	b, _ := json.Marshal(table)
+	tmp := IDTable + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
+	}
+	if err := os.Rename(tmp, IDTable); err != nil {
+		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
+	}
+	s := idSlice{UID: uids.base + idx*SliceSize, GID: gids.base + idx*SliceSize}
+	return s, fmt.Sprintf("box uid 0 = host uid %d, gid 0 = host gid %d (%d ids, slice %d of the %s)", s.UID, s.GID, SliceSize, idx, source), nil
+}
+
+func flock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}

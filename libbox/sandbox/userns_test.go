@@ -1,0 +1,52 @@
+package sandbox
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestAllocSlice(t *testing.T) {
+	tmp := t.TempDir()
+	old := IDTable
+	IDTable = filepath.Join(tmp, "table", "userns.json")
+	t.Cleanup(func() { IDTable = old })
+	dirs := []string{filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]idSlice{}
+	seen := map[uint32]bool{}
+	for _, d := range dirs {
+		s, desc, err := allocSlice(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[s.UID] {
+			t.Fatalf("%s got a slice already in use: %+v", d, s)
+		}
+		if s.UID == 0 || s.GID == 0 || desc == "" {
+			t.Fatalf("bad slice %+v %q", s, desc)
+		}
+		seen[s.UID] = true
+		got[d] = s
+	}
+	// A box keeps its slice across starts.
+	if s, _, _ := allocSlice(dirs[1]); s != got[dirs[1]] {
+		t.Fatalf("restart: %+v, want %+v", s, got[dirs[1]])
+	}
+	// A removed box's slice is taken by the next new box.
+	if err := os.Remove(dirs[0]); err != nil {
+		t.Fatal(err)
+	}
+	d := filepath.Join(tmp, "d")
+	os.Mkdir(d, 0o700)
+	if s, _, _ := allocSlice(d); s != got[dirs[0]] {
+		t.Fatalf("reuse: %+v, want the freed %+v", s, got[dirs[0]])
+	}
+	if s, _, _ := allocSlice(dirs[2]); s != got[dirs[2]] {
+		t.Fatalf("slices moved: %+v, want %+v", s, got[dirs[2]])
+	}
+}
