@@ -35,7 +35,10 @@ node_build() {
 	mkdir -p "$stage" "$ROOT/dist"
 	cp "$ROOT"/bindings/node/{index.js,index.mjs,index.d.ts,README.md} "$stage/"
 	cp "$so" "$stage/libbox.so"
-	node -e 'const fs=require("fs");const p=JSON.parse(fs.readFileSync(process.argv[1]));p.version=process.argv[2];fs.writeFileSync(process.argv[3],JSON.stringify(p,null,2)+"\n")' \
+	# The guest kernel kit ships beside libbox.so, where libbox looks first.
+	[ -d "$KERNEL_KIT" ] && cp -a "$KERNEL_KIT" "$stage/libbox-kernel"
+	# version from VERSION; cpu is the architecture libbox.so was built for.
+	node -e 'const fs=require("fs");const p=JSON.parse(fs.readFileSync(process.argv[1]));p.version=process.argv[2];p.cpu=[process.arch];fs.writeFileSync(process.argv[3],JSON.stringify(p,null,2)+"\n")' \
 		"$ROOT/bindings/node/package.json" "$VERSION" "$stage/package.json"
 	# -L/-lbox (not the path) so DT_NEEDED is "libbox.so", found via $ORIGIN.
 	gcc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -fPIC -shared \

@@ -10,8 +10,13 @@ python_deps_packages() {
 	APT_PACKAGES+=(python3 python3-venv)
 }
 
+# python_wheel prints the wheel's path; its platform tag is the manylinux tag
+# true of build/lib/libbox.so (build_wheel.py reads the glibc versions it needs).
 python_wheel() {
-	echo "$ROOT/dist/libbox-$VERSION-py3-none-linux_$(uname -m).whl"
+	local tag
+	tag="$(python3 "$ROOT/bindings/python/build_wheel.py" --version "$VERSION" --lib "$BUILD/lib/libbox.so" \
+		--out "$ROOT/dist" --print-tag)" || die "python: cannot read the platform tag of $BUILD/lib/libbox.so"
+	echo "$ROOT/dist/libbox-$VERSION-py3-none-$tag.whl"
 }
 
 python_build() {
@@ -22,14 +27,14 @@ python_build() {
 	local whl
 	whl="$(python_wheel)"
 	if [ -f "$whl" ] && [ "$whl" -nt "$BUILD/lib/libbox.so" ] &&
-		[ -z "$(find "$ROOT/bindings/python/libbox" "$ROOT/bindings/python/build_wheel.py" -newer "$whl" -print -quit)" ]; then
+		[ -z "$(find "$ROOT/bindings/python/libbox" "$ROOT/bindings/python/build_wheel.py" "$KERNEL_KIT" -newer "$whl" -print -quit)" ]; then
 		return 0
 	fi
 	log "python: building $(basename "$whl")"
 	mkdir -p "$ROOT/dist"
 	rm -f "$ROOT"/dist/libbox-*-py3-none-*.whl
 	python3 "$ROOT/bindings/python/build_wheel.py" --version "$VERSION" --lib "$BUILD/lib/libbox.so" \
-		--out "$ROOT/dist" >/dev/null
+		--kernel-kit "$KERNEL_KIT" --out "$ROOT/dist" >/dev/null
 }
 
 # python_venv [fresh]: a venv under build/ with the wheel installed offline.

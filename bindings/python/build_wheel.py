@@ -5,8 +5,15 @@
 
 A wheel is a zip of the package plus a ``.dist-info`` directory (METADATA,
 WHEEL, RECORD with sha256 digests). The library goes inside the package as
-``libbox/_lib/libbox.so``. Entries are sorted and timestamped 1980-01-01 so
-the same inputs give the same bytes. This script never downloads anything.
+``libbox/_lib/libbox.so``, and the guest kernel kit (``--kernel-kit``: the
+kernel and the modules boxes load) as ``libbox/_lib/libbox-kernel/``, where
+libbox looks for a kernel beside the loaded library. Entries are sorted and
+timestamped 1980-01-01 so the same inputs give the same bytes. This script
+never downloads anything.
+
+The platform tag is the manylinux tag that is true of libbox.so: the highest
+``GLIBC_2.N`` symbol version it needs, read from its ELF version-needs
+section (``manylinux_2_N_<arch>``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import base64
 import hashlib
 import os
 import platform
+import struct
 import sys
 import zipfile
 
@@ -23,10 +31,57 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def platform_tag() -> str:
-    machine = platform.machine().lower()
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
-    return f"linux_{machine}"
+ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
+SHT_GNU_VERNEED = 0x6FFFFFFE
+
+
+def elf_glibc_needs(path: str) -> tuple[str, tuple[int, int]]:
+    """(wheel arch, highest GLIBC version needed) of a 64-bit little-endian ELF
+    shared object, from its SHT_GNU_verneed section."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise SystemExit(f"build_wheel: {path} is not a 64-bit little-endian ELF file")
+    machine = struct.unpack_from("<H", data, 18)[0]
+    arch = ELF_MACHINES.get(machine)
+    if arch is None:
+        raise SystemExit(f"build_wheel: {path}: unsupported ELF machine {machine}")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    best = (0, 0)
+    for _name, typ, _flags, _addr, off, _size, link, info, _align, _entsize in sections:
+        if typ != SHT_GNU_VERNEED:
+            continue
+        strtab_off = sections[link][4]
+        pos = off
+        for _ in range(info):  # Elf64_Verneed entries
+            _ver, cnt, _file, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+            apos = pos + aux
+            for _ in range(cnt):  # Elf64_Vernaux entries
+                _hash, _flags2, _other, name, anext = struct.unpack_from("<IHHII", data, apos)
+                end = data.index(b"\0", strtab_off + name)
+                sym = data[strtab_off + name:end].decode()
+                if sym.startswith("GLIBC_2."):
+                    parts = sym[len("GLIBC_"):].split(".")
+                    if all(p.isdigit() for p in parts):
+                        best = max(best, (int(parts[0]), int(parts[1])))
+                apos += anext
+                if anext == 0:
+                    break
+            pos += nxt
+            if nxt == 0:
+                break
+    return arch, best
+
+
+def platform_tag(lib: str) -> str:
+    """manylinux_2_N_<arch> for the glibc libbox.so needs (linux_<arch> if it
+    needs no versioned glibc symbol, e.g. a static or musl build)."""
+    arch, (major, minor) = elf_glibc_needs(lib)
+    if major == 0:
+        return f"linux_{arch}"
+    return f"manylinux_{major}_{minor}_{arch}"
 
 
 def package_files() -> list[tuple[str, str]]:
@@ -75,10 +130,23 @@ def digest(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def build(version: str, lib: str, out_dir: str) -> str:
+def kit_files(kit: str) -> list[tuple[str, str]]:
+    """(archive name, source path) of the kernel kit's files."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(kit):
+        dirnames.sort()
+        for f in sorted(filenames):
+            src = os.path.join(dirpath, f)
+            out.append(("libbox/_lib/libbox-kernel/" + os.path.relpath(src, kit).replace(os.sep, "/"), src))
+    return out
+
+
+def build(version: str, lib: str, out_dir: str, kit: str | None = None) -> str:
     if not os.path.isfile(lib):
         raise SystemExit(f"build_wheel: {lib} does not exist: build libbox.so first (./build.sh build)")
-    tag = "py3-none-" + platform_tag()
+    if kit is not None and not os.path.isdir(kit):
+        raise SystemExit(f"build_wheel: kernel kit {kit} does not exist: run ./build.sh build")
+    tag = "py3-none-" + platform_tag(lib)
     name = f"libbox-{version}-{tag}.whl"
     dist_info = f"libbox-{version}.dist-info"
     os.makedirs(out_dir, exist_ok=True)
@@ -90,6 +158,9 @@ def build(version: str, lib: str, out_dir: str) -> str:
             entries.append((arc, f.read(), 0o644))
     with open(lib, "rb") as f:
         entries.append(("libbox/_lib/libbox.so", f.read(), 0o755))
+    for arc, src in kit_files(kit) if kit else []:
+        with open(src, "rb") as f:
+            entries.append((arc, f.read(), 0o644))
     entries.append((f"{dist_info}/METADATA", metadata(version).encode(), 0o644))
     entries.append((f"{dist_info}/WHEEL", wheel_file(tag).encode(), 0o644))
     record = "".join(f"{arc},{digest(data)},{len(data)}\n" for arc, data, _ in entries)
@@ -110,8 +181,13 @@ def main() -> int:
     ap.add_argument("--version", required=True)
     ap.add_argument("--lib", required=True, help="path of the built libbox.so")
     ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--kernel-kit", help="directory of the guest kernel kit to ship beside libbox.so")
+    ap.add_argument("--print-tag", action="store_true", help="print the platform tag of --lib and exit")
     a = ap.parse_args()
-    print(build(a.version, a.lib, a.out))
+    if a.print_tag:
+        print(platform_tag(a.lib))
+        return 0
+    print(build(a.version, a.lib, a.out, a.kernel_kit))
     return 0
 
 
