@@ -82,7 +82,7 @@ cmd_build() {
 	fi
 	for d in cmd/*/; do
 		[ -d "$d" ] || continue
-		go build -trimpath -ldflags "-X github.com/libbox/libbox/libbox.Version=$VERSION" \
+		go build -trimpath -ldflags "-s -w -X github.com/libbox/libbox/libbox.Version=$VERSION" \
 			-o "$BUILD/bin/$(basename "$d")" "./$d"
 	done
 	log "building C example and tests"

@@ -2,6 +2,7 @@ package libbox
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -75,6 +76,9 @@ func (b *Box) Info() BoxInfo {
 	}
 	if b.inst != nil {
 		info.Backend = b.inst.Info()
+	} else if b.st.State == StateRunning && len(b.st.Instance) > 0 {
+		// Running under another host process: what its backend recorded.
+		_ = json.Unmarshal(b.st.Instance, &info.Backend)
 	}
 	return info
 }

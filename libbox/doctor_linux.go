@@ -78,4 +78,3 @@ func cgroupCheck() Check {
 	c.Fix = "mount cgroup v2 at /sys/fs/cgroup (systemd does by default)"
 	return c
 }
-

@@ -70,9 +70,17 @@ dist_test_tarball() {
 		(cd "$tmp/c" && dist_clean_env HOME="$home" LIBBOX_ISOLATION="$iso" timeout -k 5 300 ./concurrent) >"$tmp/c/out-$iso" 2>&1 ||
 			{ echo "dist: release tarball: concurrent.c on a $iso box failed:" >&2; cat "$tmp/c/out-$iso" >&2; return 1; }
 	done
-	(dist_clean_env HOME="$home" timeout -k 5 300 "$top/bin/box" run --rm busybox echo tarball-cli-ok) >"$tmp/c/out-cli" 2>&1 &&
-		grep -q tarball-cli-ok "$tmp/c/out-cli" ||
-		{ echo "dist: release tarball: bin/box run (VM) failed:" >&2; cat "$tmp/c/out-cli" >&2; return 1; }
+	local box=(dist_clean_env HOME="$home" timeout -k 5 300 "$top/bin/box")
+	if ! { "${box[@]}" create --name kit-check busybox && "${box[@]}" start kit-check &&
+		"${box[@]}" exec kit-check echo tarball-cli-ok && "${box[@]}" inspect kit-check; } >"$tmp/c/out-cli" 2>&1; then
+		echo "dist: release tarball: bin/box create/start/exec/inspect (VM) failed:" >&2
+		cat "$tmp/c/out-cli" >&2
+		"${box[@]}" rm -f kit-check >/dev/null 2>&1
+		return 1
+	fi
+	"${box[@]}" rm -f kit-check >/dev/null 2>&1
+	grep -q tarball-cli-ok "$tmp/c/out-cli" && grep -q "\"$top/lib/libbox-kernel/" "$tmp/c/out-cli" ||
+		{ echo "dist: release tarball: the VM did not boot the kernel shipped in lib/libbox-kernel:" >&2; cat "$tmp/c/out-cli" >&2; return 1; }
 	echo "dist: release tarball ok (C example on vm and sandbox, bin/box run)"
 }
 
@@ -83,8 +91,10 @@ async def main():
         async with libbox.Box(isolation=iso) as b:
             rs = await asyncio.gather(*(b.exec("echo", f"{iso}-{i}") for i in range(4)))
             assert [r.stdout.strip() for r in rs] == [f"{iso}-{i}" for i in range(4)], rs
-            kernel = (await b.info()).get("kernel")
-            print(iso, "ok", kernel or "")
+            kernel = (await b.info()).get("backend", {}).get("kernel", "")
+            if iso == "vm":
+                assert "/_lib/libbox-kernel/" in kernel, f"booted {kernel!r}, not the kernel shipped in the wheel"
+            print(iso, "ok", kernel)
 asyncio.run(main())
 '
 
@@ -108,7 +118,11 @@ const { Runtime } = require("libbox");
       const box = await rt.create({ isolation });
       const rs = await Promise.all([0, 1, 2, 3].map(i => box.exec("echo", [`${isolation}-${i}`])));
       rs.forEach((r, i) => { if (r.stdout.trim() !== `${isolation}-${i}`) throw new Error(`bad output ${r.stdout}`); });
-      console.log(isolation, "ok", (await box.info()).kernel || "");
+      const kernel = ((await box.info()).backend || {}).kernel || "";
+      if (isolation === "vm" && !kernel.includes("/node_modules/libbox/libbox-kernel/")) {
+        throw new Error(`booted ${kernel}, not the kernel shipped in the npm package`);
+      }
+      console.log(isolation, "ok", kernel);
       await box.close();
     }
   } finally { await rt.close(); }

@@ -5,6 +5,10 @@
 # in $LIBBOX_KERNEL, then in the cache dirs below, then in /boot.
 COMPONENTS+=(vm)
 
+# KERNEL_KIT is the guest kernel kit shipped beside libbox.so in every package
+# (build/lib/libbox-kernel): the kernel and exactly the modules a box loads.
+KERNEL_KIT="$BUILD/lib/libbox-kernel"
+
 # qemu-system-x86 brings qemu-system-common (virtiofsd, for volumes);
 # busybox-static is the init of the accelerator probe and bare boot.
 vm_deps_packages() {
@@ -53,4 +57,18 @@ vm_deps() {
 	rm -rf "$dir"
 	mv "$tmp/root" "$dir"
 	rm -rf "$tmp"
+}
+
+# vm_prebuild writes the kernel kit (rebuilt when its generator or the cached
+# kernel changed).
+vm_prebuild() {
+	local gen=libbox/internal/vmboot/internal/mkkit stamp="$BUILD/.kernel-kit-stamp" want
+	want="$(cat "$gen"/*.go libbox/internal/vmboot/kit.go libbox/internal/vmboot/modules.go | sha256sum | cut -c1-16) ${LIBBOX_KERNEL:-} $(ls -d "$(vm_kernel_cache)"/*/ 2>/dev/null | tr '\n' ' ')"
+	if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+		return 0
+	fi
+	log "vm: writing the guest kernel kit $KERNEL_KIT"
+	mkdir -p "$(dirname "$KERNEL_KIT")"
+	go run ./$gen -o "$KERNEL_KIT" -kernel "${LIBBOX_KERNEL:-}" -modules "${LIBBOX_KERNEL_MODULES:-}" >/dev/null || die "vm: building the kernel kit failed"
+	echo "$want" >"$stamp"
 }

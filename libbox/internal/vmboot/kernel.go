@@ -32,8 +32,9 @@ const KernelHint = "install one with `./build.sh deps` (downloads Debian's linux
 	"`apt-get install linux-image-cloud-amd64`, or set LIBBOX_KERNEL=/path/to/vmlinuz (and LIBBOX_KERNEL_MODULES=/lib/modules/VERSION)"
 
 // FindKernel locates the guest kernel: image (with its modules directory,
-// which may be "") when the caller names one, else the libbox kernel cache,
-// else /boot.
+// which may be "") when the caller names one, else the kit shipped beside
+// the loaded libbox.so (or the running binary), else the libbox kernel
+// cache, else /boot.
 func FindKernel(image, modules string) (Kernel, error) {
 	if image != "" {
 		return KernelAt(image, modules, KernelHint)
@@ -41,8 +42,8 @@ func FindKernel(image, modules string) (Kernel, error) {
 	if runtime.GOARCH != "amd64" {
 		return Kernel{}, errdefs.New(errdefs.Unsupported, "libbox finds only amd64 guest kernels by itself: set LIBBOX_KERNEL (and LIBBOX_KERNEL_MODULES) on %s", runtime.GOARCH)
 	}
-	// Unpacked packages: <cache>/<version>/boot/vmlinuz-<version>.
-	for _, c := range kernelCaches() {
+	// Kits and unpacked packages: <dir>/<version>/boot/vmlinuz-<version>.
+	for _, c := range append(shippedKitDirs(), kernelCaches()...) {
 		vers, _ := filepath.Glob(filepath.Join(c, "*", "boot", "vmlinuz-*"))
 		if k, ok := newest(vers, func(img string) string { return filepath.Join(filepath.Dir(filepath.Dir(img)), "lib", "modules") }); ok {
 			return k, nil

@@ -352,3 +352,54 @@ func TestCmdlineIsWhatTheGuestParses(t *testing.T) {
 		}
 	}
 }
+
+func TestSelfObjectIsTheTestBinary(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip(err)
+	}
+	got, want := selfObject(), exe
+	if g, err := filepath.EvalSymlinks(got); err == nil {
+		got = g
+	}
+	if w, err := filepath.EvalSymlinks(want); err == nil {
+		want = w
+	}
+	if got != want {
+		t.Fatalf("selfObject() = %q, want the test binary %q", got, want)
+	}
+}
+
+// A kit written by WriteKernelKit is found by FindKernel's kit search and
+// boots the same module set the initramfs needs.
+func TestKernelKitLayout(t *testing.T) {
+	k, err := FindKernel("", "")
+	if err != nil {
+		t.Skipf("no guest kernel: %v (./build.sh deps fetches one)", err)
+	}
+	dst := filepath.Join(t.TempDir(), KitDirName)
+	if _, err := WriteKernelKit(k, dst); err != nil {
+		t.Fatal(err)
+	}
+	vers, _ := filepath.Glob(filepath.Join(dst, "*", "boot", "vmlinuz-*"))
+	got, ok := newest(vers, func(img string) string { return filepath.Join(filepath.Dir(filepath.Dir(img)), "lib", "modules") })
+	if !ok || got.Version != k.Version {
+		t.Fatalf("kit not found by the cache search: %v %+v", vers, got)
+	}
+	ix, err := indexModules(got.Modules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range guestModules {
+		names = append(names, m.name)
+	}
+	required := map[string]bool{"virtio_console": true, "virtio_blk": true}
+	mods, err := resolveModules(ix, names, required)
+	if err != nil {
+		t.Fatalf("kit lacks a module a box needs: %v", err)
+	}
+	if len(mods) == 0 || len(ix.files) != len(mods) {
+		t.Fatalf("kit has %d modules, boxes load %d: it must hold exactly those", len(ix.files), len(mods))
+	}
+}
