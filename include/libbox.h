@@ -253,6 +253,18 @@ box_status_t box_image_remove(box_runtime_t rt, const char *ref, int32_t force,
                               box_complete_fn done, void *user_data,
                               box_error_t **err);
 
+/* Checks what this host needs to run boxes, without starting one: QEMU
+   (path, version), KVM, the guest kernel VM boxes would boot, /dev/net/tun,
+   user namespaces, cgroup controllers, free space in the home. options_json
+   is the runtime options (may be NULL). *out_json (box_string_free) is
+     {"checks": [{"name", "status": "ok"|"warn"|"fail", "detail", "fix",
+                  "needed_by": ["vm"|"sandbox"]}],
+      "isolation": "vm", "ready": true, "runs": ["vm", "sandbox"]}
+   where "ready" says whether boxes of the default isolation can run and
+   "fix" says how to fix a check that is not ok. Blocks up to a few seconds;
+   call it from a worker thread in an event loop. */
+box_status_t box_doctor(const char *options_json, char **out_json, box_error_t **err);
+
 /* Releases a box or exec handle. Releasing twice, or a handle that was never
    issued, returns BOX_E_INVALID_ARGUMENT. Never blocks. */
 box_status_t box_release(uint64_t handle, box_error_t **err);

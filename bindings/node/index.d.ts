@@ -209,6 +209,29 @@ export interface ImageInfo {
 }
 
 /** Version of the loaded libbox.so. */
+/** One finding of doctor(). */
+export interface DoctorCheck {
+  name: string;
+  status: 'ok' | 'warn' | 'fail';
+  detail: string;
+  /** How to fix it ('' when ok). */
+  fix: string;
+  /** Isolations that cannot run while this check fails. */
+  neededBy: Array<'vm' | 'sandbox'>;
+}
+
+export interface DoctorReport {
+  checks: DoctorCheck[];
+  /** The default isolation, and whether boxes of it can run here. */
+  isolation: 'vm' | 'sandbox';
+  ready: boolean;
+  /** Every isolation whose needed checks passed. */
+  runs: Array<'vm' | 'sandbox'>;
+}
+
+/** Checks what this host needs to run boxes, without starting one (runs on a worker thread). */
+export function doctor(options?: { home?: string }): Promise<DoctorReport>;
+
 export const version: string;
 /** ABI version of the loaded libbox.so. */
 export const abiVersion: number;

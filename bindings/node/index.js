@@ -866,8 +866,29 @@ class Runtime {
   }
 }
 
+/**
+ * Checks what this host needs to run boxes (QEMU, KVM, the guest kernel,
+ * /dev/net/tun, user namespaces, cgroups, free space) without starting one.
+ * Resolves to {checks: [{name, status: 'ok'|'warn'|'fail', detail, fix, neededBy}],
+ * isolation, ready, runs}. Runs on a worker thread.
+ */
+async function doctor(options = {}) {
+  checkKeys(options, ['home'], 'doctor option');
+  checkString(options.home, 'home', { nonEmpty: true });
+  const r = JSON.parse(await native.doctor(JSON.stringify(options.home ? { home: options.home } : {})));
+  return {
+    checks: (r.checks || []).map(c => ({
+      name: c.name, status: c.status, detail: c.detail, fix: c.fix || '', neededBy: c.needed_by || [],
+    })),
+    isolation: r.isolation,
+    ready: r.ready,
+    runs: r.runs || [],
+  };
+}
+
 module.exports = {
   Box,
+  doctor,
   Runtime,
   Process,
   LibboxError,

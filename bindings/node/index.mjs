@@ -5,5 +5,5 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const libbox = require('./index.js');
 
-export const { Box, Runtime, Process, LibboxError, AbortError, version, abiVersion, liveHandles } = libbox;
+export const { Box, Runtime, Process, LibboxError, AbortError, doctor, version, abiVersion, liveHandles } = libbox;
 export default libbox;

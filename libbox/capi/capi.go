@@ -295,6 +295,18 @@ func box_images(rt C.box_runtime_t, out **C.char, errOut **C.box_error_t) C.box_
 	return setErr(err, errOut)
 }
 
+//export box_doctor
+func box_doctor(opts *C.char, out **C.char, errOut **C.box_error_t) C.box_status_t {
+	if out == nil {
+		return nullArg("out_json", errOut)
+	}
+	js, err := bridge.Doctor(goString(opts))
+	if err == nil {
+		*out = C.CString(js)
+	}
+	return setErr(err, errOut)
+}
+
 //export box_image_remove
 func box_image_remove(rt C.box_runtime_t, ref *C.char, force C.int32_t, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
 	if ref == nil {

@@ -98,6 +98,15 @@ int main(void) {
   EXPECT(box_version() && strlen(box_version()) > 0, "version");
   EXPECT_ERR(box_runtime_open(opts, &rt, &err), BOX_OK, "", "open");
 
+  /* box_doctor: a report with every check; this host runs sandbox boxes. */
+  char *report = NULL;
+  EXPECT_ERR(box_doctor(opts, &report, &err), BOX_OK, "", "doctor");
+  EXPECT(report && strstr(report, "\"name\":\"qemu\"") && strstr(report, "\"name\":\"kernel\"") &&
+         strstr(report, "\"sandbox\""), "doctor report: %s", report ? report : "(null)");
+  box_string_free(report);
+  EXPECT_ERR(box_doctor("{\"home\": 5}", &report, &err), BOX_E_INVALID_ARGUMENT, "home", "doctor bad options");
+  EXPECT_ERR(box_doctor(NULL, NULL, &err), BOX_E_INVALID_ARGUMENT, "out_json", "doctor NULL out");
+
   struct done created = {0}, started = {0};
   EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"name\": \"ctest\"}", NULL, on_done, &created, &err), BOX_OK, "", "create");
   EXPECT(wait_for(&created.fired, 1) && created.status == BOX_OK, "create: %s", created.msg);

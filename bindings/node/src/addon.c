@@ -922,6 +922,57 @@ static napi_value js_exec_write(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+typedef struct doctor_work {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *opts;
+  char *json;
+  box_status_t status;
+  box_error_t *err;
+} doctor_work;
+
+static void doctor_execute(napi_env env, void *data) {
+  (void)env;
+  doctor_work *w = data;
+  w->status = box_doctor(w->opts, &w->json, &w->err);
+}
+
+static void doctor_complete(napi_env env, napi_status status, void *data) {
+  (void)status;
+  doctor_work *w = data;
+  if (w->status == BOX_OK) {
+    napi_resolve_deferred(env, w->deferred, str_or_null(env, w->json));
+  } else {
+    throw_err(env, w->status, w->err);
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_reject_deferred(env, w->deferred, exc);
+  }
+  napi_delete_async_work(env, w->work);
+  box_string_free(w->json);
+  free(w->opts);
+  free(w);
+}
+
+/* doctor(optionsJson) -> Promise<string>: the host checks take up to a few
+ * seconds (a QEMU --version, a user namespace), so they run on a worker. */
+static napi_value js_doctor(napi_env env, napi_callback_info info) {
+  napi_value argv[1], promise, name;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  doctor_work *w = calloc(1, sizeof *w);
+  if (!w) return throw_status(env, BOX_E_INTERNAL, "out of memory");
+  w->opts = get_str(env, argv[0], "options must be a JSON string");
+  if (!w->opts) {
+    free(w);
+    return NULL;
+  }
+  CHECK(napi_create_promise(env, &w->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "libbox.doctor", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, doctor_execute, doctor_complete, w, &w->work));
+  CHECK(napi_queue_async_work(env, w->work));
+  return promise;
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   uint32_t abi = box_abi_version();
   if (abi != LIBBOX_ABI_VERSION) {
@@ -957,6 +1008,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
       FN("imagePull", js_image_pull),
       FN("imageRemove", js_image_remove),
       FN("images", js_images),
+      FN("doctor", js_doctor),
       FN("copyIn", js_copy_in),
       FN("copyOut", js_copy_out),
       FN("release", js_release),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from . import _ffi
 from .box import Box
+from .doctor import doctor
 from .errors import (
     AlreadyExistsError,
     CanceledError,
@@ -46,6 +47,7 @@ __all__ = [
     "ExecResult",
     "OutputStream",
     "default_runtime",
+    "doctor",
     "live_handles",
     "library_version",
     "ABI_VERSION",

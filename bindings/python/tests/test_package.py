@@ -36,6 +36,22 @@ class PackageTest(unittest.TestCase):
         self.assertEqual(libbox.ABI_VERSION, 1)
         self.assertTrue(libbox.library_version())
 
+    def test_doctor(self) -> None:
+        with tempfile.TemporaryDirectory() as home:
+            r = libbox.doctor(home=home)
+        names = {c["name"]: c for c in r["checks"]}
+        for want in ("qemu", "qemu-img", "kvm", "kernel", "tun", "userns", "cgroup", "space"):
+            self.assertIn(want, names)
+        for c in r["checks"]:
+            self.assertIn(c["status"], ("ok", "warn", "fail"))
+            if c["status"] != "ok":
+                self.assertTrue(c.get("fix"), f"{c['name']} is {c['status']} with no fix line")
+        self.assertEqual(r["isolation"], "vm")
+        self.assertIn("sandbox", r["runs"])
+        self.assertEqual(r["ready"], "vm" in r["runs"])
+        with self.assertRaises(TypeError):
+            libbox.doctor(home="")
+
     def test_library_override_missing(self) -> None:
         r = _import_with({"LIBBOX_LIBRARY": "/no/such/libbox.so"})
         self.assertNotEqual(r.returncode, 0)
