@@ -42,6 +42,7 @@ const usage = `usage: box COMMAND [ARGS]
   cp SRC DST                           copy; either side may be BOX:PATH
   inspect BOX                          box details as JSON
   pull IMAGE  images  rmi [-f] IMAGE   images
+  doctor [--json]                      what this host lacks to run boxes, and how to fix it
   version
 
 Boxes and images live in $LIBBOX_HOME (default ~/.local/share/libbox), shared
@@ -65,7 +66,7 @@ func run(args []string) int {
 		"run": (*cli).run, "create": (*cli).create, "start": (*cli).start, "stop": (*cli).stop,
 		"rm": (*cli).rm, "exec": (*cli).exec, "ls": (*cli).ls, "ps": (*cli).ls, "cp": (*cli).cp,
 		"inspect": (*cli).inspect, "pull": (*cli).pull, "images": (*cli).images, "rmi": (*cli).rmi,
-		"version": (*cli).version,
+		"version": (*cli).version, "doctor": (*cli).doctor,
 	}
 	fn, ok := cmds[args[0]]
 	if !ok {
