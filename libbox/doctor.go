@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,6 +57,14 @@ func Doctor(ctx context.Context, opts Options) DoctorReport {
 	r.Checks = append(r.Checks, hostChecks()...)
 	r.Checks = append(r.Checks, spaceCheck(home))
 	r.Isolation = IsolationVM
+	r.judge()
+	return r
+}
+
+// judge fills Runs and Ready from the checks: an isolation runs unless a
+// check it needs failed.
+func (r *DoctorReport) judge() {
+	r.Runs = nil
 	for _, iso := range []string{IsolationVM, IsolationSandbox} {
 		ok := true
 		for _, c := range r.Checks {
@@ -71,7 +77,6 @@ func Doctor(ctx context.Context, opts Options) DoctorReport {
 		}
 	}
 	r.Ready = contains(r.Runs, r.Isolation)
-	return r
 }
 
 func contains(list []string, s string) bool {
@@ -81,38 +86,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// qemuPackageHint names the package that provides QEMU on common distros.
-const qemuPackageHint = "install QEMU: `apt-get install qemu-system-x86 qemu-utils` (Debian/Ubuntu), `dnf install qemu-system-x86-core qemu-img` (Fedora)"
-
-// qemuCheck finds a QEMU binary and reads its version.
-func qemuCheck(ctx context.Context, bin string) Check {
-	c := Check{Name: "qemu", Needed: []string{IsolationVM}}
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		c.Status, c.Detail, c.Fix = CheckFail, bin+" not found on PATH", qemuPackageHint
-		return c
-	}
-	out, err := exec.CommandContext(ctx, p, "--version").Output()
-	if err != nil {
-		c.Status, c.Detail, c.Fix = CheckFail, fmt.Sprintf("%s --version failed: %v", p, err), qemuPackageHint
-		return c
-	}
-	first, _, _ := strings.Cut(string(out), "\n")
-	c.Status, c.Detail = CheckOK, p+": "+strings.TrimSpace(first)
-	return c
-}
-
-func qemuImgCheck() Check {
-	c := Check{Name: "qemu-img", Needed: []string{IsolationVM}}
-	p, err := exec.LookPath("qemu-img")
-	if err != nil {
-		c.Status, c.Detail, c.Fix = CheckFail, "qemu-img not found on PATH (box disks are qcow2 overlays)", qemuPackageHint
-		return c
-	}
-	c.Status, c.Detail = CheckOK, p
-	return c
 }
 
 // kvmCheck reports whether /dev/kvm can be opened; the rung the VM backend

@@ -37,19 +37,26 @@ func TestDoctorHere(t *testing.T) {
 	}
 }
 
-// A host without QEMU (an empty PATH) gets a fail line naming the package,
-// and VM boxes are reported as unable to run.
-func TestDoctorWithoutQEMU(t *testing.T) {
-	t.Setenv("PATH", t.TempDir())
-	r := Doctor(context.Background(), Options{Home: filepath.Join(t.TempDir(), "home")})
-	q, _ := checkByName(r, "qemu")
-	if q.Status != CheckFail || !strings.Contains(q.Fix, "qemu-system-x86") {
-		t.Fatalf("qemu check = %+v, want fail with the package to install", q)
+// A missing tool is a fail line naming the packages to install, and a
+// failed check stops exactly the isolations that need it.
+func TestDoctorVerdict(t *testing.T) {
+	c := toolCheck("libbox-no-such-tool", "qemu-utils", "test")
+	if c.Status != CheckFail || !strings.Contains(c.Fix, "apt-get install qemu-utils") || !strings.Contains(c.Fix, "dnf install qemu-img") {
+		t.Fatalf("missing tool: %+v", c)
 	}
-	if r.Ready || contains(r.Runs, IsolationVM) {
-		t.Fatalf("report says VM boxes can run without QEMU: %+v", r)
+	r := DoctorReport{Isolation: IsolationVM, Checks: []Check{c, {Name: "kvm", Status: CheckWarn}}}
+	r.judge()
+	if r.Ready || contains(r.Runs, IsolationVM) || !contains(r.Runs, IsolationSandbox) {
+		t.Fatalf("a failed VM check: %+v", r)
 	}
-	if _, err := os.Stat(filepath.Join(t.TempDir(), "home")); err == nil {
+	r.Checks[0].Status = CheckOK
+	r.judge()
+	if !r.Ready || len(r.Runs) != 2 {
+		t.Fatalf("warnings only: %+v", r)
+	}
+	home := filepath.Join(t.TempDir(), "home")
+	Doctor(context.Background(), Options{Home: home})
+	if _, err := os.Stat(home); err == nil {
 		t.Fatal("Doctor created the home")
 	}
 }

@@ -88,13 +88,31 @@ func LookTool(name, pkg string) (string, error) {
 	p, err := exec.LookPath(name)
 	if err != nil {
 		for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin"} {
-			if _, e := os.Stat(filepath.Join(d, name)); e == nil {
+			if st, e := os.Stat(filepath.Join(d, name)); e == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 				return filepath.Join(d, name), nil
 			}
 		}
-		return "", errdefs.New(errdefs.NotFound, "%s not found: apt-get install %s", name, pkg)
+		return "", errdefs.New(errdefs.NotFound, "%s not found: %s", name, InstallHint(pkg))
 	}
 	return p, nil
+}
+
+// fedoraPackages names the Fedora package of a Debian one, where they differ.
+var fedoraPackages = map[string]string{
+	"qemu-system-x86": "qemu-system-x86-core",
+	"qemu-utils":      "qemu-img",
+	"util-linux":      "util-linux",
+	"e2fsprogs":       "e2fsprogs",
+}
+
+// InstallHint says how to install a Debian package's contents on Debian,
+// Ubuntu and Fedora hosts.
+func InstallHint(pkg string) string {
+	hint := "apt-get install " + pkg + " (Debian/Ubuntu)"
+	if f, ok := fedoraPackages[pkg]; ok {
+		hint += ", dnf install " + f + " (Fedora)"
+	}
+	return hint
 }
 
 // WriteAtomic writes a file through a temp file in the same directory and
