@@ -102,6 +102,12 @@ typedef struct box_exit {
   int32_t signal;      /* the killing signal, or 0 */
   int64_t duration_us; /* from spawn to exit */
   const char *message; /* NULL when status == BOX_OK */
+  const char *reason;  /* why the command never ran, or NULL: "not_found"
+                          (status BOX_E_NOT_FOUND; a shell exits 127),
+                          "not_executable" (BOX_E_INVALID_ARGUMENT; 126),
+                          "bad_working_dir", "bad_user" (both
+                          BOX_E_INVALID_ARGUMENT). Read it instead of the
+                          message; more reasons may be added. */
 } box_exit_t;
 
 /* Completion of an asynchronous call. status/message as for box_error_t
@@ -196,7 +202,8 @@ box_status_t box_remove(box_runtime_t rt, const char *id_or_name, int32_t force,
    does not stop the process and callbacks still come). The callbacks get
    `user_data` and run on library threads (see above). `cbs` may be NULL
    (all members NULL). A spawn failure (missing command, bad cwd) is
-   reported through on_exit, not as this function's status. */
+   reported through on_exit (status and box_exit_t.reason), not as this
+   function's status. */
 box_status_t box_exec_async(box_t box, const char *request_json,
                             const box_exec_callbacks_t *cbs, void *user_data,
                             box_exec_t *out, box_error_t **err);

@@ -174,7 +174,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	}
 	if ex := ev.GetExit(); ex != nil {
 		cancel()
-		return nil, exitError(ex)
+		return nil, spawnFailure(ex, start)
 	}
 	started := ev.GetStarted()
 	if started == nil {

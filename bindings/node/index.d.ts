@@ -21,6 +21,12 @@ export class LibboxError extends Error {
   readonly code: ErrorCode;
   /** The C status code (BOX_E_*), 1..9. */
   readonly status: number;
+  /**
+   * Why an exec's command never ran (exec() and spawn() rejections only):
+   * "not_found" (a shell exits 127), "not_executable" (126),
+   * "bad_working_dir", "bad_user". Read it instead of the message.
+   */
+  reason?: 'not_found' | 'not_executable' | 'bad_working_dir' | 'bad_user';
   /** Output collected before an exec failed (exec() rejections only). */
   stdout?: string;
   stderr?: string;

@@ -104,7 +104,7 @@ function drop() {
   if (--pending === 0) native.unref();
 }
 
-function dispatch(kind, id, a, b, c, d, e) {
+function dispatch(kind, id, a, b, c, d, e, f) {
   const w = waiting.get(id);
   if (w === undefined) return true;
   switch (kind) {
@@ -120,7 +120,7 @@ function dispatch(kind, id, a, b, c, d, e) {
     case M_EXIT:
       waiting.delete(id);
       w.release();
-      w.exit(a, b, c, d, e);
+      w.exit(a, b, c, d, e, f);
       return true;
     case M_PROGRESS:
       if (w.progress) w.progress({ layer: a, done: Number(b), total: Number(c) });
@@ -357,8 +357,13 @@ async function feedStdin(ctx, data, exited) {
 }
 
 /** The end of an exec: {exitCode, signal} or the error it ended with. */
-function exitResult(status, message, exitCode, sig, durationUs) {
-  if (status !== 0) return { error: fromStatus(status, message) };
+// reason: why the command never ran (box_exit_t.reason), set on the error.
+function exitResult(status, message, exitCode, sig, durationUs, reason) {
+  if (status !== 0) {
+    const error = fromStatus(status, message);
+    if (reason) error.reason = reason;
+    return { error };
+  }
   return {
     exitCode: exitCode >= 0 ? exitCode : null,
     signal: sig > 0 ? sig : null,
@@ -420,11 +425,11 @@ class Process {
         if (!more) this.#paused[s] = true;
         return more;
       },
-      exit: (status, message, code, sig, dur) => {
+      exit: (status, message, code, sig, dur, reason) => {
         this.#exited = true;
         if (signal) signal.removeEventListener('abort', onAbort);
         for (const s of streams) if (!s.destroyed) s.push(null);
-        const r = exitResult(status, message, code, sig, dur);
+        const r = exitResult(status, message, code, sig, dur, reason);
         if (aborted) reject(abortError(signal));
         else if (r.error) reject(r.error);
         else {
@@ -666,13 +671,13 @@ class Box {
           chunks[s].push(buf);
           return true;
         },
-        exit(status, message, code, sig, dur) {
+        exit(status, message, code, sig, dur, reason) {
           exited = true;
           if (signal) signal.removeEventListener('abort', onAbort);
           const stdoutBuffer = Buffer.concat(chunks[0]);
           const stderrBuffer = Buffer.concat(chunks[1]);
           const out = { stdout: stdoutBuffer.toString(), stderr: stderrBuffer.toString(), stdoutBuffer, stderrBuffer };
-          const r = exitResult(status, message, code, sig, dur);
+          const r = exitResult(status, message, code, sig, dur, reason);
           if (aborted) reject(abortError(signal));
           else if (r.error) reject(Object.assign(r.error, out));
           else resolve({ exitCode: r.exitCode, signal: r.signal, ...out, durationMs: r.durationMs });

@@ -5,9 +5,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -45,15 +45,14 @@ func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFl
 	}
 	p, err := b.Exec(ctx, cmd)
 	if err != nil {
-		// The agent names the command (`command "x" ...`) when it is the
-		// command that cannot run; other failures are libbox's own (125).
-		aboutCmd := strings.Contains(err.Error(), `command "`)
-		switch {
-		case errdefs.IsNotFound(err) && aboutCmd:
+		// A command that is missing or cannot run exits 127 or 126, as in a
+		// shell; other failures (bad cwd or user too) are box's own (125).
+		var se *libbox.SpawnError
+		if errors.As(err, &se) && (se.Reason == libbox.SpawnNotFound || se.Reason == libbox.SpawnNotExecutable) {
 			fmt.Fprintf(c.stderr, "box: %s\n", oneLine(err.Error()))
-			return exitError{127}
-		case errdefs.IsInvalidArgument(err) && aboutCmd:
-			fmt.Fprintf(c.stderr, "box: %s\n", oneLine(err.Error()))
+			if se.Reason == libbox.SpawnNotFound {
+				return exitError{127}
+			}
 			return exitError{126}
 		}
 		return err

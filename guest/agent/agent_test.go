@@ -388,23 +388,24 @@ func TestSpawnErrors(t *testing.T) {
 	h := newHarness(t, Options{})
 	ctx := within(t, 30*time.Second)
 	cases := []struct {
-		name  string
-		start *agentpb.ExecStart
-		code  string
-		msg   string
+		name   string
+		start  *agentpb.ExecStart
+		code   string
+		msg    string
+		reason agentpb.Exit_SpawnReason
 	}{
-		{"missing binary", &agentpb.ExecStart{Args: []string{"no-such-command-xyz"}}, "NotFound", `command "no-such-command-xyz" not found`},
-		{"missing path", &agentpb.ExecStart{Args: []string{"/nope/bin"}}, "NotFound", `command "/nope/bin" not found`},
-		{"not executable", &agentpb.ExecStart{Args: []string{"/etc/passwd"}}, "InvalidArgument", "not executable"},
-		{"directory", &agentpb.ExecStart{Args: []string{"/etc"}}, "InvalidArgument", "is a directory"},
-		{"bad cwd", &agentpb.ExecStart{Args: []string{"true"}, Dir: "/no/such/dir"}, "InvalidArgument", `working directory "/no/such/dir" does not exist`},
-		{"cwd is file", &agentpb.ExecStart{Args: []string{"true"}, Dir: "/etc/passwd"}, "InvalidArgument", "is not a directory"},
-		{"relative cwd", &agentpb.ExecStart{Args: []string{"true"}, Dir: "tmp"}, "InvalidArgument", "must be an absolute path"},
-		{"unknown user", &agentpb.ExecStart{Args: []string{"true"}, User: "no-such-user"}, "InvalidArgument", `unknown user "no-such-user"`},
-		{"unknown group", &agentpb.ExecStart{Args: []string{"true"}, User: "0:no-such-group"}, "InvalidArgument", `unknown group "no-such-group"`},
-		{"empty args", &agentpb.ExecStart{}, "InvalidArgument", "args is empty"},
-		{"bad env", &agentpb.ExecStart{Args: []string{"true"}, Env: []string{"NOEQUALS"}}, "InvalidArgument", "want KEY=VALUE"},
-		{"nul in arg", &agentpb.ExecStart{Args: []string{"echo", "a\x00b"}}, "InvalidArgument", "NUL byte"},
+		{"missing binary", &agentpb.ExecStart{Args: []string{"no-such-command-xyz"}}, "NotFound", `command "no-such-command-xyz" not found`, agentpb.Exit_NOT_FOUND},
+		{"missing path", &agentpb.ExecStart{Args: []string{"/nope/bin"}}, "NotFound", `command "/nope/bin" not found`, agentpb.Exit_NOT_FOUND},
+		{"not executable", &agentpb.ExecStart{Args: []string{"/etc/passwd"}}, "InvalidArgument", "not executable", agentpb.Exit_NOT_EXECUTABLE},
+		{"directory", &agentpb.ExecStart{Args: []string{"/etc"}}, "InvalidArgument", "is a directory", agentpb.Exit_NOT_EXECUTABLE},
+		{"bad cwd", &agentpb.ExecStart{Args: []string{"true"}, Dir: "/no/such/dir"}, "InvalidArgument", `working directory "/no/such/dir" does not exist`, agentpb.Exit_BAD_WORKING_DIR},
+		{"cwd is file", &agentpb.ExecStart{Args: []string{"true"}, Dir: "/etc/passwd"}, "InvalidArgument", "is not a directory", agentpb.Exit_BAD_WORKING_DIR},
+		{"relative cwd", &agentpb.ExecStart{Args: []string{"true"}, Dir: "tmp"}, "InvalidArgument", "must be an absolute path", agentpb.Exit_BAD_WORKING_DIR},
+		{"unknown user", &agentpb.ExecStart{Args: []string{"true"}, User: "no-such-user"}, "InvalidArgument", `unknown user "no-such-user"`, agentpb.Exit_BAD_USER},
+		{"unknown group", &agentpb.ExecStart{Args: []string{"true"}, User: "0:no-such-group"}, "InvalidArgument", `unknown group "no-such-group"`, agentpb.Exit_BAD_USER},
+		{"empty args", &agentpb.ExecStart{}, "InvalidArgument", "args is empty", agentpb.Exit_SPAWN_REASON_UNSPECIFIED},
+		{"bad env", &agentpb.ExecStart{Args: []string{"true"}, Env: []string{"NOEQUALS"}}, "InvalidArgument", "want KEY=VALUE", agentpb.Exit_SPAWN_REASON_UNSPECIFIED},
+		{"nul in arg", &agentpb.ExecStart{Args: []string{"echo", "a\x00b"}}, "InvalidArgument", "NUL byte", agentpb.Exit_SPAWN_REASON_UNSPECIFIED},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -412,8 +413,8 @@ func TestSpawnErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.exit.Status != agentpb.Exit_SPAWN_FAILED || r.exit.Code != c.code || !strings.Contains(r.exit.Error, c.msg) {
-				t.Fatalf("got %v, want SPAWN_FAILED %s containing %q", r.exit, c.code, c.msg)
+			if r.exit.Status != agentpb.Exit_SPAWN_FAILED || r.exit.Code != c.code || !strings.Contains(r.exit.Error, c.msg) || r.exit.SpawnReason != c.reason {
+				t.Fatalf("got %v, want SPAWN_FAILED %s %s containing %q", r.exit, c.code, c.reason, c.msg)
 			}
 		})
 	}

@@ -118,6 +118,8 @@ func spawnFailed(err error) *agentpb.ExecEvent {
 		ExitCode: -1,
 		Error:    err.Error(),
 		Code:     errdefs.CodeOf(err).String(),
+		// Set where the failure is classified (prepare, lookPath, spawnError).
+		SpawnReason: reasonOf(err),
 	})
 }
 
@@ -511,7 +513,7 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 	}
 	u, err := lookupUser(a.root, s.GetUser())
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, withReason(agentpb.Exit_BAD_USER, err)
 	}
 	env, err := buildEnv(u, s.GetTty(), a.opts.Hostname, s.GetEnv())
 	if err != nil {
@@ -525,14 +527,14 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 		}
 	} else {
 		if _, err := boxRel(dir); err != nil {
-			return nil, nil, nil, errdefs.New(errdefs.InvalidArgument, "working directory %q must be an absolute path without '..'", dir)
+			return nil, nil, nil, withReason(agentpb.Exit_BAD_WORKING_DIR, errdefs.New(errdefs.InvalidArgument, "working directory %q must be an absolute path without '..'", dir))
 		}
 		_, fi, err := resolveIn(a.root, dir)
 		if err != nil {
-			return nil, nil, nil, errdefs.New(errdefs.InvalidArgument, "working directory %q does not exist in the box", dir)
+			return nil, nil, nil, withReason(agentpb.Exit_BAD_WORKING_DIR, errdefs.New(errdefs.InvalidArgument, "working directory %q does not exist in the box", dir))
 		}
 		if !fi.IsDir() {
-			return nil, nil, nil, errdefs.New(errdefs.InvalidArgument, "working directory %q is not a directory", dir)
+			return nil, nil, nil, withReason(agentpb.Exit_BAD_WORKING_DIR, errdefs.New(errdefs.InvalidArgument, "working directory %q is not a directory", dir))
 		}
 	}
 	path, err := lookPath(a.root, s.GetArgs()[0], dir, envGet(env, "PATH"))
@@ -679,11 +681,11 @@ func spawnError(req *spawner.Request, err error) error {
 	if errors.As(err, &errno) {
 		switch errno {
 		case syscall.ENOENT:
-			return errdefs.New(errdefs.NotFound, "spawn %s: %v (the program or its interpreter is missing in the box)", req.Path, err)
+			return withReason(agentpb.Exit_NOT_FOUND, errdefs.New(errdefs.NotFound, "spawn %s: %v (the program or its interpreter is missing in the box)", req.Path, err))
 		case syscall.EACCES, syscall.EPERM:
-			return errdefs.New(errdefs.InvalidArgument, "spawn %s: %v", req.Path, err)
+			return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.New(errdefs.InvalidArgument, "spawn %s: %v", req.Path, err))
 		case syscall.ENOEXEC:
-			return errdefs.New(errdefs.InvalidArgument, "spawn %s: not an executable for this box (%v)", req.Path, err)
+			return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.New(errdefs.InvalidArgument, "spawn %s: not an executable for this box (%v)", req.Path, err))
 		}
 	}
 	return errdefs.Wrap(errdefs.Internal, err, "spawn %s", req.Path)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/agentpb"
 )
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -135,19 +136,21 @@ func lookPath(root, name, dir, pathEnv string) (string, error) {
 	if firstErr != nil {
 		return "", execError(name, firstErr)
 	}
-	return "", errdefs.New(errdefs.NotFound, "command %q not found in PATH (%s) of the box", name, pathEnv)
+	return "", withReason(agentpb.Exit_NOT_FOUND, errdefs.New(errdefs.NotFound, "command %q not found in PATH (%s) of the box", name, pathEnv))
 }
 
+// execError classifies why the command cannot run, as a shell would: 127
+// (NOT_FOUND) when it is missing, 126 (NOT_EXECUTABLE) for the rest.
 func execError(name string, err error) error {
 	switch {
 	case os.IsNotExist(err):
-		return errdefs.New(errdefs.NotFound, "command %q not found in the box", name)
+		return withReason(agentpb.Exit_NOT_FOUND, errdefs.New(errdefs.NotFound, "command %q not found in the box", name))
 	case err == syscall.EISDIR:
-		return errdefs.New(errdefs.InvalidArgument, "command %q is a directory", name)
+		return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.New(errdefs.InvalidArgument, "command %q is a directory", name))
 	case os.IsPermission(err) || err == syscall.EACCES:
-		return errdefs.New(errdefs.InvalidArgument, "command %q is not executable", name)
+		return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.New(errdefs.InvalidArgument, "command %q is not executable", name))
 	}
-	return errdefs.Wrap(errdefs.InvalidArgument, err, "command %q", name)
+	return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.Wrap(errdefs.InvalidArgument, err, "command %q", name))
 }
 
 // user is a resolved box user.

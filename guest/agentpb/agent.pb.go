@@ -136,6 +136,63 @@ func (Exit_Status) EnumDescriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{16, 0}
 }
 
+// Why a SPAWN_FAILED exec never ran; SPAWN_REASON_UNSPECIFIED for every
+// other status and for spawn failures of no listed reason.
+type Exit_SpawnReason int32
+
+const (
+	Exit_SPAWN_REASON_UNSPECIFIED Exit_SpawnReason = 0
+	Exit_NOT_FOUND                Exit_SpawnReason = 1 // the program (or its interpreter) is missing
+	Exit_NOT_EXECUTABLE           Exit_SpawnReason = 2 // it exists but cannot run: a directory, no x bit, not a binary for the box
+	Exit_BAD_WORKING_DIR          Exit_SpawnReason = 3 // the working directory is invalid or missing
+	Exit_BAD_USER                 Exit_SpawnReason = 4 // the user or group is unknown in the box
+)
+
+// Enum value maps for Exit_SpawnReason.
+var (
+	Exit_SpawnReason_name = map[int32]string{
+		0: "SPAWN_REASON_UNSPECIFIED",
+		1: "NOT_FOUND",
+		2: "NOT_EXECUTABLE",
+		3: "BAD_WORKING_DIR",
+		4: "BAD_USER",
+	}
+	Exit_SpawnReason_value = map[string]int32{
+		"SPAWN_REASON_UNSPECIFIED": 0,
+		"NOT_FOUND":                1,
+		"NOT_EXECUTABLE":           2,
+		"BAD_WORKING_DIR":          3,
+		"BAD_USER":                 4,
+	}
+)
+
+func (x Exit_SpawnReason) Enum() *Exit_SpawnReason {
+	p := new(Exit_SpawnReason)
+	*p = x
+	return p
+}
+
+func (x Exit_SpawnReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Exit_SpawnReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[2].Descriptor()
+}
+
+func (Exit_SpawnReason) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[2]
+}
+
+func (x Exit_SpawnReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Exit_SpawnReason.Descriptor instead.
+func (Exit_SpawnReason) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{16, 1}
+}
+
 type PingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1119,7 +1176,8 @@ type Exit struct {
 	DurationUs int64  `protobuf:"varint,6,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
 	// When each step of this exec happened on the box's clock (measuring
 	// only; absent from agents that do not record it).
-	Times         *ExecTimes `protobuf:"bytes,7,opt,name=times,proto3" json:"times,omitempty"`
+	Times         *ExecTimes       `protobuf:"bytes,7,opt,name=times,proto3" json:"times,omitempty"`
+	SpawnReason   Exit_SpawnReason `protobuf:"varint,8,opt,name=spawn_reason,json=spawnReason,proto3,enum=libbox.agent.v1.Exit_SpawnReason" json:"spawn_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1201,6 +1259,13 @@ func (x *Exit) GetTimes() *ExecTimes {
 		return x.Times
 	}
 	return nil
+}
+
+func (x *Exit) GetSpawnReason() Exit_SpawnReason {
+	if x != nil {
+		return x.SpawnReason
+	}
+	return Exit_SPAWN_REASON_UNSPECIFIED
 }
 
 // Unix nanoseconds on the box's clock; 0 when a step did not happen.
@@ -1666,7 +1731,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"\x06STDOUT\x10\x00\x12\n" +
 	"\n" +
-	"\x06STDERR\x10\x01\"\xda\x02\n" +
+	"\x06STDERR\x10\x01\"\x93\x04\n" +
 	"\x04Exit\x124\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1c.libbox.agent.v1.Exit.StatusR\x06status\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x16\n" +
@@ -1675,7 +1740,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x04code\x18\x05 \x01(\tR\x04code\x12\x1f\n" +
 	"\vduration_us\x18\x06 \x01(\x03R\n" +
 	"durationUs\x120\n" +
-	"\x05times\x18\a \x01(\v2\x1a.libbox.agent.v1.ExecTimesR\x05times\"j\n" +
+	"\x05times\x18\a \x01(\v2\x1a.libbox.agent.v1.ExecTimesR\x05times\x12D\n" +
+	"\fspawn_reason\x18\b \x01(\x0e2!.libbox.agent.v1.Exit.SpawnReasonR\vspawnReason\"j\n" +
 	"\x06Status\x12\n" +
 	"\n" +
 	"\x06EXITED\x10\x00\x12\f\n" +
@@ -1685,7 +1751,13 @@ const file_agent_proto_rawDesc = "" +
 	"\bCANCELED\x10\x04\x12\n" +
 	"\n" +
 	"\x06FAILED\x10\x05\x12\v\n" +
-	"\aSTOPPED\x10\x06\"\xb5\x01\n" +
+	"\aSTOPPED\x10\x06\"q\n" +
+	"\vSpawnReason\x12\x1c\n" +
+	"\x18SPAWN_REASON_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tNOT_FOUND\x10\x01\x12\x12\n" +
+	"\x0eNOT_EXECUTABLE\x10\x02\x12\x13\n" +
+	"\x0fBAD_WORKING_DIR\x10\x03\x12\f\n" +
+	"\bBAD_USER\x10\x04\"\xb5\x01\n" +
 	"\tExecTimes\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x03R\breceived\x12\x1a\n" +
 	"\bdequeued\x18\x02 \x01(\x03R\bdequeued\x12\x18\n" +
@@ -1735,73 +1807,75 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agent_proto_goTypes = []any{
 	(Output_Stream)(0),        // 0: libbox.agent.v1.Output.Stream
 	(Exit_Status)(0),          // 1: libbox.agent.v1.Exit.Status
-	(*PingRequest)(nil),       // 2: libbox.agent.v1.PingRequest
-	(*PingResponse)(nil),      // 3: libbox.agent.v1.PingResponse
-	(*InfoRequest)(nil),       // 4: libbox.agent.v1.InfoRequest
-	(*InfoResponse)(nil),      // 5: libbox.agent.v1.InfoResponse
-	(*ShutdownRequest)(nil),   // 6: libbox.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),  // 7: libbox.agent.v1.ShutdownResponse
-	(*ExecRequest)(nil),       // 8: libbox.agent.v1.ExecRequest
-	(*SignalRequest)(nil),     // 9: libbox.agent.v1.SignalRequest
-	(*ResizeRequest)(nil),     // 10: libbox.agent.v1.ResizeRequest
-	(*CloseStdinRequest)(nil), // 11: libbox.agent.v1.CloseStdinRequest
-	(*ControlResponse)(nil),   // 12: libbox.agent.v1.ControlResponse
-	(*TtySize)(nil),           // 13: libbox.agent.v1.TtySize
-	(*ExecStart)(nil),         // 14: libbox.agent.v1.ExecStart
-	(*ExecEvent)(nil),         // 15: libbox.agent.v1.ExecEvent
-	(*Started)(nil),           // 16: libbox.agent.v1.Started
-	(*Output)(nil),            // 17: libbox.agent.v1.Output
-	(*Exit)(nil),              // 18: libbox.agent.v1.Exit
-	(*ExecTimes)(nil),         // 19: libbox.agent.v1.ExecTimes
-	(*UploadRequest)(nil),     // 20: libbox.agent.v1.UploadRequest
-	(*UploadResponse)(nil),    // 21: libbox.agent.v1.UploadResponse
-	(*DownloadRequest)(nil),   // 22: libbox.agent.v1.DownloadRequest
-	(*DownloadChunk)(nil),     // 23: libbox.agent.v1.DownloadChunk
-	(*MountRequest)(nil),      // 24: libbox.agent.v1.MountRequest
-	(*MountResponse)(nil),     // 25: libbox.agent.v1.MountResponse
-	nil,                       // 26: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	(Exit_SpawnReason)(0),     // 2: libbox.agent.v1.Exit.SpawnReason
+	(*PingRequest)(nil),       // 3: libbox.agent.v1.PingRequest
+	(*PingResponse)(nil),      // 4: libbox.agent.v1.PingResponse
+	(*InfoRequest)(nil),       // 5: libbox.agent.v1.InfoRequest
+	(*InfoResponse)(nil),      // 6: libbox.agent.v1.InfoResponse
+	(*ShutdownRequest)(nil),   // 7: libbox.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),  // 8: libbox.agent.v1.ShutdownResponse
+	(*ExecRequest)(nil),       // 9: libbox.agent.v1.ExecRequest
+	(*SignalRequest)(nil),     // 10: libbox.agent.v1.SignalRequest
+	(*ResizeRequest)(nil),     // 11: libbox.agent.v1.ResizeRequest
+	(*CloseStdinRequest)(nil), // 12: libbox.agent.v1.CloseStdinRequest
+	(*ControlResponse)(nil),   // 13: libbox.agent.v1.ControlResponse
+	(*TtySize)(nil),           // 14: libbox.agent.v1.TtySize
+	(*ExecStart)(nil),         // 15: libbox.agent.v1.ExecStart
+	(*ExecEvent)(nil),         // 16: libbox.agent.v1.ExecEvent
+	(*Started)(nil),           // 17: libbox.agent.v1.Started
+	(*Output)(nil),            // 18: libbox.agent.v1.Output
+	(*Exit)(nil),              // 19: libbox.agent.v1.Exit
+	(*ExecTimes)(nil),         // 20: libbox.agent.v1.ExecTimes
+	(*UploadRequest)(nil),     // 21: libbox.agent.v1.UploadRequest
+	(*UploadResponse)(nil),    // 22: libbox.agent.v1.UploadResponse
+	(*DownloadRequest)(nil),   // 23: libbox.agent.v1.DownloadRequest
+	(*DownloadChunk)(nil),     // 24: libbox.agent.v1.DownloadChunk
+	(*MountRequest)(nil),      // 25: libbox.agent.v1.MountRequest
+	(*MountResponse)(nil),     // 26: libbox.agent.v1.MountResponse
+	nil,                       // 27: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	26, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
-	14, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
-	13, // 2: libbox.agent.v1.ResizeRequest.size:type_name -> libbox.agent.v1.TtySize
-	13, // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
-	16, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
-	17, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
-	18, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
+	27, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	15, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
+	14, // 2: libbox.agent.v1.ResizeRequest.size:type_name -> libbox.agent.v1.TtySize
+	14, // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
+	17, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
+	18, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
+	19, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
 	0,  // 7: libbox.agent.v1.Output.stream:type_name -> libbox.agent.v1.Output.Stream
 	1,  // 8: libbox.agent.v1.Exit.status:type_name -> libbox.agent.v1.Exit.Status
-	19, // 9: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
-	2,  // 10: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
-	4,  // 11: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
-	6,  // 12: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
-	8,  // 13: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
-	9,  // 14: libbox.agent.v1.Agent.Signal:input_type -> libbox.agent.v1.SignalRequest
-	10, // 15: libbox.agent.v1.Agent.Resize:input_type -> libbox.agent.v1.ResizeRequest
-	11, // 16: libbox.agent.v1.Agent.CloseStdin:input_type -> libbox.agent.v1.CloseStdinRequest
-	20, // 17: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
-	22, // 18: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
-	24, // 19: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
-	3,  // 20: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
-	5,  // 21: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
-	7,  // 22: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
-	15, // 23: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
-	12, // 24: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
-	12, // 25: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
-	12, // 26: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
-	21, // 27: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
-	23, // 28: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
-	25, // 29: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
-	20, // [20:30] is the sub-list for method output_type
-	10, // [10:20] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	20, // 9: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
+	2,  // 10: libbox.agent.v1.Exit.spawn_reason:type_name -> libbox.agent.v1.Exit.SpawnReason
+	3,  // 11: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
+	5,  // 12: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
+	7,  // 13: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
+	9,  // 14: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
+	10, // 15: libbox.agent.v1.Agent.Signal:input_type -> libbox.agent.v1.SignalRequest
+	11, // 16: libbox.agent.v1.Agent.Resize:input_type -> libbox.agent.v1.ResizeRequest
+	12, // 17: libbox.agent.v1.Agent.CloseStdin:input_type -> libbox.agent.v1.CloseStdinRequest
+	21, // 18: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
+	23, // 19: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
+	25, // 20: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
+	4,  // 21: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
+	6,  // 22: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
+	8,  // 23: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
+	16, // 24: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
+	13, // 25: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
+	13, // 26: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
+	13, // 27: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
+	22, // 28: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
+	24, // 29: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
+	26, // 30: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1823,7 +1897,7 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -38,6 +38,9 @@ type ExitInfo struct {
 	Signal   int32
 	Duration time.Duration
 	Message  string
+	// Reason is why the command never ran (a libbox.SpawnReason:
+	// "not_found", "not_executable", "bad_working_dir", "bad_user"), or "".
+	Reason string
 }
 
 // ExecCallbacks receive an exec's output and end; any may be nil.

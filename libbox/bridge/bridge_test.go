@@ -245,7 +245,11 @@ func TestAsyncExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok[c] = true
-	wantResult(t, "exec missing command", c.wait(t), errdefs.NotFound, "/no/such/cmd")
+	if r := c.wait(t); r.exit.Reason != "not_found" {
+		t.Errorf("exec missing command: reason %q, want not_found", r.exit.Reason)
+	} else {
+		wantResult(t, "exec missing command", r, errdefs.NotFound, "/no/such/cmd")
+	}
 
 	// Rejected calls never complete.
 	for _, r := range []struct {

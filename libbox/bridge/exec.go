@@ -7,6 +7,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 	"syscall"
@@ -59,6 +60,10 @@ func Exec(boxH uint64, reqJSON string, cbs ExecCallbacks) (uint64, error) {
 		}
 		if err != nil {
 			info.Status, info.Message = Status(err)
+			var se *libbox.SpawnError
+			if errors.As(err, &se) {
+				info.Reason = string(se.Reason)
+			}
 		}
 		ee.ended.Store(true)
 		if cbs.Exit != nil {

@@ -188,12 +188,16 @@ func box_exec_async(box C.box_t, req *C.char, cbs *C.box_exec_callbacks_t, ud un
 		}
 		if onExit != nil {
 			gcb.Exit = func(e bridge.ExitInfo) {
-				var msg *C.char
+				var msg, reason *C.char
 				if e.Status != 0 {
 					msg = C.CString(e.Message)
 					defer C.free(unsafe.Pointer(msg))
 				}
-				C.box_call_exit(onExit, ud, C.box_status_t(e.Status), C.int32_t(e.ExitCode), C.int32_t(e.Signal), C.int64_t(e.Duration.Microseconds()), msg)
+				if e.Reason != "" {
+					reason = C.CString(e.Reason)
+					defer C.free(unsafe.Pointer(reason))
+				}
+				C.box_call_exit(onExit, ud, C.box_status_t(e.Status), C.int32_t(e.ExitCode), C.int32_t(e.Signal), C.int64_t(e.Duration.Microseconds()), msg, reason)
 			}
 		}
 	}

@@ -13,7 +13,7 @@ void box_call_output(box_output_fn fn, void *ud, const uint8_t *data, size_t len
   fn(ud, data, len);
 }
 
-void box_call_exit(box_exit_fn fn, void *ud, box_status_t st, int32_t code, int32_t sig, int64_t dur, const char *msg) {
-  box_exit_t e = {st, code, sig, dur, msg};
+void box_call_exit(box_exit_fn fn, void *ud, box_status_t st, int32_t code, int32_t sig, int64_t dur, const char *msg, const char *reason) {
+  box_exit_t e = {st, code, sig, dur, msg, reason};
   fn(ud, &e);
 }

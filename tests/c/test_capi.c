@@ -44,7 +44,7 @@ static int wait_for(int *flag, int n) {
 }
 
 struct task {
-  char out[128]; size_t len; int outs_after_exit; int exited; box_exit_t exit; char msg[256];
+  char out[128]; size_t len; int outs_after_exit; int exited; box_exit_t exit; char msg[256]; char reason[32];
 };
 
 static int exits;
@@ -60,6 +60,7 @@ static void t_exit(void *ud, const box_exit_t *e) {
   pthread_mutex_lock(&mu);
   t->exit = *e;
   if (e->message) snprintf(t->msg, sizeof t->msg, "%s", e->message);
+  if (e->reason) snprintf(t->reason, sizeof t->reason, "%s", e->reason);
   t->exited++;
   exits++;
   pthread_cond_broadcast(&cv);
@@ -143,7 +144,8 @@ int main(void) {
     box_exec_t e;
     exits = 0;
     EXPECT_ERR(box_exec_async(box, "{\"args\": [\"no-such-cmd\"]}", &cbs, &t, &e, &err), BOX_OK, "", "exec missing");
-    EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_E_NOT_FOUND && strstr(t.msg, "not found"), "missing command: %d %s", t.exit.status, t.msg);
+    EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_E_NOT_FOUND && strstr(t.msg, "not found") && strcmp(t.reason, "not_found") == 0,
+           "missing command: %d %s (reason %s)", t.exit.status, t.msg, t.reason);
     box_release(e, NULL);
   }
   /* Exec from inside a callback. */

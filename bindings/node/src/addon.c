@@ -32,7 +32,7 @@ enum {
   M_COMPLETE = 1, /* id, status, message, handle, json */
   M_STDOUT = 2,   /* id, buffer -> returns false to pause */
   M_STDERR = 3,
-  M_EXIT = 4,     /* id, status, message, exit_code, signal, duration_us */
+  M_EXIT = 4,     /* id, status, message, exit_code, signal, duration_us, reason */
   M_PROGRESS = 5, /* id, layer, done, total */
 };
 
@@ -81,6 +81,7 @@ typedef struct msg {
   char *message;
   uint64_t handle;
   char *json;
+  char *reason; /* M_EXIT: box_exit_t.reason, or NULL */
   const uint8_t *data;
   size_t len;
   int32_t exit_code, signal;
@@ -118,6 +119,7 @@ static void free_msg(msg *m) {
   if (m->ctx) ctx_unref(m->ctx);
   free(m->message);
   free(m->json);
+  free(m->reason);
   free(m);
 }
 
@@ -226,6 +228,7 @@ static void on_exit_cb(void *ud, const box_exit_t *e) {
       m->exit_code = e->exit_code;
       m->signal = e->signal;
       m->duration_us = e->duration_us;
+      m->reason = xstrdup(e->reason);
       post(c->st, m);
     }
   }
@@ -333,9 +336,9 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     free_msg(m);
     return;
   }
-  napi_value argv[7], undef, result = NULL;
+  napi_value argv[8], undef, result = NULL;
   napi_get_undefined(env, &undef);
-  for (int i = 0; i < 7; i++) argv[i] = undef;
+  for (int i = 0; i < 8; i++) argv[i] = undef;
   napi_create_int32(env, m->kind, &argv[0]);
   napi_create_uint32(env, m->id, &argv[1]);
   switch (m->kind) {
@@ -355,6 +358,7 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     napi_create_int32(env, m->exit_code, &argv[4]);
     napi_create_int32(env, m->signal, &argv[5]);
     napi_create_int64(env, m->duration_us, &argv[6]);
+    argv[7] = str_or_null(env, m->reason);
     break;
   case M_PROGRESS:
     argv[2] = str_or_null(env, m->message);
@@ -362,7 +366,7 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     napi_create_int64(env, m->total, &argv[4]);
     break;
   }
-  napi_call_function(env, undef, fn, 7, argv, &result); /* a throw becomes uncaught */
+  napi_call_function(env, undef, fn, 8, argv, &result); /* a throw becomes uncaught */
 
   if (m->kind == M_STDOUT || m->kind == M_STDERR) {
     int s = m->kind - M_STDOUT;

@@ -233,8 +233,16 @@ test('bad input: wrong types throw TypeError synchronously', T, () => {
 });
 
 test('library errors map to LibboxError codes', T, async () => {
-  await assert.rejects(box.exec('no-such-command-xyz'), (e) => e instanceof LibboxError && e.code === 'NotFound');
-  await assert.rejects(box.exec('true', [], { cwd: '/no/such/dir' }), (e) => e instanceof LibboxError && e.code === 'InvalidArgument');
+  const spawnFailures = [
+    ['missing command', () => box.exec('no-such-command-xyz'), 'NotFound', 'not_found'],
+    ['not executable', () => box.exec('/etc/passwd'), 'InvalidArgument', 'not_executable'],
+    ['bad cwd', () => box.exec('true', [], { cwd: '/no/such/dir' }), 'InvalidArgument', 'bad_working_dir'],
+    ['bad user', () => box.exec('true', [], { user: 'no-such-user' }), 'InvalidArgument', 'bad_user'],
+  ];
+  for (const [name, fn, code, reason] of spawnFailures) {
+    await assert.rejects(fn(), (e) => e instanceof LibboxError && e.code === code && e.reason === reason, name);
+  }
+  await assert.rejects(box.spawn('no-such-command-xyz').wait(), { code: 'NotFound', reason: 'not_found' }, 'spawn().wait()');
   await assert.rejects(rt.get('no-such-box'), (e) => e instanceof LibboxError && e.code === 'NotFound' && e.status === 1);
 
   const b = await rt.create({ image: 'busybox', isolation: 'sandbox', name: 'node-dup' });

@@ -51,6 +51,7 @@ class BoxExit(Structure):
         ("signal", c_int32),
         ("duration_us", c_int64),
         ("message", c_char_p),
+        ("reason", c_char_p),
     ]
 
 
@@ -346,7 +347,8 @@ on_progress = PROGRESS_FN(_on_progress)
 
 class ExecSink(Protocol):
     def _feed(self, fd: int, data: bytes) -> None: ...
-    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: str | None) -> None: ...
+    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: str | None,
+              reason: str | None) -> None: ...
 
 
 #: Execs whose on_exit has not come yet, by user_data key.
@@ -378,7 +380,8 @@ def _on_exit(user_data: int | None, ex: Any) -> None:
             return
         e = ex.contents
         msg = e.message.decode("utf-8", "replace") if e.message else None
-        sink._exit(e.status, e.exit_code, e.signal, e.duration_us, msg)
+        reason = e.reason.decode("utf-8", "replace") if e.reason else None
+        sink._exit(e.status, e.exit_code, e.signal, e.duration_us, msg, reason)
     except BaseException:
         pass
 

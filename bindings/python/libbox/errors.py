@@ -32,14 +32,20 @@ class Error(Exception):
     ``code`` is the stable numeric class (``BOX_E_*`` in libbox.h), ``name``
     the class name shared with the Go core and the Node binding, and
     ``message`` the library's text, which says what to do.
+
+    ``reason`` says why an exec's command never ran, for errors raised by
+    ``Box.exec`` / ``Process.wait``: ``"not_found"`` (a shell exits 127),
+    ``"not_executable"`` (126), ``"bad_working_dir"``, ``"bad_user"``;
+    ``None`` for every other error. Read it instead of the message.
     """
 
     code: int = 8
     name: str = "Internal"
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(self, message: str = "", reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.reason = reason
 
     def __str__(self) -> str:
         return self.message
@@ -136,9 +142,10 @@ _BY_CODE: dict[int, type[Error]] = {
 }
 
 
-def error_from_status(status: int, message: str | None) -> Error:
-    """Returns the exception for a non-zero library status."""
+def error_from_status(status: int, message: str | None, reason: str | None = None) -> Error:
+    """Returns the exception for a non-zero library status (reason: an
+    exec's spawn failure reason, or None)."""
     cls = _BY_CODE.get(status)
     if cls is None:
-        return InternalError(f"libbox returned unknown status {status}: {message or 'no message'}")
-    return cls(message or f"libbox call failed ({cls.name})")
+        return InternalError(f"libbox returned unknown status {status}: {message or 'no message'}", reason)
+    return cls(message or f"libbox call failed ({cls.name})", reason)

@@ -128,7 +128,7 @@ class OutputStream:
         return chunk
 
 
-_Exit = tuple  # (status, exit_code, signal, duration_us, message)
+_Exit = tuple  # (status, exit_code, signal, duration_us, message, reason)
 
 
 class Process:
@@ -166,8 +166,9 @@ class Process:
         else:
             self._inbox.post((self.stdout if fd == 1 else self.stderr)._push, data)
 
-    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: Optional[str]) -> None:
-        if not self._inbox.post(self._finish, (status, exit_code, sig, duration_us, message)):
+    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: Optional[str],
+              reason: Optional[str]) -> None:
+        if not self._inbox.post(self._finish, (status, exit_code, sig, duration_us, message, reason)):
             # Nobody will run the loop again: release the handle from here.
             if self._handle and not self._released:
                 self._released = True
@@ -196,11 +197,11 @@ class Process:
         return self._done.result()[1]
 
     def _result(self) -> ExecResult:
-        status, code, sig, dur, msg = self._done.result()
+        status, code, sig, dur, msg, reason = self._done.result()
         if status != 0:
             if status == 6 and not msg:
                 msg = f"the command ran longer than its timeout of {self._timeout} s and was killed"
-            raise error_from_status(status, msg)
+            raise error_from_status(status, msg, reason)
         out, err = b"", b""
         if self._collect:
             out, err = b"".join(self._bufs[0]), b"".join(self._bufs[1])

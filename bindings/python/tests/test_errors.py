@@ -173,6 +173,26 @@ class LibraryErrorsTest(BoxTestCase):
             self.assertEqual((await p_nostdin.wait()).signal, signal.SIGKILL)
             await p_closed.wait()
 
+    async def test_spawn_failure_reason(self) -> None:
+        """A command that never ran says why in ``reason``, not only in text."""
+        async with self.sandbox() as box:
+            rows: list[tuple[str, type, str, Callable[[], Awaitable[Any]]]] = [
+                ("missing command", libbox.NotFoundError, "not_found", lambda: box.exec("no-such-command")),
+                ("not executable", libbox.InvalidArgumentError, "not_executable", lambda: box.exec("/etc/passwd")),
+                ("directory", libbox.InvalidArgumentError, "not_executable", lambda: box.exec("/etc")),
+                ("missing cwd", libbox.InvalidArgumentError, "bad_working_dir",
+                 lambda: box.exec("true", cwd="/no/such/dir")),
+                ("unknown user", libbox.InvalidArgumentError, "bad_user", lambda: box.exec("true", user="nobody-here")),
+            ]
+            for what, exc, reason, call in rows:
+                with self.subTest(what):
+                    with self.assertRaises(exc) as cm:
+                        await call()
+                    self.assertEqual(cm.exception.reason, reason)
+            with self.assertRaises(libbox.NotFoundError) as cm:
+                await self.rt.get("no-such-box")
+            self.assertIsNone(cm.exception.reason, "only spawn failures carry a reason")
+
     async def test_exec_on_stopped_and_removed_box(self) -> None:
         box = await self.sandbox(auto_remove=False).start()
         other = await self.rt.get(box.id)
