@@ -14,19 +14,40 @@ import asyncio
 import ctypes
 import json
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union, runtime_checkable
 
 from . import _check, _ffi
 from .errors import FailedPreconditionError, NotFoundError
 from .process import ExecResult, Process
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
-
 __all__ = ["Box"]
 
 Volume = Union[tuple, Mapping[str, Any]]
 StdinArg = Union[None, bool, bytes, bytearray, memoryview, str]
+
+
+@runtime_checkable
+class Owner(Protocol):
+    """What a Box needs of the runtime it belongs to; :class:`libbox.Runtime`
+    is the implementation. Imports go runtime -> box -> process, never back:
+    this module names the runtime only through this protocol."""
+
+    def _require(self) -> int: ...
+
+    def _blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]": ...
+
+    async def remove(self, id_or_name: str, force: bool = False) -> None: ...
+
+
+#: Returns the runtime of a Box given none. runtime.py installs its
+#: default_runtime here when it is imported (the package always imports it).
+_default_runtime: Optional[Callable[[], Owner]] = None
+
+
+def set_default_runtime(factory: Callable[[], Owner]) -> None:
+    """Installs the factory of the runtime ``Box(...)`` uses when given none."""
+    global _default_runtime
+    _default_runtime = factory
 
 
 class Box:
@@ -55,7 +76,7 @@ class Box:
         auto_remove: bool = True,
         detach: bool = False,
         *,
-        runtime: Optional["Runtime"] = None,
+        runtime: Optional[Owner] = None,
         progress: Optional[Callable[[Any], None]] = None,
     ) -> None:
         if isolation not in ("vm", "sandbox"):
@@ -81,9 +102,7 @@ class Box:
         opts["auto_remove"] = _check.flag(auto_remove, "auto_remove")
         opts["detach"] = _check.flag(detach, "detach")
         if runtime is not None:
-            from .runtime import Runtime
-
-            if not isinstance(runtime, Runtime):
+            if not isinstance(runtime, Owner):
                 raise TypeError(f"runtime must be a libbox.Runtime, not {type(runtime).__name__}")
         self._runtime = runtime
         self._options = opts
@@ -96,7 +115,7 @@ class Box:
         self._name: Optional[str] = name
 
     @classmethod
-    def _adopt(cls, runtime: "Runtime", handle: int) -> "Box":
+    def _adopt(cls, *, runtime: Owner, handle: int) -> "Box":
         box = cls.__new__(cls)
         box._runtime = runtime
         box._options = {}
@@ -118,11 +137,11 @@ class Box:
 
     # --- state ---
 
-    def _rt(self) -> "Runtime":
+    def _rt(self) -> Owner:
         if self._runtime is None:
-            from .runtime import default_runtime
-
-            self._runtime = default_runtime()
+            if _default_runtime is None:
+                raise FailedPreconditionError("no default runtime: import libbox (not libbox.box alone)")
+            self._runtime = _default_runtime()
         return self._runtime
 
     def _require(self) -> int:
@@ -241,7 +260,7 @@ class Box:
             req["stdin"] = True
         handle = self._require()
         loop = asyncio.get_running_loop()
-        proc = Process(self._rt(), loop, collect, t)
+        proc = Process(loop=loop, collect=collect, timeout=t, blocking=self._rt()._blocking)
         _ffi.execs[proc._key] = proc
         out = ctypes.c_uint64()
         try:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal as _signal
-from typing import TYPE_CHECKING, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 from . import _check, _ffi
 from .errors import Error, FailedPreconditionError, UnavailableError, error_from_status
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+#: Runs a library call that may block off the event loop and returns a
+#: future of its result (``Runtime._blocking`` of the owning runtime).
+Blocking = Callable[..., "asyncio.Future[Any]"]
 
 __all__ = ["ExecResult", "OutputStream", "Process"]
 
@@ -140,9 +141,9 @@ class Process:
     kills the process group in the box before the cancellation propagates.
     """
 
-    def __init__(self, runtime: "Runtime", loop: asyncio.AbstractEventLoop, collect: bool,
-                 timeout: Optional[float]) -> None:
-        self._runtime = runtime
+    def __init__(self, *, loop: asyncio.AbstractEventLoop, collect: bool, timeout: Optional[float],
+                 blocking: Blocking) -> None:
+        self._blocking = blocking
         self._loop = loop
         self._inbox = _ffi.inbox(loop)
         self._collect = collect
@@ -247,7 +248,7 @@ class Process:
                 return
             self._inflight += 1
             try:
-                await self._runtime._blocking(_ffi.check, _ffi.lib.box_exec_write_stdin, self._handle, buf,
+                await self._blocking(_ffi.check, _ffi.lib.box_exec_write_stdin, self._handle, buf,
                                               len(buf))
             finally:
                 self._inflight -= 1

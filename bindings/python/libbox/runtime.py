@@ -17,13 +17,11 @@ import ctypes
 import json
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
-from . import _check, _ffi
+from . import _check, _ffi, box as _box
+from .box import Box, Volume
 from .errors import FailedPreconditionError
-
-if TYPE_CHECKING:
-    from .box import Box, Volume
 
 __all__ = ["Runtime", "Image", "ImageConfig", "default_runtime"]
 
@@ -162,21 +160,18 @@ class Runtime:
         Start it with ``await box.start()`` or ``async with box``. Unlike
         ``Box(...)``, ``auto_remove`` defaults to False: a created box is kept
         until :meth:`remove`."""
-        from .box import Box
-
-        box = Box(image, name, isolation, cpus, memory_mib, env, cwd, volumes, network, auto_remove, detach,
+        box = Box(image=image, name=name, isolation=isolation, cpus=cpus, memory_mib=memory_mib, env=env, cwd=cwd,
+                  volumes=volumes, network=network, auto_remove=auto_remove, detach=detach,
                   runtime=self, progress=_check_progress(progress))
         await box._create()
         return box
 
     async def get(self, id_or_name: str) -> "Box":
         """The box with this id or name (NotFoundError if none)."""
-        from .box import Box
-
         key = _check.text(id_or_name, "id_or_name")
         out = ctypes.c_uint64()
         _ffi.check(_ffi.lib.box_get, self._require(), key.encode(), ctypes.byref(out))
-        return Box._adopt(self, out.value)
+        return Box._adopt(runtime=self, handle=out.value)
 
     async def list(self) -> "list[dict[str, Any]]":
         """Info documents of every box in this runtime's home."""
@@ -268,6 +263,9 @@ def default_runtime() -> Runtime:
         rt = _default
     new.close()
     return rt
+
+
+_box.set_default_runtime(default_runtime)
 
 
 @atexit.register

@@ -3,6 +3,7 @@ check, typing marker, leaks, and the VM case."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import shutil
@@ -22,7 +23,51 @@ def _import_with(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=60, cwd=tempfile.gettempdir())
 
 
+#: The package's modules and the package modules each may import: imports go
+#: runtime -> box -> process -> {_ffi, _check, errors}, never back.
+IMPORT_GRAPH: dict[str, set[str]] = {
+    "__init__": {"_ffi", "box", "doctor", "errors", "process", "runtime"},
+    "runtime": {"_check", "_ffi", "box", "errors"},
+    "box": {"_check", "_ffi", "errors", "process"},
+    "process": {"_check", "_ffi", "errors"},
+    "doctor": {"_ffi"},
+    "_ffi": {"errors"},
+    "_check": set(),
+    "errors": set(),
+}
+
+
+def _package_imports(tree: ast.Module) -> list[tuple[str, bool]]:
+    """(module, at top level) for every import of a package module in tree,
+    including those in functions and ``if TYPE_CHECKING`` blocks."""
+    top = {id(n) for n in tree.body}
+    out: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module] if node.module else [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("libbox"):
+            names = [node.module.split(".")[1]] if "." in node.module else [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("libbox.")]
+        else:
+            continue
+        out.extend((n.split(".")[0], id(node) in top) for n in names)
+    return out
+
+
 class PackageTest(unittest.TestCase):
+    def test_imports_go_one_way(self) -> None:
+        pkg = os.path.dirname(libbox.__file__)
+        modules = {f[:-3] for f in os.listdir(pkg) if f.endswith(".py")}
+        self.assertEqual(modules, set(IMPORT_GRAPH), "a module was added or removed: place it in IMPORT_GRAPH")
+        for mod, allowed in IMPORT_GRAPH.items():
+            with open(os.path.join(pkg, mod + ".py"), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for name, at_top in _package_imports(tree):
+                with self.subTest(module=mod, imports=name):
+                    self.assertIn(name, allowed, f"{mod}.py imports {name}: against the import direction")
+                    self.assertTrue(at_top, f"{mod}.py imports {name} inside a function or block (a hidden circle?)")
+
     def test_imported_from_the_installed_wheel(self) -> None:
         if not installed():
             self.skipTest("source-tree run: `./build.sh test` runs these against the installed wheel")
