@@ -578,7 +578,7 @@ func TestSplitShortFlags(t *testing.T) {
 // names a box or an image cannot start with '-'.
 func TestSubcommandFlags(t *testing.T) {
 	home := t.TempDir()
-	for _, cmd := range []string{"run", "create", "start", "stop", "rm", "exec", "ls", "ps", "cp", "inspect", "pull", "images", "rmi", "version"} {
+	for _, cmd := range []string{"run", "create", "start", "stop", "rm", "exec", "ls", "ps", "cp", "inspect", "pull", "images", "rmi", "version", "doctor"} {
 		for _, h := range []string{"--help", "-h"} {
 			r := box(t, home, "", cmd, h)
 			name := cmd

@@ -20,11 +20,8 @@ func splitBoxPath(s string) (box, path string, ok bool) {
 
 func (c *cli) cp(args []string) error {
 	fs := newFlags("cp", "SRC DST")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 2, 2, "want SRC DST (one of them BOX:PATH)"); err != nil {
 		return err
-	}
-	if fs.NArg() != 2 {
-		return usageErr("cp: want SRC DST (one of them BOX:PATH)")
 	}
 	sb, sp, sok := splitBoxPath(fs.Arg(0))
 	db, dp, dok := splitBoxPath(fs.Arg(1))

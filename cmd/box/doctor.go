@@ -15,11 +15,8 @@ import (
 func (c *cli) doctor(args []string) error {
 	fs := newFlags("doctor", "")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErr("doctor: takes no arguments")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

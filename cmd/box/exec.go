@@ -95,11 +95,8 @@ func (c *cli) exec(args []string) error {
 	fs.Var(&f.env, "e", "KEY=VALUE (repeatable)")
 	fs.StringVar(&f.workdir, "w", "", "working directory")
 	fs.StringVar(&f.user, "u", "", "user")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 2, -1, "want BOX CMD..."); err != nil {
 		return err
-	}
-	if fs.NArg() < 2 {
-		return usageErr("exec: want BOX CMD...")
 	}
 	if err := checkNames("exec", fs.Arg(0)); err != nil {
 		return err

@@ -55,6 +55,18 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseArgs is parse, then a check that the subcommand got between min and
+// max operands (max < 0: no limit); want says what it takes, for the error.
+func parseArgs(fs *flag.FlagSet, args []string, min, max int, want string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if n := fs.NArg(); n < min || (max >= 0 && n > max) {
+		return usageErr("%s: %s", fs.Name(), want)
+	}
+	return nil
+}
+
 // checkNames refuses box names and image references that start with '-':
 // such an operand is a mistyped or misplaced flag, never a name.
 func checkNames(cmd string, names ...string) error {

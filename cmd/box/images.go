@@ -19,11 +19,8 @@ import (
 
 func (c *cli) pull(args []string) error {
 	fs := newFlags("pull", "IMAGE")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("pull: want exactly one IMAGE")
 	}
 	if err := checkNames("pull", fs.Arg(0)); err != nil {
 		return err
@@ -44,11 +41,8 @@ func (c *cli) pull(args []string) error {
 
 func (c *cli) images(args []string) error {
 	fs := newFlags("images", "")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErr("images: takes no arguments")
 	}
 	rt, err := c.runtime()
 	if err != nil {
@@ -69,11 +63,8 @@ func (c *cli) images(args []string) error {
 func (c *cli) rmi(args []string) error {
 	fs := newFlags("rmi", "IMAGE...")
 	force := fs.Bool("f", false, "remove even if a box uses it")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, -1, "want at least one IMAGE"); err != nil {
 		return err
-	}
-	if fs.NArg() == 0 {
-		return usageErr("rmi: want at least one IMAGE")
 	}
 	if err := checkNames("rmi", fs.Args()...); err != nil {
 		return err

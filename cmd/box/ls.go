@@ -16,11 +16,8 @@ func (c *cli) ls(args []string) error {
 	fs := newFlags("ls", "")
 	all := fs.Bool("a", false, "all boxes, not only running ones")
 	asJSON := fs.Bool("json", false, "JSON output")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErr("ls: takes no arguments")
 	}
 	rt, err := c.runtime()
 	if err != nil {
@@ -64,11 +61,8 @@ func ago(t time.Time) string {
 
 func (c *cli) inspect(args []string) error {
 	fs := newFlags("inspect", "BOX")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, 1, "want exactly one BOX"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("inspect: want exactly one BOX")
 	}
 	if err := checkNames("inspect", fs.Arg(0)); err != nil {
 		return err

@@ -76,11 +76,8 @@ func (c *cli) create(args []string) error {
 	fs := newFlags("create", "IMAGE")
 	var f boxFlags
 	f.register(fs, false)
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("create: want exactly one IMAGE")
 	}
 	if err := checkNames("create", fs.Arg(0)); err != nil {
 		return err
@@ -97,11 +94,8 @@ func (c *cli) run(args []string) error {
 	fs := newFlags("run", "IMAGE [CMD...]")
 	var f boxFlags
 	f.register(fs, true)
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 1, -1, "want IMAGE [CMD...]"); err != nil {
 		return err
-	}
-	if fs.NArg() < 1 {
-		return usageErr("run: want IMAGE [CMD...]")
 	}
 	if err := checkNames("run", fs.Arg(0)); err != nil {
 		return err

@@ -10,11 +10,8 @@ import (
 
 func (c *cli) version(args []string) error {
 	fs := newFlags("version", "")
-	if err := parse(fs, args); err != nil {
+	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
 		return err
-	}
-	if fs.NArg() != 0 {
-		return usageErr("version: takes no arguments")
 	}
 	fmt.Fprintf(c.stdout, "box %s\n", libbox.Version)
 	return nil

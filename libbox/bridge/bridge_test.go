@@ -395,6 +395,24 @@ func TestHandleRules(t *testing.T) {
 		t.Errorf("the first box handle after releasing the second: %v", err)
 	}
 
+	// A write after CloseStdin says stdin is closed, also once the process
+	// has ended (cat ends at EOF).
+	cat := cs.track("exec cat")
+	catH, err := bridge.Exec(box, `{"args":["cat"],"stdin":true}`, cat.execCallbacks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bridge.CloseStdin(catH); err != nil {
+		t.Fatal(err)
+	}
+	if r := cat.wait(t); r.st != 0 || r.exit.ExitCode != 0 {
+		t.Errorf("cat: %+v", r.exit)
+	}
+	wantCode(t, "write after close and exit", bridge.WriteStdin(catH, []byte("x")), errdefs.FailedPrecondition, "stdin is closed")
+	if err := bridge.Release(catH); err != nil {
+		t.Fatal(err)
+	}
+
 	// Releasing an exec handle does not end the exec; the runtime's close does.
 	if err := bridge.Release(ex); err != nil {
 		t.Fatal(err)

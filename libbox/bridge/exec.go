@@ -22,6 +22,9 @@ type execEntry struct {
 	proc   *libbox.Process
 	cancel context.CancelFunc
 	ended  atomic.Bool
+	// stdinClosed is set by CloseStdin: a later write is refused as such,
+	// whether or not the process has exited meanwhile.
+	stdinClosed atomic.Bool
 }
 
 // Exec starts a command asynchronously. Callbacks come from goroutines of
@@ -109,6 +112,9 @@ func WriteStdin(h uint64, data []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
+	if ee.stdinClosed.Load() {
+		return fail(errdefs.FailedPrecondition, "exec %d: stdin is closed (box_exec_close_stdin)", h)
+	}
 	if ee.ended.Load() {
 		return fail(errdefs.FailedPrecondition, "exec %d has exited: cannot write stdin", h)
 	}
@@ -122,6 +128,7 @@ func CloseStdin(h uint64) error {
 	if err != nil {
 		return err
 	}
+	ee.stdinClosed.Store(true)
 	return ee.proc.CloseStdin()
 }
 
