@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -75,7 +77,47 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return SandboxConfig{}, fmt.Errorf("%s: %w", st.name, err)
 		}
 	}
+	if s.PidsLimit > 0 {
+		// The agent shares the box's pids budget: a fork bomb in the box
+		// must not leave it unable to make a thread (the Go runtime dies
+		// then), so it makes its threads now and keeps them idle.
+		if err := reserveThreads(reservedThreads); err != nil {
+			return SandboxConfig{}, fmt.Errorf("reserve threads: %w", err)
+		}
+		// Process-wide and inherited; counted per uid in this user namespace.
+		lim := unix.Rlimit{Cur: uint64(s.PidsLimit), Max: uint64(s.PidsLimit)}
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &lim); err != nil {
+			return SandboxConfig{}, fmt.Errorf("pids limit: %w", err)
+		}
+	}
 	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}, nil
+}
+
+// reservedThreads is how many OS threads the agent makes at boot; it only
+// needs new ones beyond that many concurrently blocked calls.
+const reservedThreads = 48
+
+// reserveThreads blocks n goroutines in a system call at once, so the Go
+// runtime starts an OS thread for each; they stay idle for later use.
+func reserveThreads(n int) error {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(p[0])
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b [1]byte
+			_, _ = unix.Read(p[0], b[:]) // blocks until the write end closes
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // let them all block
+	unix.Close(p[1])
+	wg.Wait()
+	return nil
 }
 
 // readSpec reads the spec from a path or from an inherited fd ("fd:N",

@@ -21,6 +21,9 @@ type SandboxSpec struct {
 	// -1: none.
 	BootSocket int      `json:"boot_socket"`
 	HostMounts []string `json:"host_mounts,omitempty"`
+	// PidsLimit is the RLIMIT_NPROC of the box's processes (counted per
+	// uid of the box's user namespace); 0: none.
+	PidsLimit int `json:"pids_limit,omitempty"`
 	// CloseFDs are inherited fds the agent closes once booted (the spec
 	// file, the agent binary), so no box process inherits them.
 	CloseFDs []int `json:"close_fds,omitempty"`

@@ -8,11 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/libbox/libbox/libbox"
+	"github.com/libbox/libbox/libbox/sandbox"
 )
 
 // attackEnv is what the attack rows run against: two boxes of one
@@ -21,6 +24,7 @@ import (
 type attackEnv struct {
 	rt        *libbox.Runtime
 	box, peer *libbox.Box
+	small     *libbox.Box // with a memory limit
 	home      string
 	secret    string // a host file no box may read
 	vol       string // host dir of the volume at /vol
@@ -35,15 +39,42 @@ type probeResult struct {
 // probe runs the probe in the box with one attack and returns its result.
 func (e *attackEnv) probe(t *testing.T, attack string) probeResult {
 	t.Helper()
-	r, err := e.box.Run(ctx(t, 30*time.Second), libbox.Command{Args: []string{"/probe/probe", attack}})
-	if err != nil || r.ExitCode != 0 {
-		t.Fatalf("probe %s: %v exit %d stderr %q", attack, err, r.ExitCode, r.Stderr)
+	pr, r, err := e.runProbe(attack)
+	if err == nil && r.ExitCode != 0 {
+		err = fmt.Errorf("exit %d stderr %q", r.ExitCode, r.Stderr)
 	}
-	var pr probeResult
-	if err := json.Unmarshal(r.Stdout, &pr); err != nil {
-		t.Fatalf("probe %s: %q: %v", attack, r.Stdout, err)
+	if err != nil {
+		t.Fatalf("probe %s: %v", attack, err)
 	}
 	return pr
+}
+
+// runProbe may be called from any goroutine.
+func (e *attackEnv) runProbe(attack string) (probeResult, libbox.Result, error) {
+	return runProbe(e.box, attack)
+}
+
+func runProbe(b *libbox.Box, attack string) (probeResult, libbox.Result, error) {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var pr probeResult
+	r, err := b.Run(c, libbox.Command{Args: []string{"/probe/probe", attack}})
+	if err == nil && r.ExitCode == 0 {
+		if err := json.Unmarshal(r.Stdout, &pr); err != nil {
+			return pr, r, fmt.Errorf("probe output %q: %v", r.Stdout, err)
+		}
+	}
+	return pr, r, err
+}
+
+// limitHow is what the box's Info says enforces limit name.
+func limitHow(b *libbox.Box, name string) string {
+	l, _ := b.Info().Backend["limits"].(map[string]string)
+	how := l[name]
+	if _, after, ok := strings.Cut(how, ": "); ok {
+		how = after
+	}
+	return strings.Join(strings.Fields(hostPathRE.ReplaceAllString(how, "")), " ")
 }
 
 func (e *attackEnv) sh(t *testing.T, script string) libbox.Result {
@@ -94,6 +125,13 @@ func hostFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+const attackMemMiB = 64
+
+var (
+	threadsRE  = regexp.MustCompile(`have \d+ already`)
+	hostPathRE = regexp.MustCompile(`/[^ ;]*`) // host paths differ between machines
+)
 
 // attackRow is one line of the attack table in docs/security.md.
 type attackRow struct {
@@ -160,6 +198,66 @@ var attackRows = []attackRow{
 			return "", fmt.Errorf("host hostname changed to %q", h)
 		}
 		return failsWith(e.probe(t, "settimeofday"), "EPERM")
+	}},
+	{"fork bomb (threads: quicker to make, counted alike)", func(t *testing.T, e *attackEnv) (string, error) {
+		type res struct {
+			pr  probeResult
+			err error
+		}
+		done := make(chan res, 1)
+		go func() {
+			pr, r, err := e.runProbe("threadbomb")
+			if err == nil && !bytes.Contains(r.Stderr, []byte("errno=11")) {
+				err = fmt.Errorf("exit %d %.300q", r.ExitCode, r.Stderr)
+			}
+			pr.Data = string(threadsRE.Find(r.Stderr))
+			done <- res{pr, err}
+		}()
+		hostForks := 0
+		for {
+			select {
+			case r := <-done:
+				if r.err != nil {
+					return "", r.err
+				}
+				if err := exec.Command("true").Run(); err != nil || hostForks == 0 {
+					return "", fmt.Errorf("the host did not fork during and after the bomb (%d, %v)", hostForks, err)
+				}
+				if rr := e.sh(t, "echo alive"); string(rr.Stdout) != "alive\n" {
+					return "", fmt.Errorf("box unusable after the bomb: %q", rr.Stdout)
+				}
+				t.Logf("bomb: %s, %d host forks meanwhile", r.pr.Data, hostForks)
+				return fmt.Sprintf("contained: EAGAIN at the pids limit %d (%s); the host kept forking, the box lives on", sandbox.DefaultPidsLimit, limitHow(e.box, "pids")), nil
+			case <-time.After(100 * time.Millisecond):
+				if err := exec.Command("true").Run(); err != nil {
+					return "", fmt.Errorf("the host cannot fork during the bomb: %v", err)
+				}
+				hostForks++
+			}
+		}
+	}},
+	{"allocate past the memory limit", func(t *testing.T, e *attackEnv) (string, error) {
+		_, r, err := runProbe(e.small, fmt.Sprintf("alloc=%d", 4*attackMemMiB))
+		if err != nil {
+			return "", err
+		}
+		if r.Signal != int(syscall.SIGKILL) {
+			return "", fmt.Errorf("allocating %d MiB in a %d MiB box: exit %d signal %d", 4*attackMemMiB, attackMemMiB, r.ExitCode, r.Signal)
+		}
+		lines := strings.Fields(string(r.Stderr))
+		got := "0"
+		if len(lines) > 0 {
+			got = lines[len(lines)-1]
+		}
+		oom, _ := e.small.Info().Backend["oom_kills"].(int)
+		if oom < 1 {
+			return "", fmt.Errorf("killed, but the box records no OOM kill (%v)", e.small.Info().Backend)
+		}
+		if rr, err := e.small.Run(ctx(t, 30*time.Second), libbox.Command{Args: []string{"echo", "alive"}}); err != nil || string(rr.Stdout) != "alive\n" {
+			return "", fmt.Errorf("box unusable after the OOM kill: %q %v", rr.Stdout, err)
+		}
+		t.Logf("OOM-killed after %s MiB", got)
+		return fmt.Sprintf("contained: SIGKILL by the OOM killer at the %d MiB limit (%s), counted in box info `oom_kills`; the box lives on", attackMemMiB, limitHow(e.small, "memory")), nil
 	}},
 	{"read another box's files through `/proc/<pid>/root`", func(t *testing.T, e *attackEnv) (string, error) {
 		pid := e.peer.Info().Backend["pid"]
@@ -230,6 +328,7 @@ func newAttackEnv(t *testing.T, probeDir string) *attackEnv {
 		t.Cleanup(func() { _ = rt.Remove(context.Background(), b.ID(), true) })
 		return b
 	}
+	e.small = start(libbox.BoxOptions{MemoryMiB: attackMemMiB, Volumes: []libbox.Volume{{HostPath: probeDir, BoxPath: "/probe", ReadOnly: true}}})
 	e.box = start(libbox.BoxOptions{Volumes: []libbox.Volume{
 		{HostPath: probeDir, BoxPath: "/probe", ReadOnly: true},
 		{HostPath: e.vol, BoxPath: "/vol"},

@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,8 +73,9 @@ func (b *Backend) Name() string { return "sandbox" }
 
 type state struct {
 	backend.ProcState
-	Socket string `json:"socket"`
-	Cgroup string `json:"cgroup,omitempty"`
+	Socket   string   `json:"socket"`
+	Cgroup   string   `json:"cgroup,omitempty"`    // cgroup v2 group
+	CgroupV1 []string `json:"cgroup_v1,omitempty"` // cgroup v1 groups, one per controller
 }
 
 // Start launches the agent in new namespaces.
@@ -108,6 +108,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	sspec := bootparam.SandboxSpec{
 		Lower: "lower", Upper: "upper", Work: "work", Rootfs: "rootfs", Hostname: spec.Hostname,
 		Volumes: vols, Listen: "fd:3", UserNS: true, KeepCaps: DefaultCaps, BootSocket: 4,
+		PidsLimit: DefaultPidsLimit,
 	}
 	var mounts []hostMount
 	ids := hostIDs{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), size: 1, desc: "box uid 0 = your uid (no other ids)"}
@@ -190,7 +191,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	defer devnull.Close()
 
-	cg := newCgroup(spec.ID, spec.CPUs, spec.MemoryMiB)
+	lim := limits{cpus: spec.CPUs, memMiB: spec.MemoryMiB, pids: DefaultPidsLimit}
+	cg := newCgroup(spec.ID, lim)
 	sys := &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
 		Setsid:      true,
@@ -225,6 +227,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		cg.remove()
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
 	}
+	// The agent forks nothing before its first request: joining the v1
+	// groups now covers every process of the box.
+	cg.join(pid)
 	files.fds = slices.DeleteFunc(files.fds, func(fd int) bool { return fd == sp[0] })
 	mdesc, err := attachMounts(ctx, pid, sp[0], spec.Dir, mounts)
 	if err != nil {
@@ -237,9 +242,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	st, _ := backend.ProcStartTime(pid)
 	inst := &instance{
-		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.path},
+		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.path, CgroupV1: cg.v1Dirs()},
 		child: true, pidfd: pidfd, done: make(chan struct{}), cg: cg,
-		limits: cg.describe(), ids: ids.desc, mounts: mdesc,
+		limits: cg.describe(lim), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
 	return inst, nil
@@ -270,7 +275,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.NotFound, err, "box %s: its sandbox is no longer running", spec.ID)
 	}
-	inst := &instance{st: st, pidfd: pidfd, done: make(chan struct{}), cg: &cgroup{fd: -1, path: st.Cgroup}}
+	inst := &instance{st: st, pidfd: pidfd, done: make(chan struct{}), cg: attachCgroup(st.Cgroup, st.CgroupV1)}
 	inst.watch()
 	return inst, nil
 }
@@ -280,9 +285,9 @@ type instance struct {
 	child  bool // started by this process: reaped here
 	pidfd  int
 	cg     *cgroup
-	limits string
-	ids    string   // the box's host id range
-	mounts []string // how the image and volumes are id-mapped
+	limits map[string]string // limit -> what enforces it
+	ids    string            // the box's host id range
+	mounts []string          // how the image and volumes are id-mapped
 
 	done     chan struct{}
 	mu       sync.Mutex
@@ -387,101 +392,12 @@ func (i *instance) State() json.RawMessage {
 
 func (i *instance) Info() map[string]any {
 	info := map[string]any{"pid": i.st.Pid, "socket": i.st.Socket, "limits": i.limits}
+	if n, ok := i.cg.oomKills(); ok {
+		info["oom_kills"] = n
+	}
 	if i.ids != "" {
 		info["user_namespace"] = i.ids
 		info["id_mapped_mounts"] = i.mounts
 	}
 	return info
-}
-
-// cgroup is the box's cgroup v2 group, when the host lets us make one.
-type cgroup struct {
-	path   string
-	fd     int
-	reason string // why limits are not enforced
-	cpus   int
-	mem    int
-}
-
-func newCgroup(id string, cpus, memMiB int) *cgroup {
-	cg := &cgroup{fd: -1, cpus: cpus, mem: memMiB}
-	if cpus == 0 && memMiB == 0 {
-		cg.reason = "no limits requested"
-		return cg
-	}
-	ctrl, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
-	if err != nil {
-		cg.reason = "not enforced: no cgroup v2 hierarchy at /sys/fs/cgroup"
-		return cg
-	}
-	have := strings.Fields(string(ctrl))
-	need := []string{}
-	if cpus > 0 {
-		need = append(need, "cpu")
-	}
-	if memMiB > 0 {
-		need = append(need, "memory")
-	}
-	for _, n := range need {
-		found := false
-		for _, h := range have {
-			found = found || h == n
-		}
-		if !found {
-			cg.reason = "not enforced: cgroup v2 controller " + n + " is not available"
-			return cg
-		}
-	}
-	parent := "/sys/fs/cgroup/libbox"
-	_ = os.Mkdir(parent, 0o755)
-	ctl := "+" + strings.Join(need, " +")
-	_ = os.WriteFile("/sys/fs/cgroup/cgroup.subtree_control", []byte(ctl), 0)
-	_ = os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte(ctl), 0)
-	p := filepath.Join(parent, id)
-	if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
-		cg.reason = "not enforced: " + err.Error()
-		return cg
-	}
-	if memMiB > 0 {
-		if err := os.WriteFile(filepath.Join(p, "memory.max"), []byte(strconv.Itoa(memMiB<<20)), 0); err != nil {
-			os.Remove(p)
-			cg.reason = "not enforced: memory.max: " + err.Error()
-			return cg
-		}
-	}
-	if cpus > 0 {
-		if err := os.WriteFile(filepath.Join(p, "cpu.max"), []byte(fmt.Sprintf("%d 100000", cpus*100000)), 0); err != nil {
-			os.Remove(p)
-			cg.reason = "not enforced: cpu.max: " + err.Error()
-			return cg
-		}
-	}
-	fd, err := unix.Open(p, unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_RDONLY, 0)
-	if err != nil {
-		os.Remove(p)
-		cg.reason = "not enforced: " + err.Error()
-		return cg
-	}
-	cg.path, cg.fd = p, fd
-	return cg
-}
-
-func (c *cgroup) describe() string {
-	if c.path != "" {
-		return fmt.Sprintf("enforced by cgroup v2 %s (cpus %d, memory %d MiB)", c.path, c.cpus, c.mem)
-	}
-	return c.reason
-}
-
-func (c *cgroup) closeFD() {
-	if c.fd >= 0 {
-		unix.Close(c.fd)
-		c.fd = -1
-	}
-}
-
-func (c *cgroup) remove() {
-	if c.path != "" {
-		_ = os.Remove(c.path)
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -123,6 +124,8 @@ var attacks = map[string]func(arg string) (string, error){
 	"clone":       func(f string) (string, error) { return "", forkExec(nsFlag(f)) },
 	"ptrace":      func(p string) (string, error) { return "", ptraceAttach(p) },
 	"sethostname": func(h string) (string, error) { return "", unix.Sethostname([]byte(h)) },
+	"threadbomb":  threadBomb,
+	"alloc":       alloc,
 	"settimeofday": func(string) (string, error) {
 		tv := unix.Timeval{}
 		_ = unix.Gettimeofday(&tv)
@@ -154,6 +157,47 @@ func ptraceAttach(p string) error {
 	}
 	_ = unix.PtraceDetach(pid)
 	return nil
+}
+
+// threadBomb makes OS threads until the kernel refuses one: each
+// goroutine blocks in a system call, so the Go runtime starts a thread for
+// the next, until it dies with "failed to create new OS thread ...
+// errno=11" (threads and processes count alike against the pids limit,
+// and threads are quicker to make than processes of a Go program).
+func threadBomb(string) (string, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], 0); err != nil {
+		return "", err
+	}
+	for i := 0; i < 1<<20; i++ {
+		go func() {
+			var b [1]byte
+			unix.Read(p[0], b[:])
+		}()
+		if i%64 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	time.Sleep(time.Minute)
+	return "", fmt.Errorf("no thread limit reached")
+}
+
+// alloc touches the given number of MiB, one at a time, printing each.
+func alloc(mib string) (string, error) {
+	n, err := strconv.Atoi(mib)
+	if err != nil {
+		return "", err
+	}
+	var keep [][]byte
+	for i := 0; i < n; i++ {
+		b := make([]byte, 1<<20)
+		for j := 0; j < len(b); j += 4096 {
+			b[j] = 1
+		}
+		keep = append(keep, b)
+		fmt.Fprintf(os.Stderr, "%d\n", i+1)
+	}
+	return strconv.Itoa(len(keep)), nil
 }
 
 func main() {
