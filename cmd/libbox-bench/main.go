@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -43,13 +44,26 @@ type results struct {
 }
 
 func main() {
+	defer func() { os.Exit(exitCode) }()
 	out := flag.String("out", "bench/out/results.json", "output JSON file")
 	stress := flag.Bool("stress", false, "run the stress instead of the benchmarks")
 	n := flag.Int("n", 10000, "stress: number of execs")
 	isolations := flag.String("isolation", "sandbox,vm", "comma-separated backends to measure/stress (sandbox,vm)")
 	rounds := flag.Int("rounds", 3, "rounds per ratio (each round interleaves the pair it compares)")
 	onlyList := flag.String("only", "", "comma-separated benchmarks to run (default: all): "+strings.Join(benchNames(), ","))
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the host side) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "libbox-bench: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	only := map[string]bool{}
 	for _, n := range strings.Split(*onlyList, ",") {
 		if n != "" {
@@ -68,9 +82,12 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "libbox-bench:", err)
-		os.Exit(1)
+		exitCode = 1
 	}
 }
+
+// exitCode is set by main's body; deferred work (the profile) runs first.
+var exitCode int
 
 func pct(d []time.Duration, p float64) float64 {
 	s := append([]time.Duration(nil), d...)
@@ -302,27 +319,34 @@ func cpuPerCall(n int, fn func() error, pid int) (float64, error) {
 
 // procCPU is utime+stime+cutime+cstime of pid (0 for pid <= 0).
 func procCPU(pid int) time.Duration {
+	u, sys := procCPUSplit(pid)
+	return u + sys
+}
+
+// procCPUSplit is the user (utime+cutime) and system (stime+cstime) time
+// of pid, from /proc in clock ticks.
+func procCPUSplit(pid int) (user, system time.Duration) {
 	if pid <= 0 {
-		return 0
+		return 0, 0
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// Fields after the command name (which may hold spaces): state is 3.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
-		return 0
+		return 0, 0
 	}
 	f := strings.Fields(string(b[i+1:]))
-	var ticks int64
-	for _, k := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
-		if k < len(f) {
-			v, _ := strconv.ParseInt(f[k], 10, 64)
-			ticks += v
+	tick := func(k int) time.Duration { // field k+3 of proc(5)
+		if k >= len(f) {
+			return 0
 		}
+		v, _ := strconv.ParseInt(f[k], 10, 64)
+		return time.Duration(v) * time.Second / 100 // USER_HZ
 	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+	return tick(11) + tick(13), tick(12) + tick(14)
 }
 
 // target is 1.5 × native + 300 µs: what an exec through a box may cost.

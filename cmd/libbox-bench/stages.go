@@ -97,7 +97,7 @@ func startStages(ctx context.Context, e *env, iso string, n int) error {
 			off, _, err = b.AgentClockOffset(ctx)
 		}
 		pid, _ := b.Info().Backend["pid"].(int)
-		agentCPU := procCPU(pid)
+		agentUser, agentSys := procCPUSplit(pid)
 		self1 := selfCPU()
 		_ = e.rt.Remove(context.WithoutCancel(ctx), b.ID(), true)
 		selfAll, all := selfCPU()-self0, cpuTime()-all0
@@ -111,7 +111,8 @@ func startStages(ctx context.Context, e *env, iso string, n int) error {
 		// its removal, and what the agent and its children used (ticks).
 		cpu.add("host process: create, start, first exec", self1-self0)
 		cpu.add("host process: remove", selfAll-(self1-self0))
-		cpu.add("agent (and what it ran) until the first exec", agentCPU)
+		cpu.add("agent user (and what it ran) until the first exec", agentUser)
+		cpu.add("agent system (mounts, namespaces; and what it ran)", agentSys)
 		cpu.add("total incl. reaped processes", all)
 		host := func(k string) time.Time {
 			if t, ok := boot[k]; ok {
