@@ -136,6 +136,12 @@ func (r *Runtime) resolve(idOrName string) (boxConfig, error) {
 	if idOrName == "" {
 		return boxConfig{}, errdefs.New(errdefs.InvalidArgument, "box id or name is empty")
 	}
+	// A full id is the common case (every handle holds one): read that
+	// box's config alone instead of every box's.
+	var c boxConfig
+	if filepath.Base(idOrName) == idOrName && readJSON(filepath.Join(r.boxesDir(), idOrName, "config.json"), &c) == nil && c.ID == idOrName {
+		return c, nil
+	}
 	cfgs, err := r.loadConfigs()
 	if err != nil {
 		return boxConfig{}, err

@@ -465,7 +465,10 @@ func benchExec(ctx context.Context, e *env) error {
 		}
 		m("binding.go.1000_ms", float64(time.Since(t).Microseconds())/1000)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// RSS right after the throughput run, and once the agent has been
+	// idle for 2 s (it returns free memory after 1 s without processes).
+	m("mem.agent.rss_busy_kb", a.rssKB())
+	time.Sleep(2 * time.Second)
 	m("mem.agent.rss_kb", a.rssKB())
 	return nil
 }

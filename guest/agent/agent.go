@@ -63,6 +63,8 @@ type Agent struct {
 
 	// wg tracks goroutines that may outlive a handler (stream readers).
 	wg sync.WaitGroup
+	// trim returns free memory once no process runs (see idleTrim).
+	trim *trimmer
 
 	// execs names running execs for Signal, Resize and CloseStdin.
 	execs execTable
@@ -110,6 +112,7 @@ func New(opts Options) (*Agent, error) {
 		froot:    froot,
 		shutdown: make(chan struct{}),
 		boot:     boot,
+		trim:     &trimmer{running: sp.Running},
 	}, nil
 }
 
@@ -124,6 +127,7 @@ func (a *Agent) Running() int { return a.sp.Running() }
 func (a *Agent) Close() {
 	a.killAll(0)
 	a.wg.Wait()
+	a.trim.stop()
 	a.sp.Close()
 	a.froot.Close()
 }

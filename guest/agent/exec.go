@@ -21,8 +21,14 @@ import (
 // while its pipes stay open (a child that escaped the process group).
 const drainGrace = 100 * time.Millisecond
 
-// chunkSize is the largest output message.
-const chunkSize = 32 << 10
+// chunkSize is the largest output message. A pump's buffer starts at
+// firstChunk and doubles, up to chunkSize, each time a read fills it: most
+// processes print little, and 64 KiB per exec was most of the agent's
+// garbage under many short execs.
+const (
+	chunkSize  = 32 << 10
+	firstChunk = 4 << 10
+)
 
 // execStream is the server side of one Exec.
 type execStream interface {
@@ -154,6 +160,7 @@ func (a *Agent) exec(stream execStream) error {
 		}
 		return stream.Send(spawnFailed(spawnError(req, err)))
 	}
+	defer a.trim.execEnded()
 	p.pid = pid
 	a.execs.add(p)
 	defer a.execs.remove(p)
@@ -280,7 +287,7 @@ func (a *Agent) exec(stream execStream) error {
 // pump copies one output to the stream until EOF, or until the process has
 // exited and the pipe stays empty for drainGrace.
 func (p *proc) pump(f *os.File, s agentpb.Output_Stream) {
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, firstChunk)
 	send := func(n int) bool {
 		if p.firstOutput.Load() == 0 {
 			p.firstOutput.CompareAndSwap(0, time.Now().UnixNano())
@@ -299,6 +306,9 @@ func (p *proc) pump(f *os.File, s agentpb.Output_Stream) {
 			// on a full pipe until it is killed.
 			p.sendDiscard(f, buf)
 			return
+		}
+		if n == len(buf) && n < chunkSize {
+			buf = make([]byte, min(2*n, chunkSize))
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// A deadline can fire before the poller has seen data that
