@@ -78,6 +78,7 @@ node_fresh() {
 }
 
 node_test() {
+	node_typecheck
 	log "node --test (installed $(basename "$(node_tgz)"))"
 	node_fresh test "$ROOT"/bindings/node/test/*.test.js "$ROOT"/bindings/node/test/*.test.mjs -- \
 		timeout -k 10 900 sh -c 'exec node --test --test-reporter=spec ./*.test.js ./*.test.mjs' ||
@@ -95,4 +96,27 @@ node_bench() {
 	node_fresh bench "$ROOT/bindings/node/bench/all1000.js" -- \
 		timeout -k 10 600 node all1000.js "$ROOT/bench/out/results.json" ||
 		die "node: bench failed"
+}
+
+# node_typecheck compiles bindings/node/types/example.ts (which uses every
+# export) against index.d.ts with tsc --noEmit; typescript and @types/node at
+# the versions bindings/node/package.json's devDependencies pin, installed
+# from the npm registry into build/node/tsc.
+node_typecheck() {
+	local dir="$BUILD/node/tsc" deps
+	deps="$(node -e 'const d=require(process.argv[1]).devDependencies;console.log(Object.entries(d).map(([k,v])=>k+"@"+v).join(" "))' \
+		"$ROOT/bindings/node/package.json")"
+	if [ ! -x "$dir/node_modules/.bin/tsc" ] || [ "$(cat "$dir/.deps" 2>/dev/null)" != "$deps" ]; then
+		log "node: installing $deps for the type check"
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		printf '{"name":"libbox-typecheck","version":"0.0.0","private":true}\n' >"$dir/package.json"
+		# shellcheck disable=SC2086
+		(cd "$dir" && npm install --no-audit --no-fund --silent --no-package-lock $deps >/dev/null) ||
+			die "node: npm install $deps failed (the type check needs the npm registry)"
+		echo "$deps" >"$dir/.deps"
+	fi
+	log "node: tsc --noEmit (index.d.ts against types/example.ts)"
+	"$dir/node_modules/.bin/tsc" -p "$ROOT/bindings/node/types/tsconfig.json" --typeRoots "$dir/node_modules/@types" ||
+		die "node: index.d.ts does not type-check against bindings/node/types/example.ts"
 }

@@ -1,0 +1,57 @@
+// A typed program that uses every export of the libbox package, compiled
+// with `tsc --noEmit` by `./build.sh test` (scripts/node.sh node_typecheck)
+// so index.d.ts stays true to index.js. It is type-checked, never run.
+import libbox, {
+  AbortError, Box, DoctorReport, ExecResult, ImageInfo, LibboxError, Process, Runtime, doctor, liveHandles,
+} from 'libbox';
+
+async function main(): Promise<void> {
+  const report: DoctorReport = await doctor({ home: '/tmp/home' });
+  for (const c of report.checks) {
+    const line: string = `${c.status} ${c.name} ${c.detail} ${c.fix} ${c.neededBy.join(',')}`;
+    console.log(line, report.ready, report.runs, report.isolation);
+  }
+  const rt = new Runtime({ home: '/tmp/home' });
+  const box: Box = await rt.create({
+    image: 'busybox', isolation: 'sandbox', cpus: 1, memoryMib: 256, env: { A: 'b' }, cwd: '/',
+    volumes: [{ host: '/tmp', box: '/mnt', readOnly: true }], autoRemove: true, detach: false,
+    onProgress: p => console.log(p.layer, p.done, p.total),
+  });
+  await box.start();
+  const info = await box.info();
+  console.log(info.id, info.state, box.id, box.name, box.closed, box.runtime === rt);
+  const r: ExecResult = await box.exec('echo', ['hi'], { timeoutMs: 1000, user: 0, stdin: 'x', signal: new AbortController().signal });
+  console.log(r.exitCode, r.signal, r.stdout, r.stderr, r.stdoutBuffer.length, r.durationMs);
+  const p: Process = box.spawn('cat', [], { stdin: 'pipe', tty: false });
+  p.stdin?.end('bye');
+  p.stdout.on('data', (b: Buffer) => console.log(b.length));
+  p.resize(24, 80);
+  p.kill('SIGTERM');
+  p.unref().ref();
+  const exit = await p.wait();
+  console.log(exit.exitCode, p.exitCode, p.signalCode, p.exited);
+  p.cancel();
+  await box.copyIn('/tmp/a', '/a');
+  await box.copyOut('/a', '/tmp/b');
+  await box.stop();
+  await box.close();
+  const other: Box = await Box.create({ isolation: 'vm' });
+  await other.close();
+  const again = await rt.get('name');
+  console.log(again.id, (await rt.list()).length);
+  await rt.remove('name', { force: true });
+  const img: ImageInfo = await rt.pull('busybox', { onProgress: pr => console.log(pr.done) });
+  const imgs: ImageInfo[] = await rt.images();
+  console.log(img, imgs.length);
+  await rt.removeImage('busybox', { force: false });
+  await rt.close();
+  console.log(Runtime.default().closed, liveHandles(), libbox.version, libbox.abiVersion);
+  try {
+    await box.exec('false');
+  } catch (e) {
+    if (e instanceof LibboxError) console.log(e.code, e.status, e.stdout, e.stderr);
+    if (e instanceof AbortError) console.log(e.code);
+  }
+}
+
+void main();
