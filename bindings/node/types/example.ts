@@ -4,6 +4,11 @@
 import libbox, {
   AbortError, Box, DoctorReport, ExecResult, ImageInfo, LibboxError, Process, Runtime, doctor, liveHandles,
 } from 'libbox';
+import * as named from 'libbox';
+
+// The default export (CommonJS module.exports) carries every named export.
+const everyExport: Omit<typeof named, 'default'> = libbox;
+void everyExport;
 
 async function main(): Promise<void> {
   const report: DoctorReport = await doctor({ home: '/tmp/home' });
