@@ -250,6 +250,7 @@ declare const libbox: {
   Process: typeof Process;
   LibboxError: typeof LibboxError;
   AbortError: typeof AbortError;
+  doctor: typeof doctor;
   version: string;
   abiVersion: number;
   liveHandles: typeof liveHandles;
