@@ -39,12 +39,17 @@
  * runtime options (box_runtime_open; may be NULL or "{}"):
  *   {"home": "/path"}             default $LIBBOX_HOME or ~/.local/share/libbox
  * box options (box_create; may be NULL or "{}"):
- *   {"image": "busybox", "name": "web-1", "isolation": "vm" | "sandbox",
+ *   {"image": "busybox", "platform": "linux/amd64", "name": "web-1",
+ *    "isolation": "vm" | "sandbox",
  *    "cpus": 2, "memory_mib": 512, "env": {"K": "V"}, "cwd": "/work",
  *    "network": false, "auto_remove": false, "detach": false,
  *    "volumes": [{"host": "/src", "box": "/mnt/src", "read_only": true}]}
  * exec request (box_exec_async; required):
- *   {"args": ["sh", "-c", "echo hi"],     required, non-empty
+ *   {"args": ["sh", "-c", "echo hi"],     required, non-empty, unless image_cmd
+ *    "image_cmd": false,                  true: run the image's command as
+ *                                          `docker run IMAGE [ARG...]` does:
+ *                                          Entrypoint + args (or + Cmd when
+ *                                          args is empty or absent)
  *    "env": {"K": "V"}, "cwd": "/tmp", "user": "root" | "1000" | "1000:1000",
  *    "tty": false, "rows": 24, "cols": 80, "timeout_ms": 0,
  *    "stdin": false}                       true: stdin is fed by box_exec_write_stdin
@@ -83,6 +88,7 @@ enum {
 typedef uint64_t box_runtime_t;
 typedef uint64_t box_t;
 typedef uint64_t box_exec_t;
+typedef uint64_t box_pull_t;
 
 /* An error. Allocated by the library; free with box_error_free. */
 typedef struct box_error {
@@ -248,6 +254,29 @@ box_status_t box_copy_out(box_t box, const char *box_path, const char *host_path
 box_status_t box_pull(box_runtime_t rt, const char *ref, box_progress_fn progress,
                       box_complete_fn done, void *user_data, box_error_t **err);
 
+/* Pulls like box_pull, with a request and a handle to cancel it. request_json:
+   {"ref": "alpine:3.20", "platform": "linux/arm64"} ("platform" is optional:
+   "os/arch[/variant]" of a multi-arch image, default the host's). *out
+   receives the pull handle; box_release it when no longer needed (releasing
+   it does not stop the pull). `done` is called exactly once, on a library
+   thread, as for box_pull. When the pull moves a tag, the image the tag named
+   before is deleted unless a box uses it. */
+box_status_t box_pull_async(box_runtime_t rt, const char *request_json,
+                            box_progress_fn progress, box_complete_fn done,
+                            void *user_data, box_pull_t *out, box_error_t **err);
+
+/* Cancels a pull started by box_pull_async: the download stops and `done`
+   gets BOX_E_CANCELED (unless the pull already ended). What was downloaded
+   is kept; the next pull of the image resumes it. Idempotent, never blocks. */
+box_status_t box_pull_cancel(box_pull_t pull, box_error_t **err);
+
+/* Deletes, asynchronously, the images no reference names any more (a tag
+   moved, or a forced removal) once no box uses them, the cached layers no
+   image needs, and what interrupted pulls left. `done` gets
+   {"roots": N, "blobs": N, "bytes": N} (what was reclaimed). */
+box_status_t box_image_prune(box_runtime_t rt, box_complete_fn done,
+                             void *user_data, box_error_t **err);
+
 /* Lists the stored images as a JSON array of
    {"ref", "id", "root", "size", "created", "config": {"env", "working_dir",
    "user", "entrypoint", "cmd"}}. *out_json is freed with box_string_free.
@@ -272,7 +301,7 @@ box_status_t box_image_remove(box_runtime_t rt, const char *ref, int32_t force,
    call it from a worker thread in an event loop. */
 box_status_t box_doctor(const char *options_json, char **out_json, box_error_t **err);
 
-/* Releases a box or exec handle. Releasing twice, or a handle that was never
+/* Releases a box, exec or pull handle. Releasing twice, or a handle that was never
    issued, returns BOX_E_INVALID_ARGUMENT. Never blocks. */
 box_status_t box_release(uint64_t handle, box_error_t **err);
 

@@ -75,6 +75,8 @@ export interface BoxOptions {
   detach?: boolean;
   /** Called during image pulls. */
   onProgress?: (progress: PullProgress) => void;
+  /** "os/arch[/variant]" of a multi-arch image; default the host's. */
+  platform?: string;
 }
 
 export interface RuntimeOptions {
@@ -176,6 +178,8 @@ export class Box {
   copyOut(boxPath: string, hostPath: string): Promise<{ bytes?: number }>;
   /** Runs a command and collects its output. Wrong argument types throw TypeError synchronously. */
   exec(cmd: string, args?: string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Runs the image's command as `docker run IMAGE [ARG...]` does (Entrypoint + args, or + Cmd). */
+  execDefault(args?: string[], options?: ExecOptions): Promise<ExecResult>;
   /** Starts a command with streams. Throws LibboxError if the box cannot run it. */
   spawn(cmd: string, args?: string[], options?: SpawnOptions): Process;
 }
@@ -194,7 +198,12 @@ export class Runtime {
   /** A running box needs { force: true }. */
   remove(idOrName: string, options?: { force?: boolean }): Promise<void>;
   /** Pulls (or refreshes) an image; onProgress is called on the JS thread. */
-  pull(ref: string, options?: { onProgress?: (progress: PullProgress) => void }): Promise<ImageInfo>;
+  pull(
+    ref: string,
+    options?: { onProgress?: (progress: PullProgress) => void; platform?: string; signal?: AbortSignal },
+  ): Promise<ImageInfo>;
+  /** Deletes unreferenced images no box uses, unneeded layers and interrupted pulls' leftovers. */
+  pruneImages(): Promise<{ roots: number; blobs: number; bytes: number }>;
   /** The images in this runtime's store. */
   images(): Promise<ImageInfo[]>;
   /** Refused (code 'FailedPrecondition') while a box uses the image, unless { force: true }. */

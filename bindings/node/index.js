@@ -217,6 +217,7 @@ function checkBool(v, what) {
 
 const BOX_OPTIONS = [
   'image',
+  'platform',
   'name',
   'isolation',
   'cpus',
@@ -234,6 +235,7 @@ const BOX_OPTIONS = [
 function boxOptionsJSON(opts) {
   checkKeys(opts, BOX_OPTIONS, 'box option');
   checkString(opts.image, 'image', { nonEmpty: true });
+  checkString(opts.platform, 'platform', { nonEmpty: true });
   checkString(opts.name, 'name', { nonEmpty: true });
   if (opts.isolation !== undefined && opts.isolation !== 'vm' && opts.isolation !== 'sandbox') {
     throw new TypeError('isolation must be "vm" or "sandbox"');
@@ -250,6 +252,7 @@ function boxOptionsJSON(opts) {
   }
   const out = {
     image: opts.image,
+    platform: opts.platform,
     name: opts.name,
     isolation: opts.isolation,
     cpus: opts.cpus,
@@ -277,7 +280,8 @@ const EXEC_OPTIONS = ['env', 'cwd', 'user', 'stdin', 'timeoutMs', 'signal', 'tty
 
 /** Checks exec/spawn arguments; returns the request JSON and what to do with stdin. */
 function execRequest(cmd, args, opts, spawn) {
-  checkString(cmd, 'cmd', { optional: false, nonEmpty: true });
+  // cmd null: the image's command (Entrypoint + args, or + Cmd).
+  if (cmd !== null) checkString(cmd, 'cmd', { optional: false, nonEmpty: true });
   if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) {
     throw new TypeError('args must be an array of strings');
   }
@@ -312,7 +316,8 @@ function execRequest(cmd, args, opts, spawn) {
     );
   }
   const req = {
-    args: [cmd, ...args],
+    args: cmd === null ? args : [cmd, ...args],
+    image_cmd: cmd === null ? true : undefined,
     env: opts.env,
     cwd: opts.cwd,
     user: opts.user === undefined ? undefined : String(opts.user),
@@ -695,6 +700,15 @@ class Box {
     });
   }
 
+  /**
+   * Runs the image's command as `docker run IMAGE [ARG...]` does: its
+   * Entrypoint followed by args, or by its Cmd when args is empty. Options
+   * and result as for exec.
+   */
+  execDefault(args = [], options = {}) {
+    return this.exec(null, args, options);
+  }
+
   /** Starts a command and returns a Process with streams; throws LibboxError if the box cannot run it. */
   spawn(cmd, args = [], options = {}) {
     const req = execRequest(cmd, args, options, true);
@@ -827,17 +841,55 @@ class Runtime {
   /**
    * Pulls (or refreshes) an image: 'alpine:3.20', 'oci-layout:/dir[:tag]',
    * 'docker-archive:/file.tar' or the builtin 'busybox'. onProgress gets
-   * {layer, done, total} on the JS thread.
+   * {layer, done, total} on the JS thread; platform ('linux/arm64') picks
+   * from a multi-arch image; signal (an AbortSignal) stops the download
+   * (what was fetched is kept, the next pull resumes it).
    */
   pull(ref, options = {}) {
     checkString(ref, 'ref', { optional: false, nonEmpty: true });
-    checkKeys(options, ['onProgress'], 'pull option');
+    checkKeys(options, ['onProgress', 'platform', 'signal'], 'pull option');
     if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
       throw new TypeError('onProgress must be a function');
     }
+    checkString(options.platform, 'platform', { nonEmpty: true });
+    const signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new TypeError('signal must be an AbortSignal');
+    }
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    if (signal && signal.aborted) return Promise.reject(abortError(signal));
+    const h = this.#handle;
+    const json = JSON.stringify({ ref, platform: options.platform });
+    let pull = 0n;
+    let ended = false;
+    const onAbort = () => {
+      if (!ended) native.pullCancel(pull);
+    };
+    const done = call((id) => {
+      pull = native.imagePullAsync(h, json, id);
+    }, options.onProgress).finally(() => {
+      ended = true;
+      if (signal) signal.removeEventListener('abort', onAbort);
+      if (pull) native.release(pull);
+    });
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    return done.then(
+      ({ json: doc }) => imageInfo(JSON.parse(doc || '{}')),
+      (err) => {
+        throw signal && signal.aborted ? abortError(signal) : err;
+      },
+    );
+  }
+
+  /**
+   * Deletes the images no name refers to any more (a moved tag, a forced
+   * removal) once no box uses them, the cached layers no image needs and
+   * what interrupted pulls left; resolves with {roots, blobs, bytes}.
+   */
+  pruneImages() {
     if (this.#closed) return Promise.reject(closedError('runtime'));
     const h = this.#handle;
-    return call((id) => native.imagePull(h, ref, id), options.onProgress).then(({ json }) => imageInfo(JSON.parse(json || '{}')));
+    return call((id) => native.imagePrune(h, id)).then(({ json }) => JSON.parse(json || '{}'));
   }
 
   /** The images in this runtime's store. */

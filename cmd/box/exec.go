@@ -19,13 +19,15 @@ import (
 
 type execFlags struct {
 	interactive, tty bool
+	imageCmd         bool // run the image's command (Command.UseImageCmd)
 	user, workdir    string
 	env              multi
 }
 
 // execIn runs cmd in b with the terminal's stdio and returns its status.
 func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFlags, sigs <-chan os.Signal) error {
-	cmd := libbox.Command{Args: args, Env: f.env, Dir: f.workdir, User: f.user, TTY: f.tty, Stdout: c.stdout, Stderr: c.stderr}
+	cmd := libbox.Command{Args: args, Env: f.env, Dir: f.workdir, User: f.user, TTY: f.tty, Stdout: c.stdout, Stderr: c.stderr,
+		UseImageCmd: f.imageCmd}
 	if f.interactive {
 		cmd.Stdin = os.Stdin
 	}

@@ -12,13 +12,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/libbox/libbox/libbox"
 	"github.com/libbox/libbox/libbox/image"
 )
 
 func (c *cli) pull(args []string) error {
 	fs := newFlags("pull", "IMAGE")
+	platform := fs.String("platform", "", "os/arch[/variant] of a multi-arch image (default: the host's)")
 	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
 		return err
 	}
@@ -29,9 +32,16 @@ func (c *cli) pull(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Ctrl-C stops the download; the next pull resumes it.
+	sigs := catchSignals()
+	defer sigs.release()
 	bar := newProgress(c.stdout)
-	img, err := rt.PullImage(context.Background(), fs.Arg(0), bar.update)
+	img, err := rt.Pull(sigs.ctx, fs.Arg(0), libbox.PullOptions{Platform: *platform, Progress: bar.update})
 	bar.done()
+	if s := sigs.handOff(); s != 0 {
+		fmt.Fprintf(c.stderr, "box: pull interrupted by %s; pull again to resume\n", unix.SignalName(s))
+		return exitError{128 + int(s)}
+	}
 	if err != nil {
 		return err
 	}
@@ -58,6 +68,45 @@ func (c *cli) images(args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\n", img.Ref, short(img.ID), float64(img.Size)/1e6, ago(img.Created))
 	}
 	return tw.Flush()
+}
+
+// image groups image subcommands: `box image prune`, and the Docker
+// spellings of the others (ls, pull, rm).
+func (c *cli) image(args []string) error {
+	if len(args) == 0 {
+		return usageErr("image: want a subcommand: prune, ls, pull or rm")
+	}
+	switch args[0] {
+	case "prune":
+		return c.imagePrune(args[1:])
+	case "ls":
+		return c.images(args[1:])
+	case "pull":
+		return c.pull(args[1:])
+	case "rm":
+		return c.rmi(args[1:])
+	}
+	return usageErr("image: unknown subcommand %q (prune, ls, pull, rm)", args[0])
+}
+
+// imagePrune deletes what no image name refers to any more: images a
+// moved tag or a forced rmi left (once no box uses them), unneeded layers
+// and the leftovers of interrupted pulls.
+func (c *cli) imagePrune(args []string) error {
+	fs := newFlags("image prune", "")
+	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
+		return err
+	}
+	rt, err := c.runtime()
+	if err != nil {
+		return err
+	}
+	rep, err := rt.PruneImages(context.Background())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "deleted %d images and %d blobs, reclaimed %.1f MB\n", rep.Roots, rep.Blobs, float64(rep.Bytes)/1e6)
+	return nil
 }
 
 func (c *cli) rmi(args []string) error {

@@ -31,17 +31,22 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 const usage = `usage: box COMMAND [ARGS]
 
   run [--rm] [--name N] [--isolation vm|sandbox] [--cpus N] [--memory MiB] [-e K=V] [-w DIR]
-      [-u USER] [-v HOST:BOX[:ro]] [--network] [-i] [-t] [-d] IMAGE [CMD...]
+      [-u USER] [-v HOST:BOX[:ro]] [--network] [--platform OS/ARCH] [--entrypoint CMD]
+      [-i] [-t] [-d] IMAGE [ARG...]    runs the image's Entrypoint + ARGs (or + its Cmd),
+                                       as docker run does
                                        --isolation: vm (default, a micro-VM) or sandbox
                                        (Linux namespaces, as root; no VM needed)
-  create [--name --isolation --cpus --memory -e -w -v --network] IMAGE
+  create [--name --isolation --cpus --memory -e -w -v --network --platform] IMAGE
                                        create a box, not started (prints its id)
   start BOX...  stop BOX...  rm [-f] BOX...
   exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] BOX CMD...
   ls [-a] [--json]                     boxes (running ones, or all with -a)
   cp SRC DST                           copy; either side may be BOX:PATH
   inspect BOX                          box details as JSON
-  pull IMAGE  images  rmi [-f] IMAGE   images
+  pull [--platform OS/ARCH] IMAGE  images  rmi [-f] IMAGE...
+                                       IMAGE: a reference, or an ID (prefix) from images
+  image prune                          delete images no name refers to (a moved tag, rmi -f)
+                                       once no box uses them, unused layers, partial pulls
   doctor [--json]                      what this host lacks to run boxes, and how to fix it
   version
 
@@ -66,6 +71,7 @@ func run(args []string) int {
 		"run": (*cli).run, "create": (*cli).create, "start": (*cli).start, "stop": (*cli).stop,
 		"rm": (*cli).rm, "exec": (*cli).exec, "ls": (*cli).ls, "ps": (*cli).ls, "cp": (*cli).cp,
 		"inspect": (*cli).inspect, "pull": (*cli).pull, "images": (*cli).images, "rmi": (*cli).rmi,
+		"image":   (*cli).image,
 		"version": (*cli).version, "doctor": (*cli).doctor,
 	}
 	fn, ok := cmds[args[0]]

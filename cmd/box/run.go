@@ -18,7 +18,7 @@ type boxFlags struct {
 	rm, interactive, tty, detach bool
 	network                      bool
 	name, isolation, workdir     string
-	user                         string
+	user, platform, entrypoint   string
 	cpus, memory                 int
 	env, volumes                 multi
 }
@@ -32,7 +32,9 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 	fs.StringVar(&f.workdir, "w", "", "working directory")
 	fs.Var(&f.volumes, "v", "HOST:BOX[:ro] (repeatable)")
 	fs.BoolVar(&f.network, "network", false, "give the box network access")
+	fs.StringVar(&f.platform, "platform", "", "os/arch[/variant] of a multi-arch image (default: the host's)")
 	if forRun {
+		fs.StringVar(&f.entrypoint, "entrypoint", "", "run this instead of the image's Entrypoint (and Cmd)")
 		fs.BoolVar(&f.rm, "rm", false, "remove the box when the command ends")
 		fs.BoolVar(&f.interactive, "i", false, "forward stdin")
 		fs.BoolVar(&f.tty, "t", false, "allocate a terminal")
@@ -43,7 +45,7 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 
 func (f *boxFlags) options(img string) (libbox.BoxOptions, error) {
 	o := libbox.BoxOptions{
-		Image: img, Name: f.name, Isolation: f.isolation, CPUs: f.cpus, MemoryMiB: f.memory,
+		Image: img, Platform: f.platform, Name: f.name, Isolation: f.isolation, CPUs: f.cpus, MemoryMiB: f.memory,
 		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: f.network,
 	}
 	for _, v := range f.volumes {
@@ -126,11 +128,14 @@ func (c *cli) run(args []string) error {
 		fmt.Fprintln(c.stdout, b.ID())
 		return nil
 	}
+	// As docker run: the image's Entrypoint followed by CMD..., or by the
+	// image's Cmd when none is given; --entrypoint replaces both.
+	ef := execFlags{interactive: f.interactive, tty: f.tty, user: f.user, imageCmd: true}
 	cmd := fs.Args()[1:]
-	if len(cmd) == 0 {
-		cmd = []string{"sh"}
+	if f.entrypoint != "" {
+		cmd, ef.imageCmd = append([]string{f.entrypoint}, cmd...), false
 	}
-	err = c.execIn(context.Background(), b, cmd, execFlags{interactive: f.interactive, tty: f.tty, user: f.user}, sigs.ch)
+	err = c.execIn(context.Background(), b, cmd, ef, sigs.ch)
 	if f.rm {
 		if rerr := c.rt.Remove(context.Background(), b.ID(), true); rerr != nil && err == nil {
 			err = rerr

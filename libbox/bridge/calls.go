@@ -235,6 +235,69 @@ func Pull(rtH uint64, ref string, progress Progress, done Done) error {
 	return nil
 }
 
+// PullAsync fetches an image asynchronously like Pull, with a request
+// ({"ref", "platform"}) and a pull handle: PullCancel stops it (done then
+// gets Canceled). The caller releases the handle.
+func PullAsync(rtH uint64, reqJSON string, progress Progress, done Done) (uint64, error) {
+	if done == nil {
+		return 0, fail(errdefs.InvalidArgument, "box_pull_async: the completion callback is NULL")
+	}
+	e, err := lookup(rtH, kindRuntime)
+	if err != nil {
+		return 0, err
+	}
+	req, err := parsePullRequest(reqJSON)
+	if err != nil {
+		return 0, err
+	}
+	re := e.rt
+	ctx, cancel := context.WithCancel(re.ctx)
+	h := add(&entry{kind: kindPull, rt: re, cancel: cancel})
+	o := libbox.PullOptions{Platform: req.Platform, Progress: imageProgress(progress)}
+	async(re, done, func(context.Context) (uint64, string, error) {
+		defer cancel()
+		img, err := re.rt.Pull(ctx, req.Ref, o)
+		if err != nil {
+			return 0, "", err
+		}
+		b, err := json.Marshal(toImageJSON(*img))
+		return 0, string(b), err
+	})
+	return h, nil
+}
+
+// PullCancel stops a pull started by PullAsync. Idempotent; after the
+// pull ended it does nothing.
+func PullCancel(h uint64) error {
+	e, err := lookup(h, kindPull)
+	if err != nil {
+		return err
+	}
+	e.cancel()
+	return nil
+}
+
+// PruneImages deletes unreferenced, unused images and blobs asynchronously;
+// done gets {"roots", "blobs", "bytes"}.
+func PruneImages(rtH uint64, done Done) error {
+	if done == nil {
+		return fail(errdefs.InvalidArgument, "box_image_prune: the completion callback is NULL")
+	}
+	e, err := lookup(rtH, kindRuntime)
+	if err != nil {
+		return err
+	}
+	re := e.rt
+	async(re, done, func(ctx context.Context) (uint64, string, error) {
+		rep, err := re.rt.PruneImages(ctx)
+		if err != nil {
+			return 0, "", err
+		}
+		return 0, fmt.Sprintf(`{"roots":%d,"blobs":%d,"bytes":%d}`, rep.Roots, rep.Blobs, rep.Bytes), nil
+	})
+	return nil
+}
+
 // Images lists stored images as JSON.
 func Images(rtH uint64) (string, error) {
 	e, err := lookup(rtH, kindRuntime)

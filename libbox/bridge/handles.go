@@ -18,10 +18,11 @@ const (
 	kindRuntime kind = iota + 1
 	kindBox
 	kindExec
+	kindPull
 )
 
 func (k kind) String() string {
-	return [...]string{"", "runtime", "box", "exec"}[k]
+	return [...]string{"", "runtime", "box", "exec", "pull"}[k]
 }
 
 type entry struct {
@@ -29,6 +30,8 @@ type entry struct {
 	rt   *runtimeEntry // owning runtime
 	box  *libbox.Box   // kindBox
 	exec *execEntry    // kindExec
+	// cancel stops the pull of a kindPull handle.
+	cancel context.CancelFunc
 }
 
 type runtimeEntry struct {

@@ -65,6 +65,7 @@ func parseRuntimeOptions(optsJSON string) (libbox.Options, error) {
 // boxOptions is box_create's option bag.
 type boxOptions struct {
 	Image      string            `json:"image"`
+	Platform   string            `json:"platform"`
 	Name       string            `json:"name"`
 	Isolation  string            `json:"isolation"`
 	CPUs       int               `json:"cpus"`
@@ -91,7 +92,7 @@ func parseBoxOptions(optsJSON string, progress Progress) (libbox.BoxOptions, err
 		return libbox.BoxOptions{}, err
 	}
 	bo := libbox.BoxOptions{
-		Image: o.Image, Name: o.Name, Isolation: o.Isolation, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB,
+		Image: o.Image, Platform: o.Platform, Name: o.Name, Isolation: o.Isolation, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB,
 		Env: env, WorkingDir: o.Cwd, Network: o.Network, AutoRemove: o.AutoRemove, Detach: o.Detach,
 	}
 	for _, v := range o.Volumes {
@@ -120,6 +121,7 @@ type execRequest struct {
 	Cols      uint32            `json:"cols"`
 	TimeoutMs int64             `json:"timeout_ms"`
 	Stdin     bool              `json:"stdin"`
+	ImageCmd  bool              `json:"image_cmd"`
 }
 
 // parseExecRequest decodes and checks an exec request; the caller sets the
@@ -132,8 +134,8 @@ func parseExecRequest(reqJSON string) (libbox.Command, error) {
 	if err := decode("exec request", reqJSON, &r); err != nil {
 		return libbox.Command{}, err
 	}
-	if len(r.Args) == 0 || r.Args[0] == "" {
-		return libbox.Command{}, fail(errdefs.InvalidArgument, "exec request: args must name a command")
+	if !r.ImageCmd && len(r.Args) == 0 || len(r.Args) > 0 && r.Args[0] == "" {
+		return libbox.Command{}, fail(errdefs.InvalidArgument, "exec request: args must name a command (or set \"image_cmd\": true)")
 	}
 	if r.TimeoutMs < 0 {
 		return libbox.Command{}, fail(errdefs.InvalidArgument, "exec request: timeout_ms %d is negative", r.TimeoutMs)
@@ -144,8 +146,25 @@ func parseExecRequest(reqJSON string) (libbox.Command, error) {
 	}
 	return libbox.Command{
 		Args: r.Args, Env: env, Dir: r.Cwd, User: r.User, TTY: r.TTY, Rows: r.Rows, Cols: r.Cols,
-		OpenStdin: r.Stdin, Timeout: time.Duration(r.TimeoutMs) * time.Millisecond,
+		OpenStdin: r.Stdin, Timeout: time.Duration(r.TimeoutMs) * time.Millisecond, UseImageCmd: r.ImageCmd,
 	}, nil
+}
+
+// pullRequest is box_pull_async's request.
+type pullRequest struct {
+	Ref      string `json:"ref"`
+	Platform string `json:"platform"`
+}
+
+func parsePullRequest(reqJSON string) (pullRequest, error) {
+	var r pullRequest
+	if err := decode("pull request", reqJSON, &r); err != nil {
+		return r, err
+	}
+	if r.Ref == "" {
+		return r, fail(errdefs.InvalidArgument, "pull request: ref is required, e.g. {\"ref\": \"alpine:3.20\"}")
+	}
+	return r, nil
 }
 
 // imageJSON is an image as the C ABI describes it.

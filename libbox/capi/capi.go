@@ -287,6 +287,32 @@ func box_pull(rt C.box_runtime_t, ref *C.char, progress C.box_progress_fn, done 
 	return setErr(bridge.Pull(uint64(rt), C.GoString(ref), cProgress(progress, ud), cDone(done, ud)), errOut)
 }
 
+//export box_pull_async
+func box_pull_async(rt C.box_runtime_t, req *C.char, progress C.box_progress_fn, done C.box_complete_fn, ud unsafe.Pointer,
+	out *C.box_pull_t, errOut **C.box_error_t) C.box_status_t {
+	if req == nil {
+		return nullArg("request_json", errOut)
+	}
+	if out == nil {
+		return nullArg("out", errOut)
+	}
+	h, err := bridge.PullAsync(uint64(rt), C.GoString(req), cProgress(progress, ud), cDone(done, ud))
+	if err == nil {
+		*out = C.box_pull_t(h)
+	}
+	return setErr(err, errOut)
+}
+
+//export box_pull_cancel
+func box_pull_cancel(p C.box_pull_t, errOut **C.box_error_t) C.box_status_t {
+	return setErr(bridge.PullCancel(uint64(p)), errOut)
+}
+
+//export box_image_prune
+func box_image_prune(rt C.box_runtime_t, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
+	return setErr(bridge.PruneImages(uint64(rt), cDone(done, ud)), errOut)
+}
+
 //export box_images
 func box_images(rt C.box_runtime_t, out **C.char, errOut **C.box_error_t) C.box_status_t {
 	if out == nil {

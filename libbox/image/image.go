@@ -302,7 +302,11 @@ func (s *Store) fetch(ctx context.Context, op string, pr parsedRef, plat string,
 		if err != nil {
 			return nil, err
 		}
-		return s.install(ctx, pr.norm, plat, src, report)
+		var want *v1.Platform
+		if opts.Platform != "" {
+			want = &pl
+		}
+		return s.install(ctx, pr.norm, plat, want, src, report)
 	})
 	if err != nil {
 		if ctx.Err() != nil && !errdefs.IsDeadlineExceeded(err) && !errdefs.IsCanceled(err) {

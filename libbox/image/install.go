@@ -68,8 +68,10 @@ func (s *Store) installBuiltin(ctx context.Context, norm, plat string) (*record,
 }
 
 // install stores src under norm/plat: config and layers into the blob cache
-// (skipping cached ones), then one unpacked root per image ID.
-func (s *Store) install(ctx context.Context, norm, plat string, src *imageSrc, report func(Progress)) (*record, error) {
+// (skipping cached ones), then one unpacked root per image ID. With want
+// (a platform the caller asked for), an image made for another platform is
+// refused, as docker pull --platform does.
+func (s *Store) install(ctx context.Context, norm, plat string, want *v1.Platform, src *imageSrc, report func(Progress)) (*record, error) {
 	unlock, err := s.lockInstall()
 	if err != nil {
 		return nil, err
@@ -93,6 +95,12 @@ func (s *Store) install(ctx context.Context, norm, plat string, src *imageSrc, r
 	var cf v1.ConfigFile
 	if err := json.Unmarshal(raw, &cf); err != nil {
 		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "image %s: config %s is not an image config", norm, id)
+	}
+	if want != nil && cf.OS != "" && cf.Architecture != "" &&
+		(cf.OS != want.OS || cf.Architecture != want.Architecture || want.Variant != "" && cf.Variant != want.Variant) {
+		got := platformString(v1.Platform{OS: cf.OS, Architecture: cf.Architecture, Variant: cf.Variant})
+		return nil, errdefs.New(errdefs.NotFound,
+			"image %s is made for %s, not %s: pass a platform it has (or none)", norm, got, platformString(*want))
 	}
 	rec := record{Ref: norm, Platform: plat, ID: id, Manifest: src.manifest, Config: Config{
 		Env: cf.Config.Env, WorkingDir: cf.Config.WorkingDir, User: cf.Config.User,

@@ -267,6 +267,24 @@ int main(void) {
     EXPECT(wait_for(&pl.fired, 2) && pl.status == BOX_E_INVALID_ARGUMENT && strstr(pl.msg, "UPPER/case"), "pull bad ref: %d %s", pl.status, pl.msg);
     EXPECT_ERR(box_pull(rt, NULL, NULL, on_done, &pl, &err), BOX_E_INVALID_ARGUMENT, "NULL", "pull NULL ref");
     EXPECT_ERR(box_images(rt, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "images NULL out");
+
+    /* box_pull_async: a handle, a platform, cancel after the end, release;
+       cancelling a running download is covered by the bridge tests. */
+    struct done pa = {0}, pr = {0};
+    box_pull_t p = 0;
+    EXPECT_ERR(box_pull_async(rt, "{\"ref\": \"busybox\", \"platform\": \"linux/amd64\"}", NULL, on_done, &pa, &p, &err),
+               BOX_OK, "", "pull_async");
+    EXPECT(p != 0 && wait_for(&pa.fired, 1) && pa.status == BOX_OK, "pull_async: %d %s", pa.status, pa.msg);
+    EXPECT_ERR(box_pull_cancel(p, &err), BOX_OK, "", "pull_cancel after the end");
+    EXPECT_ERR(box_release(p, &err), BOX_OK, "", "release pull");
+    EXPECT_ERR(box_pull_cancel(p, &err), BOX_E_INVALID_ARGUMENT, "released", "pull_cancel after release");
+    EXPECT_ERR(box_pull_async(rt, "{\"platform\": \"linux/amd64\"}", NULL, on_done, &pa, &p, &err),
+               BOX_E_INVALID_ARGUMENT, "ref is required", "pull_async without ref");
+    EXPECT_ERR(box_pull_async(rt, "{\"ref\": \"busybox\"}", NULL, on_done, &pa, NULL, &err),
+               BOX_E_INVALID_ARGUMENT, "NULL", "pull_async NULL out");
+    EXPECT_ERR(box_pull_cancel(g_box, &err), BOX_E_INVALID_ARGUMENT, "not a pull handle", "pull_cancel on a box");
+    EXPECT_ERR(box_image_prune(rt, on_done, &pr, &err), BOX_OK, "", "image prune");
+    EXPECT(wait_for(&pr.fired, 1) && pr.status == BOX_OK && strstr(pr.json, "\"roots\":"), "prune: %d %s %s", pr.status, pr.msg, pr.json);
   }
 
   /* Stop; exec on a stopped box; remove; exec on a removed box. */

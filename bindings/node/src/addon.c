@@ -587,6 +587,55 @@ static napi_value js_image_pull(napi_env env, napi_callback_info info) {
   return rt_str_progress(env, info, box_pull, "ref must be a string");
 }
 
+/* imagePullAsync(rt, requestJSON, id) -> pull handle (BigInt; release it
+   after the completion); completion M_COMPLETE, progress M_PROGRESS. */
+static napi_value js_image_pull_async(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  uint64_t rt;
+  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  char *req = get_str(env, argv[1], "pull request must be a string");
+  if (!req) return NULL;
+  op *o = new_op(env, argv[2]);
+  box_error_t *err = NULL;
+  box_pull_t p = 0;
+  box_status_t s = box_pull_async(rt, req, on_progress, on_complete, o, &p, &err);
+  free(req);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return u64_value(env, p);
+}
+
+/* pullCancel(pull): stops a pull; its completion then reports Canceled. */
+static napi_value js_pull_cancel(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  uint64_t p;
+  if (!get_u64(env, argv[0], &p)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad pull handle");
+  box_error_t *err = NULL;
+  box_status_t s = box_pull_cancel(p, &err);
+  if (s != BOX_OK) return throw_err(env, s, err);
+  return undefined(env);
+}
+
+/* imagePrune(rt, id): completion with {"roots","blobs","bytes"}. */
+static napi_value js_image_prune(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  uint64_t rt;
+  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  op *o = new_op(env, argv[1]);
+  box_error_t *err = NULL;
+  box_status_t s = box_image_prune(rt, on_complete, o, &err);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
 /* boxStart(box, id) / boxStop(box, id) */
 static napi_value start_stop(napi_env env, napi_callback_info info, int stop) {
   napi_value argv[2];
@@ -1011,6 +1060,9 @@ static napi_value init_module(napi_env env, napi_value exports) {
       FN("boxRemove", js_box_remove),
       FN("imagePull", js_image_pull),
       FN("imageRemove", js_image_remove),
+      FN("imagePullAsync", js_image_pull_async),
+      FN("pullCancel", js_pull_cancel),
+      FN("imagePrune", js_image_prune),
       FN("images", js_images),
       FN("doctor", js_doctor),
       FN("copyIn", js_copy_in),

@@ -148,6 +148,9 @@ _sig("box_pull", c_int32, _H, c_char_p, PROGRESS_FN, COMPLETE_FN, c_void_p, _ERR
 _sig("box_images", c_int32, _H, POINTER(c_void_p), _ERR)
 _sig("box_doctor", c_int32, c_char_p, POINTER(c_void_p), _ERR)
 _sig("box_image_remove", c_int32, _H, c_char_p, c_int32, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_pull_async", c_int32, _H, c_char_p, PROGRESS_FN, COMPLETE_FN, c_void_p, POINTER(_H), _ERR)
+_sig("box_pull_cancel", c_int32, _H, _ERR)
+_sig("box_image_prune", c_int32, _H, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_copy_in", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_copy_out", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_release", c_int32, c_uint64, _ERR)
@@ -304,6 +307,29 @@ def submit(fn: Callable[..., int], *args: Any,
         _progress.pop(key, None)
         raise
     return fut
+
+
+def submit_cancellable(fn: Callable[..., int], *args: Any, progress: Optional[Callable[[Any], None]] = None
+                       ) -> tuple[asyncio.Future[tuple[int, str | None]], int]:
+    """Like :func:`submit` with a progress callback, for calls whose last
+    arguments are (progress, done, user_data, out, err): returns the future
+    and the handle the call put in ``out`` (the caller releases it)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
+    key = next(_keys)
+    box = inbox(loop)
+    _completions[key] = (box, fut)
+    if progress is not None:
+        _progress[key] = (box, progress)
+        fut.add_done_callback(lambda _f: _progress.pop(key, None))
+    out = c_uint64()
+    try:
+        check(fn, *args, on_progress if progress is not None else NO_PROGRESS, on_complete, key, byref(out))
+    except BaseException:
+        _completions.pop(key, None)
+        _progress.pop(key, None)
+        raise
+    return fut, out.value
 
 
 # --- pull progress ---

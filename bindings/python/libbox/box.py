@@ -78,12 +78,15 @@ class Box:
         *,
         runtime: Optional[Owner] = None,
         progress: Optional[Callable[[Any], None]] = None,
+        platform: Optional[str] = None,
     ) -> None:
         if isolation not in ("vm", "sandbox"):
             if not isinstance(isolation, str):
                 raise TypeError(f"isolation must be str, not {type(isolation).__name__}")
             raise ValueError(f"isolation must be 'vm' or 'sandbox', not {isolation!r}")
         opts: dict[str, Any] = {"image": _check.text(image, "image"), "isolation": isolation}
+        if platform is not None:
+            opts["platform"] = _check.text(platform, "platform")
         if name is not None:
             opts["name"] = _check.text(name, "name")
         if _check.positive_int(cpus, "cpus") is not None:
@@ -239,10 +242,13 @@ class Box:
 
     def _spawn(self, cmd: Any, args: tuple, env: Any, cwd: Any, user: Any, stdin: bool,
                timeout: Any, tty: Any, collect: bool) -> Process:
-        argv = [_check.text(cmd, "cmd")]
+        # cmd None: the image's command (Entrypoint + args, or + Cmd).
+        argv = [] if cmd is None else [_check.text(cmd, "cmd")]
         for i, a in enumerate(args):
             argv.append(_check.text(a, f"argument {i + 1}", empty=True))
         req: dict[str, Any] = {"args": argv}
+        if cmd is None:
+            req["image_cmd"] = True
         e = _check.env(env)
         if e is not None:
             req["env"] = e
@@ -287,6 +293,23 @@ class Box:
         """
         data = None if stdin is None else _check.data(stdin, "stdin")
         proc = self._spawn(cmd, args, env, cwd, user, data is not None, timeout, tty, collect=True)
+        try:
+            if data is not None:
+                await proc._feed_stdin(data)
+            return await proc.wait()
+        except asyncio.CancelledError:
+            await proc._cancel_and_settle()
+            raise
+
+    async def exec_default(self, *args: str, env: Optional[Mapping[str, str]] = None,
+                           cwd: Optional[str] = None, user: Union[str, int, None] = None,
+                           stdin: Union[None, bytes, bytearray, memoryview, str] = None,
+                           timeout: Optional[float] = None, tty: bool = False) -> ExecResult:
+        """Runs the image's command as ``docker run IMAGE [ARG...]`` does: its
+        Entrypoint followed by ``args``, or by its Cmd when no args are given.
+        Otherwise as :meth:`exec`."""
+        data = None if stdin is None else _check.data(stdin, "stdin")
+        proc = self._spawn(None, args, env, cwd, user, data is not None, timeout, tty, collect=True)
         try:
             if data is not None:
                 await proc._feed_stdin(data)

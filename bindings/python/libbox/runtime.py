@@ -155,6 +155,7 @@ class Runtime:
         auto_remove: bool = False,
         detach: bool = False,
         progress: "Optional[ProgressCallback]" = None,
+        platform: Optional[str] = None,
     ) -> "Box":
         """Creates a box (pulling its image if needed) without starting it.
         Start it with ``await box.start()`` or ``async with box``. Unlike
@@ -162,7 +163,7 @@ class Runtime:
         until :meth:`remove`."""
         box = Box(image=image, name=name, isolation=isolation, cpus=cpus, memory_mib=memory_mib, env=env, cwd=cwd,
                   volumes=volumes, network=network, auto_remove=auto_remove, detach=detach,
-                  runtime=self, progress=_check_progress(progress))
+                  runtime=self, progress=_check_progress(progress), platform=platform)
         await box._create()
         return box
 
@@ -178,18 +179,41 @@ class Runtime:
         doc = _ffi.take_string(_ffi.lib.box_list, self._require())
         return list(json.loads(doc or "[]") or [])
 
-    async def pull(self, ref: str, progress: "Optional[ProgressCallback]" = None) -> Image:
+    async def pull(self, ref: str, progress: "Optional[ProgressCallback]" = None, *,
+                   platform: Optional[str] = None) -> Image:
         """Pulls (or refreshes) an image: ``alpine:3.20``, ``oci-layout:/dir``,
         ``docker-archive:/file.tar`` or the builtin ``busybox``. ``progress``,
         a plain (not async) callable, gets a :class:`PullProgress` per event,
-        on the event loop thread."""
-        r = _check.text(ref, "ref")
+        on the event loop thread. ``platform`` ("linux/arm64") picks from a
+        multi-arch image (default: the host's). Cancelling the awaiting task
+        stops the download (what was fetched is kept; the next pull resumes)."""
+        req: dict[str, Any] = {"ref": _check.text(ref, "ref")}
+        if platform is not None:
+            req["platform"] = _check.text(platform, "platform")
         cb = _check_progress(progress)
-        if cb is not None:
-            _, doc = await _ffi.submit(_ffi.lib.box_pull, self._require(), r.encode(), progress=cb)
-        else:
-            _, doc = await _ffi.submit(_ffi.lib.box_pull, self._require(), r.encode(), _ffi.NO_PROGRESS)
+        fut, handle = _ffi.submit_cancellable(_ffi.lib.box_pull_async, self._require(), json.dumps(req).encode(),
+                                              progress=cb)
+        try:
+            try:
+                _, doc = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                _ffi.check(_ffi.lib.box_pull_cancel, handle)
+                try:
+                    await fut  # the library confirms the end (promptly)
+                except Exception:
+                    pass
+                raise
+        finally:
+            _ffi.release(handle)
         return Image._from(json.loads(doc or "{}"))
+
+    async def prune_images(self) -> "dict[str, int]":
+        """Deletes the images no name refers to any more (a moved tag, a
+        forced removal) once no box uses them, the cached layers no image
+        needs and what interrupted pulls left. Returns what was reclaimed:
+        ``{"roots": N, "blobs": N, "bytes": N}``."""
+        _, doc = await _ffi.submit(_ffi.lib.box_image_prune, self._require())
+        return {k: int(v) for k, v in (json.loads(doc or "{}") or {}).items()}
 
     async def images(self) -> "list[Image]":
         """The images in this runtime's store."""

@@ -8,8 +8,11 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import tempfile
+import unittest
 
 import libbox
 
@@ -124,3 +127,89 @@ class ImagesTest(BoxTestCase):
                 self.assertIsNotNone(b.id)
             self.assertTrue(any(e.done > 0 for e in later), later)
             self.assertEqual(len(events), n, "progress called after create returned")
+
+
+# Run in a child process: the library reads LIBBOX_INSECURE_REGISTRIES from
+# the environment the process started with. A registry that answers its ping and then holds every
+# request; the child pulls, cancels the task, and checks that the library
+# dropped the held request.
+_CANCEL_CHILD = r'''
+import asyncio, http.server, os, select, sys, tempfile, threading
+held, gone = threading.Event(), threading.Event()
+
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        held.set()
+        while True:
+            r, _, _ = select.select([self.connection], [], [], 30)
+            if not r or not self.connection.recv(1):
+                break
+        gone.set()
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+host = "127.0.0.1:%d" % srv.server_address[1]
+import libbox
+
+async def main():
+    with tempfile.TemporaryDirectory() as home:
+        rt = libbox.Runtime(home=home)
+        try:
+            task = asyncio.create_task(rt.pull(host + "/x/y:1", platform="linux/arm64"))
+            while not held.is_set():
+                await asyncio.sleep(0.01)
+                if task.done():
+                    print("pull ended before the registry held it:", task.exception())
+                    return 1
+            task.cancel()
+            try:
+                await asyncio.wait_for(task, 10)
+                print("pull returned")
+                return 1
+            except asyncio.CancelledError:
+                pass
+            if not await asyncio.get_running_loop().run_in_executor(None, gone.wait, 10):
+                print("the cancelled pull kept its request open")
+                return 1
+        finally:
+            rt.close()
+        if libbox.live_handles() != 0:
+            print("handles leaked:", libbox.live_handles())
+            return 1
+    print("OK")
+    return 0
+
+sys.exit(asyncio.run(main()))
+'''
+
+
+class PullCancelTest(unittest.TestCase):
+    def test_cancelling_the_task_stops_the_download(self) -> None:
+        r = subprocess.run([sys.executable, "-c", _CANCEL_CHILD], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, LIBBOX_INSECURE_REGISTRIES="127.0.0.1", LIBBOX_REGISTRY_AUTH="",
+                                    LIBBOX_REGISTRY_MIRRORS=""))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "OK"), r.stderr)
+
+
+class ImageCommandTest(BoxTestCase):
+    async def test_exec_default_platform_prune(self) -> None:
+        async with libbox.Box("busybox", isolation="sandbox", runtime=self.rt, platform="linux/amd64") as b:
+            # busybox has a Cmd (sh) and no Entrypoint: args replace the Cmd.
+            r = await b.exec_default("echo", "from", "image")
+            self.assertEqual(r.stdout, "from image\n")
+            r = await b.exec_default(stdin="echo from cmd")
+            self.assertEqual((r.exit_code, r.stdout), (0, "from cmd\n"))
+        img = await self.rt.pull("busybox", platform="linux/amd64")
+        self.assertTrue(img.id.startswith("sha256:"))
+        rep = await self.rt.prune_images()
+        self.assertEqual(sorted(rep), ["blobs", "bytes", "roots"])
+        with self.assertRaises(libbox.InvalidArgumentError):
+            await self.rt.pull("busybox", platform="nonsense")
