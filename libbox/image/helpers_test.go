@@ -124,21 +124,27 @@ func (r *testRegistry) push(repo, tag string, img v1.Image, idx v1.ImageIndex) s
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	pushImage(r.t, ref, img, idx, http.DefaultTransport.(*http.Transport).Clone())
+	r.reset()
+	return ref.String()
+}
+
+// pushImage uploads img (or idx) to ref over tr (closed after), with opts.
+func pushImage(t *testing.T, ref name.Reference, img v1.Image, idx v1.ImageIndex, tr *http.Transport, opts ...remote.Option) {
+	t.Helper()
 	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	opts := []remote.Option{remote.WithTransport(tr), remote.WithContext(ctx)}
+	opts = append(opts, remote.WithTransport(tr), remote.WithContext(ctx))
+	var err error
 	if idx != nil {
 		err = remote.WriteIndex(ref, idx, opts...)
 	} else {
 		err = remote.Write(ref, img, opts...)
 	}
 	if err != nil {
-		r.t.Fatalf("push %s: %v", ref, err)
+		t.Fatalf("push %s: %v", ref, err)
 	}
-	r.reset()
-	return ref.String()
 }
 
 func (r *testRegistry) reset() {

@@ -209,21 +209,11 @@ func (r *realRegistry) push(repo, tag string, img v1.Image, idx v1.ImageIndex) s
 		tr.TLSClientConfig = &tls.Config{RootCAs: r.caPool}
 		ref, _ = name.ParseReference(r.addr + "/" + repo + ":" + tag)
 	}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	opts := []remote.Option{remote.WithTransport(tr), remote.WithContext(ctx)}
+	var opts []remote.Option
 	if r.user != "" {
 		opts = append(opts, remote.WithAuth(&authn.Basic{Username: r.user, Password: r.pass}))
 	}
-	if idx != nil {
-		err = remote.WriteIndex(ref, idx, opts...)
-	} else {
-		err = remote.Write(ref, img, opts...)
-	}
-	if err != nil {
-		r.t.Fatalf("push %s: %v", ref, err)
-	}
+	pushImage(r.t, ref, img, idx, tr, opts...)
 	return r.host + "/" + repo + ":" + tag
 }
 

@@ -289,31 +289,20 @@ def submit(fn: Callable[..., int], *args: Any,
     (done, user_data, err); returns a future of (handle, json). With
     ``progress``, the call's last argument before them is the progress
     callback, and ``progress`` is called on the loop with each event."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
-    key = next(_keys)
-    box = inbox(loop)
-    _completions[key] = (box, fut)
-    if progress is not None:
-        _progress[key] = (box, progress)
-        fut.add_done_callback(lambda _f: _progress.pop(key, None))
-    try:
-        if progress is not None:
-            check(fn, *args, on_progress, on_complete, key)
-        else:
-            check(fn, *args, on_complete, key)
-    except BaseException:
-        _completions.pop(key, None)
-        _progress.pop(key, None)
-        raise
+    fut, _ = _submit(fn, args, progress, False)
     return fut
 
 
 def submit_cancellable(fn: Callable[..., int], *args: Any, progress: Optional[Callable[[Any], None]] = None
                        ) -> tuple[asyncio.Future[tuple[int, str | None]], int]:
-    """Like :func:`submit` with a progress callback, for calls whose last
-    arguments are (progress, done, user_data, out, err): returns the future
-    and the handle the call put in ``out`` (the caller releases it)."""
+    """Like :func:`submit`, for calls whose last arguments are (progress,
+    done, user_data, out, err): returns the future and the handle the call
+    put in ``out`` (the caller releases it)."""
+    return _submit(fn, (*args, on_progress if progress is not None else NO_PROGRESS), progress, True)
+
+
+def _submit(fn: Callable[..., int], args: tuple, progress: Optional[Callable[[Any], None]],
+            with_out: bool) -> tuple[asyncio.Future[tuple[int, str | None]], int]:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[tuple[int, str | None]] = loop.create_future()
     key = next(_keys)
@@ -324,7 +313,12 @@ def submit_cancellable(fn: Callable[..., int], *args: Any, progress: Optional[Ca
         fut.add_done_callback(lambda _f: _progress.pop(key, None))
     out = c_uint64()
     try:
-        check(fn, *args, on_progress if progress is not None else NO_PROGRESS, on_complete, key, byref(out))
+        if with_out:
+            check(fn, *args, on_complete, key, byref(out))
+        elif progress is not None:
+            check(fn, *args, on_progress, on_complete, key)
+        else:
+            check(fn, *args, on_complete, key)
     except BaseException:
         _completions.pop(key, None)
         _progress.pop(key, None)

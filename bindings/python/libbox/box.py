@@ -291,6 +291,10 @@ class Box:
         for a bad cwd or user, ...). Cancelling the awaiting task kills the
         process group in the box.
         """
+        return await self._run(cmd, args, env, cwd, user, stdin, timeout, tty)
+
+    async def _run(self, cmd: Any, args: tuple, env: Any, cwd: Any, user: Any, stdin: Any, timeout: Any,
+                   tty: Any) -> ExecResult:
         data = None if stdin is None else _check.data(stdin, "stdin")
         proc = self._spawn(cmd, args, env, cwd, user, data is not None, timeout, tty, collect=True)
         try:
@@ -308,15 +312,7 @@ class Box:
         """Runs the image's command as ``docker run IMAGE [ARG...]`` does: its
         Entrypoint followed by ``args``, or by its Cmd when no args are given.
         Otherwise as :meth:`exec`."""
-        data = None if stdin is None else _check.data(stdin, "stdin")
-        proc = self._spawn(None, args, env, cwd, user, data is not None, timeout, tty, collect=True)
-        try:
-            if data is not None:
-                await proc._feed_stdin(data)
-            return await proc.wait()
-        except asyncio.CancelledError:
-            await proc._cancel_and_settle()
-            raise
+        return await self._run(None, args, env, cwd, user, stdin, timeout, tty)
 
     async def spawn(self, cmd: str, *args: str, env: Optional[Mapping[str, str]] = None,
                     cwd: Optional[str] = None, user: Union[str, int, None] = None,
