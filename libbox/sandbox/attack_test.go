@@ -241,6 +241,10 @@ var attackRows = []attackRow{
 		if err != nil {
 			return "", err
 		}
+		how := limitHow(e.small, "memory")
+		if r.ExitCode == 0 && strings.HasPrefix(how, "not enforced") && os.Geteuid() != 0 {
+			return "NOT CONTAINED: " + how + " (the box may use all the host's memory)", nil
+		}
 		if r.Signal != int(syscall.SIGKILL) {
 			return "", fmt.Errorf("allocating %d MiB in a %d MiB box: exit %d signal %d", 4*attackMemMiB, attackMemMiB, r.ExitCode, r.Signal)
 		}
@@ -257,7 +261,7 @@ var attackRows = []attackRow{
 			return "", fmt.Errorf("box unusable after the OOM kill: %q %v", rr.Stdout, err)
 		}
 		t.Logf("OOM-killed after %s MiB", got)
-		return fmt.Sprintf("contained: SIGKILL by the OOM killer at the %d MiB limit (%s), counted in box info `oom_kills`; the box lives on", attackMemMiB, limitHow(e.small, "memory")), nil
+		return fmt.Sprintf("contained: SIGKILL by the OOM killer at the %d MiB limit (%s), counted in box info `oom_kills`; the box lives on", attackMemMiB, how), nil
 	}},
 	{"read another box's files through `/proc/<pid>/root`", func(t *testing.T, e *attackEnv) (string, error) {
 		pid := e.peer.Info().Backend["pid"]
@@ -340,19 +344,119 @@ func newAttackEnv(t *testing.T, probeDir string) *attackEnv {
 	return e
 }
 
+// Environment of the run as a normal user (see runAsUser).
+const (
+	childResultsEnv = "LIBBOX_ATTACK_RESULTS" // file the child writes its outcomes to
+	childProbeEnv   = "LIBBOX_ATTACK_PROBE"   // dir holding the built probe
+)
+
 // TestAttackTable runs every attack of docs/security.md as root inside a
-// sandbox box; each must be denied or contained, the host unchanged.
+// sandbox box; each must be denied or contained, the host unchanged. On a
+// root host it runs again as the user nobody (the host as a normal user).
+// With LIBBOX_SECURITY_DOC=FILE it writes the table with both columns.
 func TestAttackTable(t *testing.T) {
 	requireSandbox(t)
-	e := newAttackEnv(t, buildProbe(t))
+	probeDir := os.Getenv(childProbeEnv)
+	if probeDir == "" {
+		probeDir = buildProbe(t)
+	}
+	e := newAttackEnv(t, probeDir)
+	root := map[string]string{}
 	for _, row := range attackRows {
 		out, err := row.run(t, e)
 		if err != nil {
 			t.Errorf("%s: NOT STOPPED: %v", row.name, err)
-			continue
+			out = "NOT STOPPED: " + err.Error()
 		}
+		root[row.name] = out
 		t.Logf("%-60s %s", row.name, out)
 	}
+	if f := os.Getenv(childResultsEnv); f != "" {
+		b, _ := json.Marshal(root)
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	user := runAsUser(t, probeDir)
+	if doc := os.Getenv("LIBBOX_SECURITY_DOC"); doc != "" {
+		var sb strings.Builder
+		sb.WriteString("| attack | host runs as root | host runs as a normal user |\n|---|---|---|\n")
+		for _, row := range attackRows {
+			fmt.Fprintf(&sb, "| %s | %s | %s |\n", row.name, root[row.name], user[row.name])
+		}
+		if err := os.WriteFile(doc, []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// runAsUser runs this test binary as nobody, with its own home and temp
+// dir, and returns its outcomes. The host's limits column then shows what
+// an unprivileged host can enforce.
+func runAsUser(t *testing.T, probeDir string) map[string]string {
+	out := map[string]string{}
+	skip := func(why string) map[string]string {
+		t.Logf("not run as a normal user: %s", why)
+		for _, row := range attackRows {
+			out[row.name] = "not run: " + why
+		}
+		return out
+	}
+	if os.Geteuid() != 0 {
+		return skip("the test already runs as a normal user")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return skip("no setpriv (util-linux)")
+	}
+	top, err := os.MkdirTemp("", "libbox-attack-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(top) })
+	const nobody = 65534
+	dirs := map[string]string{}
+	for _, d := range []string{"bin", "probe", "home", "tmp"} {
+		dirs[d] = filepath.Join(top, d)
+		if err := os.Mkdir(dirs[d], 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{top, dirs["bin"], dirs["probe"]} {
+		os.Chmod(d, 0o755)
+	}
+	for _, d := range []string{dirs["home"], dirs["tmp"]} {
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, _ := os.Executable()
+	for src, dst := range map[string]string{self: filepath.Join(dirs["bin"], "sandbox.test"), filepath.Join(probeDir, "probe"): filepath.Join(dirs["probe"], "probe")} {
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(dst, b, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	results := filepath.Join(dirs["tmp"], "results.json")
+	cmd := exec.Command(setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+		filepath.Join(dirs["bin"], "sandbox.test"), "-test.run", "^TestAttackTable$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), "HOME="+dirs["home"], "TMPDIR="+dirs["tmp"], childResultsEnv+"="+results, childProbeEnv+"="+dirs["probe"])
+	cmd.Dir = dirs["tmp"]
+	log, err := cmd.CombinedOutput()
+	t.Logf("as a normal user (nobody):\n%s", log)
+	b, rerr := os.ReadFile(results)
+	if rerr != nil || json.Unmarshal(b, &out) != nil {
+		t.Errorf("the run as a normal user wrote no results: %v %v", err, rerr)
+		return skip("the run failed")
+	}
+	if err != nil {
+		t.Errorf("the run as a normal user failed: %v", err)
+	}
+	return out
 }
 
 func requireSandbox(t *testing.T) {
