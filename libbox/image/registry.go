@@ -59,12 +59,13 @@ func loadRegistryConfig() (registryConfig, error) {
 	for _, h := range splitList(os.Getenv("LIBBOX_INSECURE_REGISTRIES")) {
 		c.insecure[canonicalRegistry(h)] = true
 	}
-	for _, e := range splitList(os.Getenv("LIBBOX_REGISTRY_AUTH")) {
+	for i, e := range splitList(os.Getenv("LIBBOX_REGISTRY_AUTH")) {
 		reg, cred, ok := strings.Cut(e, "=")
 		user, pass, ok2 := strings.Cut(cred, ":")
 		if !ok || !ok2 || reg == "" || user == "" {
+			// Never echo the entry: a malformed one may be a bare secret.
 			return c, errdefs.New(errdefs.InvalidArgument,
-				"LIBBOX_REGISTRY_AUTH: entry for %q is malformed: write registry=user:password[,registry=user:password...]", reg)
+				"LIBBOX_REGISTRY_AUTH: entry %d is malformed: write registry=user:password[,registry=user:password...]", i+1)
 		}
 		c.auth[canonicalRegistry(reg)] = authn.AuthConfig{Username: user, Password: pass}
 	}
