@@ -103,7 +103,9 @@ typedef struct box_exit {
                           missing), BOX_E_INVALID_ARGUMENT (bad cwd/user),
                           BOX_E_DEADLINE_EXCEEDED (timeout_ms killed it),
                           BOX_E_CANCELED (box_exec_cancel), BOX_E_UNAVAILABLE
-                          (the box went away) ... */
+                          (the box went away; "box … was stopped while …"
+                          whenever a stop, forced remove or runtime close
+                          ended it, whatever the timing) ... */
   int32_t exit_code;   /* 0..255 when it exited; -1 otherwise */
   int32_t signal;      /* the killing signal, or 0 */
   int64_t duration_us; /* from spawn to exit */
@@ -214,25 +216,44 @@ box_status_t box_exec_async(box_t box, const char *request_json,
                             const box_exec_callbacks_t *cbs, void *user_data,
                             box_exec_t *out, box_error_t **err);
 
+/* Exec control (signal, resize, close stdin, cancel) never waits behind
+   stdin or output, nor for a spawn in progress: it travels apart from the
+   data. Made before the process started, it is queued and applied, in
+   call order, as soon as it starts, and the call returns BOX_OK at once
+   (dropped if the spawn fails: on_exit reports why). Once started, a
+   control call waits only for the box's acknowledgment (bounded: 5 s, then
+   BOX_E_DEADLINE_EXCEEDED or BOX_E_UNAVAILABLE). None of them is ever
+   blocked by another thread blocked in box_exec_write_stdin. */
+
 /* Writes to the process's stdin (request "stdin": true). `data` is copied.
-   May block until the box has room (flow control). len 0 is a no-op.
-   After box_exec_close_stdin or the exit: BOX_E_FAILED_PRECONDITION. */
+   May block: until the spawn finished, and while the box has no room (flow
+   control: a process that does not read slows the writer). A blocked call
+   is woken with BOX_E_FAILED_PRECONDITION ("has exited") or
+   BOX_E_CANCELED when the process ends, however it ends (its own exit,
+   box_exec_signal or box_exec_cancel from another thread). len 0 is a
+   no-op. After box_exec_close_stdin or the exit: BOX_E_FAILED_PRECONDITION;
+   without "stdin": true: BOX_E_FAILED_PRECONDITION. */
 box_status_t box_exec_write_stdin(box_exec_t exec, const uint8_t *data,
                                   size_t len, box_error_t **err);
 
-/* Closes stdin (the process reads EOF). Idempotent. Does not block long. */
+/* Closes stdin: the process reads everything written before, then EOF.
+   Returns without waiting for the process to read. Idempotent. Never
+   blocks on flow control or the spawn. */
 box_status_t box_exec_close_stdin(box_exec_t exec, box_error_t **err);
 
-/* Sends a signal to the process group of the exec. After the exit:
-   BOX_E_FAILED_PRECONDITION. Does not block long. */
+/* Sends a signal (1..64) to the process group of the exec. After the exit:
+   BOX_E_FAILED_PRECONDITION. Never blocks on flow control or the spawn. */
 box_status_t box_exec_signal(box_exec_t exec, int32_t signal, box_error_t **err);
 
-/* Resizes the exec's terminal (request "tty": true). */
+/* Resizes the exec's terminal. An exec without "tty": true:
+   BOX_E_FAILED_PRECONDITION; 0 or > 65535: BOX_E_INVALID_ARGUMENT. Never
+   blocks on flow control or the spawn. */
 box_status_t box_exec_resize(box_exec_t exec, uint32_t rows, uint32_t cols,
                              box_error_t **err);
 
 /* Cancels the exec: kills its process group; on_exit then reports
-   BOX_E_CANCELED. Idempotent; after the exit it does nothing. */
+   BOX_E_CANCELED. Before the process started, the spawn is abandoned.
+   Idempotent; after the exit it does nothing. Never blocks. */
 box_status_t box_exec_cancel(box_exec_t exec, box_error_t **err);
 
 /* Copies a host file or directory to box_path (which becomes the copy;

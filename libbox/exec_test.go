@@ -182,7 +182,7 @@ func TestStopUnderExec(t *testing.T) {
 }
 
 // TestVMExecControl is the VM side of row 1 and of the stop rule, sharing
-// boots: 4 boots, each stopped under 50 execs spawned 0–50 ms before the
+// boots: 2 boots, each stopped under 100 execs spawned 0–50 ms before the
 // stop (200 spawn-then-stop pairs).
 func TestVMExecControl(t *testing.T) {
 	testutil.RequireQEMU(t)
@@ -201,7 +201,7 @@ func TestVMExecControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	controlWhileStdinFull(t, ctx, b, "vm")
-	boots, per := 4, 50
+	boots, per := 2, 100
 	if testing.Short() {
 		boots = 1
 	}
@@ -219,7 +219,7 @@ func TestVMExecControl(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				time.Sleep(time.Until(t0.Add(time.Duration(i) * time.Millisecond)))
+				time.Sleep(time.Until(t0.Add(time.Duration(i) * 50 * time.Millisecond / time.Duration(per))))
 				p, err := b.Exec(ctx, libbox.Command{Args: []string{"sleep", "60"}})
 				if err != nil {
 					// Still spawning when the stop began (or after it ended).

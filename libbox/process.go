@@ -556,6 +556,12 @@ func (p *Process) Write(b []byte) (int, error) {
 		return 0, errdefs.New(errdefs.FailedPrecondition, "process %d was not started with OpenStdin", p.pid)
 	}
 	for off := 0; off < len(b); off += 1 << 20 {
+		p.stdinMu.Lock()
+		closed := p.stdinClosed
+		p.stdinMu.Unlock()
+		if closed {
+			return off, errdefs.New(errdefs.FailedPrecondition, "stdin of process %d is closed", p.pid)
+		}
 		select {
 		case <-p.done:
 			return off, p.endedError("write stdin")

@@ -108,8 +108,8 @@ export interface SpawnOptions extends Omit<ExecOptions, 'stdin'> {
 export interface ExitResult {
   /** 0..255, or null when a signal ended the process. */
   exitCode: number | null;
-  /** The killing signal, or null. */
-  signal: number | null;
+  /** The killing signal's name ("SIGTERM", as child_process), or null. */
+  signal: NodeJS.Signals | number | null;
   durationMs: number;
 }
 
@@ -146,12 +146,14 @@ export class Process {
   readonly stdin: Writable | null;
   /** Set once the process ended normally. */
   readonly exitCode: number | null;
-  readonly signalCode: number | null;
+  /** The killing signal's name ("SIGTERM"), as child_process. */
+  readonly signalCode: NodeJS.Signals | number | null;
   readonly exited: boolean;
   /** Signals the process group (default "SIGTERM"); false if it had already ended. */
   kill(signal?: NodeJS.Signals | number): boolean;
   /** Kills the process group; wait() rejects with code "Canceled". */
   cancel(): void;
+  /** Throws LibboxError code "FailedPrecondition" when the process has no terminal. */
   resize(rows: number, cols: number): void;
   /** Resolves once the process ended and all its output was delivered; rejects with LibboxError or AbortError. */
   wait(): Promise<ExitResult>;

@@ -361,7 +361,13 @@ async function feedStdin(ctx, data, exited) {
   }
 }
 
-/** The end of an exec: {exitCode, signal} or the error it ended with. */
+/** A signal number as child_process names it ("SIGTERM"); the number when it has no name. */
+function signalName(n) {
+  for (const [name, num] of Object.entries(os.constants.signals)) if (num === n) return name;
+  return n;
+}
+
+/** The end of an exec, shaped like child_process: {exitCode, signal} (exitCode null and signal "SIGTERM" when a signal ended it), or the error it ended with. */
 // reason: why the command never ran (box_exit_t.reason), set on the error.
 function exitResult(status, message, exitCode, sig, durationUs, reason) {
   if (status !== 0) {
@@ -371,7 +377,7 @@ function exitResult(status, message, exitCode, sig, durationUs, reason) {
   }
   return {
     exitCode: exitCode >= 0 ? exitCode : null,
-    signal: sig > 0 ? sig : null,
+    signal: sig > 0 ? signalName(sig) : null,
     durationMs: Number(durationUs) / 1000,
   };
 }
@@ -492,11 +498,19 @@ class Process {
     return this.#exited;
   }
 
-  /** Sends a signal (name or number, default "SIGTERM") to the process group. Returns false if it had already ended. */
+  /**
+   * Sends a signal (name or number, default "SIGTERM" as child_process) to the process group.
+   * Returns false if it had already ended. Never waits for stdin, output or the spawn.
+   */
   kill(sig = 'SIGTERM') {
     const n = signalNumber(sig);
     if (this.#exited) return false;
-    native.execSignal(this.#ctx, n);
+    try {
+      native.execSignal(this.#ctx, n);
+    } catch (err) {
+      if (err && err.code === 'FailedPrecondition') return false; // it ended meanwhile
+      throw err;
+    }
     return true;
   }
 
@@ -505,7 +519,7 @@ class Process {
     this.#cancel();
   }
 
-  /** Resizes the terminal of a `tty: true` process. */
+  /** Resizes the terminal of a `tty: true` process; without a terminal it throws LibboxError code "FailedPrecondition". */
   resize(rows, cols) {
     checkInt(rows, 'rows', 1);
     checkInt(cols, 'cols', 1);

@@ -164,6 +164,11 @@ func NewServer(a *Agent) *grpc.Server {
 	srv := grpc.NewServer(append(errgrpc.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16<<20),
+		// Fixed receive windows (no BDP growth to 16 MiB): stdin a process
+		// does not read may queue at most this much on the connection ahead
+		// of a control call (Signal, Resize, CloseStdin) sent after it.
+		grpc.InitialWindowSize(256<<10),
+		grpc.InitialConnWindowSize(1<<20),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 	)...)
 	agentpb.RegisterAgentServer(srv, a)

@@ -78,6 +78,27 @@ static void t_exit_nested(void *ud, const box_exit_t *e) {
   t_exit(ud, e);
 }
 
+/* feed_stdin writes 64 MiB to an exec that never reads; it blocks until
+   the process dies and records how the write ended. */
+struct feeder { box_exec_t e; box_status_t status; };
+static void *feed_stdin(void *arg) {
+  struct feeder *f = arg;
+  static uint8_t buf[1 << 20];
+  for (int i = 0; i < 64; i++) {
+    box_error_t *err = NULL;
+    f->status = box_exec_write_stdin(f->e, buf, sizeof buf, &err);
+    if (err) box_error_free(err);
+    if (f->status != BOX_OK) break;
+  }
+  return NULL;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static box_status_t expect_err(box_status_t st, box_error_t *err, box_status_t want, const char *substr, const char *row) {
   int ok = st == want && (want == BOX_OK || (err && err->code == want && err->message && strstr(err->message, substr)));
   EXPECT(ok, "%s: got status %d (%s), want %d containing \"%s\"", row, st, err && err->message ? err->message : "no error", want, substr);
@@ -184,6 +205,43 @@ int main(void) {
     EXPECT_ERR(box_exec_async(box, "{\"args\": [\"sleep\", \"100\"]}", &cbs, &t, &e, &err), BOX_OK, "", "exec sleep");
     EXPECT_ERR(box_exec_cancel(e, &err), BOX_OK, "", "cancel");
     EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_E_CANCELED, "cancel status %d %s", t.exit.status, t.msg);
+    box_release(e, NULL);
+  }
+
+  /* Fault row 1: control while stdin is full and unread returns at once;
+     the blocked writer is woken when the process dies. Control made before
+     the spawn finished is queued and applied. */
+  {
+    const char *ctls[] = {"signal", "resize", "close-stdin", "cancel"};
+    for (int c = 0; c < 4; c++) {
+      struct task t = {0};
+      struct feeder f = {0};
+      pthread_t th;
+      exits = 0;
+      EXPECT_ERR(box_exec_async(box, "{\"args\": [\"sleep\", \"60\"], \"stdin\": true}", &cbs, &t, &f.e, &err), BOX_OK, "", "exec sleep stdin");
+      pthread_create(&th, NULL, feed_stdin, &f);
+      usleep(300000);
+      double t0 = now_s();
+      if (c == 1) EXPECT_ERR(box_exec_resize(f.e, 40, 100, &err), BOX_E_FAILED_PRECONDITION, "no terminal", "resize without tty");
+      if (c == 2) EXPECT_ERR(box_exec_close_stdin(f.e, &err), BOX_OK, "", "close stdin while full");
+      if (c == 3) EXPECT_ERR(box_exec_cancel(f.e, &err), BOX_OK, "", "cancel while full");
+      else EXPECT_ERR(box_exec_signal(f.e, SIGTERM, &err), BOX_OK, "", "signal while full");
+      int ok = wait_for(&exits, 1);
+      pthread_join(th, NULL);
+      double settle = now_s() - t0;
+      if (c == 3) EXPECT(ok && t.exit.status == BOX_E_CANCELED, "%s: status %d %s", ctls[c], t.exit.status, t.msg);
+      else EXPECT(ok && t.exit.status == BOX_OK && t.exit.signal == SIGTERM, "%s: status %d signal %d %s", ctls[c], t.exit.status, t.exit.signal, t.msg);
+      EXPECT(f.status == BOX_E_FAILED_PRECONDITION || f.status == BOX_E_CANCELED, "%s: blocked write returned %d", ctls[c], f.status);
+      EXPECT(settle < 2.0, "%s: settled in %.3f s", ctls[c], settle);
+      printf("FAULT-ROW 1 | c %s with stdin full (sandbox) | %.1fms\n", ctls[c], settle * 1000);
+      box_release(f.e, NULL);
+    }
+    struct task t = {0};
+    box_exec_t e;
+    exits = 0;
+    EXPECT_ERR(box_exec_async(box, "{\"args\": [\"sleep\", \"60\"]}", &cbs, &t, &e, &err), BOX_OK, "", "exec sleep");
+    EXPECT_ERR(box_exec_signal(e, SIGTERM, &err), BOX_OK, "", "signal before started");
+    EXPECT(wait_for(&exits, 1) && t.exit.signal == SIGTERM, "signal queued before the start: status %d signal %d %s", t.exit.status, t.exit.signal, t.msg);
     box_release(e, NULL);
   }
 

@@ -25,11 +25,22 @@ Blocking = Callable[..., "asyncio.Future[Any]"]
 __all__ = ["ExecResult", "OutputStream", "Process"]
 
 
+def _signal_of(sig: int) -> "Optional[_signal.Signals | int]":
+    if sig <= 0:
+        return None
+    try:
+        return _signal.Signals(sig)
+    except ValueError:
+        return sig
+
+
 class ExecResult:
     """How a command ended and what it printed.
 
     ``exit_code`` is 0..255 when the process exited and -1 when a signal
-    killed it (then ``signal`` is that signal; otherwise ``signal`` is None).
+    killed it (then ``signal`` is that signal, a ``signal.Signals``;
+    otherwise ``signal`` is None). ``returncode`` follows ``subprocess``:
+    the exit code, or the negated signal number (-15 for SIGTERM).
     ``stdout``/``stderr`` are decoded as UTF-8 (invalid bytes replaced);
     ``stdout_bytes``/``stderr_bytes`` are the raw output. ``duration`` is
     seconds from spawn to exit, as measured in the box.
@@ -52,6 +63,11 @@ class ExecResult:
     @property
     def stderr(self) -> str:
         return self.stderr_bytes.decode("utf-8", "replace")
+
+    @property
+    def returncode(self) -> int:
+        """The exit code, or -N when signal N killed the process (as in subprocess)."""
+        return -int(self.signal) if self.signal else self.exit_code
 
     @property
     def ok(self) -> bool:
@@ -192,10 +208,12 @@ class Process:
 
     @property
     def returncode(self) -> Optional[int]:
-        """The exit code once the process ended (-1 if a signal killed it), else None."""
+        """None while the process runs; then, as in ``asyncio.subprocess``,
+        its exit code, or -N when signal N killed it."""
         if not self._done.done():
             return None
-        return self._done.result()[1]
+        _status, code, sig, _dur, _msg = self._done.result()
+        return -sig if sig > 0 else code
 
     def _result(self) -> ExecResult:
         status, code, sig, dur, msg, reason = self._done.result()
@@ -207,7 +225,7 @@ class Process:
         if self._collect:
             out, err = b"".join(self._bufs[0]), b"".join(self._bufs[1])
             self._bufs[0][:], self._bufs[1][:] = [out], [err]  # keep one copy
-        return ExecResult(code, sig or None, out, err, dur / 1e6)
+        return ExecResult(code, _signal_of(sig), out, err, dur / 1e6)
 
     async def wait(self) -> ExecResult:
         """Waits for the exit. Raises the library's error when the command
@@ -235,11 +253,16 @@ class Process:
         except BaseException:
             pass
 
-    async def write_stdin(self, data: bytes) -> None:
-        """Writes to the process's stdin (spawned with ``stdin=True``).
-        Waits while the box has no room; writes keep their order."""
-        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"write_stdin takes bytes, not {type(data).__name__}")
+    async def write_stdin(self, data: "bytes | str") -> None:
+        """Writes to the process's stdin (spawned with ``stdin=True``); a
+        ``str`` is encoded as UTF-8, as ``exec(stdin=str)`` does. Waits
+        (without blocking the event loop) while the box has no room; writes
+        keep their order. Raises FailedPreconditionError once the process
+        ended or its stdin was closed, even while waiting."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write_stdin takes bytes or str, not {type(data).__name__}")
         buf = bytes(data)
         async with self._stdin_lock:
             if self._exited:
@@ -255,14 +278,15 @@ class Process:
                 self._maybe_release()
 
     async def close_stdin(self) -> None:
-        """Closes stdin: the process reads EOF. Idempotent; a no-op after the exit."""
-        async with self._stdin_lock:
-            if self._exited:
-                return
-            try:
-                _ffi.check(_ffi.lib.box_exec_close_stdin, self._handle)
-            except FailedPreconditionError:
-                pass  # it exited meanwhile
+        """Closes stdin: the process reads what was written, then EOF. Never
+        waits for a write in progress nor for the process to read.
+        Idempotent; a no-op after the exit."""
+        if self._exited:
+            return
+        try:
+            _ffi.check(_ffi.lib.box_exec_close_stdin, self._handle)
+        except FailedPreconditionError:
+            pass  # it exited meanwhile
 
     async def _feed_stdin(self, data: bytes) -> None:
         """Writes data then closes stdin; a process that exits without
@@ -273,8 +297,19 @@ class Process:
         except (FailedPreconditionError, UnavailableError):
             pass
 
+    async def send_signal(self, sig: int) -> None:
+        """Sends ``sig`` to the process group, as ``asyncio.subprocess``
+        does. Never waits for stdin, output or the spawn. A no-op once the
+        process exited."""
+        await self.kill(sig)
+
+    async def terminate(self) -> None:
+        """Sends SIGTERM to the process group (as ``asyncio.subprocess``)."""
+        await self.kill(_signal.SIGTERM)
+
     async def kill(self, sig: int = _signal.SIGKILL) -> None:
-        """Sends ``sig`` (default SIGKILL) to the process group. A no-op
+        """Sends ``sig`` (default SIGKILL, as ``asyncio.subprocess``) to the
+        process group. Never waits for stdin, output or the spawn. A no-op
         once the process exited."""
         sig = _check.signal_number(sig)
         if self._exited:
@@ -285,7 +320,8 @@ class Process:
             pass  # it exited meanwhile
 
     async def resize(self, rows: int, cols: int) -> None:
-        """Resizes the terminal of a process spawned with ``tty=True``."""
+        """Resizes the terminal of a process spawned with ``tty=True``;
+        FailedPreconditionError without a terminal."""
         for v in (rows, cols):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError("rows and cols must be int")

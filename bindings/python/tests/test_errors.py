@@ -111,7 +111,7 @@ class PythonSideTest(BoxTestCase):
                             await method(*args, **kw)
             p = await box.spawn("cat", stdin=True)
             for what, call, exc in [
-                ("write str", lambda: p.write_stdin("text"), TypeError),
+                ("write list", lambda: p.write_stdin(["text"]), TypeError),
                 ("write int", lambda: p.write_stdin(1), TypeError),
                 ("signal 0", lambda: p.kill(0), ValueError),
                 ("signal 65", lambda: p.kill(65), ValueError),
