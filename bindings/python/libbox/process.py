@@ -212,7 +212,8 @@ class Process:
         its exit code, or -N when signal N killed it."""
         if not self._done.done():
             return None
-        _status, code, sig, _dur, _msg = self._done.result()
+        ex = self._done.result()
+        code, sig = ex[1], ex[2]
         return -sig if sig > 0 else code
 
     def _result(self) -> ExecResult:
