@@ -29,8 +29,8 @@ type execEntry struct {
 	// stdinClosed is set by CloseStdin: a later write is refused as such,
 	// whether or not the process has exited meanwhile.
 	stdinClosed atomic.Bool
-	tty    bool // the request asked for a terminal
-	stdin  bool // the request asked for open stdin
+	tty         bool // the request asked for a terminal
+	stdin       bool // the request asked for open stdin
 
 	mu sync.Mutex
 	// proc is the process once spawned. Guarded by mu.
