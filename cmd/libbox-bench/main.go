@@ -278,22 +278,32 @@ func runBench(out string, isolations []string, rounds int, only map[string]bool)
 			return fmt.Errorf("-only %s: no such benchmark (have %s)", name, strings.Join(benchNames(), ","))
 		}
 	}
-	home, err := os.MkdirTemp("", "libbox-bench-")
+	rt, home, done, err := openRuntime("libbox-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(home)
-	rt, err := libbox.Open(libbox.Options{Home: home})
-	if err != nil {
-		return err
-	}
-	defer rt.Close()
+	defer done()
 	e := &env{rt: rt, home: home, isolations: isolations, rounds: rounds, res: &res}
 	runRegistered(context.Background(), e, only)
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.Info["host.loadavg_at_end"] = strings.TrimSpace(string(b))
 	}
 	return write(out, &res)
+}
+
+// openRuntime opens a runtime on a fresh temp home; done closes it and
+// removes the home.
+func openRuntime(prefix string) (*libbox.Runtime, string, func(), error) {
+	home, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	rt, err := libbox.Open(libbox.Options{Home: home})
+	if err != nil {
+		os.RemoveAll(home)
+		return nil, "", nil, err
+	}
+	return rt, home, func() { rt.Close(); os.RemoveAll(home) }, nil
 }
 
 func init() {

@@ -24,16 +24,11 @@ type stressResult struct {
 // expected to print its own token; an exec that does not settle in 30 s
 // is hung.
 func runStress(out string, n int, isolations []string) error {
-	home, err := os.MkdirTemp("", "libbox-stress-")
+	rt, _, done, err := openRuntime("libbox-stress-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(home)
-	rt, err := libbox.Open(libbox.Options{Home: home})
-	if err != nil {
-		return err
-	}
-	defer rt.Close()
+	defer done()
 	res := stressResult{ByBackend: map[string][3]int64{}}
 	var maxUs atomic.Int64
 	for _, iso := range isolations {

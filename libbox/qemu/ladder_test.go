@@ -294,13 +294,7 @@ func TestLadderForcedAndNoKVM(t *testing.T) {
 // lack nothing for) reaches the real agent: the probe's machinery is the
 // same on every rung.
 func TestProbeRungReachesAgent(t *testing.T) {
-	requireVM(t)
-	k := requireKernel(t)
-	fixtures(t)
-	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
-	testutil.Must(t, err)
-	b, err := New(Options{Home: t.TempDir()})
-	testutil.Must(t, err)
+	b, qemuBin, k := realBackend(t)
 	initrd, err := vmboot.AgentInitramfs(b.cache, shared.agent, k)
 	testutil.Must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
@@ -310,4 +304,17 @@ func TestProbeRungReachesAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pc-tcg probe reached the agent in %s", d.Round(time.Millisecond))
+}
+
+// realBackend is a backend on a fresh home with this host's QEMU and
+// kernel, and the test agent built.
+func realBackend(t *testing.T) (*Backend, string, vmboot.Kernel) {
+	requireVM(t)
+	k := requireKernel(t)
+	fixtures(t)
+	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
+	testutil.Must(t, err)
+	b, err := New(Options{Home: t.TempDir()})
+	testutil.Must(t, err)
+	return b, qemuBin, k
 }

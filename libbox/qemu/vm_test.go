@@ -677,13 +677,7 @@ func TestVMInitDies(t *testing.T) {
 }
 
 func TestAccelChoice(t *testing.T) {
-	requireVM(t)
-	k := requireKernel(t)
-	fixtures(t)
-	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
-	testutil.Must(t, err)
-	b, err := New(Options{Home: t.TempDir()})
-	testutil.Must(t, err)
+	b, qemuBin, k := realBackend(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
 	defer cancel()
 	for _, tc := range []struct{ env, want string }{{"tcg", "pc-tcg"}, {"pc-tcg", "pc-tcg"}, {"microvm-kvm", "microvm-kvm"}} {
