@@ -36,8 +36,26 @@
  *
  * JSON schemas
  * ------------
- * runtime options (box_runtime_open; may be NULL or "{}"):
- *   {"home": "/path"}             default $LIBBOX_HOME or ~/.local/share/libbox
+ * runtime options (box_runtime_open; may be NULL or "{}"). The library reads
+ * the environment once, when the runtime opens: a field left out or empty
+ * takes its variable as the process environment had it when the library was
+ * loaded (bindings pass their current environment explicitly).
+ *   {"home": "/path",             $LIBBOX_HOME, else ~/.local/share/libbox
+ *    "boot_timeout": 90 | "1.5" | "2m",
+ *                                 $LIBBOX_BOOT_TIMEOUT: how long a starting box
+ *                                 may take to answer (seconds, or a Go duration);
+ *                                 default 120 s for vm, 30 s for sandbox boxes
+ *    "accel": "kvm" | "tcg" | "microvm-kvm" | "pc-kvm" | "pc-tcg",
+ *                                 $LIBBOX_ACCEL (Linux vm boxes; default: probed)
+ *    "kernel": "/path/vmlinuz",   $LIBBOX_KERNEL: guest kernel of vm boxes
+ *    "kernel_modules": "/lib/modules/VERSION",  $LIBBOX_KERNEL_MODULES
+ *    "agent": "/path/box-agent",  $LIBBOX_AGENT: instead of the embedded agent
+ *    "vm_debug": false,           $LIBBOX_VM_DEBUG=1: kernel and agent boot
+ *                                 steps in each vm box's console log
+ *    "registry_auth": "registry=user:password[,...]",    $LIBBOX_REGISTRY_AUTH
+ *    "insecure_registries": "host[:port][,...]",  $LIBBOX_INSECURE_REGISTRIES
+ *    "registry_mirrors": "registry=host[:port][,...]",  $LIBBOX_REGISTRY_MIRRORS}
+ *   A bad value fails box_runtime_open with BOX_E_INVALID_ARGUMENT.
  * box options (box_create; may be NULL or "{}"):
  *   {"image": "busybox", "platform": "linux/amd64", "name": "web-1",
  *    "isolation": "vm" | "sandbox",

@@ -6,12 +6,14 @@ import (
 	"github.com/libbox/libbox/libbox/sandbox"
 )
 
-func newBackend(isolation, home string, logf func(string, ...any)) (backend.Backend, error) {
+// newBackend makes the backend of an isolation from the runtime's options
+// (as Open filled them).
+func newBackend(isolation string, o Options) (backend.Backend, error) {
 	switch isolation {
 	case IsolationSandbox:
-		return sandbox.New(sandbox.Options{Home: home, Logf: logf})
+		return sandbox.New(sandbox.Options{Home: o.Home, Logf: o.Logf})
 	case IsolationVM:
-		return newVMBackend(home, logf)
+		return newVMBackend(o)
 	}
 	return nil, errdefs.New(errdefs.InvalidArgument, "isolation %q: want \"vm\" or \"sandbox\"", isolation)
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -141,21 +140,6 @@ func (b *Box) prepare(ctx context.Context) (backend.Backend, backend.Spec, error
 	return be, b.spec(agentPath, img), nil
 }
 
-func bootTimeout(isolation string) time.Duration {
-	if v := os.Getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			return d
-		}
-		if n, err := strconv.Atoi(v); err == nil && n > 0 {
-			return time.Duration(n) * time.Second
-		}
-	}
-	if isolation == IsolationVM {
-		return 120 * time.Second
-	}
-	return 30 * time.Second
-}
-
 // Start boots the box and returns once it serves execs. Starting a running
 // box does nothing. ctx bounds the start only; cancelling it later does not
 // stop the box.
@@ -237,7 +221,7 @@ func (b *Box) connect(ctx context.Context, inst backend.Instance) (*grpc.ClientC
 		return nil, nil, errdefs.Wrap(errdefs.Internal, err, "agent client")
 	}
 	client := agentpb.NewAgentClient(conn)
-	timeout := bootTimeout(b.cfg.Isolation)
+	timeout := b.rt.bootTimeout(b.cfg.Isolation)
 	deadline := time.Now().Add(timeout)
 	delay := 2 * time.Millisecond
 	var lastErr error

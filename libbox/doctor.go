@@ -43,16 +43,13 @@ type DoctorReport struct {
 // without starting a box. It reads the same Options (and environment) Open
 // does; it does not create the home.
 func Doctor(ctx context.Context, opts Options) DoctorReport {
-	home := opts.Home
-	if home == "" {
-		home = os.Getenv("LIBBOX_HOME")
-	}
-	if home == "" {
-		if d, err := os.UserHomeDir(); err == nil {
-			home = filepath.Join(d, ".local", "share", "libbox")
-		}
-	}
 	var r DoctorReport
+	opts, err := opts.WithEnv()
+	if err != nil {
+		r.Checks = append(r.Checks, Check{Name: "options", Status: CheckFail, Detail: err.Error(),
+			Fix: "correct the option or its LIBBOX_* variable", Needed: []string{IsolationVM, IsolationSandbox}})
+	}
+	home := opts.Home
 	r.Checks = append(r.Checks, vmChecks(ctx, opts, home)...)
 	r.Checks = append(r.Checks, hostChecks()...)
 	r.Checks = append(r.Checks, spaceCheck(home))

@@ -3,7 +3,6 @@ package libbox
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -20,7 +19,7 @@ func vmChecks(ctx context.Context, opts Options, home string) []Check {
 	}
 	checks := []Check{qemuCheck(ctx, bin), toolCheck("qemu-img", "qemu-utils", "box disks are qcow2 overlays"), kvmCheck()}
 	k := Check{Name: "kernel", Needed: []string{IsolationVM}}
-	if kern, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES")); err != nil {
+	if kern, err := vmboot.FindKernel(opts.Kernel, opts.KernelModules); err != nil {
 		k.Status, k.Detail = CheckFail, err.Error()
 		k.Fix = "reinstall the libbox package (it ships the guest kernel), run `./build.sh deps` in a source tree, or set LIBBOX_KERNEL"
 	} else {

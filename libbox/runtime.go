@@ -17,13 +17,39 @@ import (
 	"github.com/libbox/libbox/libbox/internal/agentbin"
 )
 
-// Options configure a Runtime.
+// Options configure a Runtime. Open fills each field left zero from its
+// LIBBOX_* variable, once (see WithEnv); nothing below Open reads the
+// environment.
 type Options struct {
 	// Home holds images and boxes. Default: $LIBBOX_HOME, else
 	// ~/.local/share/libbox.
 	Home string
 	// Logf receives one-line warnings (nil: the standard logger).
 	Logf func(format string, args ...any)
+	// BootTimeout bounds how long a starting box may take to answer.
+	// Default: $LIBBOX_BOOT_TIMEOUT (seconds, "1.5", or a Go duration,
+	// "2m"), else 120 s for VM boxes and 30 s for sandboxes.
+	BootTimeout time.Duration
+	// Accel forces the accelerator rung of VM boxes on Linux: "kvm",
+	// "tcg", "microvm-kvm", "pc-kvm" or "pc-tcg" (checked when a VM box
+	// starts). Default: $LIBBOX_ACCEL, else probed once per host, cached.
+	Accel string
+	// Kernel is the guest kernel of VM boxes and KernelModules its modules
+	// directory (/lib/modules/VERSION; may be empty). Default:
+	// $LIBBOX_KERNEL and $LIBBOX_KERNEL_MODULES, else (Linux) the kernel
+	// ./build.sh deps unpacks, else the newest in /boot. Required on macOS.
+	Kernel, KernelModules string
+	// Agent is a static box-agent binary to run instead of the embedded
+	// one. Default: $LIBBOX_AGENT.
+	Agent string
+	// VMDebug logs the guest kernel and the agent's boot steps to each VM
+	// box's console log. Default: $LIBBOX_VM_DEBUG=1.
+	VMDebug bool
+	// Registries are registry credentials, plain-HTTP registries and
+	// mirrors. Each part left nil takes $LIBBOX_REGISTRY_AUTH,
+	// $LIBBOX_INSECURE_REGISTRIES or $LIBBOX_REGISTRY_MIRRORS (an empty,
+	// non-nil part ignores the variable).
+	Registries image.Registries
 }
 
 // Volume shares a host directory (or file) into a box.
@@ -49,6 +75,7 @@ type BoxOptions struct {
 
 // Runtime is a handle on a libbox home. Safe for concurrent use.
 type Runtime struct {
+	opts   Options // as filled by Open (environment read, home absolute)
 	home   string
 	logf   func(string, ...any)
 	images *image.Store
@@ -67,35 +94,26 @@ type Runtime struct {
 
 // Open opens (creating if needed) a libbox home.
 func Open(opts Options) (*Runtime, error) {
-	home := opts.Home
-	if home == "" {
-		home = os.Getenv("LIBBOX_HOME")
-	}
-	if home == "" {
-		dir, err := os.UserHomeDir()
-		if err != nil {
-			return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "no home directory: set LIBBOX_HOME")
-		}
-		home = filepath.Join(dir, ".local", "share", "libbox")
-	}
-	home, err := filepath.Abs(home)
+	opts, err := opts.WithEnv()
 	if err != nil {
-		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "home %q", opts.Home)
+		return nil, err
 	}
+	home := opts.Home
 	for _, d := range []string{home, filepath.Join(home, "boxes"), filepath.Join(home, "bin")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "cannot create libbox home %s (set LIBBOX_HOME to a writable directory)", home)
 		}
 	}
-	images, err := image.Open(filepath.Join(home, "images"))
+	images, err := image.Open(filepath.Join(home, "images"), opts.Registries)
 	if err != nil {
 		return nil, err
 	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = log.Printf
+	if opts.Logf == nil {
+		opts.Logf = log.Printf
 	}
+	logf := opts.Logf
 	return &Runtime{
+		opts:     opts,
 		home:     home,
 		logf:     logf,
 		images:   images,
@@ -109,6 +127,10 @@ func (r *Runtime) Home() string { return r.home }
 
 func (r *Runtime) agent() (string, error) {
 	r.agentOnce.Do(func() {
+		if r.opts.Agent != "" {
+			r.agentPath = r.opts.Agent
+			return
+		}
 		r.agentPath, r.agentErr = agentbin.Path(filepath.Join(r.home, "bin"))
 		if r.agentErr != nil {
 			r.agentErr = errdefs.Wrap(errdefs.Internal, r.agentErr, "install box-agent")
@@ -123,7 +145,7 @@ func (r *Runtime) backend(isolation string) (backend.Backend, error) {
 	if b, ok := r.backends[isolation]; ok {
 		return b, nil
 	}
-	b, err := newBackend(isolation, r.home, r.logf)
+	b, err := newBackend(isolation, r.opts)
 	if err != nil {
 		return nil, err
 	}

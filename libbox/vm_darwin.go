@@ -5,6 +5,6 @@ import (
 	"github.com/libbox/libbox/libbox/vz"
 )
 
-func newVMBackend(home string, logf func(string, ...any)) (backend.Backend, error) {
-	return vz.New(vz.Options{Home: home, Logf: logf})
+func newVMBackend(o Options) (backend.Backend, error) {
+	return vz.New(vz.Options{Home: o.Home, Logf: o.Logf, Kernel: o.Kernel, KernelModules: o.KernelModules, VMDebug: o.VMDebug})
 }

@@ -5,6 +5,7 @@ import (
 	"github.com/libbox/libbox/libbox/qemu"
 )
 
-func newVMBackend(home string, logf func(string, ...any)) (backend.Backend, error) {
-	return qemu.New(qemu.Options{Home: home, Logf: logf})
+func newVMBackend(o Options) (backend.Backend, error) {
+	return qemu.New(qemu.Options{Home: o.Home, Logf: o.Logf, BootTimeout: o.BootTimeout, Accel: o.Accel,
+		Kernel: o.Kernel, KernelModules: o.KernelModules, VMDebug: o.VMDebug})
 }

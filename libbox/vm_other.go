@@ -7,6 +7,6 @@ import (
 	"github.com/libbox/libbox/libbox/backend"
 )
 
-func newVMBackend(home string, logf func(string, ...any)) (backend.Backend, error) {
+func newVMBackend(Options) (backend.Backend, error) {
 	return nil, errdefs.New(errdefs.Unsupported, "isolation \"vm\" needs Linux (QEMU) or macOS (Virtualization.framework)")
 }

@@ -79,9 +79,27 @@ export interface BoxOptions {
   platform?: string;
 }
 
+/** Each option left undefined takes its LIBBOX_* variable (see the README). */
 export interface RuntimeOptions {
   /** Default $LIBBOX_HOME or ~/.local/share/libbox. */
   home?: string;
+  /** How long a starting box may take to answer: seconds, or a string such as "2m". */
+  bootTimeout?: number | string;
+  /** VM accelerator rung on Linux (default: probed). */
+  accel?: 'kvm' | 'tcg' | 'microvm-kvm' | 'pc-kvm' | 'pc-tcg';
+  /** Guest kernel of VM boxes and its modules directory. */
+  kernel?: string;
+  kernelModules?: string;
+  /** A static box-agent binary to run instead of the embedded one. */
+  agent?: string;
+  /** Log the guest kernel and agent boot steps to each VM box's console log. */
+  vmDebug?: boolean;
+  /** "registry=user:password[,...]". */
+  registryAuth?: string;
+  /** "host[:port][,...]" reachable over plain HTTP or unverified TLS. */
+  insecureRegistries?: string;
+  /** "registry=host[:port][,...]", mirrors tried in order. */
+  registryMirrors?: string;
 }
 
 export interface ExecOptions {

@@ -758,18 +758,51 @@ function imageInfo(doc) {
 
 let defaultRuntime = null;
 
+// Runtime options: option -> [runtime options JSON field, LIBBOX_* variable].
+const RUNTIME_ENV = {
+  bootTimeout: ['boot_timeout', 'LIBBOX_BOOT_TIMEOUT'], // seconds, or a string such as "2m"
+  accel: ['accel', 'LIBBOX_ACCEL'],
+  kernel: ['kernel', 'LIBBOX_KERNEL'],
+  kernelModules: ['kernel_modules', 'LIBBOX_KERNEL_MODULES'],
+  agent: ['agent', 'LIBBOX_AGENT'],
+  vmDebug: ['vm_debug', 'LIBBOX_VM_DEBUG'],
+  registryAuth: ['registry_auth', 'LIBBOX_REGISTRY_AUTH'],
+  insecureRegistries: ['insecure_registries', 'LIBBOX_INSECURE_REGISTRIES'],
+  registryMirrors: ['registry_mirrors', 'LIBBOX_REGISTRY_MIRRORS'],
+};
+
 /** A libbox home directory and the boxes opened from it. */
 class Runtime {
   #handle;
   #closed = false;
   #closing = null;
 
-  /** Opens a runtime on `home` (default $LIBBOX_HOME or ~/.local/share/libbox). */
+  /**
+   * Opens a runtime on `home` (default $LIBBOX_HOME or ~/.local/share/libbox).
+   * Each option left undefined takes its LIBBOX_* variable, read here (the
+   * library sees the environment as it was when it was loaded).
+   */
   constructor(options = {}) {
-    checkKeys(options, ['home'], 'runtime option');
+    checkKeys(options, ['home', ...Object.keys(RUNTIME_ENV)], 'runtime option');
     checkString(options.home, 'home', { nonEmpty: true });
+    const opts = options.home ? { home: options.home } : {};
+    for (const [key, [field, variable]] of Object.entries(RUNTIME_ENV)) {
+      let v = options[key];
+      if (v === undefined) {
+        const env = process.env[variable];
+        if (!env) continue;
+        v = key === 'vmDebug' ? env === '1' : env;
+      } else if (key === 'vmDebug') {
+        checkBool(v, key);
+      } else if (key === 'bootTimeout' && typeof v === 'number') {
+        if (!(v > 0 && Number.isFinite(v))) throw new RangeError('bootTimeout must be a positive number of seconds');
+      } else {
+        checkString(v, key, { nonEmpty: true });
+      }
+      opts[field] = v;
+    }
     this._boxes = new Set();
-    this.#handle = native.runtimeOpen(JSON.stringify(options.home ? { home: options.home } : {}));
+    this.#handle = native.runtimeOpen(JSON.stringify(opts));
   }
 
   /** The runtime Box.create uses, opened on first use with $LIBBOX_HOME when set. */

@@ -563,9 +563,14 @@ func benchVMExtras(ctx context.Context, e *env) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	rt := e.rt
+	o, err := libbox.Options{Home: e.home}.WithEnv() // the same kernel and accelerator as the runtime's boxes
+	if err != nil {
+		return err
+	}
+	bareOpts := qemu.Options{Home: o.Home, BootTimeout: o.BootTimeout, Accel: o.Accel, Kernel: o.Kernel, KernelModules: o.KernelModules}
 	var bare, vs, perRound []float64
 	for r := 0; r < e.rounds; r++ {
-		d, err := qemu.BareBoot(ctx, e.home)
+		d, err := qemu.BareBoot(ctx, bareOpts)
 		if err != nil {
 			return err
 		}

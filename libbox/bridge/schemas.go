@@ -49,9 +49,20 @@ func envList(m map[string]string) ([]string, error) {
 	return out, nil
 }
 
-// runtimeOptions is box_runtime_open's option bag.
+// runtimeOptions is box_runtime_open's option bag: libbox.Options, with
+// the registry settings written as their LIBBOX_* variables write them.
+// Fields left out (or empty) take the environment's value.
 type runtimeOptions struct {
-	Home string `json:"home"`
+	Home               string          `json:"home"`
+	BootTimeout        json.RawMessage `json:"boot_timeout"` // seconds (a number), or a string as LIBBOX_BOOT_TIMEOUT
+	Accel              string          `json:"accel"`
+	Kernel             string          `json:"kernel"`
+	KernelModules      string          `json:"kernel_modules"`
+	Agent              string          `json:"agent"`
+	VMDebug            bool            `json:"vm_debug"`
+	RegistryAuth       string          `json:"registry_auth"`
+	InsecureRegistries string          `json:"insecure_registries"`
+	RegistryMirrors    string          `json:"registry_mirrors"`
 }
 
 func parseRuntimeOptions(optsJSON string) (libbox.Options, error) {
@@ -59,7 +70,19 @@ func parseRuntimeOptions(optsJSON string) (libbox.Options, error) {
 	if err := decode("runtime options", optsJSON, &o); err != nil {
 		return libbox.Options{}, err
 	}
-	return libbox.Options{Home: o.Home}, nil
+	reg, err := image.ParseRegistries(o.RegistryAuth, o.InsecureRegistries, o.RegistryMirrors)
+	if err != nil {
+		return libbox.Options{}, err
+	}
+	opts := libbox.Options{Home: o.Home, Accel: o.Accel, Kernel: o.Kernel, KernelModules: o.KernelModules,
+		Agent: o.Agent, VMDebug: o.VMDebug, Registries: reg}
+	if t := string(o.BootTimeout); t != "" && t != "null" {
+		_ = json.Unmarshal(o.BootTimeout, &t) // a string; any other value keeps its JSON text
+		if opts.BootTimeout, err = libbox.ParseBootTimeout(t); err != nil {
+			return libbox.Options{}, fail(errdefs.InvalidArgument, "runtime options: boot_timeout: %v", err)
+		}
+	}
+	return opts, nil
 }
 
 // boxOptions is box_create's option bag.

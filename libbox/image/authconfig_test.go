@@ -12,7 +12,7 @@ import (
 func TestMalformedRegistryAuthHidesTheSecret(t *testing.T) {
 	for _, v := range []string{"user:s3cr3t-pw", "reg.local=s3cr3t-pw", "=user:s3cr3t-pw", "ok.local=a:b,user:s3cr3t-pw"} {
 		t.Setenv("LIBBOX_REGISTRY_AUTH", v)
-		_, err := loadRegistryConfig()
+		_, err := registryConfigFromEnv()
 		if !errdefs.IsInvalidArgument(err) {
 			t.Fatalf("%q: err %v, want InvalidArgument", v, err)
 		}

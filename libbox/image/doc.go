@@ -23,9 +23,9 @@
 // unpacking (every path is resolved inside the root with os.Root), never
 // write outside the store directory, never use the network for the builtin
 // image or offline sources, and never talk plain HTTP to a registry that is
-// not listed in LIBBOX_INSECURE_REGISTRIES.
-//
-// Environment (read by Open):
+// not listed as insecure (Registries.Insecure). It never reads the
+// environment: libbox.Open reads these variables into Registries
+// (ParseRegistries):
 //
 //	LIBBOX_REGISTRY_AUTH        registry=user:password[,registry=user:password...]
 //	                            (docker.io means Docker Hub; passwords must not

@@ -271,7 +271,7 @@ func openStoreAuth(t *testing.T, auth string, insecure ...string) *Store {
 			return nil
 		})
 	})
-	s, err := Open(dir)
+	s, err := openEnv(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,9 +80,8 @@ type Store struct {
 }
 
 // Open opens (creating it if needed) the store in dir, usually
-// $LIBBOX_HOME/images, and reads the LIBBOX_REGISTRY_* and
-// LIBBOX_INSECURE_REGISTRIES settings.
-func Open(dir string) (*Store, error) {
+// $LIBBOX_HOME/images, with the given registry settings.
+func Open(dir string, registries Registries) (*Store, error) {
 	if dir == "" {
 		return nil, errdefs.New(errdefs.InvalidArgument, "image store directory is empty: pass $LIBBOX_HOME/images")
 	}
@@ -90,7 +89,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.InvalidArgument, err, "image store directory %q", dir)
 	}
-	reg, err := loadRegistryConfig()
+	reg, err := newRegistryConfig(registries)
 	if err != nil {
 		return nil, err
 	}

@@ -618,7 +618,7 @@ func TestMirror(t *testing.T) {
 	mirror.push("test/mirrored", "v1", img, nil)
 	t.Setenv("LIBBOX_INSECURE_REGISTRIES", origin.host+","+mirror.host)
 	t.Setenv("LIBBOX_REGISTRY_MIRRORS", origin.host+"="+mirror.host)
-	s, err := Open(t.TempDir())
+	s, err := openEnv(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,7 +649,7 @@ func TestRegistryEnvErrors(t *testing.T) {
 		t.Setenv("LIBBOX_REGISTRY_AUTH", "")
 		t.Setenv("LIBBOX_REGISTRY_MIRRORS", "")
 		t.Setenv(c.env, c.val)
-		if s, err := Open(t.TempDir()); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), c.env) {
+		if s, err := openEnv(t.TempDir()); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), c.env) {
 			t.Errorf("%s=%s: %v, want InvalidArgument naming %s", c.env, c.val, err, c.env)
 			if s != nil {
 				s.Close()
@@ -658,7 +658,7 @@ func TestRegistryEnvErrors(t *testing.T) {
 	}
 	t.Setenv("LIBBOX_REGISTRY_MIRRORS", "")
 	t.Setenv("LIBBOX_REGISTRY_AUTH", "docker.io=alice:s3cr:et,ghcr.io=bob:pw")
-	cfg, err := loadRegistryConfig()
+	cfg, err := registryConfigFromEnv()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,7 +748,7 @@ func TestClosedStore(t *testing.T) {
 
 func TestIndexSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir)
+	s, err := openEnv(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -758,7 +758,7 @@ func TestIndexSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(dir, "tmp", "root-stale"), 0o755) // an interrupted pull of a dead process
-	s2, err := Open(dir)
+	s2, err := openEnv(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

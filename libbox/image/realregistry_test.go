@@ -411,7 +411,7 @@ func randomLayer(t *testing.T, size int, seed byte) (v1.Layer, []byte) {
 // helperPull is the body of one pulling process (see TestMain): it pulls
 // ref into the store at dir and prints the image ID.
 func helperPull(ref, dir string) int {
-	s, err := Open(dir)
+	s, err := openEnv(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -23,8 +22,28 @@ import (
 	"github.com/libbox/libbox/errdefs"
 )
 
-// registryConfig is what the environment says about registries (read once,
-// by Open).
+// Registries configure registry access. libbox.Open fills them from
+// LIBBOX_REGISTRY_AUTH, LIBBOX_INSECURE_REGISTRIES and LIBBOX_REGISTRY_MIRRORS
+// (ParseRegistries); this package never reads the environment.
+type Registries struct {
+	// Auth maps a registry host (docker.io, ghcr.io, host:port) to its
+	// credentials; registries not listed use the Docker config, else none.
+	Auth map[string]Credential
+	// Insecure lists the hosts (host[:port], or a bare host for every
+	// port) that may be reached over plain HTTP or unverified TLS.
+	Insecure []string
+	// Mirrors maps a registry to mirror hosts (host[:port]), tried in
+	// order before it.
+	Mirrors map[string][]string
+}
+
+// Credential is a registry user name and password.
+type Credential struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// registryConfig is Registries in canonical form (set once, by Open).
 type registryConfig struct {
 	insecure map[string]bool             // canonical host[:port] or bare host
 	auth     map[string]authn.AuthConfig // canonical registry -> credentials
@@ -54,30 +73,65 @@ func splitList(v string) []string {
 	return out
 }
 
-func loadRegistryConfig() (registryConfig, error) {
-	c := registryConfig{insecure: map[string]bool{}, auth: map[string]authn.AuthConfig{}, mirrors: map[string][]string{}}
-	for _, h := range splitList(os.Getenv("LIBBOX_INSECURE_REGISTRIES")) {
-		c.insecure[canonicalRegistry(h)] = true
-	}
-	for i, e := range splitList(os.Getenv("LIBBOX_REGISTRY_AUTH")) {
+// ParseRegistries reads registry settings written as the LIBBOX_*
+// variables write them: auth "registry=user:password[,...]", insecure
+// "host[:port][,...]", mirrors "registry=host[:port][,...]" (a registry may
+// be named more than once). Empty strings give nil parts.
+func ParseRegistries(auth, insecure, mirrors string) (Registries, error) {
+	var r Registries
+	r.Insecure = splitList(insecure)
+	for i, e := range splitList(auth) {
 		reg, cred, ok := strings.Cut(e, "=")
 		user, pass, ok2 := strings.Cut(cred, ":")
 		if !ok || !ok2 || reg == "" || user == "" {
 			// Never echo the entry: a malformed one may be a bare secret.
-			return c, errdefs.New(errdefs.InvalidArgument,
+			return r, errdefs.New(errdefs.InvalidArgument,
 				"LIBBOX_REGISTRY_AUTH: entry %d is malformed: write registry=user:password[,registry=user:password...]", i+1)
 		}
-		c.auth[canonicalRegistry(reg)] = authn.AuthConfig{Username: user, Password: pass}
+		if r.Auth == nil {
+			r.Auth = map[string]Credential{}
+		}
+		r.Auth[reg] = Credential{Username: user, Password: pass}
 	}
-	for _, e := range splitList(os.Getenv("LIBBOX_REGISTRY_MIRRORS")) {
+	for _, e := range splitList(mirrors) {
 		reg, mirror, ok := strings.Cut(e, "=")
-		mirror = canonicalRegistry(mirror)
-		if !ok || reg == "" || mirror == "" || strings.Contains(mirror, "/") {
-			return c, errdefs.New(errdefs.InvalidArgument,
+		if !ok || reg == "" || mirror == "" {
+			return r, errdefs.New(errdefs.InvalidArgument,
 				"LIBBOX_REGISTRY_MIRRORS: entry %q is malformed: write registry=host[:port][,...], e.g. docker.io=mirror.local:5000", e)
 		}
-		r := canonicalRegistry(reg)
-		c.mirrors[r] = append(c.mirrors[r], mirror)
+		if r.Mirrors == nil {
+			r.Mirrors = map[string][]string{}
+		}
+		r.Mirrors[reg] = append(r.Mirrors[reg], mirror)
+	}
+	return r, nil
+}
+
+// newRegistryConfig checks r and puts it in canonical form.
+func newRegistryConfig(r Registries) (registryConfig, error) {
+	c := registryConfig{insecure: map[string]bool{}, auth: map[string]authn.AuthConfig{}, mirrors: map[string][]string{}}
+	for _, h := range r.Insecure {
+		if h = canonicalRegistry(h); h == "" || strings.Contains(h, "/") {
+			return c, errdefs.New(errdefs.InvalidArgument, "insecure registry %q (LIBBOX_INSECURE_REGISTRIES): want host[:port]", h)
+		}
+		c.insecure[h] = true
+	}
+	for reg, cred := range r.Auth {
+		if canonicalRegistry(reg) == "" || cred.Username == "" {
+			return c, errdefs.New(errdefs.InvalidArgument,
+				"registry credentials for %q (LIBBOX_REGISTRY_AUTH): want a registry host and a user name", reg)
+		}
+		c.auth[canonicalRegistry(reg)] = authn.AuthConfig{Username: cred.Username, Password: cred.Password}
+	}
+	for reg, ms := range r.Mirrors {
+		for _, m := range ms {
+			mirror := canonicalRegistry(m)
+			if canonicalRegistry(reg) == "" || mirror == "" || strings.Contains(mirror, "/") {
+				return c, errdefs.New(errdefs.InvalidArgument,
+					"registry mirror %q for %q (LIBBOX_REGISTRY_MIRRORS) is malformed: write registry=host[:port][,...], e.g. docker.io=mirror.local:5000", m, reg)
+			}
+			c.mirrors[canonicalRegistry(reg)] = append(c.mirrors[canonicalRegistry(reg)], mirror)
+		}
 	}
 	return c, nil
 }

@@ -63,15 +63,12 @@ type accelChoice struct {
 const ladderVersion = "2"
 
 // accel decides the rung boxes run on: the one forced by Options.Accel
-// (or LIBBOX_ACCEL), else the answer cached for this host, QEMU, guest
+// (LIBBOX_ACCEL, read by the runtime), else the answer cached for this host, QEMU, guest
 // kernel and host kernel, else the first rung whose probe boot reaches
 // the agent. The floor (pc-tcg) is not probed: nothing is below it, and
 // the box's own boot reports its failure.
 func (b *Backend) accel(ctx context.Context, qemuBin string, k vmboot.Kernel, agentPath string) (rung, string, error) {
 	force := b.opts.Accel
-	if force == "" {
-		force = os.Getenv("LIBBOX_ACCEL")
-	}
 	candidates := ladder
 	switch force {
 	case "", "auto":
@@ -195,7 +192,7 @@ func (b *Backend) probeRung(ctx context.Context, qemuBin string, k vmboot.Kernel
 	params := []string{bootparam.ParamPort + "=" + PortName, bootparam.ParamModules + "=" + m.transportModule() + ",virtio_console"}
 	args := m.args(1, 256)
 	args = append(args, "-nic", "none",
-		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(nil)+" "+strings.Join(params, " "),
+		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(nil, b.opts.VMDebug)+" "+strings.Join(params, " "),
 		"-chardev", "file,id=con,path="+qemuPath(filepath.Join(dir, "console.log")), "-serial", "chardev:con",
 		"-device", m.device("virtio-serial")+",id=vser,max_ports=2",
 		"-chardev", "socket,id=agent,path="+qemuPath(sock)+",server=on,wait=off",
@@ -294,7 +291,7 @@ func (b *Backend) bareBoot(ctx context.Context, qemuBin string, k vmboot.Kernel,
 	console := filepath.Join(dir, "console.log")
 	args := m.args(1, 128)
 	args = append(args, "-nic", "none",
-		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(nil),
+		"-kernel", k.Image, "-initrd", initrd, "-append", m.cmdline(nil, b.opts.VMDebug),
 		"-chardev", "file,id=con,path="+console, "-serial", "chardev:con")
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

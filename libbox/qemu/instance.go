@@ -40,6 +40,8 @@ type instance struct {
 	kernel  vmboot.Kernel
 	helpers []helper    // virtiofsd processes
 	greeted atomic.Bool // an agent answered a handshake: the VM is up
+	// bootTimeout bounds the first handshake (the boot); set before use.
+	bootTimeout time.Duration
 
 	stopMu sync.Mutex // serialises Stop
 	// stopErr is the result of the first completed Stop; guarded by stopMu.

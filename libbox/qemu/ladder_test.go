@@ -119,7 +119,6 @@ func newFakeHost(t *testing.T) *fakeHost {
 	}
 	dir := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache")) // keep fake answers out of the user's cache
-	t.Setenv("LIBBOX_ACCEL", "")
 	h := &fakeHost{t: t, qemu: filepath.Join(dir, "qemu-system-x86_64"), agent: agent,
 		log: filepath.Join(dir, "qemu.log"), kvm: filepath.Join(dir, "kvm"),
 		kernel: vmboot.Kernel{Image: filepath.Join(dir, "vmlinuz"), Version: "fake"}}
@@ -271,13 +270,7 @@ func TestLadderForcedAndNoKVM(t *testing.T) {
 	if _, _, _, err := h.decide(""); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("accel=fast: %v, want InvalidArgument", err)
 	}
-	// LIBBOX_ACCEL when Options say nothing.
 	h.b.opts.Accel = ""
-	t.Setenv("LIBBOX_ACCEL", "pc-kvm")
-	if r, _, _, err := h.decide(""); err != nil || r.Name != "pc-kvm" {
-		t.Errorf("LIBBOX_ACCEL=pc-kvm: %s, %v", r.Name, err)
-	}
-	t.Setenv("LIBBOX_ACCEL", "")
 	// No usable /dev/kvm: TCG at once, saying how to fix it.
 	testutil.Must(t, os.Remove(h.kvm))
 	r, why, ran, err := h.decide("")
@@ -297,9 +290,9 @@ func TestProbeRungReachesAgent(t *testing.T) {
 	b, qemuBin, k := realBackend(t)
 	initrd, err := vmboot.AgentInitramfs(b.cache, shared.agent, k)
 	testutil.Must(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*DefaultBootTimeout)
 	defer cancel()
-	d, err := b.probeRung(ctx, qemuBin, k, initrd, ladder[2], BootTimeout())
+	d, err := b.probeRung(ctx, qemuBin, k, initrd, ladder[2], DefaultBootTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

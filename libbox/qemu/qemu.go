@@ -39,14 +39,34 @@ import (
 // PortName is the name of the agent's virtio-serial port.
 const PortName = "org.libbox.agent"
 
-// Options configure the backend.
+// Options configure the backend. The runtime fills them (libbox.Options);
+// the backend never reads the environment.
 type Options struct {
 	Home string               // libbox home; caches live under Home/vm
 	Logf func(string, ...any) // warnings (TCG in use, ...); nil: silent
 	// Accel forces a rung of the accelerator ladder: "kvm" (the best KVM
 	// machine that works), "tcg", or a rung ("microvm-kvm", "pc-kvm",
-	// "pc-tcg"). "" or "auto": LIBBOX_ACCEL, else probe (see accel).
+	// "pc-tcg"). "" or "auto": probe (see accel).
 	Accel string
+	// BootTimeout bounds the first handshake with a new VM's agent and a
+	// bare boot; 0: DefaultBootTimeout.
+	BootTimeout time.Duration
+	// Kernel (with its modules directory KernelModules, may be "") is the
+	// guest kernel; "": the libbox kernel cache, else /boot.
+	Kernel, KernelModules string
+	// VMDebug logs the kernel and the agent's boot steps on the console.
+	VMDebug bool
+}
+
+// DefaultBootTimeout is the boot timeout when Options has none: generous
+// enough for TCG on a loaded machine.
+const DefaultBootTimeout = 120 * time.Second
+
+func (o Options) bootTimeout() time.Duration {
+	if o.BootTimeout > 0 {
+		return o.BootTimeout
+	}
+	return DefaultBootTimeout
 }
 
 // Backend starts boxes as QEMU VMs. It is safe for concurrent use.
@@ -131,10 +151,10 @@ func (m machine) args(cpus, memMiB int) []string {
 // machine: console on the first serial port, plus, for -M pc, the quirks
 // that skip the i8042 probes and route PCI interrupts without ACPI
 // (evaluating the ACPI interrupt links under TCG costs over a second of
-// boot when virtio_pci loads). LIBBOX_VM_DEBUG=1 logs the kernel and the
-// agent's boot steps.
-func (m machine) cmdline(box *vmboot.Box) string {
-	c := vmboot.Cmdline{Console: "ttyS0", Debug: os.Getenv("LIBBOX_VM_DEBUG") == "1", Machine: []string{"no_timer_check"}, Box: box}
+// boot when virtio_pci loads). debug logs the kernel and the agent's boot
+// steps.
+func (m machine) cmdline(box *vmboot.Box, debug bool) string {
+	c := vmboot.Cmdline{Console: "ttyS0", Debug: debug, Machine: []string{"no_timer_check"}, Box: box}
 	if !m.microvm() {
 		c.Machine = append(c.Machine, "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd", "acpi=noirq")
 	}
@@ -172,7 +192,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err != nil {
 		return nil, err
 	}
-	k, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
+	k, err := vmboot.FindKernel(b.opts.Kernel, b.opts.KernelModules)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +245,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		args = append(args, "-nic", "none")
 	}
 	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes, Network: spec.Network}
-	args = append(args, "-append", m.cmdline(box))
+	args = append(args, "-append", m.cmdline(box, b.opts.VMDebug))
 
 	p, err := launch(qemuBin, args, f.stderr, spec.Detach)
 	if err != nil {
@@ -234,6 +254,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	inst := newInstance(spec, p, f, r.Accel, m.name(), cpus, mem, k)
 	inst.rung, inst.rungWhy = r.Name, why
+	inst.bootTimeout = b.opts.bootTimeout()
 	inst.helpers = helpers
 	if err := inst.waitStarted(ctx); err != nil {
 		inst.Kill()
@@ -288,10 +309,11 @@ func slowNote(r rung) string {
 func qemuPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 
 // BareBoot measures the floor of a VM start on this host: the same QEMU,
-// machine, accelerator and kernel as a box, booting a minimal initramfs
-// whose init powers off at once. It returns QEMU's whole run time.
-func BareBoot(ctx context.Context, home string) (time.Duration, error) {
-	b, err := New(Options{Home: home})
+// machine, accelerator and kernel as a box of a backend with opts, booting
+// a minimal initramfs whose init powers off at once. It returns QEMU's
+// whole run time.
+func BareBoot(ctx context.Context, opts Options) (time.Duration, error) {
+	b, err := New(opts)
 	if err != nil {
 		return 0, err
 	}
@@ -299,11 +321,11 @@ func BareBoot(ctx context.Context, home string) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	k, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
+	k, err := vmboot.FindKernel(b.opts.Kernel, b.opts.KernelModules)
 	if err != nil {
 		return 0, err
 	}
-	agent, err := agentbin.Path(filepath.Join(home, "bin"))
+	agent, err := agentbin.Path(filepath.Join(b.opts.Home, "bin"))
 	if err != nil {
 		return 0, err
 	}
@@ -314,7 +336,7 @@ func BareBoot(ctx context.Context, home string) (time.Duration, error) {
 	if _, err := vmboot.ProbeInitramfs(b.cache); err != nil { // build outside the measurement
 		return 0, err
 	}
-	return b.bareBoot(ctx, qemuBin, k, r.machine(), BootTimeout())
+	return b.bareBoot(ctx, qemuBin, k, r.machine(), b.opts.bootTimeout())
 }
 
 // runQEMU runs QEMU to completion (probes), killing it when ctx ends.
@@ -359,6 +381,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 		return nil, errdefs.Wrap(errdefs.NotFound, err, "qemu: agent socket of box %s", spec.ID)
 	}
 	inst := newInstance(spec, p, f, st.Accel, st.Machine, st.CPUs, st.MemoryMiB, vmboot.Kernel{Image: st.Kernel})
+	inst.bootTimeout = b.opts.bootTimeout()
 	inst.greeted.Store(true)
 	inst.rung, inst.rungWhy = st.Rung, st.RungWhy
 	for _, h := range st.Helpers {
@@ -407,7 +430,7 @@ func readTail(path string, n int64) string {
 // (see guest/listen.Serial): the host sends a hello with a fresh nonce and
 // discards what it reads until the agent echoes the nonce. The first
 // connection of a new VM waits for the boot (bounded by ctx and
-// BootTimeout); later ones give up after handshakeTimeout so the caller
+// Options.BootTimeout); later ones give up after handshakeTimeout so the caller
 // redials.
 func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
 	select {
@@ -430,7 +453,7 @@ func (i *instance) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	limit := handshakeTimeout
 	if !i.greeted.Load() {
-		limit = BootTimeout()
+		limit = i.bootTimeout
 	}
 	hctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -506,19 +529,4 @@ func (c *prefixConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(b)
-}
-
-// BootTimeout is how long a runtime should wait for a VM's agent to answer:
-// LIBBOX_BOOT_TIMEOUT (a Go duration or seconds), default 120 s, generous
-// enough for TCG on a loaded machine.
-func BootTimeout() time.Duration {
-	if v := os.Getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			return d
-		}
-		if n, err := strconv.ParseFloat(v, 64); err == nil && n > 0 {
-			return time.Duration(n * float64(time.Second))
-		}
-	}
-	return 120 * time.Second
 }

@@ -24,7 +24,7 @@ func TestMachineCmdline(t *testing.T) {
 		pcQuirks         bool
 		r                rung
 	}{{"pc-tcg", "virtio_pci", true, ladder[2]}, {"pc-kvm", "virtio_pci", true, ladder[1]}, {"microvm-kvm", "virtio_mmio", false, ladder[0]}} {
-		line := tc.r.machine().cmdline(&vmboot.Box{Port: PortName, Hostname: "h1"})
+		line := tc.r.machine().cmdline(&vmboot.Box{Port: PortName, Hostname: "h1"}, false)
 		p := bootparam.ParseCmdline(line)
 		if !strings.HasPrefix(p[bootparam.ParamModules], tc.transport+",") || p[bootparam.ParamPort] != PortName || p[bootparam.ParamHostname] != "h1" {
 			t.Errorf("%s: %q", tc.accel, line)
@@ -67,7 +67,7 @@ func TestStartBadSpec(t *testing.T) {
 		}
 	}
 	if _, err := vmboot.FindKernel(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES")); err == nil {
-		t.Setenv("LIBBOX_ACCEL", "tcg")
+		b.opts.Accel = AccelTCG
 		if _, err := b.Start(context.Background(), good); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a static ELF") {
 			t.Errorf("script as agent: %v", err)
 		}

@@ -46,12 +46,22 @@ var shared struct {
 
 var workDir string // removed by TestMain
 
+// testAccel is the accelerator the tests use: $LIBBOX_ACCEL, else TCG.
+var testAccel string
+
+// testOptions are the backend options of the tests: the accelerator, and
+// the kernel of $LIBBOX_KERNEL (and $LIBBOX_KERNEL_MODULES) when set.
+func testOptions(home string, logf func(string, ...any)) Options {
+	return Options{Home: home, Logf: logf, Accel: testAccel,
+		Kernel: os.Getenv("LIBBOX_KERNEL"), KernelModules: os.Getenv("LIBBOX_KERNEL_MODULES")}
+}
+
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if os.Getenv("LIBBOX_ACCEL") == "" {
-		// KVM is probed at run time by the backend; the tests default to
-		// TCG, which every CI machine has (set LIBBOX_ACCEL=kvm to test KVM).
-		os.Setenv("LIBBOX_ACCEL", "tcg")
+	// KVM is probed at run time by the backend; the tests default to TCG,
+	// which every CI machine has (set LIBBOX_ACCEL=kvm to test KVM).
+	if testAccel = os.Getenv("LIBBOX_ACCEL"); testAccel == "" {
+		testAccel = AccelTCG
 	}
 	if os.Getenv("LIBBOX_QEMU_TEST_CHILD") != "" {
 		childStart() // TestDiesWithHost's child: never returns
@@ -154,7 +164,7 @@ func sharedVM(t *testing.T) (backend.Instance, *client) {
 	requireVM(t)
 	shared.once.Do(func() {
 		fixtures(t)
-		shared.b, shared.err = New(Options{Home: shared.home, Logf: t.Logf})
+		shared.b, shared.err = New(testOptions(shared.home, t.Logf))
 		if shared.err != nil {
 			return
 		}
@@ -182,7 +192,7 @@ func sharedVM(t *testing.T) (backend.Instance, *client) {
 
 // boot starts a box and waits until its agent answers Ping.
 func bootBox(t testing.TB, b *Backend, spec backend.Spec) (backend.Instance, *client, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), BootTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultBootTimeout)
 	defer cancel()
 	start := time.Now()
 	inst, err := b.Start(ctx, spec)
@@ -305,8 +315,8 @@ func TestVMPing(t *testing.T) {
 	if !info.Pid1 || info.Root != "/mnt/root" {
 		t.Errorf("agent info: pid1=%v root=%q, want PID 1 chrooting into /mnt/root", info.Pid1, info.Root)
 	}
-	if got := inst.Info()["accel"]; got != os.Getenv("LIBBOX_ACCEL") {
-		t.Errorf("Info accel = %v, want %s", got, os.Getenv("LIBBOX_ACCEL"))
+	if got := inst.Info()["accel"]; got != testAccel {
+		t.Errorf("Info accel = %v, want %s", got, testAccel)
 	}
 	if got := strings.TrimSpace(mustRun(t, cl, "cat", "/proc/sys/kernel/hostname")); got != shared.spec.Hostname {
 		t.Errorf("hostname %q, want %q", got, shared.spec.Hostname)
@@ -482,7 +492,7 @@ func TestDiesWithHost(t *testing.T) {
 // exits without stopping it.
 func childStart() {
 	dir := os.Getenv("LIBBOX_QEMU_TEST_CHILD")
-	b, err := New(Options{Home: os.Getenv("LIBBOX_TEST_HOME")})
+	b, err := New(testOptions(os.Getenv("LIBBOX_TEST_HOME"), nil))
 	if err == nil {
 		var inst backend.Instance
 		inst, err = b.Start(context.Background(), backend.Spec{ID: "orphan", Dir: dir, ImageRoot: os.Getenv("LIBBOX_TEST_IMAGE"),
@@ -537,7 +547,7 @@ func TestVMPersistDetachAttach(t *testing.T) {
 	})
 	st := inst.State()
 	cl.Close() // the host goes away: the agent must serve the next one
-	b2, err := New(Options{Home: shared.home})
+	b2, err := New(testOptions(shared.home, nil))
 	testutil.Must(t, err)
 	att, err := b2.Attach(ctx, spec, st)
 	if err != nil {
@@ -633,8 +643,9 @@ func TestVMGarbageKernel(t *testing.T) {
 	fixtures(t)
 	k := filepath.Join(t.TempDir(), "vmlinuz")
 	testutil.Must(t, os.WriteFile(k, []byte(strings.Repeat("not a kernel ", 4096)), 0o644))
-	t.Setenv("LIBBOX_KERNEL", k)
-	b, err := New(Options{Home: shared.home})
+	o := testOptions(shared.home, nil)
+	o.Kernel, o.KernelModules = k, ""
+	b, err := New(o)
 	testutil.Must(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -665,7 +676,7 @@ func TestVMInitDies(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building a failing init: %v\n%s", err, out)
 	}
-	b, err := New(Options{Home: shared.home})
+	b, err := New(testOptions(shared.home, nil))
 	testutil.Must(t, err)
 	spec := newSpec(t, "initdies")
 	spec.AgentPath = bad
@@ -678,21 +689,21 @@ func TestVMInitDies(t *testing.T) {
 
 func TestAccelChoice(t *testing.T) {
 	b, qemuBin, k := realBackend(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*DefaultBootTimeout)
 	defer cancel()
 	for _, tc := range []struct{ env, want string }{{"tcg", "pc-tcg"}, {"pc-tcg", "pc-tcg"}, {"microvm-kvm", "microvm-kvm"}} {
-		t.Setenv("LIBBOX_ACCEL", tc.env)
+		b.opts.Accel = tc.env
 		if got, _, err := b.accel(ctx, qemuBin, k, shared.agent); err != nil || got.Name != tc.want {
-			t.Errorf("LIBBOX_ACCEL=%s: %q, %v", tc.env, got.Name, err)
+			t.Errorf("Accel %s: %q, %v", tc.env, got.Name, err)
 		}
 	}
-	t.Setenv("LIBBOX_ACCEL", "fast")
+	b.opts.Accel = "fast"
 	if _, _, err := b.accel(ctx, qemuBin, k, shared.agent); !errdefs.IsInvalidArgument(err) {
-		t.Errorf("LIBBOX_ACCEL=fast: %v, want InvalidArgument", err)
+		t.Errorf("Accel fast: %v, want InvalidArgument", err)
 	}
 	// Unset: the ladder (real probe boots when /dev/kvm opens), then the
 	// cached answer.
-	t.Setenv("LIBBOX_ACCEL", "")
+	b.opts.Accel = ""
 	first, why, err := b.accel(ctx, qemuBin, k, shared.agent)
 	if err != nil || first.Name == "" {
 		t.Fatalf("ladder: %q, %v", first.Name, err)
@@ -711,11 +722,11 @@ func TestAccelChoice(t *testing.T) {
 func TestBareBoot(t *testing.T) {
 	requireVM(t)
 	fixtures(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*BootTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*DefaultBootTimeout)
 	defer cancel()
-	d, err := BareBoot(ctx, shared.home)
+	d, err := BareBoot(ctx, testOptions(shared.home, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("bare boot (%s): %s", os.Getenv("LIBBOX_ACCEL"), d.Round(time.Millisecond))
+	t.Logf("bare boot (%s): %s", testAccel, d.Round(time.Millisecond))
 }

@@ -30,10 +30,16 @@ import (
 // AgentPort is the vsock port the agent listens on in the guest.
 const AgentPort = 1024
 
-// Options configure the backend.
+// Options configure the backend. The runtime fills them (libbox.Options);
+// the backend never reads the environment.
 type Options struct {
 	Home string
 	Logf func(string, ...any)
+	// Kernel is the guest kernel (required) and KernelModules its modules
+	// directory ("" when everything needed is built in).
+	Kernel, KernelModules string
+	// VMDebug logs the kernel and the agent's boot steps on the console.
+	VMDebug bool
 }
 
 const kernelHint = "set LIBBOX_KERNEL to an uncompressed arm64 Linux kernel Image with virtio (PCI), virtio_blk, " +

@@ -50,7 +50,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err := checkSpec(spec); err != nil {
 		return nil, err
 	}
-	k, err := kernelFrom(os.Getenv("LIBBOX_KERNEL"), os.Getenv("LIBBOX_KERNEL_MODULES"))
+	k, err := kernelFrom(b.opts.Kernel, b.opts.KernelModules)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
 
-	loader, err := vz.NewLinuxBootLoader(k.Image, vz.WithCommandLine(cmdline(spec, os.Getenv("LIBBOX_VM_DEBUG") == "1")), vz.WithInitrd(initrd))
+	loader, err := vz.NewLinuxBootLoader(k.Image, vz.WithCommandLine(cmdline(spec, b.opts.VMDebug)), vz.WithInitrd(initrd))
 	if err != nil {
 		return nil, vzError("boot loader", err)
 	}

@@ -72,19 +72,72 @@ _open: "set[Runtime]" = set()  # guarded by _lock
 _default: "Optional[Runtime]" = None  # guarded by _lock
 
 
+# Runtime options the library would otherwise take from LIBBOX_* variables.
+# They are read here, when a Runtime opens, not by the library: it sees the
+# environment as it was when it was loaded, not later changes to os.environ.
+_ENV_OPTIONS = (
+    ("boot_timeout", "LIBBOX_BOOT_TIMEOUT"),
+    ("accel", "LIBBOX_ACCEL"),
+    ("kernel", "LIBBOX_KERNEL"),
+    ("kernel_modules", "LIBBOX_KERNEL_MODULES"),
+    ("agent", "LIBBOX_AGENT"),
+    ("vm_debug", "LIBBOX_VM_DEBUG"),
+    ("registry_auth", "LIBBOX_REGISTRY_AUTH"),
+    ("insecure_registries", "LIBBOX_INSECURE_REGISTRIES"),
+    ("registry_mirrors", "LIBBOX_REGISTRY_MIRRORS"),
+)
+
+
 class Runtime:
     """A libbox runtime on ``home`` (default ``os.environ["LIBBOX_HOME"]``,
     else ``~/.local/share/libbox``). Use it as a (async) context manager or call
-    :meth:`close`."""
+    :meth:`close`.
 
-    def __init__(self, home: "Union[str, os.PathLike[str], None]" = None) -> None:
+    The keyword options are those of the runtime options JSON in libbox.h;
+    each one left None takes its ``LIBBOX_*`` variable (see the README):
+    ``boot_timeout`` (seconds, or a string such as ``"2m"``), ``accel``
+    (``"kvm"``/``"tcg"``), ``kernel``, ``kernel_modules``, ``agent``,
+    ``vm_debug`` (bool), and ``registry_auth``, ``insecure_registries``,
+    ``registry_mirrors`` written as their variables are."""
+
+    def __init__(
+        self,
+        home: "Union[str, os.PathLike[str], None]" = None,
+        *,
+        boot_timeout: "Union[float, str, None]" = None,
+        accel: Optional[str] = None,
+        kernel: "Union[str, os.PathLike[str], None]" = None,
+        kernel_modules: "Union[str, os.PathLike[str], None]" = None,
+        agent: "Union[str, os.PathLike[str], None]" = None,
+        vm_debug: Optional[bool] = None,
+        registry_auth: Optional[str] = None,
+        insecure_registries: Optional[str] = None,
+        registry_mirrors: Optional[str] = None,
+    ) -> None:
         opts: dict[str, Any] = {}
         if home is None:
-            # Read here, not by the library: it sees the environment as it was
-            # when it was loaded, not later changes to os.environ.
             home = os.environ.get("LIBBOX_HOME") or None
         if home is not None:
             opts["home"] = _check.path(home, "home")
+        given = {
+            "boot_timeout": boot_timeout, "accel": accel, "kernel": kernel, "kernel_modules": kernel_modules,
+            "agent": agent, "vm_debug": vm_debug, "registry_auth": registry_auth,
+            "insecure_registries": insecure_registries, "registry_mirrors": registry_mirrors,
+        }  # fmt: skip
+        for key, var in _ENV_OPTIONS:
+            v = given[key]
+            if v is None:
+                env = os.environ.get(var)
+                if env:
+                    opts[key] = env == "1" if key == "vm_debug" else env
+            elif key == "vm_debug":
+                opts[key] = _check.flag(v, key)
+            elif key == "boot_timeout" and not isinstance(v, str):
+                opts[key] = _check.timeout(v)
+            elif key in ("kernel", "kernel_modules", "agent"):
+                opts[key] = _check.path(v, key)
+            else:
+                opts[key] = _check.text(v, key)
         self.home = opts.get("home")
         out = ctypes.c_uint64()
         _ffi.check(_ffi.lib.box_runtime_open, json.dumps(opts).encode(), ctypes.byref(out))

@@ -22,11 +22,7 @@ func Digest() string {
 }
 
 // Path writes the agent (once per content) into dir and returns its path.
-// LIBBOX_AGENT overrides it with an existing file.
 func Path(dir string) (string, error) {
-	if p := os.Getenv("LIBBOX_AGENT"); p != "" {
-		return p, nil
-	}
 	if len(binary) == 0 {
 		return "", fmt.Errorf("this build has no embedded box-agent: build with ./build.sh build")
 	}
