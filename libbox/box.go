@@ -43,6 +43,11 @@ type Box struct {
 	// procs are the processes running through this Box. Guarded by mu.
 	procs map[*Process]struct{}
 
+	// boot times the stages of the last start; lastCPU is the previous
+	// Stats reading. Guarded by mu.
+	boot    []BootStage
+	lastCPU cpuSample
+
 	// watchers waits for the goroutine that follows the running instance.
 	watchers sync.WaitGroup
 }
@@ -162,10 +167,12 @@ func (b *Box) Start(ctx context.Context) error {
 	prevState := b.st
 	b.mu.Unlock()
 
+	t0 := time.Now()
 	be, spec, err := b.prepare(ctx)
 	if err != nil {
 		return err
 	}
+	t1 := time.Now()
 	var inst backend.Instance
 	if prevState.State == StateRunning {
 		// Detached box started by an earlier process: reattach.
@@ -180,6 +187,7 @@ func (b *Box) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	t2 := time.Now()
 	conn, client, err := b.connect(ctx, inst)
 	if err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -191,6 +199,8 @@ func (b *Box) Start(ctx context.Context) error {
 	b.mu.Lock()
 	b.inst, b.conn, b.client = inst, conn, client
 	b.stopping = false
+	b.boot = []BootStage{{"prepare", t1.Sub(t0)}, {"launch", t2.Sub(t1)}, {"agent", time.Since(t2)}}
+	b.lastCPU = cpuSample{}
 	if prevState.State != StateRunning || b.st.StartedAt.IsZero() {
 		b.st.StartedAt = time.Now().UTC()
 	}

@@ -31,7 +31,8 @@ import (
 const ProtocolVersion = 1
 
 // Features lists what this agent supports (InfoResponse.features).
-var Features = []string{"exec", "tty", "stdin", "signal", "resize", "timeout", "control", "upload", "download", "mount", "shutdown"}
+var Features = []string{"exec", "tty", "stdin", "signal", "resize", "timeout", "control", "upload", "download", "mount", "shutdown",
+	"fs", "watch", "stats", "processes"}
 
 // Options configure an Agent.
 type Options struct {
@@ -60,6 +61,9 @@ type Agent struct {
 	root  string // "/" or an absolute directory
 	sp    *spawner.Spawner
 	froot *os.Root
+
+	startedAt   time.Time
+	execsServed atomic.Uint64 // Exec calls that spawned a process
 
 	// wg tracks goroutines that may outlive a handler (stream readers).
 	wg sync.WaitGroup
@@ -106,13 +110,14 @@ func New(opts Options) (*Agent, error) {
 	}
 	boot["runtime"] = time.Now().UnixNano()
 	return &Agent{
-		opts:     opts,
-		root:     root,
-		sp:       sp,
-		froot:    froot,
-		shutdown: make(chan struct{}),
-		boot:     boot,
-		trim:     &trimmer{running: sp.Running},
+		opts:      opts,
+		root:      root,
+		sp:        sp,
+		froot:     froot,
+		startedAt: time.Now(),
+		shutdown:  make(chan struct{}),
+		boot:      boot,
+		trim:      &trimmer{running: sp.Running},
 	}, nil
 }
 

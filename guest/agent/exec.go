@@ -163,6 +163,7 @@ func (a *Agent) exec(stream execStream) error {
 	defer a.trim.execEnded()
 	p.pid = pid
 	a.execs.add(p)
+	a.execsServed.Add(1)
 	defer a.execs.remove(p)
 	if a.stoppingSince() != 0 {
 		// Shutdown began while this spawned; its kill may have missed it.

@@ -193,6 +193,119 @@ func (Exit_SpawnReason) EnumDescriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{16, 1}
 }
 
+type FileInfo_Type int32
+
+const (
+	FileInfo_FILE    FileInfo_Type = 0
+	FileInfo_DIR     FileInfo_Type = 1
+	FileInfo_SYMLINK FileInfo_Type = 2
+	FileInfo_OTHER   FileInfo_Type = 3
+)
+
+// Enum value maps for FileInfo_Type.
+var (
+	FileInfo_Type_name = map[int32]string{
+		0: "FILE",
+		1: "DIR",
+		2: "SYMLINK",
+		3: "OTHER",
+	}
+	FileInfo_Type_value = map[string]int32{
+		"FILE":    0,
+		"DIR":     1,
+		"SYMLINK": 2,
+		"OTHER":   3,
+	}
+)
+
+func (x FileInfo_Type) Enum() *FileInfo_Type {
+	p := new(FileInfo_Type)
+	*p = x
+	return p
+}
+
+func (x FileInfo_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FileInfo_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[3].Descriptor()
+}
+
+func (FileInfo_Type) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[3]
+}
+
+func (x FileInfo_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FileInfo_Type.Descriptor instead.
+func (FileInfo_Type) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29, 0}
+}
+
+type WatchEvent_Type int32
+
+const (
+	WatchEvent_CREATE   WatchEvent_Type = 0
+	WatchEvent_WRITE    WatchEvent_Type = 1
+	WatchEvent_REMOVE   WatchEvent_Type = 2
+	WatchEvent_RENAME   WatchEvent_Type = 3
+	WatchEvent_CHMOD    WatchEvent_Type = 4
+	WatchEvent_OVERFLOW WatchEvent_Type = 5 // events were lost; path is the watched directory
+	WatchEvent_READY    WatchEvent_Type = 6 // sent once, when every watch is in place
+)
+
+// Enum value maps for WatchEvent_Type.
+var (
+	WatchEvent_Type_name = map[int32]string{
+		0: "CREATE",
+		1: "WRITE",
+		2: "REMOVE",
+		3: "RENAME",
+		4: "CHMOD",
+		5: "OVERFLOW",
+		6: "READY",
+	}
+	WatchEvent_Type_value = map[string]int32{
+		"CREATE":   0,
+		"WRITE":    1,
+		"REMOVE":   2,
+		"RENAME":   3,
+		"CHMOD":    4,
+		"OVERFLOW": 5,
+		"READY":    6,
+	}
+)
+
+func (x WatchEvent_Type) Enum() *WatchEvent_Type {
+	p := new(WatchEvent_Type)
+	*p = x
+	return p
+}
+
+func (x WatchEvent_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchEvent_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_proto_enumTypes[4].Descriptor()
+}
+
+func (WatchEvent_Type) Type() protoreflect.EnumType {
+	return &file_agent_proto_enumTypes[4]
+}
+
+func (x WatchEvent_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchEvent_Type.Descriptor instead.
+func (WatchEvent_Type) EnumDescriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{40, 0}
+}
+
 type PingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1657,6 +1770,1326 @@ func (*MountResponse) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
+type ReadFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"` // 0: to the end of the file
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadFileRequest) Reset() {
+	*x = ReadFileRequest{}
+	mi := &file_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadFileRequest) ProtoMessage() {}
+
+func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
+func (*ReadFileRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReadFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ReadFileRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadFileRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type FileChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChunk) Reset() {
+	*x = FileChunk{}
+	mi := &file_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChunk) ProtoMessage() {}
+
+func (x *FileChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
+func (*FileChunk) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FileChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WriteFileHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Mode          uint32                 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`                                  // permission bits; 0: 0644
+	MakeParents   bool                   `protobuf:"varint,3,opt,name=make_parents,json=makeParents,proto3" json:"make_parents,omitempty"` // create missing parent directories
+	Append        bool                   `protobuf:"varint,4,opt,name=append,proto3" json:"append,omitempty"`                              // append instead of replacing
+	User          string                 `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`                                   // owner: "name", "uid" or "uid:gid"; empty: root
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteFileHeader) Reset() {
+	*x = WriteFileHeader{}
+	mi := &file_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteFileHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteFileHeader) ProtoMessage() {}
+
+func (x *WriteFileHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteFileHeader.ProtoReflect.Descriptor instead.
+func (*WriteFileHeader) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WriteFileHeader) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WriteFileHeader) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *WriteFileHeader) GetMakeParents() bool {
+	if x != nil {
+		return x.MakeParents
+	}
+	return false
+}
+
+func (x *WriteFileHeader) GetAppend() bool {
+	if x != nil {
+		return x.Append
+	}
+	return false
+}
+
+func (x *WriteFileHeader) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type WriteFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *WriteFileHeader       `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"` // starts a new file
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteFileRequest) Reset() {
+	*x = WriteFileRequest{}
+	mi := &file_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteFileRequest) ProtoMessage() {}
+
+func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
+func (*WriteFileRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WriteFileRequest) GetHeader() *WriteFileHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *WriteFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WriteFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Files         int32                  `protobuf:"varint,2,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteFileResponse) Reset() {
+	*x = WriteFileResponse{}
+	mi := &file_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteFileResponse) ProtoMessage() {}
+
+func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
+func (*WriteFileResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WriteFileResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *WriteFileResponse) GetFiles() int32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+type FileInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Path           string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // absolute box path
+	Type           FileInfo_Type          `protobuf:"varint,3,opt,name=type,proto3,enum=libbox.agent.v1.FileInfo_Type" json:"type,omitempty"`
+	Size           int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Mode           uint32                 `protobuf:"varint,5,opt,name=mode,proto3" json:"mode,omitempty"` // permission bits (and setuid/setgid/sticky)
+	Uid            uint32                 `protobuf:"varint,6,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid            uint32                 `protobuf:"varint,7,opt,name=gid,proto3" json:"gid,omitempty"`
+	MtimeUnixNanos int64                  `protobuf:"varint,8,opt,name=mtime_unix_nanos,json=mtimeUnixNanos,proto3" json:"mtime_unix_nanos,omitempty"`
+	LinkTarget     string                 `protobuf:"bytes,9,opt,name=link_target,json=linkTarget,proto3" json:"link_target,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *FileInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *FileInfo) GetType() FileInfo_Type {
+	if x != nil {
+		return x.Type
+	}
+	return FileInfo_FILE
+}
+
+func (x *FileInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *FileInfo) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *FileInfo) GetMtimeUnixNanos() int64 {
+	if x != nil {
+		return x.MtimeUnixNanos
+	}
+	return 0
+}
+
+func (x *FileInfo) GetLinkTarget() string {
+	if x != nil {
+		return x.LinkTarget
+	}
+	return ""
+}
+
+type ListDirRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Depth         int32                  `protobuf:"varint,2,opt,name=depth,proto3" json:"depth,omitempty"` // 0 or 1: the entries only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirRequest) Reset() {
+	*x = ListDirRequest{}
+	mi := &file_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirRequest) ProtoMessage() {}
+
+func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
+func (*ListDirRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListDirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ListDirRequest) GetDepth() int32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+type ListDirResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*FileInfo            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDirResponse) Reset() {
+	*x = ListDirResponse{}
+	mi := &file_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDirResponse) ProtoMessage() {}
+
+func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
+func (*ListDirResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListDirResponse) GetEntries() []*FileInfo {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type StatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatRequest) Reset() {
+	*x = StatRequest{}
+	mi := &file_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatRequest) ProtoMessage() {}
+
+func (x *StatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
+func (*StatRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *StatRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type MkdirRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Parents       bool                   `protobuf:"varint,2,opt,name=parents,proto3" json:"parents,omitempty"` // create parents; an existing directory is no error
+	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`       // 0: 0755
+	User          string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MkdirRequest) Reset() {
+	*x = MkdirRequest{}
+	mi := &file_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MkdirRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MkdirRequest) ProtoMessage() {}
+
+func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
+func (*MkdirRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *MkdirRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *MkdirRequest) GetParents() bool {
+	if x != nil {
+		return x.Parents
+	}
+	return false
+}
+
+func (x *MkdirRequest) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *MkdirRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type MkdirResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MkdirResponse) Reset() {
+	*x = MkdirResponse{}
+	mi := &file_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MkdirResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MkdirResponse) ProtoMessage() {}
+
+func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
+func (*MkdirResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{34}
+}
+
+type RemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Recursive     bool                   `protobuf:"varint,2,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RemoveRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type RemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{36}
+}
+
+type RenameRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Src           string                 `protobuf:"bytes,1,opt,name=src,proto3" json:"src,omitempty"`
+	Dst           string                 `protobuf:"bytes,2,opt,name=dst,proto3" json:"dst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameRequest) Reset() {
+	*x = RenameRequest{}
+	mi := &file_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameRequest) ProtoMessage() {}
+
+func (x *RenameRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
+func (*RenameRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RenameRequest) GetSrc() string {
+	if x != nil {
+		return x.Src
+	}
+	return ""
+}
+
+func (x *RenameRequest) GetDst() string {
+	if x != nil {
+		return x.Dst
+	}
+	return ""
+}
+
+type RenameResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameResponse) Reset() {
+	*x = RenameResponse{}
+	mi := &file_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameResponse) ProtoMessage() {}
+
+func (x *RenameResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
+func (*RenameResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{38}
+}
+
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Recursive     bool                   `protobuf:"varint,2,opt,name=recursive,proto3" json:"recursive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *WatchRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetRecursive() bool {
+	if x != nil {
+		return x.Recursive
+	}
+	return false
+}
+
+type WatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          WatchEvent_Type        `protobuf:"varint,1,opt,name=type,proto3,enum=libbox.agent.v1.WatchEvent_Type" json:"type,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // absolute box path
+	Dir           bool                   `protobuf:"varint,3,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *WatchEvent) GetType() WatchEvent_Type {
+	if x != nil {
+		return x.Type
+	}
+	return WatchEvent_CREATE
+}
+
+func (x *WatchEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WatchEvent) GetDir() bool {
+	if x != nil {
+		return x.Dir
+	}
+	return false
+}
+
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{41}
+}
+
+type StatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemTotalBytes uint64                 `protobuf:"varint,1,opt,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
+	MemUsedBytes  uint64                 `protobuf:"varint,2,opt,name=mem_used_bytes,json=memUsedBytes,proto3" json:"mem_used_bytes,omitempty"`
+	Processes     int32                  `protobuf:"varint,3,opt,name=processes,proto3" json:"processes,omitempty"` // processes in the box, the agent excluded
+	ExecsRunning  int32                  `protobuf:"varint,4,opt,name=execs_running,json=execsRunning,proto3" json:"execs_running,omitempty"`
+	ExecsServed   uint64                 `protobuf:"varint,5,opt,name=execs_served,json=execsServed,proto3" json:"execs_served,omitempty"`
+	NetRxBytes    uint64                 `protobuf:"varint,6,opt,name=net_rx_bytes,json=netRxBytes,proto3" json:"net_rx_bytes,omitempty"` // all interfaces but loopback
+	NetTxBytes    uint64                 `protobuf:"varint,7,opt,name=net_tx_bytes,json=netTxBytes,proto3" json:"net_tx_bytes,omitempty"`
+	CpuNanos      int64                  `protobuf:"varint,8,opt,name=cpu_nanos,json=cpuNanos,proto3" json:"cpu_nanos,omitempty"`          // CPU time of the box's processes as the box sees it
+	UptimeNanos   int64                  `protobuf:"varint,9,opt,name=uptime_nanos,json=uptimeNanos,proto3" json:"uptime_nanos,omitempty"` // since the agent started
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *StatsResponse) GetMemTotalBytes() uint64 {
+	if x != nil {
+		return x.MemTotalBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetMemUsedBytes() uint64 {
+	if x != nil {
+		return x.MemUsedBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetProcesses() int32 {
+	if x != nil {
+		return x.Processes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetExecsRunning() int32 {
+	if x != nil {
+		return x.ExecsRunning
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetExecsServed() uint64 {
+	if x != nil {
+		return x.ExecsServed
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetNetRxBytes() uint64 {
+	if x != nil {
+		return x.NetRxBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetNetTxBytes() uint64 {
+	if x != nil {
+		return x.NetTxBytes
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetCpuNanos() int64 {
+	if x != nil {
+		return x.CpuNanos
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetUptimeNanos() int64 {
+	if x != nil {
+		return x.UptimeNanos
+	}
+	return 0
+}
+
+type ProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessesRequest) Reset() {
+	*x = ProcessesRequest{}
+	mi := &file_agent_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessesRequest) ProtoMessage() {}
+
+func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{43}
+}
+
+type ProcessInfo struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Pid              int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Args             []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	Uid              uint32                 `protobuf:"varint,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	User             string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	StartedUnixNanos int64                  `protobuf:"varint,5,opt,name=started_unix_nanos,json=startedUnixNanos,proto3" json:"started_unix_nanos,omitempty"`
+	Tty              bool                   `protobuf:"varint,6,opt,name=tty,proto3" json:"tty,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ProcessInfo) Reset() {
+	*x = ProcessInfo{}
+	mi := &file_agent_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInfo) ProtoMessage() {}
+
+func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
+func (*ProcessInfo) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ProcessInfo) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *ProcessInfo) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ProcessInfo) GetStartedUnixNanos() int64 {
+	if x != nil {
+		return x.StartedUnixNanos
+	}
+	return 0
+}
+
+func (x *ProcessInfo) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+type ProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*ProcessInfo         `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessesResponse) Reset() {
+	*x = ProcessesResponse{}
+	mi := &file_agent_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessesResponse) ProtoMessage() {}
+
+func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ProcessesResponse) GetProcesses() []*ProcessInfo {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+type KillRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pid           int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Signal        int32                  `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"` // 0: SIGKILL
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillRequest) Reset() {
+	*x = KillRequest{}
+	mi := &file_agent_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillRequest) ProtoMessage() {}
+
+func (x *KillRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
+func (*KillRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *KillRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *KillRequest) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
+type KillResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillResponse) Reset() {
+	*x = KillResponse{}
+	mi := &file_agent_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillResponse) ProtoMessage() {}
+
+func (x *KillResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
+func (*KillResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{47}
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -1781,7 +3214,108 @@ const file_agent_proto_rawDesc = "" +
 	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x04 \x01(\tR\aoptions\x12\x1b\n" +
 	"\tread_only\x18\x05 \x01(\bR\breadOnly\"\x0f\n" +
-	"\rMountResponse2\xf9\x05\n" +
+	"\rMountResponse\"U\n" +
+	"\x0fReadFileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"\x1f\n" +
+	"\tFileChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x88\x01\n" +
+	"\x0fWriteFileHeader\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\x12!\n" +
+	"\fmake_parents\x18\x03 \x01(\bR\vmakeParents\x12\x16\n" +
+	"\x06append\x18\x04 \x01(\bR\x06append\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\"`\n" +
+	"\x10WriteFileRequest\x128\n" +
+	"\x06header\x18\x01 \x01(\v2 .libbox.agent.v1.WriteFileHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"?\n" +
+	"\x11WriteFileResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x14\n" +
+	"\x05files\x18\x02 \x01(\x05R\x05files\"\xb0\x02\n" +
+	"\bFileInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x122\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x1e.libbox.agent.v1.FileInfo.TypeR\x04type\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04mode\x18\x05 \x01(\rR\x04mode\x12\x10\n" +
+	"\x03uid\x18\x06 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\a \x01(\rR\x03gid\x12(\n" +
+	"\x10mtime_unix_nanos\x18\b \x01(\x03R\x0emtimeUnixNanos\x12\x1f\n" +
+	"\vlink_target\x18\t \x01(\tR\n" +
+	"linkTarget\"1\n" +
+	"\x04Type\x12\b\n" +
+	"\x04FILE\x10\x00\x12\a\n" +
+	"\x03DIR\x10\x01\x12\v\n" +
+	"\aSYMLINK\x10\x02\x12\t\n" +
+	"\x05OTHER\x10\x03\":\n" +
+	"\x0eListDirRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
+	"\x05depth\x18\x02 \x01(\x05R\x05depth\"F\n" +
+	"\x0fListDirResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.libbox.agent.v1.FileInfoR\aentries\"!\n" +
+	"\vStatRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"d\n" +
+	"\fMkdirRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
+	"\aparents\x18\x02 \x01(\bR\aparents\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"\x0f\n" +
+	"\rMkdirResponse\"A\n" +
+	"\rRemoveRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1c\n" +
+	"\trecursive\x18\x02 \x01(\bR\trecursive\"\x10\n" +
+	"\x0eRemoveResponse\"3\n" +
+	"\rRenameRequest\x12\x10\n" +
+	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
+	"\x03dst\x18\x02 \x01(\tR\x03dst\"\x10\n" +
+	"\x0eRenameResponse\"@\n" +
+	"\fWatchRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1c\n" +
+	"\trecursive\x18\x02 \x01(\bR\trecursive\"\xc3\x01\n" +
+	"\n" +
+	"WatchEvent\x124\n" +
+	"\x04type\x18\x01 \x01(\x0e2 .libbox.agent.v1.WatchEvent.TypeR\x04type\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x10\n" +
+	"\x03dir\x18\x03 \x01(\bR\x03dir\"Y\n" +
+	"\x04Type\x12\n" +
+	"\n" +
+	"\x06CREATE\x10\x00\x12\t\n" +
+	"\x05WRITE\x10\x01\x12\n" +
+	"\n" +
+	"\x06REMOVE\x10\x02\x12\n" +
+	"\n" +
+	"\x06RENAME\x10\x03\x12\t\n" +
+	"\x05CHMOD\x10\x04\x12\f\n" +
+	"\bOVERFLOW\x10\x05\x12\t\n" +
+	"\x05READY\x10\x06\"\x0e\n" +
+	"\fStatsRequest\"\xc7\x02\n" +
+	"\rStatsResponse\x12&\n" +
+	"\x0fmem_total_bytes\x18\x01 \x01(\x04R\rmemTotalBytes\x12$\n" +
+	"\x0emem_used_bytes\x18\x02 \x01(\x04R\fmemUsedBytes\x12\x1c\n" +
+	"\tprocesses\x18\x03 \x01(\x05R\tprocesses\x12#\n" +
+	"\rexecs_running\x18\x04 \x01(\x05R\fexecsRunning\x12!\n" +
+	"\fexecs_served\x18\x05 \x01(\x04R\vexecsServed\x12 \n" +
+	"\fnet_rx_bytes\x18\x06 \x01(\x04R\n" +
+	"netRxBytes\x12 \n" +
+	"\fnet_tx_bytes\x18\a \x01(\x04R\n" +
+	"netTxBytes\x12\x1b\n" +
+	"\tcpu_nanos\x18\b \x01(\x03R\bcpuNanos\x12!\n" +
+	"\fuptime_nanos\x18\t \x01(\x03R\vuptimeNanos\"\x12\n" +
+	"\x10ProcessesRequest\"\x99\x01\n" +
+	"\vProcessInfo\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\rR\x03uid\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12,\n" +
+	"\x12started_unix_nanos\x18\x05 \x01(\x03R\x10startedUnixNanos\x12\x10\n" +
+	"\x03tty\x18\x06 \x01(\bR\x03tty\"O\n" +
+	"\x11ProcessesResponse\x12:\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1c.libbox.agent.v1.ProcessInfoR\tprocesses\"7\n" +
+	"\vKillRequest\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\x05R\x06signal\"\x0e\n" +
+	"\fKillResponse2\xb0\f\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.libbox.agent.v1.PingRequest\x1a\x1d.libbox.agent.v1.PingResponse\x12C\n" +
 	"\x04Info\x12\x1c.libbox.agent.v1.InfoRequest\x1a\x1d.libbox.agent.v1.InfoResponse\x12O\n" +
@@ -1793,7 +3327,18 @@ const file_agent_proto_rawDesc = "" +
 	"CloseStdin\x12\".libbox.agent.v1.CloseStdinRequest\x1a .libbox.agent.v1.ControlResponse\x12K\n" +
 	"\x06Upload\x12\x1e.libbox.agent.v1.UploadRequest\x1a\x1f.libbox.agent.v1.UploadResponse(\x01\x12N\n" +
 	"\bDownload\x12 .libbox.agent.v1.DownloadRequest\x1a\x1e.libbox.agent.v1.DownloadChunk0\x01\x12F\n" +
-	"\x05Mount\x12\x1d.libbox.agent.v1.MountRequest\x1a\x1e.libbox.agent.v1.MountResponseB(Z&github.com/libbox/libbox/guest/agentpbb\x06proto3"
+	"\x05Mount\x12\x1d.libbox.agent.v1.MountRequest\x1a\x1e.libbox.agent.v1.MountResponse\x12J\n" +
+	"\bReadFile\x12 .libbox.agent.v1.ReadFileRequest\x1a\x1a.libbox.agent.v1.FileChunk0\x01\x12T\n" +
+	"\tWriteFile\x12!.libbox.agent.v1.WriteFileRequest\x1a\".libbox.agent.v1.WriteFileResponse(\x01\x12L\n" +
+	"\aListDir\x12\x1f.libbox.agent.v1.ListDirRequest\x1a .libbox.agent.v1.ListDirResponse\x12?\n" +
+	"\x04Stat\x12\x1c.libbox.agent.v1.StatRequest\x1a\x19.libbox.agent.v1.FileInfo\x12F\n" +
+	"\x05Mkdir\x12\x1d.libbox.agent.v1.MkdirRequest\x1a\x1e.libbox.agent.v1.MkdirResponse\x12I\n" +
+	"\x06Remove\x12\x1e.libbox.agent.v1.RemoveRequest\x1a\x1f.libbox.agent.v1.RemoveResponse\x12I\n" +
+	"\x06Rename\x12\x1e.libbox.agent.v1.RenameRequest\x1a\x1f.libbox.agent.v1.RenameResponse\x12E\n" +
+	"\x05Watch\x12\x1d.libbox.agent.v1.WatchRequest\x1a\x1b.libbox.agent.v1.WatchEvent0\x01\x12F\n" +
+	"\x05Stats\x12\x1d.libbox.agent.v1.StatsRequest\x1a\x1e.libbox.agent.v1.StatsResponse\x12R\n" +
+	"\tProcesses\x12!.libbox.agent.v1.ProcessesRequest\x1a\".libbox.agent.v1.ProcessesResponse\x12C\n" +
+	"\x04Kill\x12\x1c.libbox.agent.v1.KillRequest\x1a\x1d.libbox.agent.v1.KillResponseB(Z&github.com/libbox/libbox/guest/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -1807,75 +3352,128 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_agent_proto_goTypes = []any{
 	(Output_Stream)(0),        // 0: libbox.agent.v1.Output.Stream
 	(Exit_Status)(0),          // 1: libbox.agent.v1.Exit.Status
 	(Exit_SpawnReason)(0),     // 2: libbox.agent.v1.Exit.SpawnReason
-	(*PingRequest)(nil),       // 3: libbox.agent.v1.PingRequest
-	(*PingResponse)(nil),      // 4: libbox.agent.v1.PingResponse
-	(*InfoRequest)(nil),       // 5: libbox.agent.v1.InfoRequest
-	(*InfoResponse)(nil),      // 6: libbox.agent.v1.InfoResponse
-	(*ShutdownRequest)(nil),   // 7: libbox.agent.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),  // 8: libbox.agent.v1.ShutdownResponse
-	(*ExecRequest)(nil),       // 9: libbox.agent.v1.ExecRequest
-	(*SignalRequest)(nil),     // 10: libbox.agent.v1.SignalRequest
-	(*ResizeRequest)(nil),     // 11: libbox.agent.v1.ResizeRequest
-	(*CloseStdinRequest)(nil), // 12: libbox.agent.v1.CloseStdinRequest
-	(*ControlResponse)(nil),   // 13: libbox.agent.v1.ControlResponse
-	(*TtySize)(nil),           // 14: libbox.agent.v1.TtySize
-	(*ExecStart)(nil),         // 15: libbox.agent.v1.ExecStart
-	(*ExecEvent)(nil),         // 16: libbox.agent.v1.ExecEvent
-	(*Started)(nil),           // 17: libbox.agent.v1.Started
-	(*Output)(nil),            // 18: libbox.agent.v1.Output
-	(*Exit)(nil),              // 19: libbox.agent.v1.Exit
-	(*ExecTimes)(nil),         // 20: libbox.agent.v1.ExecTimes
-	(*UploadRequest)(nil),     // 21: libbox.agent.v1.UploadRequest
-	(*UploadResponse)(nil),    // 22: libbox.agent.v1.UploadResponse
-	(*DownloadRequest)(nil),   // 23: libbox.agent.v1.DownloadRequest
-	(*DownloadChunk)(nil),     // 24: libbox.agent.v1.DownloadChunk
-	(*MountRequest)(nil),      // 25: libbox.agent.v1.MountRequest
-	(*MountResponse)(nil),     // 26: libbox.agent.v1.MountResponse
-	nil,                       // 27: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	(FileInfo_Type)(0),        // 3: libbox.agent.v1.FileInfo.Type
+	(WatchEvent_Type)(0),      // 4: libbox.agent.v1.WatchEvent.Type
+	(*PingRequest)(nil),       // 5: libbox.agent.v1.PingRequest
+	(*PingResponse)(nil),      // 6: libbox.agent.v1.PingResponse
+	(*InfoRequest)(nil),       // 7: libbox.agent.v1.InfoRequest
+	(*InfoResponse)(nil),      // 8: libbox.agent.v1.InfoResponse
+	(*ShutdownRequest)(nil),   // 9: libbox.agent.v1.ShutdownRequest
+	(*ShutdownResponse)(nil),  // 10: libbox.agent.v1.ShutdownResponse
+	(*ExecRequest)(nil),       // 11: libbox.agent.v1.ExecRequest
+	(*SignalRequest)(nil),     // 12: libbox.agent.v1.SignalRequest
+	(*ResizeRequest)(nil),     // 13: libbox.agent.v1.ResizeRequest
+	(*CloseStdinRequest)(nil), // 14: libbox.agent.v1.CloseStdinRequest
+	(*ControlResponse)(nil),   // 15: libbox.agent.v1.ControlResponse
+	(*TtySize)(nil),           // 16: libbox.agent.v1.TtySize
+	(*ExecStart)(nil),         // 17: libbox.agent.v1.ExecStart
+	(*ExecEvent)(nil),         // 18: libbox.agent.v1.ExecEvent
+	(*Started)(nil),           // 19: libbox.agent.v1.Started
+	(*Output)(nil),            // 20: libbox.agent.v1.Output
+	(*Exit)(nil),              // 21: libbox.agent.v1.Exit
+	(*ExecTimes)(nil),         // 22: libbox.agent.v1.ExecTimes
+	(*UploadRequest)(nil),     // 23: libbox.agent.v1.UploadRequest
+	(*UploadResponse)(nil),    // 24: libbox.agent.v1.UploadResponse
+	(*DownloadRequest)(nil),   // 25: libbox.agent.v1.DownloadRequest
+	(*DownloadChunk)(nil),     // 26: libbox.agent.v1.DownloadChunk
+	(*MountRequest)(nil),      // 27: libbox.agent.v1.MountRequest
+	(*MountResponse)(nil),     // 28: libbox.agent.v1.MountResponse
+	(*ReadFileRequest)(nil),   // 29: libbox.agent.v1.ReadFileRequest
+	(*FileChunk)(nil),         // 30: libbox.agent.v1.FileChunk
+	(*WriteFileHeader)(nil),   // 31: libbox.agent.v1.WriteFileHeader
+	(*WriteFileRequest)(nil),  // 32: libbox.agent.v1.WriteFileRequest
+	(*WriteFileResponse)(nil), // 33: libbox.agent.v1.WriteFileResponse
+	(*FileInfo)(nil),          // 34: libbox.agent.v1.FileInfo
+	(*ListDirRequest)(nil),    // 35: libbox.agent.v1.ListDirRequest
+	(*ListDirResponse)(nil),   // 36: libbox.agent.v1.ListDirResponse
+	(*StatRequest)(nil),       // 37: libbox.agent.v1.StatRequest
+	(*MkdirRequest)(nil),      // 38: libbox.agent.v1.MkdirRequest
+	(*MkdirResponse)(nil),     // 39: libbox.agent.v1.MkdirResponse
+	(*RemoveRequest)(nil),     // 40: libbox.agent.v1.RemoveRequest
+	(*RemoveResponse)(nil),    // 41: libbox.agent.v1.RemoveResponse
+	(*RenameRequest)(nil),     // 42: libbox.agent.v1.RenameRequest
+	(*RenameResponse)(nil),    // 43: libbox.agent.v1.RenameResponse
+	(*WatchRequest)(nil),      // 44: libbox.agent.v1.WatchRequest
+	(*WatchEvent)(nil),        // 45: libbox.agent.v1.WatchEvent
+	(*StatsRequest)(nil),      // 46: libbox.agent.v1.StatsRequest
+	(*StatsResponse)(nil),     // 47: libbox.agent.v1.StatsResponse
+	(*ProcessesRequest)(nil),  // 48: libbox.agent.v1.ProcessesRequest
+	(*ProcessInfo)(nil),       // 49: libbox.agent.v1.ProcessInfo
+	(*ProcessesResponse)(nil), // 50: libbox.agent.v1.ProcessesResponse
+	(*KillRequest)(nil),       // 51: libbox.agent.v1.KillRequest
+	(*KillResponse)(nil),      // 52: libbox.agent.v1.KillResponse
+	nil,                       // 53: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	27, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
-	15, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
-	14, // 2: libbox.agent.v1.ResizeRequest.size:type_name -> libbox.agent.v1.TtySize
-	14, // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
-	17, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
-	18, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
-	19, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
+	53, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	17, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
+	16, // 2: libbox.agent.v1.ResizeRequest.size:type_name -> libbox.agent.v1.TtySize
+	16, // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
+	19, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
+	20, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
+	21, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
 	0,  // 7: libbox.agent.v1.Output.stream:type_name -> libbox.agent.v1.Output.Stream
 	1,  // 8: libbox.agent.v1.Exit.status:type_name -> libbox.agent.v1.Exit.Status
-	20, // 9: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
+	22, // 9: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
 	2,  // 10: libbox.agent.v1.Exit.spawn_reason:type_name -> libbox.agent.v1.Exit.SpawnReason
-	3,  // 11: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
-	5,  // 12: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
-	7,  // 13: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
-	9,  // 14: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
-	10, // 15: libbox.agent.v1.Agent.Signal:input_type -> libbox.agent.v1.SignalRequest
-	11, // 16: libbox.agent.v1.Agent.Resize:input_type -> libbox.agent.v1.ResizeRequest
-	12, // 17: libbox.agent.v1.Agent.CloseStdin:input_type -> libbox.agent.v1.CloseStdinRequest
-	21, // 18: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
-	23, // 19: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
-	25, // 20: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
-	4,  // 21: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
-	6,  // 22: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
-	8,  // 23: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
-	16, // 24: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
-	13, // 25: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
-	13, // 26: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
-	13, // 27: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
-	22, // 28: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
-	24, // 29: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
-	26, // 30: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	31, // 11: libbox.agent.v1.WriteFileRequest.header:type_name -> libbox.agent.v1.WriteFileHeader
+	3,  // 12: libbox.agent.v1.FileInfo.type:type_name -> libbox.agent.v1.FileInfo.Type
+	34, // 13: libbox.agent.v1.ListDirResponse.entries:type_name -> libbox.agent.v1.FileInfo
+	4,  // 14: libbox.agent.v1.WatchEvent.type:type_name -> libbox.agent.v1.WatchEvent.Type
+	49, // 15: libbox.agent.v1.ProcessesResponse.processes:type_name -> libbox.agent.v1.ProcessInfo
+	5,  // 16: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
+	7,  // 17: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
+	9,  // 18: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
+	11, // 19: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
+	12, // 20: libbox.agent.v1.Agent.Signal:input_type -> libbox.agent.v1.SignalRequest
+	13, // 21: libbox.agent.v1.Agent.Resize:input_type -> libbox.agent.v1.ResizeRequest
+	14, // 22: libbox.agent.v1.Agent.CloseStdin:input_type -> libbox.agent.v1.CloseStdinRequest
+	23, // 23: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
+	25, // 24: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
+	27, // 25: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
+	29, // 26: libbox.agent.v1.Agent.ReadFile:input_type -> libbox.agent.v1.ReadFileRequest
+	32, // 27: libbox.agent.v1.Agent.WriteFile:input_type -> libbox.agent.v1.WriteFileRequest
+	35, // 28: libbox.agent.v1.Agent.ListDir:input_type -> libbox.agent.v1.ListDirRequest
+	37, // 29: libbox.agent.v1.Agent.Stat:input_type -> libbox.agent.v1.StatRequest
+	38, // 30: libbox.agent.v1.Agent.Mkdir:input_type -> libbox.agent.v1.MkdirRequest
+	40, // 31: libbox.agent.v1.Agent.Remove:input_type -> libbox.agent.v1.RemoveRequest
+	42, // 32: libbox.agent.v1.Agent.Rename:input_type -> libbox.agent.v1.RenameRequest
+	44, // 33: libbox.agent.v1.Agent.Watch:input_type -> libbox.agent.v1.WatchRequest
+	46, // 34: libbox.agent.v1.Agent.Stats:input_type -> libbox.agent.v1.StatsRequest
+	48, // 35: libbox.agent.v1.Agent.Processes:input_type -> libbox.agent.v1.ProcessesRequest
+	51, // 36: libbox.agent.v1.Agent.Kill:input_type -> libbox.agent.v1.KillRequest
+	6,  // 37: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
+	8,  // 38: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
+	10, // 39: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
+	18, // 40: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
+	15, // 41: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
+	15, // 42: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
+	15, // 43: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
+	24, // 44: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
+	26, // 45: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
+	28, // 46: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
+	30, // 47: libbox.agent.v1.Agent.ReadFile:output_type -> libbox.agent.v1.FileChunk
+	33, // 48: libbox.agent.v1.Agent.WriteFile:output_type -> libbox.agent.v1.WriteFileResponse
+	36, // 49: libbox.agent.v1.Agent.ListDir:output_type -> libbox.agent.v1.ListDirResponse
+	34, // 50: libbox.agent.v1.Agent.Stat:output_type -> libbox.agent.v1.FileInfo
+	39, // 51: libbox.agent.v1.Agent.Mkdir:output_type -> libbox.agent.v1.MkdirResponse
+	41, // 52: libbox.agent.v1.Agent.Remove:output_type -> libbox.agent.v1.RemoveResponse
+	43, // 53: libbox.agent.v1.Agent.Rename:output_type -> libbox.agent.v1.RenameResponse
+	45, // 54: libbox.agent.v1.Agent.Watch:output_type -> libbox.agent.v1.WatchEvent
+	47, // 55: libbox.agent.v1.Agent.Stats:output_type -> libbox.agent.v1.StatsResponse
+	50, // 56: libbox.agent.v1.Agent.Processes:output_type -> libbox.agent.v1.ProcessesResponse
+	52, // 57: libbox.agent.v1.Agent.Kill:output_type -> libbox.agent.v1.KillResponse
+	37, // [37:58] is the sub-list for method output_type
+	16, // [16:37] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1897,8 +3495,8 @@ func file_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   25,
+			NumEnums:      5,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
