@@ -107,6 +107,7 @@ typedef uint64_t box_runtime_t;
 typedef uint64_t box_t;
 typedef uint64_t box_exec_t;
 typedef uint64_t box_pull_t;
+typedef uint64_t box_watch_t;
 
 /* An error. Allocated by the library; free with box_error_free. */
 typedef struct box_error {
@@ -340,7 +341,101 @@ box_status_t box_image_remove(box_runtime_t rt, const char *ref, int32_t force,
    call it from a worker thread in an event loop. */
 box_status_t box_doctor(const char *options_json, char **out_json, box_error_t **err);
 
-/* Releases a box, exec or pull handle. Releasing twice, or a handle that was never
+/* ---- files, stats, processes -------------------------------------------
+   Paths are absolute box paths; symlinks resolve inside the box root as in
+   a chroot; ".." is refused (BOX_E_INVALID_ARGUMENT). A missing path is
+   BOX_E_NOT_FOUND; a directory where a file is wanted, or the reverse,
+   BOX_E_FAILED_PRECONDITION. Every call is asynchronous: it checks its
+   arguments (a bad request returns an error and never calls done), then
+   calls done exactly once from a library thread. request_json is copied
+   during the call; NULL or "" means {} where no field is required.
+   Unknown fields are BOX_E_INVALID_ARGUMENT. */
+
+/* Reads a file: {"path", "offset": 0, "length": -1 (to the end)}. The bytes
+   reach on_data (may be NULL) in order, one call at a time, valid only
+   during the call; then done gets {"bytes": N}. */
+box_status_t box_fs_read(box_t box, const char *request_json, box_output_fn on_data,
+                         box_complete_fn done, void *user_data, box_error_t **err);
+
+/* Writes `len` bytes of `data` (copied during the call) as one file:
+   {"path", "mode": 420 (0644), "make_parents": true, "append": false,
+   "user": "" (the box's default user)}. Without append, the file is
+   replaced atomically. done gets {"bytes": N}. */
+box_status_t box_fs_write(box_t box, const char *request_json, const uint8_t *data,
+                          size_t len, box_complete_fn done, void *user_data,
+                          box_error_t **err);
+
+/* Writes several files in one call, each atomically, in order:
+   {"files": [{"path", "data": "<base64>", "mode": 0}], "mode", "make_parents",
+   "user"}. done gets {"files": N}. */
+box_status_t box_fs_write_many(box_t box, const char *request_json,
+                               box_complete_fn done, void *user_data, box_error_t **err);
+
+/* Lists a directory: {"path", "depth": 1}. done gets a JSON array of file
+   infos: {"name", "path", "type": "file"|"dir"|"symlink"|"other", "size",
+   "mode" (chmod bits), "uid", "gid", "mtime" (RFC 3339),
+   "link_target"}. Symlinks are listed, not followed. */
+box_status_t box_fs_list(box_t box, const char *request_json,
+                         box_complete_fn done, void *user_data, box_error_t **err);
+
+/* {"path"}: done gets one file info (a final symlink is described). */
+box_status_t box_fs_stat(box_t box, const char *request_json,
+                         box_complete_fn done, void *user_data, box_error_t **err);
+
+/* {"path"}: done gets {"exists": true|false}. */
+box_status_t box_fs_exists(box_t box, const char *request_json,
+                           box_complete_fn done, void *user_data, box_error_t **err);
+
+/* {"path", "parents": false}: with parents, missing parents are created and
+   an existing directory is no error; without, an existing path is
+   BOX_E_ALREADY_EXISTS. done gets {}. */
+box_status_t box_fs_mkdir(box_t box, const char *request_json,
+                          box_complete_fn done, void *user_data, box_error_t **err);
+
+/* {"path", "recursive": false}: a non-empty directory needs recursive. */
+box_status_t box_fs_remove(box_t box, const char *request_json,
+                           box_complete_fn done, void *user_data, box_error_t **err);
+
+/* {"src", "dst"}: replaces dst as rename(2) does. */
+box_status_t box_fs_rename(box_t box, const char *request_json,
+                           box_complete_fn done, void *user_data, box_error_t **err);
+
+/* Watches a directory: {"path", "recursive": false}. Returns at once with
+   the watch's handle in *out (never blocks). Each event reaches on_event
+   (may be NULL) as one JSON object, not NUL-terminated, valid only during
+   the call, in order, one at a time: first {"type": "ready"} once the watch
+   is in place (changes after it are reported), then {"type": "create"|
+   "write"|"remove"|"rename"|"chmod"|"overflow", "path", "is_dir"}.
+   "overflow" means events were lost: rescan. done is called exactly once,
+   after every on_event, when the watch ends: BOX_OK after
+   box_fs_watch_close or box_runtime_close; an error when the watch could
+   not start (BOX_E_NOT_FOUND, ...) or the box stopped (BOX_E_UNAVAILABLE).
+   Release the handle with box_release after done. */
+box_status_t box_fs_watch(box_t box, const char *request_json, box_output_fn on_event,
+                          box_complete_fn done, void *user_data, box_watch_t *out,
+                          box_error_t **err);
+
+/* Ends a watch (its done follows). Never blocks. */
+box_status_t box_fs_watch_close(box_watch_t watch, box_error_t **err);
+
+/* Samples the box's resource use. done gets {"time", "cpu_time_ns",
+   "cpu_percent", "guest_cpu_time_ns", "memory_total", "memory_used",
+   "host_rss", "disk_bytes", "processes", "execs_running", "execs_served",
+   "network", "net_rx_bytes", "net_tx_bytes", "uptime_ns",
+   "boot": [{"name", "duration_ns"}]} (see libbox.Stats). */
+box_status_t box_stats(box_t box, box_complete_fn done, void *user_data, box_error_t **err);
+
+/* Lists the running execs of the box, also those another process started:
+   done gets a JSON array of {"pid", "args", "uid", "user", "started", "tty"}. */
+box_status_t box_processes(box_t box, box_complete_fn done, void *user_data,
+                           box_error_t **err);
+
+/* Signals an exec's process (or a descendant) by its pid in the box:
+   {"pid", "signal": 0 (SIGKILL)}. Any other pid is BOX_E_NOT_FOUND. */
+box_status_t box_process_kill(box_t box, const char *request_json,
+                              box_complete_fn done, void *user_data, box_error_t **err);
+
+/* Releases a box, exec, pull or watch handle. Releasing twice, or a handle that was never
    issued, returns BOX_E_INVALID_ARGUMENT. Never blocks. */
 box_status_t box_release(uint64_t handle, box_error_t **err);
 

@@ -37,7 +37,8 @@ type FileInfo struct {
 	Path       string      `json:"path"`
 	Type       FileType    `json:"type"`
 	Size       int64       `json:"size"`
-	Mode       fs.FileMode `json:"mode"` // permission bits (setuid, setgid, sticky as in chmod)
+	Mode       fs.FileMode `json:"-"`    // permission bits with setuid, setgid, sticky
+	UnixMode   uint32      `json:"mode"` // the same as chmod writes them (0o4755)
 	UID        uint32      `json:"uid"`
 	GID        uint32      `json:"gid"`
 	ModTime    time.Time   `json:"mtime"`
@@ -56,7 +57,7 @@ func fileInfoFromPB(fi *agentpb.FileInfo) FileInfo {
 	}
 	return FileInfo{
 		Name: fi.GetName(), Path: fi.GetPath(), Type: t, Size: fi.GetSize(),
-		Mode: fs.FileMode(fi.GetMode()), UID: fi.GetUid(), GID: fi.GetGid(),
+		Mode: FileModeOf(fi.GetMode()), UnixMode: fi.GetMode(), UID: fi.GetUid(), GID: fi.GetGid(),
 		ModTime: time.Unix(0, fi.GetMtimeUnixNanos()).UTC(), LinkTarget: fi.GetLinkTarget(),
 	}
 }
@@ -246,6 +247,21 @@ files:
 		return 0, b.execError(ctx, err)
 	}
 	return resp.GetBytes(), nil
+}
+
+// FileModeOf turns chmod bits (0o4755) into an fs.FileMode.
+func FileModeOf(m uint32) fs.FileMode {
+	out := fs.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		out |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		out |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		out |= fs.ModeSticky
+	}
+	return out
 }
 
 // unixMode turns permission bits (with setuid/setgid/sticky) into chmod's.

@@ -12,6 +12,7 @@
 //   - schemas.go: the JSON option bags and requests, decoded strictly
 //   - calls.go:   runtime, box and image calls (async, boxAsync)
 //   - exec.go:    exec state and its control (stdin, signal, resize, cancel)
+//   - fs.go:      file-system, watch, stats and process calls
 package bridge
 
 import (

@@ -19,10 +19,11 @@ const (
 	kindBox
 	kindExec
 	kindPull
+	kindWatch
 )
 
 func (k kind) String() string {
-	return [...]string{"", "runtime", "box", "exec", "pull"}[k]
+	return [...]string{"", "runtime", "box", "exec", "pull", "watch"}[k]
 }
 
 type entry struct {
@@ -30,7 +31,7 @@ type entry struct {
 	rt   *runtimeEntry // owning runtime
 	box  *libbox.Box   // kindBox
 	exec *execEntry    // kindExec
-	// cancel stops the pull of a kindPull handle.
+	// cancel stops the pull of a kindPull handle and ends a kindWatch.
 	cancel context.CancelFunc
 }
 

@@ -33,6 +33,7 @@ from .errors import (
     UnavailableError,
     UnsupportedError,
 )
+from .fs import FileInfo, FileSystem, WatchEvent, Watcher
 from .process import ExecResult, OutputStream, Process
 from ._ffi import PullProgress
 from .runtime import Image, ImageConfig, Runtime, default_runtime
@@ -44,6 +45,10 @@ __all__ = [
     "ImageConfig",
     "PullProgress",
     "Process",
+    "FileSystem",
+    "FileInfo",
+    "WatchEvent",
+    "Watcher",
     "ExecResult",
     "OutputStream",
     "default_runtime",

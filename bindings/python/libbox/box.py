@@ -16,7 +16,7 @@ import json
 from types import TracebackType
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union, runtime_checkable
 
-from . import _check, _ffi
+from . import _check, _ffi, fs as _fs
 from .errors import FailedPreconditionError, NotFoundError
 from .process import ExecResult, Process
 
@@ -351,6 +351,26 @@ class Box:
         h = _check.path(host_path, "host_path")
         _, doc = await _ffi.submit(_ffi.lib.box_copy_out, self._require(), b.encode(), h.encode())
         return _bytes_of(doc)
+
+    @property
+    def fs(self) -> _fs.FileSystem:
+        """The box's files: ``read``, ``write``, ``list``, ``watch``... (see libbox.fs)."""
+        return _fs.FileSystem(self)
+
+    async def stats(self) -> dict[str, Any]:
+        """Resource use now: ``cpu_time_ns``, ``cpu_percent``, ``memory_used``,
+        ``memory_total``, ``host_rss``, ``disk_bytes``, ``processes``,
+        ``execs_running``, ``execs_served``, network bytes, ``boot`` stages."""
+        return await _fs.stats(self)
+
+    async def processes(self) -> list[dict[str, Any]]:
+        """The running execs of the box (also another process's): ``pid``,
+        ``args``, ``uid``, ``user``, ``started``, ``tty``."""
+        return await _fs.processes(self)
+
+    async def kill(self, pid: int, signal: int = 9) -> None:
+        """Signals an exec's process (or a descendant) by its pid in the box."""
+        await _fs.kill(self, pid, signal)
 
     def __repr__(self) -> str:
         return f"<libbox.Box id={self._id!r} name={self._name!r}>"

@@ -24,11 +24,12 @@ def _import_with(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 #: The package's modules and the package modules each may import: imports go
-#: runtime -> box -> process -> {_ffi, _check, errors}, never back.
+#: runtime -> box -> {process, fs} -> {_ffi, _check, errors}, never back.
 IMPORT_GRAPH: dict[str, set[str]] = {
-    "__init__": {"_ffi", "box", "doctor", "errors", "process", "runtime"},
+    "__init__": {"_ffi", "box", "doctor", "errors", "fs", "process", "runtime"},
     "runtime": {"_check", "_ffi", "box", "errors"},
-    "box": {"_check", "_ffi", "errors", "process"},
+    "box": {"_check", "_ffi", "errors", "fs", "process"},
+    "fs": {"_check", "_ffi"},
     "process": {"_check", "_ffi", "errors"},
     "doctor": {"_ffi"},
     "_ffi": {"errors"},
