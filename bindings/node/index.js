@@ -83,6 +83,7 @@ const M_STDOUT = 2;
 const M_STDERR = 3;
 const M_EXIT = 4;
 const M_PROGRESS = 5;
+const M_DATA = 6;
 
 /** Pending operations by id; each holds the event loop until it settles. */
 const waiting = new Map();
@@ -121,6 +122,9 @@ function dispatch(kind, id, a, b, c, d, e, f) {
       waiting.delete(id);
       w.release();
       w.exit(a, b, c, d, e, f);
+      return true;
+    case M_DATA:
+      if (w.data) w.data(a);
       return true;
     case M_PROGRESS:
       if (w.progress) w.progress({ layer: a, done: Number(b), total: Number(c) });
@@ -657,6 +661,33 @@ class Box {
     return this.#async((h, id) => native.copyOut(h, boxPath, hostPath, id)).then(copyResult);
   }
 
+  /** The box's files: read, write, list, watch... (see FileSystem). */
+  get fs() {
+    return new FileSystem(this, (fn) => this.#async(fn));
+  }
+
+  /** Resource use now (camelCase keys: cpuTimeNs, memoryUsed, hostRss, ...). */
+  stats() {
+    return this.#async((h, id) => native.fsCall(h, 'stats', '', id)).then(({ json }) => camelCase(JSON.parse(json)));
+  }
+
+  /** The running execs of the box, also another process's: [{pid, args, uid, user, started, tty}]. */
+  processes() {
+    return this.#async((h, id) => native.fsCall(h, 'processes', '', id)).then(({ json }) => JSON.parse(json));
+  }
+
+  /** Signals an exec's process (or a descendant) by its pid in the box (default SIGKILL). */
+  kill(pid, signal = 9) {
+    checkInt(pid, 'pid', 1);
+    checkInt(signal, 'signal', 0);
+    return this.#async((h, id) => native.fsCall(h, 'kill', JSON.stringify({ pid, signal }), id)).then(() => undefined);
+  }
+
+  /** @internal: the live handle, for FileSystem. */
+  _live() {
+    return this.#live();
+  }
+
   /**
    * Runs a command and collects its output:
    * {exitCode, signal, stdout, stderr, stdoutBuffer, stderrBuffer, durationMs}.
@@ -990,11 +1021,277 @@ async function doctor(options = {}) {
   };
 }
 
+/**
+ * The files of a running box (`box.fs`), without host files or commands.
+ * Paths are absolute box paths; symlinks resolve inside the box root as in
+ * a chroot; `..` is refused (code InvalidArgument). Every method returns a
+ * Promise; errors carry the vocabulary's `code` (NotFound, ...).
+ */
+class FileSystem {
+  #box;
+  #async;
+
+  constructor(box, async) {
+    this.#box = box;
+    this.#async = async;
+  }
+
+  #call(name, req) {
+    return this.#async((h, id) => native.fsCall(h, name, JSON.stringify(req), id)).then(({ json }) =>
+      json ? JSON.parse(json) : undefined,
+    );
+  }
+
+  /** The bytes of a file (a Buffer): all, or `length` bytes from `offset`. */
+  read(path, { offset = 0, length } = {}) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    checkInt(offset, 'offset', 0);
+    checkInt(length, 'length', 0);
+    const req = JSON.stringify(length === undefined ? { path, offset } : { path, offset, length });
+    const chunks = [];
+    return new Promise((resolve, reject) => {
+      let h;
+      try {
+        h = this.#box._live();
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      const id = newId();
+      try {
+        native.fsRead(h, req, id);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      register(id, {
+        data(buf) {
+          chunks.push(buf);
+        },
+        complete(status, message) {
+          if (status === 0) resolve(Buffer.concat(chunks));
+          else reject(fromStatus(status, message));
+        },
+      });
+    });
+  }
+
+  /** The content of a file decoded as UTF-8 (or `encoding`). */
+  readText(path, { encoding = 'utf8' } = {}) {
+    return this.read(path).then((b) => b.toString(encoding));
+  }
+
+  #write(path, data, opts, append) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    if (!Buffer.isBuffer(buf) && !(buf instanceof Uint8Array)) {
+      return Promise.reject(new TypeError('data must be a string, Buffer or Uint8Array'));
+    }
+    const req = writeRequest(opts);
+    req.path = path;
+    if (append) req.append = true;
+    const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    return this.#async((h, id) => native.fsWrite(h, JSON.stringify(req), b, id)).then(() => b.length);
+  }
+
+  /**
+   * Replaces (or creates) a file atomically; resolves with the bytes written.
+   * Options: mode (0o644), makeParents (true), user (the box's default).
+   */
+  write(path, data, opts = {}) {
+    return this.#write(path, data, opts, false);
+  }
+
+  /** Appends to a file (created when missing). */
+  append(path, data, opts = {}) {
+    return this.#write(path, data, opts, true);
+  }
+
+  /** Writes several [path, data] files in one call, each atomically. */
+  writeMany(files, opts = {}) {
+    if (!Array.isArray(files)) return Promise.reject(new TypeError('files must be an array of [path, data]'));
+    const req = writeRequest(opts);
+    req.files = files.map(([path, data]) => {
+      checkString(path, 'path', { optional: false, nonEmpty: true });
+      return { path, data: Buffer.from(data).toString('base64') };
+    });
+    return this.#call('write_many', req).then((r) => r.files);
+  }
+
+  /** Entries of a directory down to `depth` levels, sorted by path; symlinks are not followed. */
+  list(path, { depth = 1 } = {}) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    checkInt(depth, 'depth', 0);
+    return this.#call('list', { path, depth }).then((l) => l.map(fileInfo));
+  }
+
+  /** {name, path, type, size, mode, uid, gid, mtime, linkTarget} of a path (a final symlink itself). */
+  stat(path) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    return this.#call('stat', { path }).then(fileInfo);
+  }
+
+  exists(path) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    return this.#call('exists', { path }).then((r) => r.exists);
+  }
+
+  /** Creates a directory; with parents (the default) like `mkdir -p`. */
+  mkdir(path, { parents = true } = {}) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    return this.#call('mkdir', { path, parents: !!parents }).then(() => undefined);
+  }
+
+  /** Removes a file, symlink or directory (non-empty ones need recursive). */
+  remove(path, { recursive = false } = {}) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    return this.#call('remove', { path, recursive: !!recursive }).then(() => undefined);
+  }
+
+  rename(src, dst) {
+    checkString(src, 'src', { optional: false, nonEmpty: true });
+    checkString(dst, 'dst', { optional: false, nonEmpty: true });
+    return this.#call('rename', { src, dst }).then(() => undefined);
+  }
+
+  /**
+   * Watches a directory; resolves once the watch is in place with a Watcher:
+   * an async iterator of {type, path, isDir} (type "overflow": events were
+   * lost, rescan). `await watcher.close()` ends it.
+   */
+  watch(path, { recursive = false } = {}) {
+    checkString(path, 'path', { optional: false, nonEmpty: true });
+    let h;
+    try {
+      h = this.#box._live();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise((resolve, reject) => {
+      const id = newId();
+      let handle;
+      try {
+        handle = native.fsWatch(h, JSON.stringify({ path, recursive: !!recursive }), id);
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      const watcher = new Watcher(handle);
+      register(id, {
+        data(buf) {
+          const ev = JSON.parse(buf.toString('utf8'));
+          if (ev.type === 'ready') resolve(watcher);
+          else watcher._push({ type: ev.type, path: ev.path, isDir: !!ev.is_dir });
+        },
+        complete(status, message) {
+          const err = status === 0 ? null : fromStatus(status, message);
+          watcher._end(err);
+          reject(err || new LibboxError('Canceled', 'the watch ended before it was in place'));
+        },
+      });
+    });
+  }
+}
+
+function writeRequest(opts) {
+  if (!isPlainObject(opts)) throw new TypeError('options must be an object');
+  const { mode = 0o644, makeParents = true, user } = opts;
+  checkInt(mode, 'mode', 0);
+  if (mode > 0o7777) throw new TypeError('mode must be permission bits (0 to 0o7777)');
+  const req = { mode, make_parents: !!makeParents };
+  if (user !== undefined) req.user = String(user);
+  return req;
+}
+
+function fileInfo(fi) {
+  return {
+    name: fi.name,
+    path: fi.path,
+    type: fi.type,
+    size: fi.size,
+    mode: fi.mode,
+    uid: fi.uid,
+    gid: fi.gid,
+    mtime: new Date(fi.mtime),
+    linkTarget: fi.link_target || '',
+  };
+}
+
+/** An active watch: `for await (const ev of watcher)`; ends after close() or when the box stops (rejects). */
+class Watcher {
+  #handle;
+  #queue = [];
+  #waiters = [];
+  #ended = false;
+  #error = null;
+  #closed = false;
+  #done;
+  #resolveDone;
+
+  constructor(handle) {
+    this.#handle = handle;
+    this.#done = new Promise((r) => (this.#resolveDone = r));
+  }
+
+  _push(ev) {
+    const w = this.#waiters.shift();
+    if (w) w.resolve({ value: ev, done: false });
+    else this.#queue.push(ev);
+  }
+
+  _end(err) {
+    this.#ended = true;
+    this.#error = this.#closed ? null : err;
+    try {
+      native.release(this.#handle);
+    } catch (_) {}
+    for (const w of this.#waiters.splice(0)) {
+      if (this.#error) w.reject(this.#error);
+      else w.resolve({ value: undefined, done: true });
+    }
+    this.#resolveDone();
+  }
+
+  next() {
+    if (this.#queue.length > 0) return Promise.resolve({ value: this.#queue.shift(), done: false });
+    if (this.#ended) {
+      if (this.#error) {
+        const err = this.#error;
+        this.#error = null;
+        return Promise.reject(err);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  return() {
+    return this.close().then(() => ({ value: undefined, done: true }));
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** Ends the watch and waits for its end. Idempotent. */
+  close() {
+    this.#closed = true;
+    if (!this.#ended) {
+      try {
+        native.fsWatchClose(this.#handle);
+      } catch (_) {}
+    }
+    return this.#done;
+  }
+}
+
 module.exports = {
   Box,
   doctor,
   Runtime,
   Process,
+  FileSystem,
+  Watcher,
   LibboxError,
   AbortError,
   /** Version of the loaded libbox.so. */

@@ -41,6 +41,10 @@ const usage = `usage: box COMMAND [ARGS]
   start BOX...  stop BOX...  rm [-f] BOX...
   exec [-i] [-t] [-e K=V] [-w DIR] [-u USER] BOX CMD...
   ls [-a] [--json]                     boxes (running ones, or all with -a)
+  ps BOX  kill [-s SIG] BOX PID        a box's running execs; signal one by pid
+  stats [--json] [--no-stream] BOX     resource use, refreshed every second
+  fs ls|cat|write|rm|mkdir|mv|stat|watch BOX PATH
+                                       the box's files (box fs --help)
   cp SRC DST                           copy; either side may be BOX:PATH
   inspect BOX                          box details as JSON
   pull [--platform OS/ARCH] IMAGE  images  rmi [-f] IMAGE...
@@ -73,7 +77,9 @@ func run(args []string) int {
 		"inspect": (*cli).inspect, "pull": (*cli).pull, "images": (*cli).images, "rmi": (*cli).rmi,
 		"image":   (*cli).image,
 		"version": (*cli).version, "doctor": (*cli).doctor,
+		"fs": (*cli).fs, "stats": (*cli).stats, "kill": (*cli).kill,
 	}
+	cmds["ps"] = (*cli).ps
 	fn, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "box: unknown command %q (see box --help)\n", args[0])

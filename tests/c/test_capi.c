@@ -99,6 +99,20 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* File reads arrive through a data callback, as exec output does. */
+struct sink { char buf[64]; size_t len; int calls; };
+static void t_data(void *ud, const uint8_t *data, size_t len) {
+  struct sink *k = ud;
+  k->calls++;
+  if (k->len + len < sizeof k->buf) { memcpy(k->buf + k->len, data, len); k->len += len; }
+}
+/* One read: the data callback and the completion share user_data. */
+struct readop { struct sink data; struct done done; };
+static void t_read_data(void *ud, const uint8_t *data, size_t len) { t_data(&((struct readop *)ud)->data, data, len); }
+static void t_read_done(void *ud, box_status_t st, const char *msg, uint64_t h, const char *json) {
+  on_done(&((struct readop *)ud)->done, st, msg, h, json);
+}
+
 static box_status_t expect_err(box_status_t st, box_error_t *err, box_status_t want, const char *substr, const char *row) {
   int ok = st == want && (want == BOX_OK || (err && err->code == want && err->message && strstr(err->message, substr)));
   EXPECT(ok, "%s: got status %d (%s), want %d containing \"%s\"", row, st, err && err->message ? err->message : "no error", want, substr);
@@ -309,6 +323,54 @@ int main(void) {
     EXPECT(strcmp(buf, "copied\n") == 0, "round trip: %s", buf);
     EXPECT_ERR(box_copy_in(box, hostf, "/tmp/../../etc/x", on_done, &c3, &err), BOX_OK, "", "copy_in escape accepted for async");
     EXPECT(wait_for(&c3.fired, 1) && c3.status == BOX_E_INVALID_ARGUMENT, "copy_in escape: %d %s", c3.status, c3.msg);
+  }
+
+  /* The file API: write, read (data through a callback), range, list,
+     stat, errors, a watch, stats and processes. */
+  {
+    struct done w = {0}, l = {0}, sd = {0}, mk = {0}, ex = {0}, stt = {0}, ps = {0};
+    struct readop r = {0}, rr = {0}, rm = {0}, wo = {0};
+    const uint8_t bytes[] = {'h', 'i', 0, 0xff, '\n'};
+    EXPECT_ERR(box_fs_write(box, "{\"path\": \"/tmp/c/f.bin\", \"mode\": 384}", bytes, sizeof bytes, on_done, &w, &err), BOX_OK, "", "fs_write");
+    EXPECT(wait_for(&w.fired, 1) && w.status == BOX_OK && strstr(w.json, "\"bytes\":5"), "fs_write: %d %s %s", w.status, w.msg, w.json);
+    EXPECT_ERR(box_fs_read(box, "{\"path\": \"/tmp/c/f.bin\"}", t_read_data, t_read_done, &r, &err), BOX_OK, "", "fs_read");
+    EXPECT(wait_for(&r.done.fired, 1) && r.done.status == BOX_OK && r.data.len == 5 && memcmp(r.data.buf, bytes, 5) == 0,
+           "fs_read: %d %s len %zu", r.done.status, r.done.msg, r.data.len);
+    EXPECT_ERR(box_fs_read(box, "{\"path\": \"/tmp/c/f.bin\", \"offset\": 3, \"length\": 1}", t_read_data, t_read_done, &rr, &err), BOX_OK, "", "fs_read range");
+    EXPECT(wait_for(&rr.done.fired, 1) && rr.data.len == 1 && (uint8_t)rr.data.buf[0] == 0xff, "fs_read range: len %zu", rr.data.len);
+    EXPECT_ERR(box_fs_read(box, "{\"path\": \"/tmp/c/none\"}", t_read_data, t_read_done, &rm, &err), BOX_OK, "", "fs_read missing (async)");
+    EXPECT(wait_for(&rm.done.fired, 1) && rm.done.status == BOX_E_NOT_FOUND && rm.data.calls == 0, "fs_read missing: %d", rm.done.status);
+    EXPECT_ERR(box_fs_read(box, "{\"path\": 7}", t_read_data, t_read_done, &rm, &err), BOX_E_INVALID_ARGUMENT, "JSON", "fs_read bad JSON");
+    EXPECT_ERR(box_fs_read(box, NULL, t_read_data, t_read_done, &rm, &err), BOX_E_INVALID_ARGUMENT, "NULL", "fs_read NULL request");
+    EXPECT_ERR(box_fs_write(box, "{\"path\": \"/x\"}", NULL, 3, on_done, &w, &err), BOX_E_INVALID_ARGUMENT, "NULL", "fs_write NULL data");
+    EXPECT_ERR(box_fs_list(box, "{\"path\": \"/tmp/c\", \"depth\": 1}", on_done, &l, &err), BOX_OK, "", "fs_list");
+    EXPECT(wait_for(&l.fired, 1) && l.status == BOX_OK && strstr(l.json, "\"path\":\"/tmp/c/f.bin\"") && strstr(l.json, "\"mode\":384"),
+           "fs_list: %d %s %s", l.status, l.msg, l.json);
+    EXPECT_ERR(box_fs_stat(box, "{\"path\": \"/tmp/c\"}", on_done, &sd, &err), BOX_OK, "", "fs_stat");
+    EXPECT(wait_for(&sd.fired, 1) && strstr(sd.json, "\"type\":\"dir\""), "fs_stat: %s %s", sd.msg, sd.json);
+    EXPECT_ERR(box_fs_mkdir(box, "{\"path\": \"/tmp/c\"}", on_done, &mk, &err), BOX_OK, "", "fs_mkdir (async)");
+    EXPECT(wait_for(&mk.fired, 1) && mk.status == BOX_E_ALREADY_EXISTS, "fs_mkdir existing: %d %s", mk.status, mk.msg);
+    EXPECT_ERR(box_fs_exists(box, "{\"path\": \"/tmp/c/../etc\"}", on_done, &ex, &err), BOX_OK, "", "fs_exists (async)");
+    EXPECT(wait_for(&ex.fired, 1) && ex.status == BOX_E_INVALID_ARGUMENT, "fs_exists with ..: %d %s", ex.status, ex.msg);
+    EXPECT_ERR(box_fs_stat(box, "{\"path\": \"/tmp\", \"bogus\": 1}", on_done, &sd, &err), BOX_E_INVALID_ARGUMENT, "bogus", "fs_stat unknown field");
+    /* A watch: ready, then the write, then close; done after the last event. */
+    struct sink *evs = &wo.data;
+    box_watch_t wh = 0;
+    EXPECT_ERR(box_fs_watch(box, "{\"path\": \"/tmp/c\"}", t_read_data, t_read_done, &wo, &wh, &err), BOX_OK, "", "fs_watch");
+    for (int i = 0; i < 500 && !strstr(evs->buf, "ready"); i++) usleep(10000);
+    EXPECT(strstr(evs->buf, "ready") != NULL, "watch ready: %.*s", (int)evs->len, evs->buf);
+    struct done w2 = {0};
+    EXPECT_ERR(box_fs_write(box, "{\"path\": \"/tmp/c/g\"}", bytes, 1, on_done, &w2, &err), BOX_OK, "", "fs_write g");
+    EXPECT(wait_for(&w2.fired, 1) && w2.status == BOX_OK, "fs_write g: %s", w2.msg);
+    for (int i = 0; i < 500 && evs->calls < 2; i++) usleep(10000);
+    EXPECT(evs->calls >= 2, "watch events: %d", evs->calls);
+    EXPECT_ERR(box_fs_watch_close(wh, &err), BOX_OK, "", "fs_watch_close");
+    EXPECT(wait_for(&wo.done.fired, 1) && wo.done.status == BOX_OK, "watch done: %d %s", wo.done.status, wo.done.msg);
+    EXPECT_ERR(box_release(wh, &err), BOX_OK, "", "release watch");
+    EXPECT_ERR(box_stats(box, on_done, &stt, &err), BOX_OK, "", "stats");
+    EXPECT(wait_for(&stt.fired, 1) && stt.status == BOX_OK, "stats: %d %s", stt.status, stt.msg);
+    EXPECT_ERR(box_processes(box, on_done, &ps, &err), BOX_OK, "", "processes");
+    EXPECT(wait_for(&ps.fired, 1) && ps.status == BOX_OK && ps.json[0] == '[', "processes: %d %s %s", ps.status, ps.msg, ps.json);
   }
 
   /* Images: pull the builtin, list it, refuse removing it while in use. */

@@ -34,6 +34,7 @@ enum {
   M_STDERR = 3,
   M_EXIT = 4,     /* id, status, message, exit_code, signal, duration_us, reason */
   M_PROGRESS = 5, /* id, layer, done, total */
+  M_DATA = 6,     /* id, buffer: file bytes of a read, or one watch event (JSON) */
 };
 
 typedef struct runtime_node {
@@ -359,6 +360,9 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     napi_create_int32(env, m->signal, &argv[5]);
     napi_create_int64(env, m->duration_us, &argv[6]);
     argv[7] = str_or_null(env, m->reason);
+    break;
+  case M_DATA:
+    napi_create_buffer_copy(env, m->len, m->data, NULL, &argv[2]);
     break;
   case M_PROGRESS:
     argv[2] = str_or_null(env, m->message);
@@ -1026,6 +1030,150 @@ static napi_value js_doctor(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* ---- files, watches, stats, processes ---- */
+
+/* Bytes of a read or one watch event (library thread). The op stays valid:
+ * its completion, which frees it, comes after every data callback. */
+static void on_fs_data(void *ud, const uint8_t *data, size_t len) {
+  op *o = ud;
+  if (len == 0 || is_closing(o->st)) return;
+  msg *m = malloc(sizeof *m + len);
+  if (!m) return;
+  memset(m, 0, sizeof *m);
+  m->kind = M_DATA;
+  m->id = o->id;
+  memcpy((uint8_t *)(m + 1), data, len);
+  m->data = (const uint8_t *)(m + 1);
+  m->len = len;
+  post(o->st, m);
+}
+
+typedef box_status_t (*fs_json_call)(box_t, const char *, box_complete_fn, void *, box_error_t **);
+typedef box_status_t (*box_only_call)(box_t, box_complete_fn, void *, box_error_t **);
+
+/* fsCall(box, name, requestJSON, id): the calls answering with JSON. */
+static napi_value js_fs_call(napi_env env, napi_callback_info info) {
+  static const struct {
+    const char *name;
+    fs_json_call fn;
+    box_only_call plain;
+  } calls[] = {
+      {"write_many", box_fs_write_many, NULL}, {"list", box_fs_list, NULL},
+      {"stat", box_fs_stat, NULL},             {"exists", box_fs_exists, NULL},
+      {"mkdir", box_fs_mkdir, NULL},           {"remove", box_fs_remove, NULL},
+      {"rename", box_fs_rename, NULL},         {"kill", box_process_kill, NULL},
+      {"stats", NULL, box_stats},              {"processes", NULL, box_processes},
+  };
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint64_t box;
+  if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
+  char *name = get_str(env, argv[1], "call name must be a string");
+  if (!name) return NULL;
+  char *req = get_str(env, argv[2], "request must be a string");
+  if (!req) {
+    free(name);
+    return NULL;
+  }
+  box_status_t s = BOX_E_INVALID_ARGUMENT;
+  box_error_t *err = NULL;
+  op *o = new_op(env, argv[3]);
+  int found = 0;
+  for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+    if (strcmp(calls[i].name, name) != 0) continue;
+    found = 1;
+    s = calls[i].fn ? calls[i].fn(box, req, on_complete, o, &err) : calls[i].plain(box, on_complete, o, &err);
+    break;
+  }
+  free(name);
+  free(req);
+  if (!found) {
+    free(o);
+    return throw_status(env, BOX_E_INVALID_ARGUMENT, "unknown call");
+  }
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
+/* fsRead(box, requestJSON, id): bytes as M_DATA, then M_COMPLETE. */
+static napi_value js_fs_read(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  uint64_t box;
+  if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
+  char *req = get_str(env, argv[1], "request must be a string");
+  if (!req) return NULL;
+  op *o = new_op(env, argv[2]);
+  box_error_t *err = NULL;
+  box_status_t s = box_fs_read(box, req, on_fs_data, on_complete, o, &err);
+  free(req);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
+/* fsWrite(box, requestJSON, buffer, id) */
+static napi_value js_fs_write(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint64_t box;
+  if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "data must be a Buffer");
+    return NULL;
+  }
+  char *req = get_str(env, argv[1], "request must be a string");
+  if (!req) return NULL;
+  op *o = new_op(env, argv[3]);
+  box_error_t *err = NULL;
+  box_status_t s = box_fs_write(box, req, data, len, on_complete, o, &err); /* data is copied */
+  free(req);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return undefined(env);
+}
+
+/* fsWatch(box, requestJSON, id) -> handle: events as M_DATA, end as M_COMPLETE. */
+static napi_value js_fs_watch(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return NULL;
+  uint64_t box;
+  if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
+  char *req = get_str(env, argv[1], "request must be a string");
+  if (!req) return NULL;
+  op *o = new_op(env, argv[2]);
+  box_error_t *err = NULL;
+  box_watch_t w = 0;
+  box_status_t s = box_fs_watch(box, req, on_fs_data, on_complete, o, &w, &err);
+  free(req);
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return u64_value(env, w);
+}
+
+/* fsWatchClose(handle) */
+static napi_value js_fs_watch_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  uint64_t w;
+  if (!get_u64(env, argv[0], &w)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad watch handle");
+  box_error_t *err = NULL;
+  box_status_t s = box_fs_watch_close(w, &err);
+  if (s != BOX_OK) return throw_err(env, s, err);
+  return undefined(env);
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   uint32_t abi = box_abi_version();
   if (abi != LIBBOX_ABI_VERSION) {
@@ -1075,6 +1223,11 @@ static napi_value init_module(napi_env env, napi_value exports) {
       FN("execCloseStdin", js_exec_close_stdin),
       FN("execResize", js_exec_resize),
       FN("execWrite", js_exec_write),
+      FN("fsCall", js_fs_call),
+      FN("fsRead", js_fs_read),
+      FN("fsWrite", js_fs_write),
+      FN("fsWatch", js_fs_watch),
+      FN("fsWatchClose", js_fs_watch_close),
 #undef FN
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
