@@ -185,21 +185,24 @@ func FSWatch(boxH uint64, reqJSON string, onEvent func([]byte), done Done) (uint
 	go func() {
 		defer re.ops.Done()
 		defer cancel()
-		w, err := e.box.Watch(ctx, r.Path, r.Recursive)
-		if err != nil {
-			if ctx.Err() != nil && re.ctx.Err() == nil {
-				err = nil // closed before it was in place
+		// Ended by FSWatchClose or the runtime's close: no error.
+		end := func(err error) {
+			if ctx.Err() != nil && errdefs.IsCanceled(err) {
+				err = nil
 			}
 			st, msg := Status(err)
 			done(st, msg, 0, "")
+		}
+		w, err := e.box.Watch(ctx, r.Path, r.Recursive)
+		if err != nil {
+			end(err)
 			return
 		}
 		emit(map[string]string{"type": "ready", "path": r.Path})
 		for ev := range w.Events() {
 			emit(ev)
 		}
-		st, msg := Status(w.Err())
-		done(st, msg, 0, "")
+		end(w.Err())
 	}()
 	return h, nil
 }
