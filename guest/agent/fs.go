@@ -98,6 +98,18 @@ func (a *Agent) WriteFile(stream agentpb.Agent_WriteFileServer) error {
 	}()
 	var total int64
 	files := 0
+	// finish commits the file being written, if any.
+	finish := func() error {
+		if cur == nil {
+			return nil
+		}
+		err := a.commitWrite(cur)
+		cur = nil
+		if err == nil {
+			files++
+		}
+		return err
+	}
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
@@ -107,13 +119,8 @@ func (a *Agent) WriteFile(stream agentpb.Agent_WriteFileServer) error {
 			return err
 		}
 		if h := msg.GetHeader(); h != nil {
-			if cur != nil {
-				err := a.commitWrite(cur)
-				cur = nil
-				if err != nil {
-					return err
-				}
-				files++
+			if err := finish(); err != nil {
+				return err
 			}
 			if cur, err = a.openWrite(h); err != nil {
 				return err
@@ -131,13 +138,8 @@ func (a *Agent) WriteFile(stream agentpb.Agent_WriteFileServer) error {
 			}
 		}
 	}
-	if cur != nil {
-		err := a.commitWrite(cur)
-		cur = nil
-		if err != nil {
-			return err
-		}
-		files++
+	if err := finish(); err != nil {
+		return err
 	}
 	return stream.SendAndClose(&agentpb.WriteFileResponse{Bytes: total, Files: int32(files)})
 }

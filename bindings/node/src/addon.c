@@ -1098,15 +1098,27 @@ static napi_value js_fs_call(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/* stream_args parses (box, requestJSON, id) of fsRead and fsWatch; the
+ * caller frees *req and, when the call fails, *o. */
+static int stream_args(napi_env env, napi_callback_info info, uint64_t *box, char **req, op **o) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return 0;
+  if (!get_u64(env, argv[0], box)) {
+    throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
+    return 0;
+  }
+  *req = get_str(env, argv[1], "request must be a string");
+  if (!*req) return 0;
+  *o = new_op(env, argv[2]);
+  return 1;
+}
+
 /* fsRead(box, requestJSON, id): bytes as M_DATA, then M_COMPLETE. */
 static napi_value js_fs_read(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
   uint64_t box;
-  if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
-  char *req = get_str(env, argv[1], "request must be a string");
-  if (!req) return NULL;
-  op *o = new_op(env, argv[2]);
+  char *req;
+  op *o;
+  if (!stream_args(env, info, &box, &req, &o)) return NULL;
   box_error_t *err = NULL;
   box_status_t s = box_fs_read(box, req, on_fs_data, on_complete, o, &err);
   free(req);
@@ -1144,13 +1156,10 @@ static napi_value js_fs_write(napi_env env, napi_callback_info info) {
 
 /* fsWatch(box, requestJSON, id) -> handle: events as M_DATA, end as M_COMPLETE. */
 static napi_value js_fs_watch(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  if (!get_args(env, info, 3, argv)) return NULL;
   uint64_t box;
-  if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
-  char *req = get_str(env, argv[1], "request must be a string");
-  if (!req) return NULL;
-  op *o = new_op(env, argv[2]);
+  char *req;
+  op *o;
+  if (!stream_args(env, info, &box, &req, &o)) return NULL;
   box_error_t *err = NULL;
   box_watch_t w = 0;
   box_status_t s = box_fs_watch(box, req, on_fs_data, on_complete, o, &w, &err);
