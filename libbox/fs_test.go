@@ -136,30 +136,44 @@ func fsRoundTrip(t *testing.T, ctx context.Context, b *libbox.Box, bigMiB int) {
 	}
 }
 
-// pattern is an endless stream of the bytes 0..250 (a prime length, so
-// chunk boundaries never line up with it).
+// patternBlock holds the bytes 0..250 repeated (251 is prime, so chunk
+// boundaries never line up with the period); pattern and patternCheck
+// copy and compare whole slices of it.
+var patternBlock = func() []byte {
+	b := make([]byte, 251*1024)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}()
+
+// pattern is an endless stream of the bytes 0..250.
 type pattern struct{ off int64 }
 
 func (p *pattern) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte((p.off + int64(i)) % 251)
+	n := 0
+	for n < len(b) {
+		n += copy(b[n:], patternBlock[(p.off+int64(n))%251:])
 	}
-	p.off += int64(len(b))
-	return len(b), nil
+	p.off += int64(n)
+	return n, nil
 }
 
 // patternCheck compares what is written to it with pattern; bad is the
-// first differing offset, or -1.
+// offset of the first differing chunk, or -1.
 type patternCheck struct{ off, bad int64 }
 
 func (c *patternCheck) Write(b []byte) (int, error) {
 	if c.off == 0 && c.bad == 0 {
 		c.bad = -1
 	}
-	for i, v := range b {
-		if c.bad < 0 && v != byte((c.off+int64(i))%251) {
-			c.bad = c.off + int64(i)
+	for done := 0; done < len(b); {
+		want := patternBlock[(c.off+int64(done))%251:]
+		n := min(len(want), len(b)-done)
+		if c.bad < 0 && !bytes.Equal(b[done:done+n], want[:n]) {
+			c.bad = c.off + int64(done)
 		}
+		done += n
 	}
 	c.off += int64(len(b))
 	return len(b), nil
