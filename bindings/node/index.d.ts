@@ -196,6 +196,14 @@ export class Box {
   info(): Promise<BoxInfo>;
   copyIn(hostPath: string, boxPath: string): Promise<{ bytes?: number }>;
   copyOut(boxPath: string, hostPath: string): Promise<{ bytes?: number }>;
+  /** The box's files (read, write, list, watch ...). */
+  readonly fs: FileSystem;
+  /** Resource use now (keys in camelCase: cpuTimeNs, memoryUsed, hostRss, boot ...). */
+  stats(): Promise<BoxStats>;
+  /** The running execs of the box, also those another process started. */
+  processes(): Promise<ProcessInfo[]>;
+  /** Signals an exec's process (or a descendant) by its pid in the box; default SIGKILL (9). */
+  kill(pid: number, signal?: number): Promise<void>;
   /** Runs a command and collects its output. Wrong argument types throw TypeError synchronously. */
   exec(cmd: string, args?: string[], options?: ExecOptions): Promise<ExecResult>;
   /** Runs the image's command as `docker run IMAGE [ARG...]` does (Entrypoint + args, or + Cmd). */
@@ -267,6 +275,85 @@ export interface DoctorReport {
 /** Checks what this host needs to run boxes, without starting one (runs on a worker thread). */
 export function doctor(options?: { home?: string }): Promise<DoctorReport>;
 
+export interface FileInfo {
+  name: string;
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  /** Permission bits as chmod takes them (0o644). */
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: Date;
+  linkTarget: string;
+}
+
+export interface WriteOptions {
+  mode?: number;
+  makeParents?: boolean;
+  user?: string | number;
+}
+
+export interface WatchEvent {
+  type: 'create' | 'write' | 'remove' | 'rename' | 'chmod' | 'overflow';
+  path: string;
+  isDir: boolean;
+}
+
+/** An active watch: an async iterator of events; close() ends it. */
+export class Watcher implements AsyncIterableIterator<WatchEvent> {
+  private constructor();
+  next(): Promise<IteratorResult<WatchEvent>>;
+  return(): Promise<IteratorResult<WatchEvent>>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<WatchEvent>;
+  close(): Promise<void>;
+}
+
+/** The files of a running box; paths are absolute box paths. */
+export class FileSystem {
+  private constructor();
+  read(path: string, options?: { offset?: number; length?: number }): Promise<Buffer>;
+  readText(path: string, options?: { encoding?: BufferEncoding }): Promise<string>;
+  write(path: string, data: string | Uint8Array, options?: WriteOptions): Promise<number>;
+  append(path: string, data: string | Uint8Array, options?: WriteOptions): Promise<number>;
+  writeMany(files: Array<[string, string | Uint8Array]>, options?: WriteOptions): Promise<number>;
+  list(path: string, options?: { depth?: number }): Promise<FileInfo[]>;
+  stat(path: string): Promise<FileInfo>;
+  exists(path: string): Promise<boolean>;
+  mkdir(path: string, options?: { parents?: boolean }): Promise<void>;
+  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
+  rename(src: string, dst: string): Promise<void>;
+  watch(path: string, options?: { recursive?: boolean }): Promise<Watcher>;
+}
+
+export interface BoxStats {
+  time: string;
+  cpuTimeNs: number;
+  cpuPercent: number;
+  guestCpuTimeNs: number;
+  memoryTotal: number;
+  memoryUsed: number;
+  hostRss: number;
+  diskBytes: number;
+  processes: number;
+  execsRunning: number;
+  execsServed: number;
+  network: boolean;
+  netRxBytes: number;
+  netTxBytes: number;
+  uptimeNs: number;
+  boot?: Array<{ name: string; duration_ns: number }>;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  args: string[];
+  uid: number;
+  user?: string;
+  started: string;
+  tty: boolean;
+}
+
 export const version: string;
 /** ABI version of the loaded libbox.so. */
 export const abiVersion: number;
@@ -277,6 +364,8 @@ declare const libbox: {
   Box: typeof Box;
   Runtime: typeof Runtime;
   Process: typeof Process;
+  FileSystem: typeof FileSystem;
+  Watcher: typeof Watcher;
   LibboxError: typeof LibboxError;
   AbortError: typeof AbortError;
   doctor: typeof doctor;

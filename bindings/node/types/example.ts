@@ -2,7 +2,8 @@
 // with `tsc --noEmit` by `./build.sh test` (scripts/node.sh node_typecheck)
 // so index.d.ts stays true to index.js. It is type-checked, never run.
 import libbox, {
-  AbortError, Box, DoctorReport, ExecResult, ImageInfo, LibboxError, Process, Runtime, doctor, liveHandles,
+  AbortError, Box, BoxStats, DoctorReport, ExecResult, FileInfo, FileSystem, ImageInfo, LibboxError, Process,
+  ProcessInfo, Runtime, WatchEvent, Watcher, doctor, liveHandles,
 } from 'libbox';
 import * as named from 'libbox';
 
@@ -38,6 +39,29 @@ async function main(): Promise<void> {
   p.cancel();
   await box.copyIn('/tmp/a', '/a');
   await box.copyOut('/a', '/tmp/b');
+  const fs: FileSystem = box.fs;
+  const n: number = await fs.write('/w/a', 'x', { mode: 0o600, makeParents: true, user: 0 });
+  await fs.append('/w/a', Buffer.from('y'));
+  const buf: Buffer = await fs.read('/w/a', { offset: 0, length: n });
+  const text: string = await fs.readText('/w/a');
+  await fs.writeMany([['/w/b', 'b'], ['/w/c', new Uint8Array([1])]]);
+  const entries: FileInfo[] = await fs.list('/w', { depth: 2 });
+  const fi: FileInfo = await fs.stat('/w/a');
+  console.log(buf.length, text, entries.length, fi.mode, fi.mtime.getTime(), await fs.exists('/w'));
+  await fs.mkdir('/w/d', { parents: true });
+  await fs.rename('/w/d', '/w/e');
+  await fs.remove('/w', { recursive: true });
+  const watcher: Watcher = await fs.watch('/tmp', { recursive: false });
+  for await (const ev of watcher) {
+    const e: WatchEvent = ev;
+    console.log(e.type, e.path, e.isDir);
+    break;
+  }
+  await watcher.close();
+  const stats: BoxStats = await box.stats();
+  const ps: ProcessInfo[] = await box.processes();
+  console.log(stats.memoryUsed, stats.hostRss, ps.length);
+  if (ps.length > 0) await box.kill(ps[0].pid, 15);
   await box.stop();
   await box.close();
   const other: Box = await Box.create({ isolation: 'vm' });
@@ -50,7 +74,7 @@ async function main(): Promise<void> {
   console.log(img, imgs.length);
   await rt.removeImage('busybox', { force: false });
   await rt.close();
-  console.log(Runtime.default().closed, liveHandles(), libbox.version, libbox.abiVersion);
+  console.log(Runtime.default().closed, liveHandles(), libbox.version, libbox.abiVersion, libbox.FileSystem, libbox.Watcher);
   try {
     await box.exec('false');
   } catch (e) {
