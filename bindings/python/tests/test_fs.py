@@ -63,7 +63,12 @@ class FileSystemTest(BoxTestCase):
             self.assertGreaterEqual(stats["execs_served"], 1)
             self.assertEqual([s["name"] for s in stats["boot"]], ["prepare", "launch", "agent"])
             proc = await box.spawn("sleep", "60")
-            ps = [p for p in await box.processes() if p["args"] == ["sleep", "60"]]
+            ps: list = []
+            for _ in range(200):  # spawn returns before the process runs
+                ps = [p for p in await box.processes() if p["args"] == ["sleep", "60"]]
+                if ps:
+                    break
+                await asyncio.sleep(0.02)
             self.assertEqual(len(ps), 1, ps)
             await box.kill(ps[0]["pid"], 15)
             res = await proc.wait()
