@@ -475,7 +475,7 @@ func TestBadJSON(t *testing.T) {
 		[3]string{"trailing data", `{} {}`, "runtime options: invalid JSON: trailing data"},
 		[3]string{"bad boot timeout", `{"boot_timeout": "soon"}`, `runtime options: boot_timeout: boot timeout "soon": want a positive number of seconds`},
 		[3]string{"boot timeout as bool", `{"boot_timeout": true}`, `boot timeout "true"`},
-		[3]string{"bad registry auth", `{"registry_auth": "ghcr.io=nopassword"}`, `LIBBOX_REGISTRY_AUTH: entry for "ghcr.io" is malformed`},
+		[3]string{"bad registry auth", `{"registry_auth": "ghcr.io=nopassword"}`, `LIBBOX_REGISTRY_AUTH: entry 1 is malformed`},
 	)
 	add(create, "box options",
 		[3]string{"unknown field", `{"img": "busybox"}`, `box options: invalid JSON: json: unknown field "img"`},
