@@ -75,7 +75,7 @@ test('files, watch, stats and processes', { timeout: 120_000 }, async () => {
     assert.equal(ps.length, 1);
     await box.kill(ps[0].pid, 15);
     const res = await proc.wait();
-    assert.equal(res.signal, 15);
+    assert.equal(res.signal, 'SIGTERM');
     await assert.rejects(box.kill(ps[0].pid), (e) => e instanceof LibboxError && e.code === 'NotFound');
   } finally {
     await box.close();
