@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,7 +66,7 @@ func (r *DoctorReport) judge() {
 	for _, iso := range []string{IsolationVM, IsolationSandbox} {
 		ok := true
 		for _, c := range r.Checks {
-			if c.Status == CheckFail && contains(c.Needed, iso) {
+			if c.Status == CheckFail && slices.Contains(c.Needed, iso) {
 				ok = false
 			}
 		}
@@ -73,16 +74,7 @@ func (r *DoctorReport) judge() {
 			r.Runs = append(r.Runs, iso)
 		}
 	}
-	r.Ready = contains(r.Runs, r.Isolation)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	r.Ready = slices.Contains(r.Runs, r.Isolation)
 }
 
 // kvmCheck reports whether /dev/kvm can be opened; the rung the VM backend

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -56,7 +57,7 @@ func cgroupCheck() Check {
 		c.Detail = "cgroup v2, controllers: " + strings.Join(ctrls, " ")
 		c.Status = CheckOK
 		for _, want := range []string{"memory", "pids", "cpu"} {
-			if !contains(ctrls, want) {
+			if !slices.Contains(ctrls, want) {
 				c.Status = CheckWarn
 				c.Fix = "enable the memory, pids and cpu controllers (cgroup_enable= on the kernel command line, or delegate them to this user)"
 			}

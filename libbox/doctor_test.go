@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -46,7 +47,7 @@ func TestDoctorVerdict(t *testing.T) {
 	}
 	r := DoctorReport{Isolation: IsolationVM, Checks: []Check{c, {Name: "kvm", Status: CheckWarn}}}
 	r.judge()
-	if r.Ready || contains(r.Runs, IsolationVM) || !contains(r.Runs, IsolationSandbox) {
+	if r.Ready || slices.Contains(r.Runs, IsolationVM) || !slices.Contains(r.Runs, IsolationSandbox) {
 		t.Fatalf("a failed VM check: %+v", r)
 	}
 	r.Checks[0].Status = CheckOK
