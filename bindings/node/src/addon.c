@@ -321,6 +321,25 @@ static napi_value undefined(napi_env env) {
   return r;
 }
 
+/* status_result: undefined on success, else the error thrown. */
+static napi_value status_result(napi_env env, box_status_t s, box_error_t *err) {
+  if (s != BOX_OK) return throw_err(env, s, err);
+  return undefined(env);
+}
+
+/* settle resolves a promise with value, or rejects it with the error
+ * (worker-thread calls, on the JavaScript thread). */
+static void settle(napi_env env, napi_deferred d, box_status_t s, box_error_t *err, napi_value value) {
+  if (s == BOX_OK) {
+    napi_resolve_deferred(env, d, value);
+    return;
+  }
+  throw_err(env, s, err);
+  napi_value exc;
+  napi_get_and_clear_last_exception(env, &exc);
+  napi_reject_deferred(env, d, exc);
+}
+
 static napi_value str_or_null(napi_env env, const char *s) {
   napi_value r;
   if (s == NULL) napi_get_null(env, &r);
@@ -476,14 +495,7 @@ static void close_execute(napi_env env, void *data) {
 static void close_complete(napi_env env, napi_status status, void *data) {
   (void)status;
   close_work *w = data;
-  if (w->status == BOX_OK) {
-    napi_resolve_deferred(env, w->deferred, undefined(env));
-  } else {
-    throw_err(env, w->status, w->err);
-    napi_value exc;
-    napi_get_and_clear_last_exception(env, &exc);
-    napi_reject_deferred(env, w->deferred, exc);
-  }
+  settle(env, w->deferred, w->status, w->err, undefined(env));
   napi_delete_async_work(env, w->work);
   free(w);
 }
@@ -559,6 +571,28 @@ static op *new_op(napi_env env, napi_value id) {
   return o;
 }
 
+/* submitted: the result of handing op o to an asynchronous call. When the
+ * call refused it, its completion never runs, so o is freed here. */
+static napi_value submitted(napi_env env, box_status_t s, op *o, box_error_t *err, napi_value ok) {
+  if (s != BOX_OK) {
+    free(o);
+    return throw_err(env, s, err);
+  }
+  return ok;
+}
+
+typedef box_status_t (*handle_call)(uint64_t, box_error_t **);
+
+/* on_handle(handle): release / pullCancel / fsWatchClose. */
+static napi_value on_handle(napi_env env, napi_callback_info info, handle_call call, const char *bad) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  uint64_t h;
+  if (!get_u64(env, argv[0], &h)) return throw_status(env, BOX_E_INVALID_ARGUMENT, bad);
+  box_error_t *err = NULL;
+  return status_result(env, call(h, &err), err);
+}
+
 typedef box_status_t (*str_progress_call)(box_runtime_t, const char *, box_progress_fn, box_complete_fn, void *,
                                           box_error_t **);
 
@@ -574,11 +608,7 @@ static napi_value rt_str_progress(napi_env env, napi_callback_info info, str_pro
   box_error_t *err = NULL;
   box_status_t s = call(rt, str, on_progress, on_complete, o, &err);
   free(str);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 /* boxCreate(rt, json, id): completion with the box handle. */
@@ -605,23 +635,12 @@ static napi_value js_image_pull_async(napi_env env, napi_callback_info info) {
   box_pull_t p = 0;
   box_status_t s = box_pull_async(rt, req, on_progress, on_complete, o, &p, &err);
   free(req);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return u64_value(env, p);
+  return submitted(env, s, o, err, u64_value(env, p));
 }
 
 /* pullCancel(pull): stops a pull; its completion then reports Canceled. */
 static napi_value js_pull_cancel(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  uint64_t p;
-  if (!get_u64(env, argv[0], &p)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad pull handle");
-  box_error_t *err = NULL;
-  box_status_t s = box_pull_cancel(p, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return on_handle(env, info, box_pull_cancel, "bad pull handle");
 }
 
 /* imagePrune(rt, id): completion with {"roots","blobs","bytes"}. */
@@ -633,11 +652,7 @@ static napi_value js_image_prune(napi_env env, napi_callback_info info) {
   op *o = new_op(env, argv[1]);
   box_error_t *err = NULL;
   box_status_t s = box_image_prune(rt, on_complete, o, &err);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 /* boxStart(box, id) / boxStop(box, id) */
@@ -650,11 +665,7 @@ static napi_value start_stop(napi_env env, napi_callback_info info, int stop) {
   box_error_t *err = NULL;
   if (stop) flush_execs(0, box);
   box_status_t s = stop ? box_stop(box, on_complete, o, &err) : box_start(box, on_complete, o, &err);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 static napi_value js_box_start(napi_env env, napi_callback_info info) { return start_stop(env, info, 0); }
@@ -676,11 +687,7 @@ static napi_value rt_str_force(napi_env env, napi_callback_info info, str_force_
   box_error_t *err = NULL;
   box_status_t s = call(rt, str, force ? 1 : 0, on_complete, o, &err);
   free(str);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 /* boxRemove(rt, idOrName, force, id) */
@@ -712,11 +719,7 @@ static napi_value copy(napi_env env, napi_callback_info info, int out) {
                        : box_copy_in(box, from, to, on_complete, o, &err);
   free(from);
   free(to);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 static napi_value js_copy_in(napi_env env, napi_callback_info info) { return copy(env, info, 0); }
@@ -761,14 +764,7 @@ static napi_value js_images(napi_env env, napi_callback_info info) { return json
 
 /* release(handle) */
 static napi_value js_release(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  uint64_t h;
-  if (!get_u64(env, argv[0], &h)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad handle");
-  box_error_t *err = NULL;
-  box_status_t s = box_release(h, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return on_handle(env, info, box_release, "bad handle");
 }
 
 static void ctx_finalize(napi_env env, void *data, void *hint) {
@@ -870,8 +866,7 @@ static napi_value js_exec_signal(napi_env env, napi_callback_info info) {
   napi_get_value_int32(env, argv[1], &sig);
   box_error_t *err = NULL;
   box_status_t s = box_exec_signal(h, sig, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return status_result(env, s, err);
 }
 
 static napi_value js_exec_cancel(napi_env env, napi_callback_info info) {
@@ -886,8 +881,7 @@ static napi_value js_exec_cancel(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&g_mu);
   box_error_t *err = NULL;
   box_status_t s = box_exec_cancel(c->handle, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return status_result(env, s, err);
 }
 
 static napi_value js_exec_close_stdin(napi_env env, napi_callback_info info) {
@@ -897,8 +891,7 @@ static napi_value js_exec_close_stdin(napi_env env, napi_callback_info info) {
   if (!h) return NULL;
   box_error_t *err = NULL;
   box_status_t s = box_exec_close_stdin(h, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return status_result(env, s, err);
 }
 
 static napi_value js_exec_resize(napi_env env, napi_callback_info info) {
@@ -911,8 +904,7 @@ static napi_value js_exec_resize(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[2], &cols);
   box_error_t *err = NULL;
   box_status_t s = box_exec_resize(h, rows, cols, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return status_result(env, s, err);
 }
 
 typedef struct write_work {
@@ -934,14 +926,7 @@ static void write_execute(napi_env env, void *data) {
 static void write_complete(napi_env env, napi_status status, void *data) {
   (void)status;
   write_work *w = data;
-  if (w->status == BOX_OK) {
-    napi_resolve_deferred(env, w->deferred, undefined(env));
-  } else {
-    throw_err(env, w->status, w->err);
-    napi_value exc;
-    napi_get_and_clear_last_exception(env, &exc);
-    napi_reject_deferred(env, w->deferred, exc);
-  }
+  settle(env, w->deferred, w->status, w->err, undefined(env));
   napi_delete_async_work(env, w->work);
   free(w->data);
   free(w);
@@ -997,14 +982,7 @@ static void doctor_execute(napi_env env, void *data) {
 static void doctor_complete(napi_env env, napi_status status, void *data) {
   (void)status;
   doctor_work *w = data;
-  if (w->status == BOX_OK) {
-    napi_resolve_deferred(env, w->deferred, str_or_null(env, w->json));
-  } else {
-    throw_err(env, w->status, w->err);
-    napi_value exc;
-    napi_get_and_clear_last_exception(env, &exc);
-    napi_reject_deferred(env, w->deferred, exc);
-  }
+  settle(env, w->deferred, w->status, w->err, str_or_null(env, w->json));
   napi_delete_async_work(env, w->work);
   box_string_free(w->json);
   free(w->opts);
@@ -1091,11 +1069,7 @@ static napi_value js_fs_call(napi_env env, napi_callback_info info) {
     free(o);
     return throw_status(env, BOX_E_INVALID_ARGUMENT, "unknown call");
   }
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 /* stream_args parses (box, requestJSON, id) of fsRead and fsWatch; the
@@ -1122,11 +1096,7 @@ static napi_value js_fs_read(napi_env env, napi_callback_info info) {
   box_error_t *err = NULL;
   box_status_t s = box_fs_read(box, req, on_fs_data, on_complete, o, &err);
   free(req);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 /* fsWrite(box, requestJSON, buffer, id) */
@@ -1147,11 +1117,7 @@ static napi_value js_fs_write(napi_env env, napi_callback_info info) {
   box_error_t *err = NULL;
   box_status_t s = box_fs_write(box, req, data, len, on_complete, o, &err); /* data is copied */
   free(req);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return undefined(env);
+  return submitted(env, s, o, err, undefined(env));
 }
 
 /* fsWatch(box, requestJSON, id) -> handle: events as M_DATA, end as M_COMPLETE. */
@@ -1164,23 +1130,12 @@ static napi_value js_fs_watch(napi_env env, napi_callback_info info) {
   box_watch_t w = 0;
   box_status_t s = box_fs_watch(box, req, on_fs_data, on_complete, o, &w, &err);
   free(req);
-  if (s != BOX_OK) {
-    free(o);
-    return throw_err(env, s, err);
-  }
-  return u64_value(env, w);
+  return submitted(env, s, o, err, u64_value(env, w));
 }
 
 /* fsWatchClose(handle) */
 static napi_value js_fs_watch_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  uint64_t w;
-  if (!get_u64(env, argv[0], &w)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad watch handle");
-  box_error_t *err = NULL;
-  box_status_t s = box_fs_watch_close(w, &err);
-  if (s != BOX_OK) return throw_err(env, s, err);
-  return undefined(env);
+  return on_handle(env, info, box_fs_watch_close, "bad watch handle");
 }
 
 static napi_value init_module(napi_env env, napi_value exports) {
