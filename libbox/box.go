@@ -18,6 +18,7 @@ import (
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/image"
+	"github.com/libbox/libbox/libbox/network"
 )
 
 // Box is one box. Safe for concurrent use; one *Box per id per Runtime.
@@ -36,6 +37,8 @@ type Box struct {
 	inst   backend.Instance
 	conn   *grpc.ClientConn
 	client agentpb.AgentClient
+	// net is the box's network while this Runtime runs it. Guarded by mu.
+	net *network.Network
 	// stopping is set while Stop shuts the box down on purpose. Guarded by mu.
 	stopping bool
 	// removed is set once the box's files are gone. Guarded by mu.
@@ -84,6 +87,10 @@ func (b *Box) Info() BoxInfo {
 		// Running under another host process: what its backend recorded.
 		_ = json.Unmarshal(b.st.Instance, &info.Backend)
 	}
+	if b.net != nil {
+		ni := b.net.Info()
+		info.Network = &ni
+	}
 	return info
 }
 
@@ -120,7 +127,7 @@ func (b *Box) spec(agentPath string, img *image.Image) backend.Spec {
 	return backend.Spec{
 		ID: b.cfg.ID, Dir: b.dir, ImageRoot: img.Root, ImageID: img.ID, AgentPath: agentPath,
 		CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB, Volumes: b.cfg.Volumes,
-		Network: b.cfg.Network, Detach: b.cfg.Detach, Hostname: host,
+		Detach: b.cfg.Detach, Hostname: host,
 	}
 }
 
@@ -181,9 +188,14 @@ func (b *Box) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	var nw *network.Network
 	if inst == nil {
+		if nw, err = b.startNetwork(&spec); err != nil {
+			return err
+		}
 		inst, err = be.Start(ctx, spec)
 		if err != nil {
+			closeNetwork(nw)
 			return err
 		}
 	}
@@ -194,10 +206,11 @@ func (b *Box) Start(ctx context.Context) error {
 		_ = inst.Kill()
 		_ = inst.Stop(kctx)
 		cancel()
+		closeNetwork(nw)
 		return err
 	}
 	b.mu.Lock()
-	b.inst, b.conn, b.client = inst, conn, client
+	b.inst, b.conn, b.client, b.net = inst, conn, client, nw
 	b.stopping = false
 	b.boot = []BootStage{{"prepare", t1.Sub(t0)}, {"launch", t2.Sub(t1)}, {"agent", time.Since(t2)}}
 	b.lastCPU = cpuSample{}
@@ -289,7 +302,8 @@ func (b *Box) watch(inst backend.Instance, conn *grpc.ClientConn) {
 		b.mu.Unlock()
 		return
 	}
-	b.inst, b.conn, b.client = nil, nil, nil
+	closeNetwork(b.net)
+	b.inst, b.conn, b.client, b.net = nil, nil, nil, nil
 	released := b.st.State == StateRunning && b.stopping && b.cfg.Detach && b.rt.isClosed()
 	if !released {
 		if !b.stopping {

@@ -65,7 +65,7 @@ type BoxOptions struct {
 	MemoryMiB  int      // default: backend's
 	Env        []string // KEY=VALUE, for every exec (after the image's)
 	WorkingDir string   // default working dir of execs (default: image's, else /)
-	Network    bool     // default off
+	Network    Network  // default off
 	Volumes    []Volume
 	AutoRemove bool // remove the box when it stops
 	Detach     bool // the box outlives this process and this Runtime
@@ -258,8 +258,8 @@ func validateOptions(o *BoxOptions) error {
 	if o.MemoryMiB < 0 || (o.MemoryMiB > 0 && o.MemoryMiB < 32) {
 		return errdefs.New(errdefs.InvalidArgument, "memory %d MiB: want 0 (default) or at least 32", o.MemoryMiB)
 	}
-	if o.Network {
-		return errdefs.New(errdefs.Unsupported, "network: boxes have no network yet (set network to false)")
+	if err := validateNetwork(o.Network, o.Isolation); err != nil {
+		return err
 	}
 	for _, kv := range o.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
@@ -332,6 +332,7 @@ type BoxInfo struct {
 	Dir        string         `json:"dir"`
 	Error      string         `json:"error,omitempty"`
 	Backend    map[string]any `json:"backend,omitempty"`
+	Network    *NetworkInfo   `json:"network,omitempty"` // while running in this process
 }
 
 // List describes every box of the home, oldest first. A box whose

@@ -34,7 +34,7 @@ type boxConfig struct {
 	Env             []string         `json:"env,omitempty"`
 	WorkingDir      string           `json:"working_dir,omitempty"`
 	User            string           `json:"user,omitempty"`
-	Network         bool             `json:"network,omitempty"`
+	Network         Network          `json:"network,omitzero"`
 	Volumes         []backend.Volume `json:"volumes,omitempty"`
 	AutoRemove      bool             `json:"auto_remove,omitempty"`
 	Detach          bool             `json:"detach,omitempty"`

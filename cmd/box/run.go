@@ -46,7 +46,7 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 func (f *boxFlags) options(img string) (libbox.BoxOptions, error) {
 	o := libbox.BoxOptions{
 		Image: img, Platform: f.platform, Name: f.name, Isolation: f.isolation, CPUs: f.cpus, MemoryMiB: f.memory,
-		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: f.network,
+		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: libbox.Network{Enabled: f.network},
 	}
 	for _, v := range f.volumes {
 		parts := strings.Split(v, ":")

@@ -62,6 +62,7 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return mountIn(s.Rootfs, "tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755")
 		}},
 		{"mount volumes", b2.mountVolumes},
+		{"attach network", sandboxNet},
 		{"mask /proc and /sys", maskPaths},
 		{"pivot_root", pivot},
 		{"set hostname", func(s *bootparam.SandboxSpec) error {
@@ -71,6 +72,7 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return unix.Sethostname([]byte(s.Hostname))
 		}},
 		{"bring up lo", func(*bootparam.SandboxSpec) error { return loUp() }},
+		{"write resolv.conf", func(s *bootparam.SandboxSpec) error { return writeResolv("/", s.Net) }},
 	}
 	for _, st := range steps {
 		if err := st.fn(&s); err != nil {

@@ -26,7 +26,8 @@ type SandboxSpec struct {
 	PidsLimit int `json:"pids_limit,omitempty"`
 	// CloseFDs are inherited fds the agent closes once booted (the spec
 	// file, the agent binary), so no box process inherits them.
-	CloseFDs []int `json:"close_fds,omitempty"`
+	CloseFDs []int    `json:"close_fds,omitempty"`
+	Net      *NetSpec `json:"net,omitempty"` // nil: loopback only
 }
 
 // SandboxVolume is a bind mount from the host into the box.

@@ -22,16 +22,17 @@ type Volume struct {
 
 // Spec is everything a backend needs to start one box.
 type Spec struct {
-	ID        string   // box id
-	Dir       string   // the box's directory (0700); the backend keeps its files here
-	ImageRoot string   // read-only root directory of the image
-	ImageID   string   // stable id of the image content (digest), for caches
-	AgentPath string   // host path of the static box-agent binary
-	CPUs      int      // 0: backend default
-	MemoryMiB int      // 0: backend default
-	Volumes   []Volume // validated: absolute paths, host paths exist
-	Network   bool
-	Detach    bool // the box must outlive the host process
+	ID        string       // box id
+	Dir       string       // the box's directory (0700); the backend keeps its files here
+	ImageRoot string       // read-only root directory of the image
+	ImageID   string       // stable id of the image content (digest), for caches
+	AgentPath string       // host path of the static box-agent binary
+	CPUs      int          // 0: backend default
+	MemoryMiB int          // 0: backend default
+	Volumes   []Volume     // validated: absolute paths, host paths exist
+	Network   bool         // the box has a network (NetLink says how to attach it)
+	NetLink   *NetworkLink // set when Network
+	Detach    bool         // the box must outlive the host process
 	Hostname  string
 }
 

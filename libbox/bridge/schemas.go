@@ -95,7 +95,7 @@ type boxOptions struct {
 	MemoryMiB  int               `json:"memory_mib"`
 	Env        map[string]string `json:"env"`
 	Cwd        string            `json:"cwd"`
-	Network    bool              `json:"network"`
+	Network    libbox.Network    `json:"network"` // true, false or an object
 	AutoRemove bool              `json:"auto_remove"`
 	Detach     bool              `json:"detach"`
 	Volumes    []struct {

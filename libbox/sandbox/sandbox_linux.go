@@ -145,6 +145,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		}
 	}
 	sspec.CloseFDs = []int{6} // the agent binary; the spec (fd 5) is closed once read
+	nl, netSpec, err := newNetLink(spec.NetLink)
+	if err != nil {
+		return nil, err
+	}
+	defer nl.close()
+	sspec.Net = netSpec
 	specPath := filepath.Join(spec.Dir, "sandbox.json")
 	b2, _ := json.Marshal(&sspec)
 	if err := os.WriteFile(specPath, b2, 0o600); err != nil {
@@ -221,6 +227,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd(), lnFile.Fd(), uintptr(sp[1]), uintptr(specFile), uintptr(agentFile)},
 		Sys:   sys,
 	}
+	if nl != nil {
+		attr.Files = append(attr.Files, nl.child.Fd()) // netFD
+	}
 	pid, err := launch.ForkExec("/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.closeFD()
 	if err != nil {
@@ -247,6 +256,11 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		limits: cg.describe(lim), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
+	if err := nl.receive(ctx); err != nil {
+		_ = inst.Kill()
+		_ = inst.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
 	return inst, nil
 }
 

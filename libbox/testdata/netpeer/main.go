@@ -1,0 +1,109 @@
+// netpeer is the network tests' tool inside a box (static, no libc):
+//
+//	netpeer tcp-echo PORT | udp-echo PORT     serve until killed
+//	netpeer tcp ADDR                          connect; "connected" or the error
+//	netpeer udp ADDR MSG                      send, print the reply (2s)
+//	netpeer spoof SRC ADDR MSG                one UDP datagram from a forged source (raw socket)
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "netpeer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(a []string) error {
+	if len(a) < 2 {
+		return fmt.Errorf("usage: see the source")
+	}
+	switch a[0] {
+	case "tcp-echo":
+		l, err := net.Listen("tcp4", ":"+a[1])
+		if err != nil {
+			return err
+		}
+		fmt.Println("listening")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	case "udp-echo":
+		c, err := net.ListenPacket("udp4", ":"+a[1])
+		if err != nil {
+			return err
+		}
+		fmt.Println("listening")
+		buf := make([]byte, 65536)
+		for {
+			k, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return err
+			}
+			c.WriteTo(buf[:k], from)
+		}
+	case "tcp":
+		c, err := net.DialTimeout("tcp4", a[1], 5*time.Second)
+		if err != nil {
+			return err
+		}
+		c.Close()
+		fmt.Println("connected")
+		return nil
+	case "udp":
+		c, err := net.Dial("udp4", a[1])
+		if err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte(a[2])); err != nil {
+			return err
+		}
+		buf := make([]byte, 65536)
+		k, err := c.Read(buf)
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(buf[:k]))
+		return nil
+	case "spoof":
+		return spoof(a[1], a[2], a[3])
+	}
+	return fmt.Errorf("unknown mode %q", a[0])
+}
+
+func spoof(src, dst, msg string) error {
+	s := netip.MustParseAddr(src).As4()
+	d := netip.MustParseAddrPort(dst)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	udp := make([]byte, 8+len(msg))
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], d.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[8:], msg)
+	ip := make([]byte, 20)
+	ip[0], ip[8], ip[9] = 0x45, 64, syscall.IPPROTO_UDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+	copy(ip[12:16], s[:])
+	da := d.Addr().As4()
+	copy(ip[16:20], da[:])
+	return syscall.Sendto(fd, append(ip, udp...), 0, &syscall.SockaddrInet4{Addr: da})
+}
