@@ -62,6 +62,26 @@
  *    "cpus": 2, "memory_mib": 512, "env": {"K": "V"}, "cwd": "/work",
  *    "network": false, "auto_remove": false, "detach": false,
  *    "volumes": [{"host": "/src", "box": "/mnt/src", "read_only": true}]}
+ *   "network" is true, false (default: loopback only) or an object, which
+ *   turns the network on unless it says "enabled": false:
+ *   {"enabled": true,
+ *    "allow": ["pypi.org", "*.pythonhosted.org:443", "10.0.0.0/8", "host:8080"],
+ *                       only these (names, wildcards, IPs, CIDRs, "host" = the
+ *                       host's loopback as host.libbox.internal, "*" = the
+ *                       public internet; each with an optional :PORT);
+ *                       absent or empty: the public internet (never private,
+ *                       link-local, multicast or the host's own addresses)
+ *    "deny": ["evil.example"],                           wins over "allow"
+ *    "ports": [{"host": "127.0.0.1:8080", "box": 80, "protocol": "tcp"}],
+ *                       published on the host; host port 0 picks a free one
+ *                       (box info reports it); "host": "8080" means 127.0.0.1
+ *    "hosts": {"db.internal": "10.1.2.3"},     names the box's DNS answers
+ *    "dns": ["10.0.0.53"]}         upstream resolvers (default: the host's)
+ *   Names are enforced on the host: the box's only DNS server (its gateway)
+ *   answers NXDOMAIN for names not allowed; an address is reachable only
+ *   while it is a recent answer of an allowed name; on ports 80 and 443 the
+ *   HTTP Host or TLS SNI must name an allowed name. Denied TCP is reset at
+ *   once. Sandbox boxes only for now (vm: BOX_E_UNSUPPORTED).
  * exec request (box_exec_async; required):
  *   {"args": ["sh", "-c", "echo hi"],     required, non-empty, unless image_cmd
  *    "image_cmd": false,                  true: run the image's command as
@@ -74,7 +94,11 @@
  *                                          false: stdin is /dev/null
  * box info (box_info, box_list elements):
  *   {"id", "name", "image", "isolation", "state": "created"|"running"|"stopped",
- *    "created_at", "pid", "cpus", "memory_mib", "detach", "auto_remove", ...}
+ *    "created_at", "pid", "cpus", "memory_mib", "detach", "auto_remove", ...,
+ *    "network": {"address": "192.168.127.2/24", "gateway": "192.168.127.1",
+ *                "ports": [{"host": "127.0.0.1:41234", "box": 80, "protocol": "tcp"}],
+ *                "denied": 3, "recent_denials": [{"time", "protocol", "dest", "reason"}],
+ *                "rx_bytes", "tx_bytes"}}       while the box runs in this process
  */
 #ifndef LIBBOX_H
 #define LIBBOX_H

@@ -139,10 +139,30 @@ func netpeer(t *testing.T) libbox.Volume {
 	return libbox.Volume{HostPath: dir, BoxPath: "/opt/t", ReadOnly: true}
 }
 
+// netRun runs a script under a deadline long enough for a loaded machine.
+func netRun(t *testing.T, b *libbox.Box, script string) libbox.Result {
+	t.Helper()
+	r, err := b.Run(ctxT(t, 3*time.Minute), libbox.Command{Args: []string{"sh", "-c", script}})
+	if err != nil {
+		t.Fatalf("%q: %v", script, err)
+	}
+	return r
+}
+
+// netSh runs a script that must succeed, returning its output.
+func netSh(t *testing.T, b *libbox.Box, script string) string {
+	t.Helper()
+	r := netRun(t, b, script)
+	if r.ExitCode != 0 {
+		t.Fatalf("sh -c %q: exit %d, stderr %q", script, r.ExitCode, r.Stderr)
+	}
+	return string(r.Stdout)
+}
+
 // shFail runs a script that must fail, returning its output.
 func shFail(t *testing.T, b *libbox.Box, script string) string {
 	t.Helper()
-	r := run(t, b, "sh", "-c", script)
+	r := netRun(t, b, script)
 	if r.ExitCode == 0 {
 		t.Fatalf("sh -c %q succeeded (%q), want a failure", script, r.Stdout)
 	}
@@ -153,7 +173,7 @@ func TestNetworkOff(t *testing.T) {
 	h := startNetHost(t)
 	rt := openRT(t, "")
 	b := startBox(t, rt, libbox.BoxOptions{AutoRemove: true})
-	links := sh(t, b, "ip -o link | awk -F': ' '{print $2}'")
+	links := netSh(t, b, "ip -o link | awk -F': ' '{print $2}'")
 	if strings.TrimSpace(links) != "lo" {
 		t.Fatalf("network off: links %q, want lo only", links)
 	}
@@ -184,7 +204,7 @@ func TestSandboxNetwork(t *testing.T) {
 	var udpPublished string
 
 	t.Run("interface", func(t *testing.T) {
-		out := sh(t, b, "ip -4 -o addr show eth0; ip route; cat /etc/resolv.conf")
+		out := netSh(t, b, "ip -4 -o addr show eth0; ip route; cat /etc/resolv.conf")
 		for _, want := range []string{"192.168.127.2/24", "default via 192.168.127.1", "nameserver 192.168.127.1"} {
 			if !strings.Contains(out, want) {
 				t.Fatalf("missing %q in %q", want, out)
@@ -192,10 +212,10 @@ func TestSandboxNetwork(t *testing.T) {
 		}
 	})
 	t.Run("dns", func(t *testing.T) {
-		if out := sh(t, b, "nslookup api.test"); !strings.Contains(out, ip) {
+		if out := netSh(t, b, "nslookup api.test"); !strings.Contains(out, ip) {
 			t.Fatalf("api.test: %q", out)
 		}
-		if out := sh(t, b, "nslookup db.internal"); !strings.Contains(out, ip) {
+		if out := netSh(t, b, "nslookup db.internal"); !strings.Contains(out, ip) {
 			t.Fatalf("Hosts entry: %q", out)
 		}
 		for _, name := range []string{"other.test", "blocked.test", "nowhere.test"} {
@@ -206,24 +226,24 @@ func TestSandboxNetwork(t *testing.T) {
 	})
 	t.Run("http 10MB", func(t *testing.T) {
 		sum := sha256.Sum256(h.payload)
-		out := sh(t, b, "wget -q -O - http://"+h.http.String()+"/ | sha256sum")
+		out := netSh(t, b, "wget -q -O - http://"+h.http.String()+"/ | sha256sum")
 		if !strings.HasPrefix(out, hex.EncodeToString(sum[:])) {
 			t.Fatalf("10 MB GET: %q", out)
 		}
 	})
 	t.Run("64 connections", func(t *testing.T) {
-		out := sh(t, b, "for i in $(seq 64); do /opt/t/netpeer tcp "+h.echo.String()+" & done 2>&1; wait")
+		out := netSh(t, b, "for i in $(seq 64); do /opt/t/netpeer tcp "+h.echo.String()+" & done 2>&1; wait")
 		if n := strings.Count(out, "connected"); n != 64 {
 			t.Fatalf("%d of 64 connected: %q", n, out)
 		}
-		if out := sh(t, b, "/opt/t/netpeer udp "+h.udp.String()+" ping-udp"); !strings.Contains(out, "ping-udp") {
+		if out := netSh(t, b, "/opt/t/netpeer udp "+h.udp.String()+" ping-udp"); !strings.Contains(out, "ping-udp") {
 			t.Fatalf("UDP echo: %q", out)
 		}
 	})
 	t.Run("allowed name", func(t *testing.T) {
 		// db.internal (Hosts) resolves to the host address; its echo port is
 		// allowed by address anyway, the other port only by name.
-		if out := sh(t, b, "/opt/t/netpeer tcp db.internal:"+port(h.other)); !strings.Contains(out, "connected") {
+		if out := netSh(t, b, "/opt/t/netpeer tcp db.internal:"+port(h.other)); !strings.Contains(out, "connected") {
 			t.Fatalf("allowed name: %q", out)
 		}
 	})
@@ -260,7 +280,7 @@ func TestSandboxNetwork(t *testing.T) {
 	}
 	t.Run("bypass/change address (spoofed source)", func(t *testing.T) {
 		before := h.udpSeen.Load()
-		sh(t, b, "/opt/t/netpeer spoof 192.168.127.9 "+h.udp.String()+" forged; sleep 0.5")
+		netSh(t, b, "/opt/t/netpeer spoof 192.168.127.9 "+h.udp.String()+" forged; sleep 0.5")
 		out := shFail(t, b, "ip addr flush dev eth0 && ip addr add 192.168.127.3/24 dev eth0 && ip route add default via 192.168.127.1 && /opt/t/netpeer udp "+h.udp.String()+" x; r=$?; "+
 			"ip addr flush dev eth0; ip addr add 192.168.127.2/24 dev eth0; ip route add default via 192.168.127.1; exit $r")
 		if got := h.udpSeen.Load(); got != before {
@@ -271,12 +291,12 @@ func TestSandboxNetwork(t *testing.T) {
 			t.Fatalf("last denial: %+v", info.Recent[len(info.Recent)-1])
 		}
 		// The box works again with its own address.
-		if out := sh(t, b, "/opt/t/netpeer udp "+h.udp.String()+" back"); !strings.Contains(out, "back") {
+		if out := netSh(t, b, "/opt/t/netpeer udp "+h.udp.String()+" back"); !strings.Contains(out, "back") {
 			t.Fatalf("after restoring the address: %q", out)
 		}
 	})
 	t.Run("host loopback allowed", func(t *testing.T) {
-		if out := sh(t, b, "/opt/t/netpeer tcp "+network.HostName+":"+port(h.loop)); !strings.Contains(out, "connected") {
+		if out := netSh(t, b, "/opt/t/netpeer tcp "+network.HostName+":"+port(h.loop)); !strings.Contains(out, "connected") {
 			t.Fatalf("%q", out)
 		}
 	})

@@ -69,6 +69,16 @@ export interface BoxOptions {
   cwd?: string;
   volumes?: Volume[];
   network?: boolean;
+  /** With network: only these destinations (names, *.wildcards, IPs, CIDRs, "host", each with :PORT); default the public internet. */
+  allowNet?: string[];
+  /** With network: never these (wins over allowNet). */
+  denyNet?: string[];
+  /** With network: published ports, [host, box] / [host, box, "udp"] or objects; host 0 picks a free port. */
+  ports?: Array<[number | string, number] | [number | string, number, 'tcp' | 'udp'] | { host?: string | number; box: number; protocol?: 'tcp' | 'udp' }>;
+  /** With network: names the box's DNS answers (name to IPv4). */
+  hosts?: Record<string, string>;
+  /** With network: upstream DNS resolvers (default: the host's). */
+  dns?: string[];
   /** Remove the box's files when it stops. Default true. */
   autoRemove?: boolean;
   /** Let the box outlive this process. Default false. */

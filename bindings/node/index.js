@@ -229,11 +229,56 @@ const BOX_OPTIONS = [
   'env',
   'cwd',
   'network',
+  'allowNet',
+  'denyNet',
+  'ports',
+  'hosts',
+  'dns',
   'autoRemove',
   'detach',
   'volumes',
   'onProgress',
 ];
+
+function checkStrings(v, what) {
+  if (v === undefined) return;
+  if (!Array.isArray(v)) throw new TypeError(`${what} must be an array of strings`);
+  v.forEach((s, i) => checkString(s, `${what}[${i}]`, { optional: false, nonEmpty: true }));
+}
+
+/** The "network" value of the box options JSON: a boolean, or an object
+ * when allowNet, denyNet, ports, hosts or dns are given. */
+function networkJSON(opts) {
+  checkStrings(opts.allowNet, 'allowNet');
+  checkStrings(opts.denyNet, 'denyNet');
+  checkStrings(opts.dns, 'dns');
+  const obj = { enabled: opts.network === true };
+  if (opts.allowNet !== undefined) obj.allow = opts.allowNet;
+  if (opts.denyNet !== undefined) obj.deny = opts.denyNet;
+  if (opts.dns !== undefined) obj.dns = opts.dns;
+  if (opts.hosts !== undefined) {
+    if (opts.hosts === null || typeof opts.hosts !== 'object' || Array.isArray(opts.hosts)) {
+      throw new TypeError('hosts must be an object of name to IP');
+    }
+    for (const [k, v] of Object.entries(opts.hosts)) checkString(v, `hosts.${k}`, { optional: false, nonEmpty: true });
+    obj.hosts = opts.hosts;
+  }
+  if (opts.ports !== undefined) {
+    if (!Array.isArray(opts.ports)) throw new TypeError('ports must be an array');
+    obj.ports = opts.ports.map((p, i) => {
+      if (Array.isArray(p)) p = { host: p[0], box: p[1], protocol: p[2] };
+      checkKeys(p, ['host', 'box', 'protocol'], `ports[${i}]`);
+      if (typeof p.host === 'number') p = { ...p, host: String(p.host) };
+      checkString(p.host, `ports[${i}].host`);
+      checkInt(p.box, `ports[${i}].box`, 1);
+      checkString(p.protocol, `ports[${i}].protocol`);
+      return { host: p.host || '0', box: p.box, protocol: p.protocol || 'tcp' };
+    });
+  }
+  if (Object.keys(obj).length === 1) return opts.network;
+  if (!obj.enabled) throw new TypeError('allowNet, denyNet, ports, hosts or dns need network: true');
+  return obj;
+}
 
 /** Box options (camelCase) to the box options JSON of include/libbox.h. */
 function boxOptionsJSON(opts) {
@@ -263,7 +308,7 @@ function boxOptionsJSON(opts) {
     memory_mib: opts.memoryMib,
     env: opts.env,
     cwd: opts.cwd,
-    network: opts.network,
+    network: networkJSON(opts),
     auto_remove: opts.autoRemove === undefined ? true : opts.autoRemove,
     detach: opts.detach,
   };

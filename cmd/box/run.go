@@ -21,6 +21,8 @@ type boxFlags struct {
 	user, platform, entrypoint   string
 	cpus, memory                 int
 	env, volumes                 multi
+	allowNet, denyNet, publish   multi
+	addHost, dns                 multi
 }
 
 func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
@@ -31,7 +33,12 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 	fs.Var(&f.env, "e", "KEY=VALUE (repeatable)")
 	fs.StringVar(&f.workdir, "w", "", "working directory")
 	fs.Var(&f.volumes, "v", "HOST:BOX[:ro] (repeatable)")
-	fs.BoolVar(&f.network, "network", false, "give the box network access")
+	fs.BoolVar(&f.network, "network", false, "give the box network access (the public internet unless --allow-net)")
+	fs.Var(&f.allowNet, "allow-net", "with --network: allow only NAME, *.SUFFIX, IP, CIDR or host, each with :PORT (repeatable)")
+	fs.Var(&f.denyNet, "deny-net", "with --network: deny NAME, *.SUFFIX, IP or CIDR[:PORT] (repeatable, wins over --allow-net)")
+	fs.Var(&f.publish, "p", "with --network: publish [IP:]HOSTPORT:BOXPORT[/udp] or BOXPORT (repeatable; host port 0 picks one)")
+	fs.Var(&f.addHost, "add-host", "with --network: NAME:IP answered by the box's DNS (repeatable)")
+	fs.Var(&f.dns, "dns", "with --network: upstream DNS server (repeatable; default: the host's)")
 	fs.StringVar(&f.platform, "platform", "", "os/arch[/variant] of a multi-arch image (default: the host's)")
 	if forRun {
 		fs.StringVar(&f.entrypoint, "entrypoint", "", "run this instead of the image's Entrypoint (and Cmd)")
@@ -47,6 +54,9 @@ func (f *boxFlags) options(img string) (libbox.BoxOptions, error) {
 	o := libbox.BoxOptions{
 		Image: img, Platform: f.platform, Name: f.name, Isolation: f.isolation, CPUs: f.cpus, MemoryMiB: f.memory,
 		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: libbox.Network{Enabled: f.network},
+	}
+	if err := f.networkOptions(&o.Network); err != nil {
+		return o, err
 	}
 	for _, v := range f.volumes {
 		parts := strings.Split(v, ":")

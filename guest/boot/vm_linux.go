@@ -71,6 +71,9 @@ func VM() (VMConfig, error) {
 		}
 		cfg.Root = bootparam.VMRoot
 	}
+	if err := vmNet(params[bootparam.ParamNet], cfg.Root, debug); err != nil {
+		return cfg, err
+	}
 	vols, err := bootparam.ParseVolumes(params[bootparam.ParamVolumes])
 	if err != nil {
 		return cfg, err

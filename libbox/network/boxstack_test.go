@@ -46,11 +46,15 @@ func newTestBox(t *testing.T, n *Network, src netip.Addr) *testBox {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, fd := range fds { // room for bursts: fewer drops, fewer retransmits
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	}
 	if err := n.Attach(os.NewFile(uintptr(fds[0]), "net"), FramePerRead); err != nil {
 		t.Fatal(err)
 	}
 	b := &testBox{t: t, fd: os.NewFile(uintptr(fds[1]), "box"), src: src}
-	b.ep = channel.New(512, 1500, "")
+	b.ep = channel.New(4096, 1500, "")
 	b.s = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},

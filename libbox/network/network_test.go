@@ -355,7 +355,7 @@ func TestForwardAllowed(t *testing.T) {
 	echo := echoServer(t, ip)
 	n := newTestNetwork(t, Config{Allow: []string{ip.String()}})
 	box := newTestBox(t, n, BoxIP)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	// HTTP GET of 10 MB, intact (the server's port is not name-checked).
@@ -420,7 +420,7 @@ func TestDenied(t *testing.T) {
 	uecho := udpEchoServer(t, ip)
 	n := newTestNetwork(t, Config{Allow: []string{echo.String()}})
 	box := newTestBox(t, n, BoxIP)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, err := box.dialTCP(ctx, echo.String())
 	if err != nil {
@@ -497,7 +497,7 @@ func TestDNSPolicy(t *testing.T) {
 	n.pol.hostAddrs = func() []netip.Addr { return nil }
 	box := newTestBox(t, n, BoxIP)
 	res := box.resolver()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
 	// Before any lookup the address is not reachable.
@@ -574,7 +574,7 @@ func TestNameCheckedPorts(t *testing.T) {
 	})
 	n.pol.namePorts = map[uint16]bool{tlsPort: true, httpPort: true}
 	box := newTestBox(t, n, BoxIP)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := box.resolver().LookupHost(ctx, "api.test"); err != nil {
 		t.Fatal(err)
@@ -622,7 +622,7 @@ func TestHostLoopback(t *testing.T) {
 	loop := echoServer(t, netip.MustParseAddr("127.0.0.1"))
 	n := newTestNetwork(t, Config{Allow: []string{"host:" + strconv.Itoa(int(loop.Port()))}})
 	box := newTestBox(t, n, BoxIP)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a, err := box.resolver().LookupHost(ctx, HostName)
 	if err != nil || a[0] != HostIP.String() {
@@ -682,7 +682,7 @@ func TestPublish(t *testing.T) {
 	payload := bytes.Repeat([]byte("published port "), 10<<20/15)
 	go c.Write(payload)
 	got := make([]byte, len(payload))
-	c.SetDeadline(time.Now().Add(60 * time.Second))
+	c.SetDeadline(time.Now().Add(3 * time.Minute))
 	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("10 MB through a published port: %v", err)
 	}

@@ -407,6 +407,34 @@ int main(void) {
     EXPECT(wait_for(&pr.fired, 1) && pr.status == BOX_OK && strstr(pr.json, "\"roots\":"), "prune: %d %s %s", pr.status, pr.msg, pr.json);
   }
 
+  /* Network: the JSON object form, the policy (a name not allowed gets
+     NXDOMAIN), a published port in box info, and a bad rule. */
+  {
+    struct done nc = {0}, ns = {0}, nr = {0}, bad = {0};
+    EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"auto_remove\": true, \"network\": "
+                              "{\"allow\": [\"db.test\"], \"hosts\": {\"db.test\": \"10.1.2.3\"}, "
+                              "\"ports\": [{\"host\": \"127.0.0.1:0\", \"box\": 80}]}}",
+                          NULL, on_done, &nc, &err), BOX_OK, "", "create with network");
+    EXPECT(wait_for(&nc.fired, 1) && nc.status == BOX_OK, "create with network: %s", nc.msg);
+    EXPECT_ERR(box_start(nc.handle, on_done, &ns, &err), BOX_OK, "", "start with network");
+    EXPECT(wait_for(&ns.fired, 1) && ns.status == BOX_OK, "start with network: %s", ns.msg);
+    struct task t = {0};
+    box_exec_t e;
+    exits = 0;
+    EXPECT_ERR(box_exec_async(nc.handle, "{\"args\": [\"sh\", \"-c\", \"nslookup db.test | grep -o 10.1.2.3 && ! nslookup pypi.org >/dev/null 2>&1\"]}", &cbs, &t, &e, &err), BOX_OK, "", "exec nslookup");
+    EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_OK && t.exit.exit_code == 0 && strstr(t.out, "10.1.2.3"), "nslookup: code %d out %.*s", t.exit.exit_code, (int)t.len, t.out);
+    box_release(e, NULL);
+    char *info = NULL;
+    EXPECT_ERR(box_info(nc.handle, &info, &err), BOX_OK, "", "info with network");
+    EXPECT(info && strstr(info, "\"192.168.127.2/24\"") && strstr(info, "\"box\":80") && !strstr(info, "127.0.0.1:0\""), "network info: %s", info);
+    box_string_free(info);
+    EXPECT_ERR(box_stop(nc.handle, on_done, &nr, &err), BOX_OK, "", "stop with network");
+    EXPECT(wait_for(&nr.fired, 1) && nr.status == BOX_OK, "stop with network: %s", nr.msg);
+    box_release(nc.handle, NULL);
+    EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"network\": {\"allow\": [\"bad name\"]}}", NULL, on_done, &bad, &err), BOX_OK, "", "create bad rule");
+    EXPECT(wait_for(&bad.fired, 1) && bad.status == BOX_E_INVALID_ARGUMENT && strstr(bad.msg, "network rule"), "bad rule: %d %s", bad.status, bad.msg);
+  }
+
   /* Stop; exec on a stopped box; remove; exec on a removed box. */
   struct done stopped = {0}, removed = {0};
   EXPECT_ERR(box_stop(box, on_done, &stopped, &err), BOX_OK, "", "stop");

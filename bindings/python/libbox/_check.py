@@ -144,3 +144,62 @@ def progress(v: Any) -> Any:
         raise TypeError("progress must be a plain callable, not an async function: it runs on the event loop "
                         "and is not awaited; hand events to a task with loop.create_task or a queue")
     return v
+
+
+def _str_list(v: Any, what: str) -> Optional[list[str]]:
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"{what} must be a list of str")
+    return [text(x, what) for x in v]
+
+
+def _port(item: Any) -> dict[str, Any]:
+    if isinstance(item, Mapping):
+        unknown = set(item) - {"host", "box", "protocol"}
+        if unknown:
+            raise ValueError(f"port has unknown keys {sorted(unknown)}: use host, box, protocol")
+        host, box, proto = item.get("host", "0"), item.get("box"), item.get("protocol", "tcp")
+    elif isinstance(item, tuple) and len(item) in (2, 3):
+        host, box = item[0], item[1]
+        proto = item[2] if len(item) == 3 else "tcp"
+    else:
+        raise TypeError("each port must be a (host, box[, protocol]) tuple or a dict")
+    if isinstance(host, int) and not isinstance(host, bool):
+        host = str(host)
+    if isinstance(box, bool) or not isinstance(box, int):
+        raise TypeError(f"box port must be int, not {type(box).__name__}")
+    return {"host": text(host, "host port"), "box": box, "protocol": text(proto, "port protocol")}
+
+
+def network(
+    enabled: Any,
+    allow: Any = None,
+    deny: Any = None,
+    ports: Any = None,
+    hosts: Any = None,
+    dns: Any = None,
+) -> Any:
+    """The create JSON "network" value: a bool, or an object when any
+    setting is given (which needs network=True)."""
+    on = flag(enabled, "network")
+    obj: dict[str, Any] = {"enabled": on}
+    if (a := _str_list(allow, "allow_net")) is not None:
+        obj["allow"] = a
+    if (d := _str_list(deny, "deny_net")) is not None:
+        obj["deny"] = d
+    if (s := _str_list(dns, "dns")) is not None:
+        obj["dns"] = s
+    if ports is not None:
+        if isinstance(ports, (str, bytes, Mapping)) or not hasattr(ports, "__iter__"):
+            raise TypeError("ports must be a list of (host, box[, protocol]) tuples or dicts")
+        obj["ports"] = [_port(p) for p in ports]
+    if hosts is not None:
+        if not isinstance(hosts, Mapping):
+            raise TypeError(f"hosts must be a dict of name to IP, not {type(hosts).__name__}")
+        obj["hosts"] = {text(k, "host name"): text(v, "host IP") for k, v in hosts.items()}
+    if len(obj) == 1:
+        return on
+    if not on:
+        raise ValueError("allow_net, deny_net, ports, hosts or dns need network=True")
+    return obj

@@ -79,6 +79,11 @@ class Box:
         runtime: Optional[Owner] = None,
         progress: Optional[Callable[[Any], None]] = None,
         platform: Optional[str] = None,
+        allow_net: Optional[Iterable[str]] = None,
+        deny_net: Optional[Iterable[str]] = None,
+        ports: Optional[Iterable[Any]] = None,
+        hosts: Optional[Mapping[str, str]] = None,
+        dns: Optional[Iterable[str]] = None,
     ) -> None:
         if isolation not in ("vm", "sandbox"):
             if not isinstance(isolation, str):
@@ -101,7 +106,7 @@ class Box:
         vols = _check.volumes(volumes)
         if vols is not None:
             opts["volumes"] = vols
-        opts["network"] = _check.flag(network, "network")
+        opts["network"] = _check.network(network, allow_net, deny_net, ports, hosts, dns)
         opts["auto_remove"] = _check.flag(auto_remove, "auto_remove")
         opts["detach"] = _check.flag(detach, "detach")
         if runtime is not None:

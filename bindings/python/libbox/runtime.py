@@ -209,6 +209,11 @@ class Runtime:
         detach: bool = False,
         progress: "Optional[ProgressCallback]" = None,
         platform: Optional[str] = None,
+        allow_net: "Optional[Iterable[str]]" = None,
+        deny_net: "Optional[Iterable[str]]" = None,
+        ports: "Optional[Iterable[Any]]" = None,
+        hosts: "Optional[Mapping[str, str]]" = None,
+        dns: "Optional[Iterable[str]]" = None,
     ) -> "Box":
         """Creates a box (pulling its image if needed) without starting it.
         Start it with ``await box.start()`` or ``async with box``. Unlike
@@ -216,7 +221,8 @@ class Runtime:
         until :meth:`remove`."""
         box = Box(image=image, name=name, isolation=isolation, cpus=cpus, memory_mib=memory_mib, env=env, cwd=cwd,
                   volumes=volumes, network=network, auto_remove=auto_remove, detach=detach,
-                  runtime=self, progress=_check_progress(progress), platform=platform)
+                  runtime=self, progress=_check_progress(progress), allow_net=allow_net, deny_net=deny_net,
+                  ports=ports, hosts=hosts, dns=dns, platform=platform)
         await box._create()
         return box
 

@@ -32,6 +32,9 @@ type Box struct {
 	// Volumes are shared with virtiofs, the i-th under VolumeTag(i).
 	Volumes []backend.Volume
 	Network bool
+	// Net configures the box's interface (nil: QEMU's own user network,
+	// configured by nothing, or none).
+	Net *bootparam.NetSpec
 }
 
 // Modules are the kernel modules the agent loads for the box (each with
@@ -78,6 +81,9 @@ func (c Cmdline) String() string {
 			p = append(p, bootparam.ParamPort+"="+b.Port)
 		}
 		p = append(p, bootparam.ParamModules+"="+strings.Join(b.Modules(), ","))
+		if b.Net != nil {
+			p = append(p, bootparam.ParamNet+"="+b.Net.Format())
+		}
 		if b.Hostname != "" {
 			p = append(p, bootparam.ParamHostname+"="+b.Hostname)
 		}

@@ -26,7 +26,7 @@ var guestModules = []guestModule{
 	{"virtio_blk", true},
 	{"virtio_console", true},
 	{"virtiofs", false},                   // volumes
-	{"virtio_net", false},                 // Spec.Network
+	{"virtio_net", false},                 // Spec.Network (with failover, net_failover: its deps)
 	{"vmw_vsock_virtio_transport", false}, // vsock transport
 }
 

@@ -2,8 +2,9 @@
 //
 //	netpeer tcp-echo PORT | udp-echo PORT     serve until killed
 //	netpeer tcp ADDR                          connect; "connected" or the error
-//	netpeer udp ADDR MSG                      send, print the reply (2s)
+//	netpeer udp ADDR MSG                      send, print the reply (resent for 10s)
 //	netpeer spoof SRC ADDR MSG                one UDP datagram from a forged source (raw socket)
+//	netpeer connect ADDR N                    N TCP connects; print the median in µs
 package main
 
 import (
@@ -13,6 +14,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sort"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -69,19 +72,41 @@ func run(a []string) error {
 		if err != nil {
 			return err
 		}
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := c.Write([]byte(a[2])); err != nil {
-			return err
-		}
 		buf := make([]byte, 65536)
-		k, err := c.Read(buf)
-		if err != nil {
-			return err
+		for i := 0; ; i++ { // datagrams may be lost: resend, 10s in all
+			c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, err := c.Write([]byte(a[2])); err != nil {
+				return err
+			}
+			k, err := c.Read(buf)
+			if err == nil {
+				fmt.Println(string(buf[:k]))
+				return nil
+			}
+			if i == 19 {
+				return err
+			}
 		}
-		fmt.Println(string(buf[:k]))
-		return nil
 	case "spoof":
 		return spoof(a[1], a[2], a[3])
+	case "connect":
+		n, err := strconv.Atoi(a[2])
+		if err != nil || n < 1 {
+			return fmt.Errorf("connect: bad count %q", a[2])
+		}
+		ds := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			t := time.Now()
+			c, err := net.DialTimeout("tcp4", a[1], 5*time.Second)
+			if err != nil {
+				return err
+			}
+			ds = append(ds, time.Since(t))
+			c.Close()
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		fmt.Printf("%.1f\n", float64(ds[n/2].Nanoseconds())/1e3)
+		return nil
 	}
 	return fmt.Errorf("unknown mode %q", a[0])
 }

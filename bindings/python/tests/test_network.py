@@ -1,0 +1,76 @@
+"""Box networking from Python: the allow-list is enforced on the host, a
+published port reaches the box."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import unittest
+
+import libbox
+from _support import BoxTestCase
+
+
+def host_address() -> str:
+    """A non-loopback IPv4 address of this machine (the test servers listen
+    there, as the internet would be reached)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # no packet is sent
+        return s.getsockname()[0]
+    except OSError:
+        return ""
+    finally:
+        s.close()
+
+
+class NetworkTest(BoxTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.ip = host_address()
+        if not self.ip or self.ip.startswith("127."):
+            self.skipTest("no non-loopback IPv4 address: bring up an interface with an address")
+        self.srv = socket.create_server((self.ip, 0))
+        self.port = self.srv.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=False)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with c:
+                c.sendall(b"hello from the host\n")
+
+    def tearDown(self) -> None:
+        self.srv.close()
+        self.thread.join()
+        super().tearDown()
+
+    async def test_allow_list_and_ports(self) -> None:
+        with self.assertRaises(ValueError):
+            libbox.Box(allow_net=["pypi.org"])  # needs network=True
+        with self.assertRaises(TypeError):
+            libbox.Box(network=True, ports=[("8080",)])
+        async with self.sandbox(network=True, allow_net=[f"{self.ip}:{self.port}", "db.test"],
+                                hosts={"db.test": self.ip}, ports=[(0, 8080)]) as box:
+            r = await box.exec("nc", "-w", "5", "db.test", str(self.port))
+            self.assertEqual(r.stdout, b"hello from the host\n")
+            r = await box.exec("sh", "-c", f"nc -w 5 {self.ip} 1 </dev/null")
+            self.assertNotEqual(r.exit_code, 0)
+            self.assertIn(b"refused", r.stderr)
+            r = await box.exec("nslookup", "pypi.org")
+            self.assertNotEqual(r.exit_code, 0)
+            info = await box.info()
+            net = info["network"]
+            self.assertEqual(net["address"], "192.168.127.2/24")
+            self.assertGreaterEqual(net["denied"], 2)
+            (port,) = net["ports"]
+            self.assertEqual(port["box"], 8080)
+            self.assertFalse(port["host"].endswith(":0"))
+
+
+if __name__ == "__main__":
+    unittest.main()
