@@ -32,21 +32,26 @@ class NetworkTest(BoxTestCase):
             self.skipTest("no non-loopback IPv4 address: bring up an interface with an address")
         self.srv = socket.create_server((self.ip, 0))
         self.port = self.srv.getsockname()[1]
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=False)
         self.thread.start()
 
     def _serve(self) -> None:
-        while True:
+        self.srv.settimeout(0.1)
+        while not self.stop.is_set():
             try:
                 c, _ = self.srv.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
             with c:
                 c.sendall(b"hello from the host\n")
 
     def tearDown(self) -> None:
-        self.srv.close()
+        self.stop.set()
         self.thread.join()
+        self.srv.close()
         super().tearDown()
 
     async def test_allow_list_and_ports(self) -> None:
@@ -57,10 +62,10 @@ class NetworkTest(BoxTestCase):
         async with self.sandbox(network=True, allow_net=[f"{self.ip}:{self.port}", "db.test"],
                                 hosts={"db.test": self.ip}, ports=[(0, 8080)]) as box:
             r = await box.exec("nc", "-w", "5", "db.test", str(self.port))
-            self.assertEqual(r.stdout, b"hello from the host\n")
+            self.assertEqual(r.stdout, "hello from the host\n")
             r = await box.exec("sh", "-c", f"nc -w 5 {self.ip} 1 </dev/null")
             self.assertNotEqual(r.exit_code, 0)
-            self.assertIn(b"refused", r.stderr)
+            self.assertIn("refused", r.stderr)
             r = await box.exec("nslookup", "pypi.org")
             self.assertNotEqual(r.exit_code, 0)
             info = await box.info()
