@@ -87,7 +87,7 @@ func (b *Box) Stats(ctx context.Context) (Stats, error) {
 		Time: time.Now(), GuestCPUTime: time.Duration(in.GetCpuNanos()),
 		MemoryTotal: in.GetMemTotalBytes(), MemoryUsed: in.GetMemUsedBytes(),
 		Processes: int(in.GetProcesses()), ExecsRunning: int(in.GetExecsRunning()), ExecsServed: in.GetExecsServed(),
-		Network: b.cfg.Network, NetRxBytes: in.GetNetRxBytes(), NetTxBytes: in.GetNetTxBytes(),
+		Network: b.cfg.Network.Enabled, NetRxBytes: in.GetNetRxBytes(), NetTxBytes: in.GetNetTxBytes(),
 		Uptime: time.Duration(in.GetUptimeNanos()), Boot: boot,
 	}
 	var st struct {
