@@ -21,6 +21,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox"
 	"github.com/libbox/libbox/libbox/network"
 )
@@ -49,7 +50,7 @@ func startNetHost(t *testing.T) *netHost {
 		}
 	}
 	if !h.ip.IsValid() {
-		t.Skip("no non-loopback IPv4 address on this machine: bring up an interface with an address")
+		testutil.SkipOrFail(t, "no non-loopback IPv4 address on this machine to serve the network tests from (fix: bring up an interface with an address)")
 	}
 	listen := func(ip netip.Addr) net.Listener {
 		l, err := net.Listen("tcp4", net.JoinHostPort(ip.String(), "0"))

@@ -14,15 +14,18 @@ import (
 )
 
 // boxIface is the name of the box's network interface.
-const boxIface = "eth0"
+const boxIface = bootparam.NetIface
 
-// sandboxNet makes the box's tap device in the sandbox's network
-// namespace, configures it, and hands its fd to the host (which runs the
-// other end of the link). It runs before pivot_root: /dev/net/tun is the
-// host's.
+// sandboxNet configures the box's tap device: the one the host made in the
+// sandbox's network namespace, or (Net.FD set) one it makes here and hands
+// to the host (which runs the other end of the link). It runs before
+// pivot_root: /dev/net/tun is the host's.
 func sandboxNet(s *bootparam.SandboxSpec) error {
 	if s.Net == nil {
 		return nil
+	}
+	if s.Net.FD == 0 {
+		return configureLink(boxIface, *s.Net)
 	}
 	defer unix.Close(s.Net.FD)
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)

@@ -11,11 +11,16 @@ import (
 // (the gateway is also the box's DNS server).
 const ParamNet = "libbox.net"
 
+// NetIface is the name of the box's network interface.
+const NetIface = "eth0"
+
 // NetSpec is the box's side of its network link: a static address (no
 // DHCP), the gateway as default route and only DNS server.
 type NetSpec struct {
-	// FD is the sandbox agent's unix socket to the host: the agent sends the
-	// tap fd it made over it (SCM_RIGHTS), then closes it. Unused in VMs.
+	// FD, when not 0, is the sandbox agent's unix socket to the host: the
+	// agent makes the tap NetIface, sends its fd over it (SCM_RIGHTS), then
+	// closes it. 0: the host made NetIface in the box's network namespace
+	// before the agent's mounts (and in VMs, it is the virtio NIC).
 	FD      int    `json:"fd,omitempty"`
 	Address string `json:"address"` // e.g. 192.168.127.2/24
 	Gateway string `json:"gateway"`

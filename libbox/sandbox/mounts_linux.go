@@ -104,7 +104,7 @@ func attachMounts(ctx context.Context, pid, sock int, dir string, mounts []hostM
 		fds = append(fds, fd)
 	}
 	dirFD := -1
-	if err := inMountNamespace(pid, func() error {
+	if err := inNamespace(pid, "mnt", func() error {
 		for i, m := range mounts {
 			if err := unix.MoveMount(fds[i], "", unix.AT_FDCWD, filepath.Join(dir, m.name), unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 				return fmt.Errorf("attach %s: %w", m.source, err)
@@ -123,24 +123,29 @@ func attachMounts(ctx context.Context, pid, sock int, dir string, mounts []hostM
 	return desc, nil
 }
 
-// inMountNamespace runs fn on a new OS thread that joins the mount
-// namespace of pid; the thread exits afterwards (it is never unlocked), so
-// no other goroutine ever runs in that namespace.
-func inMountNamespace(pid int, fn func() error) error {
+// inNamespace runs fn on a new OS thread that joins the namespace kind
+// ("mnt", "net") of pid; the thread exits afterwards (it is never
+// unlocked, so the runtime discards it), so no other goroutine ever runs
+// in that namespace.
+func inNamespace(pid int, kind string, fn func() error) error {
+	flag := map[string]int{"mnt": unix.CLONE_NEWNS, "net": unix.CLONE_NEWNET}[kind]
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		errc <- func() error {
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("unshare fs: %w", err)
+			if flag == unix.CLONE_NEWNS {
+				// A thread sharing its fs struct cannot change mount namespace.
+				if err := unix.Unshare(unix.CLONE_FS); err != nil {
+					return fmt.Errorf("unshare fs: %w", err)
+				}
 			}
-			ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
 			}
 			defer unix.Close(ns)
-			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
-				return fmt.Errorf("join mount namespace: %w", err)
+			if err := unix.Setns(ns, flag); err != nil {
+				return fmt.Errorf("join %s namespace: %w", kind, err)
 			}
 			return fn()
 		}()

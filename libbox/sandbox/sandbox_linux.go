@@ -145,7 +145,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		}
 	}
 	sspec.CloseFDs = []int{6} // the agent binary; the spec (fd 5) is closed once read
-	nl, netSpec, err := newNetLink(spec.NetLink)
+	nl, netSpec, err := newNetLink(spec.NetLink, ids.size > 1)
 	if err != nil {
 		return nil, err
 	}
@@ -227,8 +227,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		Files: []uintptr{devnull.Fd(), logf.Fd(), logf.Fd(), lnFile.Fd(), uintptr(sp[1]), uintptr(specFile), uintptr(agentFile)},
 		Sys:   sys,
 	}
-	if nl != nil {
-		attr.Files = append(attr.Files, nl.child.Fd()) // netFD
+	if f := nl.agentFile(); f != nil {
+		attr.Files = append(attr.Files, f.Fd()) // netFD
 	}
 	pid, err := launch.ForkExec("/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.closeFD()
@@ -240,7 +240,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	// groups now covers every process of the box.
 	cg.join(pid)
 	files.fds = slices.DeleteFunc(files.fds, func(fd int) bool { return fd == sp[0] })
-	mdesc, err := attachMounts(ctx, pid, sp[0], spec.Dir, mounts)
+	mdesc, err := func() ([]string, error) {
+		// The tap first: the agent configures it once it has its mounts.
+		if err := nl.attach(ctx, pid); err != nil {
+			unix.Close(sp[0])
+			return nil, err
+		}
+		return attachMounts(ctx, pid, sp[0], spec.Dir, mounts)
+	}()
 	if err != nil {
 		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
 		var info unix.Siginfo
@@ -256,11 +263,6 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		limits: cg.describe(lim), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
-	if err := nl.receive(ctx); err != nil {
-		_ = inst.Kill()
-		_ = inst.Stop(context.WithoutCancel(ctx))
-		return nil, err
-	}
 	return inst, nil
 }
 
