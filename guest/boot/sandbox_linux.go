@@ -199,28 +199,31 @@ func (b *sandboxBoot) mountOverlay(s *bootparam.SandboxSpec) error {
 	return unix.Mount("overlay", s.Rootfs, "overlay", 0, opts)
 }
 
-// mountIn mounts onto a directory under root, creating it.
+// mountIn mounts onto a directory under root, creating it; target is
+// resolved inside root (see inRoot).
 func mountIn(root, source, target, fstype string, flags uintptr, data string) error {
-	dst := filepath.Join(root, target)
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	return unix.Mount(source, dst, fstype, flags, data)
+	return mountAt(root, target, createDir, source, fstype, flags, data)
 }
 
 func populateDev(s *bootparam.SandboxSpec) error {
-	dev := filepath.Join(s.Rootfs, "dev")
 	if err := mountIn(s.Rootfs, "tmpfs", "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536k"); err != nil {
 		return err
 	}
+	// The new tmpfs, wherever /dev resolved to: everything below is made
+	// relative to it, so no name of the image is looked up again.
+	dev, err := inRoot(s.Rootfs, "/dev", noCreate)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dev)
 	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
-		dst := filepath.Join(dev, name)
-		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o666)
+		fd, err := unix.Openat(dev, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o666)
 		if err != nil {
-			return err
+			return fmt.Errorf("/dev/%s: %w", name, err)
 		}
-		f.Close()
-		if err := unix.Mount("/dev/"+name, dst, "", unix.MS_BIND, ""); err != nil {
+		err = unix.Mount("/dev/"+name, fdPath(fd), "", unix.MS_BIND, "")
+		unix.Close(fd)
+		if err != nil {
 			return fmt.Errorf("bind /dev/%s: %w", name, err)
 		}
 	}
@@ -235,8 +238,8 @@ func populateDev(s *bootparam.SandboxSpec) error {
 		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
 	}
 	for name, target := range links {
-		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
-			return err
+		if err := unix.Symlinkat(target, dev, name); err != nil {
+			return fmt.Errorf("/dev/%s: %w", name, err)
 		}
 	}
 	return nil
@@ -244,7 +247,6 @@ func populateDev(s *bootparam.SandboxSpec) error {
 
 func (b *sandboxBoot) mountVolumes(s *bootparam.SandboxSpec) error {
 	for i, v := range s.Volumes {
-		dst := filepath.Join(s.Rootfs, v.Box)
 		name := fmt.Sprintf("volume.%d", i)
 		src := v.Host
 		if b.hostMounts[name] {
@@ -254,44 +256,35 @@ func (b *sandboxBoot) mountVolumes(s *bootparam.SandboxSpec) error {
 		if err != nil {
 			return fmt.Errorf("volume %s: %w", v.Host, err)
 		}
-		if fi.IsDir() {
-			err = os.MkdirAll(dst, 0o755)
-		} else {
-			err = touch(dst)
+		kind := createDir
+		if !fi.IsDir() {
+			kind = createFile
 		}
-		if err != nil {
-			return fmt.Errorf("volume target %s: %w", v.Box, err)
+		if err := mountAt(s.Rootfs, v.Box, kind, src, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("volume %s on %s: %w", v.Host, v.Box, err)
 		}
-		if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind %s on %s: %w", v.Host, v.Box, err)
-		}
-		if err := readOnly(v, dst); err != nil {
+		if err := readOnly(s.Rootfs, v); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func readOnly(v bootparam.SandboxVolume, dst string) error {
+// readOnly makes a volume's mount (and every mount below it) read-only.
+func readOnly(root string, v bootparam.SandboxVolume) error {
 	if !v.ReadOnly {
 		return nil
 	}
+	fd, err := inRoot(root, v.Box, noCreate) // now the volume's own root
+	if err != nil {
+		return fmt.Errorf("read-only %s: %w", v.Box, err)
+	}
+	defer unix.Close(fd)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
-	if err := unix.MountSetattr(unix.AT_FDCWD, dst, unix.AT_RECURSIVE, &attr); err != nil {
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
 		return fmt.Errorf("read-only %s: %w", v.Box, err)
 	}
 	return nil
-}
-
-func touch(p string) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	return f.Close()
 }
 
 // The kernel interfaces a box must not change or read, as Docker's default
@@ -310,33 +303,55 @@ var (
 func maskPaths(s *bootparam.SandboxSpec) error {
 	const locked = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	for _, p := range readOnlyPaths {
-		dst := filepath.Join(s.Rootfs, p)
-		if err := unix.Mount(dst, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue
+		err := withIn(s.Rootfs, p, func(dst string) error {
+			if err := unix.Mount(dst, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+				return fmt.Errorf("bind %s: %w", p, err)
 			}
-			return fmt.Errorf("bind %s: %w", p, err)
+			return nil
+		})
+		if errors.Is(err, unix.ENOENT) {
+			continue
 		}
-		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|locked, ""); err != nil {
+		if err != nil {
+			return err
+		}
+		// Reopened: the bind mount itself, not the directory below it.
+		err = withIn(s.Rootfs, p, func(dst string) error {
+			return unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|locked, "")
+		})
+		if err != nil {
 			return fmt.Errorf("read-only %s: %w", p, err)
 		}
 	}
 	for _, p := range maskedPaths {
-		dst := filepath.Join(s.Rootfs, p)
-		fi, err := os.Stat(dst)
-		if err != nil {
+		err := withIn(s.Rootfs, p, func(dst string) error {
+			var st unix.Stat_t
+			if err := unix.Stat(dst, &st); err != nil {
+				return err
+			}
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				return unix.Mount("tmpfs", dst, "tmpfs", unix.MS_RDONLY|locked, "size=0,mode=555")
+			}
+			return unix.Mount("/dev/null", dst, "", unix.MS_BIND, "")
+		})
+		if errors.Is(err, unix.ENOENT) {
 			continue // absent on this kernel (or /sys is not mounted)
-		}
-		if fi.IsDir() {
-			err = unix.Mount("tmpfs", dst, "tmpfs", unix.MS_RDONLY|locked, "size=0,mode=555")
-		} else {
-			err = unix.Mount("/dev/null", dst, "", unix.MS_BIND, "")
 		}
 		if err != nil {
 			return fmt.Errorf("mask %s: %w", p, err)
 		}
 	}
 	return nil
+}
+
+// withIn calls fn with a path naming target inside root, resolved there.
+func withIn(root, target string, fn func(string) error) error {
+	fd, err := inRoot(root, target, noCreate)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fdPath(fd))
 }
 
 func pivot(s *bootparam.SandboxSpec) error {

@@ -245,7 +245,10 @@ func mountVolume(root string, v bootparam.Volume) error {
 	if v.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
-	return mount{v.Tag, v.BoxPath, "virtiofs", flags, ""}.do(root)
+	if err := mountAt(root, v.BoxPath, createDir, v.Tag, "virtiofs", flags, ""); err != nil {
+		return fmt.Errorf("boot: volume %s on %s: %w", v.Tag, v.BoxPath, err)
+	}
+	return nil
 }
 
 // findPort returns the device of the virtio-serial port called name,

@@ -286,6 +286,47 @@ var attackRows = []attackRow{
 		}
 		return "contained (the link resolves inside the box: ENOENT)", nil
 	}},
+	{"mount a volume through a symlink the box planted on its path", func(t *testing.T, e *attackEnv) (string, error) {
+		// The box's layer makes /escape a link to a host dir anyone may
+		// write; the volume at /escape/x must still land inside the box.
+		hostDir, src := t.TempDir(), t.TempDir()
+		if err := os.Chmod(hostDir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, "marker"), []byte("volume"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b, err := e.rt.Create(ctx(t, 60*time.Second), libbox.BoxOptions{Isolation: libbox.IsolationSandbox,
+			Volumes: []libbox.Volume{{HostPath: src, BoxPath: "/escape/x", ReadOnly: true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.rt.Remove(context.Background(), b.ID(), true) })
+		if err := b.Start(ctx(t, 60*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Stop(ctx(t, 60*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		planted := filepath.Join(b.Info().Dir, "upper", "escape")
+		if err := os.RemoveAll(planted); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(hostDir, planted); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx(t, 60*time.Second)); err != nil {
+			return "", fmt.Errorf("start with the planted link: %v", err)
+		}
+		if ents, _ := os.ReadDir(hostDir); len(ents) > 0 {
+			return "", fmt.Errorf("the boot made %s/%s on the host", hostDir, ents[0].Name())
+		}
+		r, err := b.Run(ctx(t, 60*time.Second), libbox.Command{Args: []string{"cat", "/escape/x/marker"}})
+		if err != nil || string(r.Stdout) != "volume" {
+			return "", fmt.Errorf("the volume is not at /escape/x in the box: %v %q %q", err, r.Stdout, r.Stderr)
+		}
+		return "contained (the mount point resolves inside the box)", nil
+	}},
 }
 
 // buildProbe builds the static probe into a new directory.
