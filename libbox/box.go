@@ -259,7 +259,11 @@ func (b *Box) connect(ctx context.Context, inst backend.Instance) (*grpc.ClientC
 		select {
 		case <-inst.Done():
 			conn.Close()
-			return nil, nil, errdefs.New(errdefs.Unavailable, "box %s exited while booting: %v%s", b.cfg.ID, lastErr, b.logTail())
+			// The log says why; the failed dial only that nobody listened.
+			if tail := b.logTail(); tail != "" {
+				return nil, nil, errdefs.New(errdefs.Unavailable, "box %s exited while booting%s", b.cfg.ID, tail)
+			}
+			return nil, nil, errdefs.New(errdefs.Unavailable, "box %s exited while booting: %v", b.cfg.ID, lastErr)
 		default:
 		}
 		if ctx.Err() != nil {
