@@ -299,13 +299,25 @@ box_status_t box_exec_resize(box_exec_t exec, uint32_t rows, uint32_t cols,
    Idempotent; after the exit it does nothing. Never blocks. */
 box_status_t box_exec_cancel(box_exec_t exec, box_error_t **err);
 
-/* Copies a host file or directory to box_path (which becomes the copy;
-   parents are created), asynchronously. */
+/* Copies follow `docker cp`'s rules (box_copy_in and box_copy_out alike):
+   - SRC copied to an existing directory lands inside it under its own name;
+     SRC ending in "/." copies a directory's contents instead;
+   - otherwise DEST becomes the copy (box side: parents are created; host
+     side: the parent must exist); a directory never replaces a file
+     (BOX_E_FAILED_PRECONDITION); DEST ending in "/" must be a directory or
+     is created as one from a directory (else BOX_E_NOT_FOUND);
+   - a box path may omit the leading "/" (it is relative to the box's /);
+     symlinks in it resolve inside the box root as in a chroot (a link to "/"
+     leads to the box's /), ".." stops at the box root, and a final symlink
+     of a source is copied as a link unless the path ends in "/" or "/.";
+   - nothing is ever written outside the box root, nor outside DEST on the
+     host (a stream from the box is not trusted).
+   Copies a host file or directory into the box, asynchronously. */
 box_status_t box_copy_in(box_t box, const char *host_path, const char *box_path,
                          box_complete_fn done, void *user_data,
                          box_error_t **err);
 
-/* Copies a box file or directory to host_path (which becomes the copy),
+/* Copies a box file or directory to the host (rules above),
    asynchronously. */
 box_status_t box_copy_out(box_t box, const char *box_path, const char *host_path,
                           box_complete_fn done, void *user_data,

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ func fsSuite(t *testing.T, isolation string) {
 	t.Run("ListStat", func(t *testing.T) { fsListStat(t, ctx, b) })
 	t.Run("Errors", func(t *testing.T) { fsErrors(t, ctx, b) })
 	t.Run("Escapes", func(t *testing.T) { fsEscapes(t, ctx, b) })
+	t.Run("CopyRules", func(t *testing.T) { fsCopyRules(t, ctx, b) })
 	t.Run("WatchBurst", func(t *testing.T) { fsWatchBurst(t, ctx, b) })
 	t.Run("Concurrent", func(t *testing.T) { fsConcurrent(t, ctx, b) })
 	t.Run("Stats", func(t *testing.T) { fsStats(t, ctx, b) })
@@ -332,6 +334,80 @@ func fsEscapes(t *testing.T, ctx context.Context, b *libbox.Box) {
 	}
 	if _, err := b.ReadFile(ctx, "/../../etc/passwd"); !errors.Is(err, libbox.ErrInvalidArgument) {
 		t.Fatalf("..: %v", err)
+	}
+}
+
+// fsCopyRules: CopyIn and CopyOut follow docker cp's rules; box paths
+// resolve as in a chroot (relative to /, symlinks inside the box root, ".."
+// stopping at it) and no copy reaches the host's files.
+func fsCopyRules(t *testing.T, ctx context.Context, b *libbox.Box) {
+	src := t.TempDir()
+	writeHost(t, src+"/proj/a.txt", "alpha")
+	writeHost(t, src+"/proj/sub/b.txt", "beta")
+	writeHost(t, src+"/one.txt", "one")
+	tag := fmt.Sprintf("libbox-cp-%d", time.Now().UnixNano())
+	sh(t, b, "rm -rf /tmp/cp; mkdir -p /tmp/cp/dir && echo old > /tmp/cp/file && ln -sfn / /tmp/rootlink && ln -sfn ../../../../../.. /tmp/climb")
+	ins := []struct{ name, host, box, check string }{
+		{"directory into a directory", src + "/proj", "/tmp/cp/dir", "/tmp/cp/dir/proj/sub/b.txt"},
+		{"directory contents (SRC/.)", src + "/proj/.", "/tmp/cp/dir", "/tmp/cp/dir/a.txt"},
+		{"directory to a new name", src + "/proj", "/tmp/cp/new", "/tmp/cp/new/sub/b.txt"},
+		{"file over a file", src + "/one.txt", "/tmp/cp/file", "/tmp/cp/file"},
+		{"relative box path", src + "/one.txt", "tmp/cp/rel.txt", "/tmp/cp/rel.txt"},
+		{"through a symlink to /", src + "/one.txt", "/tmp/rootlink/tmp/" + tag, "/tmp/" + tag},
+		{"climbing symlink", src + "/one.txt", "/tmp/climb/tmp/" + tag + "-c", "/tmp/" + tag + "-c"},
+		{".. stops at the root", src + "/one.txt", "/tmp/../../../tmp/" + tag + "-d", "/tmp/" + tag + "-d"},
+	}
+	for _, c := range ins {
+		if _, err := b.CopyIn(ctx, c.host, c.box); err != nil {
+			t.Fatalf("%s: copy in %s: %v", c.name, c.box, err)
+		}
+		if got := sh(t, b, "test -f "+c.check+" && echo ok"); got != "ok\n" {
+			t.Fatalf("%s: copy in %s: %s not in the box", c.name, c.box, c.check)
+		}
+	}
+	for _, p := range []string{"/tmp/" + tag, "/tmp/" + tag + "-c", "/tmp/" + tag + "-d"} {
+		if _, err := os.Stat(p); err == nil {
+			os.Remove(p)
+			t.Fatalf("copy in reached the host's %s", p)
+		}
+	}
+	if _, err := b.CopyIn(ctx, src+"/proj", "/tmp/cp/file"); !errors.Is(err, libbox.ErrFailedPrecondition) {
+		t.Fatalf("directory onto a file: %v", err)
+	}
+	if _, err := b.CopyIn(ctx, src+"/one.txt", "/tmp/cp/missing/"); !errors.Is(err, libbox.ErrNotFound) {
+		t.Fatalf("file to a missing directory/: %v", err)
+	}
+	// The example: the box's passwd through a link to its /.
+	boxPasswd := sh(t, b, "cat /etc/passwd")
+	out := t.TempDir()
+	outs := []struct{ name, box, host, check, want string }{
+		{"through a symlink to /", "/tmp/rootlink/etc/passwd", out, out + "/passwd", boxPasswd},
+		{"relative box path", "etc/passwd", out + "/rel", out + "/rel", boxPasswd},
+		{".. stops at the root", "/../../etc/passwd", out + "/dots", out + "/dots", boxPasswd},
+		{"directory into a directory", "/tmp/cp/new", out, out + "/new/sub/b.txt", "beta"},
+		{"directory contents (SRC/.)", "/tmp/cp/new/.", out, out + "/a.txt", "alpha"},
+	}
+	for _, c := range outs {
+		if _, err := b.CopyOut(ctx, c.box, c.host); err != nil {
+			t.Fatalf("%s: copy out %s: %v", c.name, c.box, err)
+		}
+		if got, err := os.ReadFile(c.check); err != nil || string(got) != c.want {
+			t.Fatalf("%s: copy out %s: %s = %q (%v), want %q", c.name, c.box, c.check, got, err, c.want)
+		}
+	}
+	if _, err := b.CopyOut(ctx, "/tmp/cp/new", out+"/passwd"); !errors.Is(err, libbox.ErrFailedPrecondition) {
+		t.Fatalf("directory onto a file: %v", err)
+	}
+	sh(t, b, "rm -rf /tmp/cp /tmp/"+tag+"*")
+}
+
+func writeHost(t *testing.T, p, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

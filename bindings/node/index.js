@@ -692,14 +692,14 @@ class Box {
     }
   }
 
-  /** Copies a host file or directory into the box; resolves with {bytes}. */
+  /** Copies a host file or directory into the box with `docker cp`'s rules (see the README); resolves with {bytes}. */
   copyIn(hostPath, boxPath) {
     checkString(hostPath, 'hostPath', { optional: false, nonEmpty: true });
     checkString(boxPath, 'boxPath', { optional: false, nonEmpty: true });
     return this.#async((h, id) => native.copyIn(h, hostPath, boxPath, id)).then(copyResult);
   }
 
-  /** Copies a box file or directory to the host; resolves with {bytes}. */
+  /** Copies a box file or directory to the host with `docker cp`'s rules (see the README); resolves with {bytes}. */
   copyOut(boxPath, hostPath) {
     checkString(boxPath, 'boxPath', { optional: false, nonEmpty: true });
     checkString(hostPath, 'hostPath', { optional: false, nonEmpty: true });

@@ -45,7 +45,7 @@ const usage = `usage: box COMMAND [ARGS]
   stats [--json] [--no-stream] BOX     resource use, refreshed every second
   fs ls|cat|write|rm|mkdir|mv|stat|watch BOX PATH
                                        the box's files (box fs --help)
-  cp SRC DST                           copy; either side may be BOX:PATH
+  cp SRC DST                           copy (docker cp rules); either side may be BOX:PATH
   inspect BOX                          box details as JSON
   pull [--platform OS/ARCH] IMAGE  images  rmi [-f] IMAGE...
                                        IMAGE: a reference, or an ID (prefix) from images

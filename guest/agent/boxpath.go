@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -27,10 +28,25 @@ func (a *Agent) resolveBox(p string, followLast bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if rel == "." {
-		return ".", nil
+	return a.resolveParts(p, strings.Split(rel, "/"), followLast)
+}
+
+// resolveCopy resolves a path given to a copy the way docker cp resolves
+// a container path: a relative path starts at the box's /, and ".." is
+// taken after the symlinks before it are resolved and stops at the root.
+// A trailing "/" or "/." makes the last component followed.
+func (a *Agent) resolveCopy(p string, followLast bool) (string, error) {
+	if p == "" {
+		return "", errdefs.New(errdefs.InvalidArgument, "path is empty")
 	}
-	parts := strings.Split(rel, "/")
+	if strings.ContainsRune(p, 0) {
+		return "", errdefs.New(errdefs.InvalidArgument, "path %q contains a NUL byte", p)
+	}
+	return a.resolveParts(p, strings.Split(p, "/"), followLast)
+}
+
+// resolveParts resolves the components of box path p from the box root.
+func (a *Agent) resolveParts(p string, parts []string, followLast bool) (string, error) {
 	cur := "" // resolved so far, relative to the root, no symlinks
 	links := 0
 	for i := 0; i < len(parts); i++ {
@@ -50,7 +66,11 @@ func (a *Agent) resolveBox(p string, followLast bool) (string, error) {
 		fi, err := a.froot.Lstat(next)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-				// The rest does not exist: keep it as written.
+				// The rest does not exist: keep it as written, but ".."
+				// below a missing directory names nothing (as in a chroot).
+				if slices.Contains(parts[i+1:], "..") {
+					return "", errdefs.Wrap(errdefs.NotFound, err, "path %q", p)
+				}
 				return orRoot(path.Join(append([]string{next}, parts[i+1:]...)...)), nil
 			}
 			return "", fsError(p, err)

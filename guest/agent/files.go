@@ -22,21 +22,97 @@ func (a *Agent) Upload(stream agentpb.Agent_UploadServer) error {
 	if err != nil {
 		return err
 	}
-	dirRel, err := boxRel(first.GetDir())
-	if err != nil {
-		return err
-	}
-	if err := a.froot.MkdirAll(dirRel, 0o755); err != nil {
-		return rootError(first.GetDir(), err)
-	}
 	r := &uploadReader{stream: stream, buf: first.GetTar()}
-	n, entries, err := extractTar(a.froot, dirRel, r)
+	tr := tar.NewReader(r)
+	var n int64
+	var entries int
+	if first.GetDest() != "" {
+		n, entries, err = a.copyIn(tr, first.GetDest(), first.GetContents())
+	} else {
+		var dirRel string
+		if dirRel, err = boxRel(first.GetDir()); err != nil {
+			return err
+		}
+		if err := a.froot.MkdirAll(dirRel, 0o755); err != nil {
+			return rootError(first.GetDir(), err)
+		}
+		n, entries, err = extractTar(a.froot, tr, nil, func(name string) (string, bool, error) {
+			rel, err := entryRel(dirRel, name)
+			return rel, true, err
+		})
+	}
 	if err != nil {
 		return err
 	}
 	// Drain what the client still sends (tar padding) before answering.
 	_, _ = io.Copy(io.Discard, r)
 	return stream.SendAndClose(&agentpb.UploadResponse{Bytes: n, Entries: int32(entries)})
+}
+
+// copyIn places the stream's single top-level entry at dest by docker cp's
+// rules: into an existing directory under the entry's own name (or its
+// contents, for SRC/.), over an existing file, or as dest itself (parents
+// created). A directory never replaces a file; a dest ending in "/" must
+// be a directory or be created as one from a directory.
+func (a *Agent) copyIn(tr *tar.Reader, dest string, contents bool) (int64, int, error) {
+	top, err := tr.Next()
+	if err == io.EOF {
+		return 0, 0, errdefs.New(errdefs.InvalidArgument, "copy to %q: the tar stream is empty", dest)
+	}
+	if err != nil {
+		return 0, 0, errdefs.Wrap(errdefs.InvalidArgument, err, "read tar stream")
+	}
+	topName := strings.TrimSuffix(top.Name, "/")
+	if topName == "" || topName == "." || topName == ".." || strings.ContainsAny(topName, "/\x00") {
+		return 0, 0, errdefs.New(errdefs.InvalidArgument, "tar entry %q: the first entry must be a single name", top.Name)
+	}
+	srcDir := top.Typeflag == tar.TypeDir
+	mustBeDir := strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.") || dest == "."
+	rel, err := a.resolveCopy(dest, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	var dirRel, name string
+	fi, err := a.froot.Stat(rel)
+	switch {
+	case err == nil && fi.IsDir():
+		dirRel, name = rel, topName
+		if contents && srcDir {
+			name = ""
+		}
+	case err == nil:
+		if srcDir {
+			return 0, 0, errdefs.New(errdefs.FailedPrecondition, "copy to %q: cannot copy a directory onto a file", dest)
+		}
+		if mustBeDir {
+			return 0, 0, errdefs.New(errdefs.FailedPrecondition, "copy to %q: not a directory", dest)
+		}
+		dirRel, name = path.Dir(rel), path.Base(rel)
+	case errors.Is(err, fs.ErrNotExist):
+		if mustBeDir && !srcDir {
+			return 0, 0, errdefs.New(errdefs.NotFound, "copy to %q: the directory does not exist (create it, or drop the trailing /)", dest)
+		}
+		dirRel, name = path.Dir(rel), path.Base(rel)
+	default:
+		return 0, 0, fsError(dest, err)
+	}
+	if err := a.froot.MkdirAll(dirRel, 0o755); err != nil {
+		return 0, 0, rootError(dest, err)
+	}
+	// Entries are renamed from topName to name below dirRel; with no name
+	// (contents), the top entry itself is dirRel and is left as it is.
+	place := func(entry string) (string, bool, error) {
+		rest, ok := strings.CutPrefix(strings.TrimSuffix(entry, "/"), topName)
+		if !ok || (rest != "" && rest[0] != '/') {
+			return "", false, errdefs.New(errdefs.InvalidArgument, "tar entry %q is not below the top entry %q", entry, topName)
+		}
+		if name == "" && rest == "" {
+			return "", false, nil
+		}
+		rel, err := entryRel(dirRel, path.Join(name, strings.TrimPrefix(rest, "/")))
+		return rel, true, err
+	}
+	return extractTar(a.froot, tr, top, place)
 }
 
 type uploadReader struct {
@@ -95,21 +171,30 @@ func entryRel(dirRel, name string) (string, error) {
 	return path.Join(dirRel, path.Clean(name)), nil
 }
 
-func extractTar(root *os.Root, dirRel string, r io.Reader) (int64, int, error) {
-	tr := tar.NewReader(r)
+// extractTar writes the entries of tr (after first, if set) where place
+// puts them: a path relative to the box root, or false to skip the entry.
+func extractTar(root *os.Root, tr *tar.Reader, first *tar.Header, place func(string) (string, bool, error)) (int64, int, error) {
 	var total int64
 	entries := 0
 	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return total, entries, nil
+		h := first
+		first = nil
+		if h == nil {
+			var err error
+			h, err = tr.Next()
+			if err == io.EOF {
+				return total, entries, nil
+			}
+			if err != nil {
+				return total, entries, errdefs.Wrap(errdefs.InvalidArgument, err, "read tar stream")
+			}
 		}
-		if err != nil {
-			return total, entries, errdefs.Wrap(errdefs.InvalidArgument, err, "read tar stream")
-		}
-		rel, err := entryRel(dirRel, h.Name)
+		rel, ok, err := place(h.Name)
 		if err != nil {
 			return total, entries, err
+		}
+		if !ok {
+			continue
 		}
 		entries++
 		mode := fs.FileMode(h.Mode) & fs.ModePerm
@@ -156,7 +241,10 @@ func extractTar(root *os.Root, dirRel string, r io.Reader) (int64, int, error) {
 				return total, entries, rootError(h.Name, err)
 			}
 		case tar.TypeLink:
-			target, err := entryRel(dirRel, h.Linkname)
+			target, ok, err := place(h.Linkname)
+			if err == nil && !ok {
+				err = errdefs.New(errdefs.InvalidArgument, "tar entry %q: a hard link to a directory", h.Name)
+			}
 			if err != nil {
 				return total, entries, err
 			}
@@ -173,13 +261,14 @@ func extractTar(root *os.Root, dirRel string, r io.Reader) (int64, int, error) {
 // Download streams a path of the box as a tar stream whose top-level entry
 // is the base name of the path.
 func (a *Agent) Download(req *agentpb.DownloadRequest, stream agentpb.Agent_DownloadServer) error {
-	rel, err := boxRel(req.GetPath())
+	p := req.GetPath()
+	rel, err := a.resolveCopy(p, strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || p == ".")
 	if err != nil {
 		return err
 	}
 	fi, err := a.froot.Lstat(rel)
 	if err != nil {
-		return rootError(req.GetPath(), err)
+		return rootError(p, err)
 	}
 	cw := &chunkWriter{stream: stream}
 	bw := bufio.NewWriterSize(cw, chunkSize)
@@ -205,7 +294,7 @@ func (a *Agent) Download(req *agentpb.DownloadRequest, stream agentpb.Agent_Down
 			}
 			name := path.Join(base, strings.TrimPrefix(p, rel+"/"))
 			if rel == "." {
-				name = p
+				name = "./" + p
 			}
 			return a.addTar(tw, p, name, info)
 		})

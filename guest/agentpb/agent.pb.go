@@ -1467,9 +1467,17 @@ func (x *ExecTimes) GetExitSent() int64 {
 }
 
 type UploadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Dir           string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"` // only read from the first message; absolute path in the box
-	Tar           []byte                 `protobuf:"bytes,2,opt,name=tar,proto3" json:"tar,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Dir   string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"` // only read from the first message; absolute path in the box
+	Tar   []byte                 `protobuf:"bytes,2,opt,name=tar,proto3" json:"tar,omitempty"`
+	// dest, when set (first message only), replaces dir: the tar stream's
+	// single top-level entry is copied to dest as docker cp copies SRC to
+	// DEST. An existing directory receives the entry under its own name, or
+	// its contents when contents is set (SRC/.); anything else becomes the
+	// copy (parents are created). dest may be relative to the box's /; its
+	// symlinks resolve inside the box root and ".." stops at the root.
+	Dest          string `protobuf:"bytes,3,opt,name=dest,proto3" json:"dest,omitempty"`
+	Contents      bool   `protobuf:"varint,4,opt,name=contents,proto3" json:"contents,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1516,6 +1524,20 @@ func (x *UploadRequest) GetTar() []byte {
 		return x.Tar
 	}
 	return nil
+}
+
+func (x *UploadRequest) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *UploadRequest) GetContents() bool {
+	if x != nil {
+		return x.Contents
+	}
+	return false
 }
 
 type UploadResponse struct {
@@ -3197,10 +3219,12 @@ const file_agent_proto_rawDesc = "" +
 	"\aspawned\x18\x03 \x01(\x03R\aspawned\x12!\n" +
 	"\ffirst_output\x18\x04 \x01(\x03R\vfirstOutput\x12\x16\n" +
 	"\x06exited\x18\x05 \x01(\x03R\x06exited\x12\x1b\n" +
-	"\texit_sent\x18\x06 \x01(\x03R\bexitSent\"3\n" +
+	"\texit_sent\x18\x06 \x01(\x03R\bexitSent\"c\n" +
 	"\rUploadRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x10\n" +
-	"\x03tar\x18\x02 \x01(\fR\x03tar\"@\n" +
+	"\x03tar\x18\x02 \x01(\fR\x03tar\x12\x12\n" +
+	"\x04dest\x18\x03 \x01(\tR\x04dest\x12\x1a\n" +
+	"\bcontents\x18\x04 \x01(\bR\bcontents\"@\n" +
 	"\x0eUploadResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x18\n" +
 	"\aentries\x18\x02 \x01(\x05R\aentries\"%\n" +

@@ -81,10 +81,14 @@ type AgentClient interface {
 	// answers at once, whether or not the process has read them.
 	CloseStdin(ctx context.Context, in *CloseStdinRequest, opts ...grpc.CallOption) (*ControlResponse, error)
 	// Upload extracts a tar stream into a directory of the box. The first
-	// message names the directory; every message may carry tar bytes.
+	// message names the directory (dir), or the destination of a copy with
+	// docker cp's rules (dest); every message may carry tar bytes.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
 	// Download streams a path of the box (file or directory) as a tar stream
-	// whose single top-level entry is the base name of the path.
+	// whose single top-level entry is the base name of the path. The path
+	// follows docker cp's rules: relative to the box's /, symlinks resolved
+	// inside the box root, ".." stopping at the root; a final symlink is
+	// copied as a link unless the path ends in "/" or "/.".
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadChunk], error)
 	// Mount attaches a filesystem inside the box root (VM volumes).
 	Mount(ctx context.Context, in *MountRequest, opts ...grpc.CallOption) (*MountResponse, error)
@@ -401,10 +405,14 @@ type AgentServer interface {
 	// answers at once, whether or not the process has read them.
 	CloseStdin(context.Context, *CloseStdinRequest) (*ControlResponse, error)
 	// Upload extracts a tar stream into a directory of the box. The first
-	// message names the directory; every message may carry tar bytes.
+	// message names the directory (dir), or the destination of a copy with
+	// docker cp's rules (dest); every message may carry tar bytes.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
 	// Download streams a path of the box (file or directory) as a tar stream
-	// whose single top-level entry is the base name of the path.
+	// whose single top-level entry is the base name of the path. The path
+	// follows docker cp's rules: relative to the box's /, symlinks resolved
+	// inside the box root, ".." stopping at the root; a final symlink is
+	// copied as a link unless the path ends in "/" or "/.".
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadChunk]) error
 	// Mount attaches a filesystem inside the box root (VM volumes).
 	Mount(context.Context, *MountRequest) (*MountResponse, error)

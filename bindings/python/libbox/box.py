@@ -342,16 +342,21 @@ class Box:
     # --- files ---
 
     async def copy_in(self, host_path: Any, box_path: str) -> int:
-        """Copies a host file or directory to ``box_path`` (which becomes the
-        copy). Returns the number of bytes copied."""
+        """Copies a host file or directory into the box with ``docker cp``'s
+        rules: into ``box_path`` if it is a directory (``SRC/.``: the
+        contents), else to ``box_path`` (parents created); ``box_path`` may be
+        relative to the box's ``/`` and resolves as in a chroot (see the
+        README). Returns the number of bytes copied."""
         h = _check.path(host_path, "host_path")
         b = _check.text(box_path, "box_path")
         _, doc = await _ffi.submit(_ffi.lib.box_copy_in, self._require(), h.encode(), b.encode())
         return _bytes_of(doc)
 
     async def copy_out(self, box_path: str, host_path: Any) -> int:
-        """Copies a box file or directory to ``host_path`` (which becomes the
-        copy). Returns the number of bytes copied."""
+        """Copies a box file or directory to the host with ``docker cp``'s
+        rules: into ``host_path`` if it is a directory (``DIR/.``: the
+        contents), else to ``host_path`` (its parent must exist). Returns the
+        number of bytes copied."""
         b = _check.text(box_path, "box_path")
         h = _check.path(host_path, "host_path")
         _, doc = await _ffi.submit(_ffi.lib.box_copy_out, self._require(), b.encode(), h.encode())

@@ -161,8 +161,8 @@ class LibraryErrorsTest(BoxTestCase):
                 ("write without stdin", libbox.FailedPreconditionError, lambda: p_nostdin.write_stdin(b"x")),
                 ("copy_in missing host path", libbox.NotFoundError,
                  lambda: box.copy_in("/no/such/host/path", "/tmp/x")),
-                ("copy_in relative box path", libbox.InvalidArgumentError,
-                 lambda: box.copy_in(os.__file__, "rel/x")),
+                ("copy_in a directory onto a file (docker cp rules)", libbox.FailedPreconditionError,
+                 lambda: box.copy_in(os.path.dirname(os.__file__), "/etc/passwd")),
                 ("copy_out missing box path", libbox.NotFoundError,
                  lambda: box.copy_out("/no/such/box/path", os.path.join(self.home, "out"))),
             ]
