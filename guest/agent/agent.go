@@ -48,6 +48,9 @@ type Options struct {
 	// SyncOnShutdown flushes filesystems on Shutdown (VMs: the guest's
 	// page cache holds the box's writes).
 	SyncOnShutdown bool
+	// OwnKernel: the agent is PID 1 of its own kernel (a VM), so Identify
+	// may set the wall clock, the hostname and the kernel's random pool.
+	OwnKernel bool
 	// BootTimes are when the boot stages before the agent ended ("main",
 	// "boot"); the agent adds "runtime" and "serving" (Info reports them).
 	BootTimes map[string]time.Time
@@ -77,6 +80,9 @@ type Agent struct {
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when a Shutdown asked the agent to exit
+
+	// ident is what Identify set (hostname, box id).
+	ident identity
 
 	// boot is Options.BootTimes plus the agent's own stages, in unix ns.
 	// Written before the server serves, read-only after.
@@ -214,6 +220,7 @@ func (a *Agent) Info(ctx context.Context, _ *agentpb.InfoRequest) (*agentpb.Info
 		Pid:             int32(os.Getpid()),
 		Running:         int32(a.sp.Running()),
 		BootUnixNanos:   a.boot,
+		BoxId:           a.ident.boxID(),
 	}, nil
 }
 

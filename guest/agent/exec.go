@@ -526,7 +526,7 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 	if err != nil {
 		return nil, nil, nil, withReason(agentpb.Exit_BAD_USER, err)
 	}
-	env, err := buildEnv(u, s.GetTty(), a.opts.Hostname, s.GetEnv())
+	env, err := buildEnv(u, s.GetTty(), a.ident.hostname(a.opts.Hostname), s.GetEnv())
 	if err != nil {
 		return nil, nil, nil, err
 	}

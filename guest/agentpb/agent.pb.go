@@ -439,6 +439,8 @@ type InfoResponse struct {
 	// modules done), "runtime" (spawner and service ready), "serving" (the
 	// gRPC server accepts). For measuring start time; never for logic.
 	BootUnixNanos map[string]int64 `protobuf:"bytes,11,rep,name=boot_unix_nanos,json=bootUnixNanos,proto3" json:"boot_unix_nanos,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The box id the host gave in Identify ("" before any).
+	BoxId         string `protobuf:"bytes,12,opt,name=box_id,json=boxId,proto3" json:"box_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -548,6 +550,13 @@ func (x *InfoResponse) GetBootUnixNanos() map[string]int64 {
 		return x.BootUnixNanos
 	}
 	return nil
+}
+
+func (x *InfoResponse) GetBoxId() string {
+	if x != nil {
+		return x.BoxId
+	}
+	return ""
 }
 
 type ShutdownRequest struct {
@@ -3112,6 +3121,118 @@ func (*KillResponse) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{47}
 }
 
+type IdentifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seed          []byte                 `protobuf:"bytes,1,opt,name=seed,proto3" json:"seed,omitempty"`                             // fresh random bytes (at least 32) for the kernel's pool
+	UnixNanos     int64                  `protobuf:"varint,2,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"` // the host's wall clock when it sent the request
+	Hostname      string                 `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	BoxId         string                 `protobuf:"bytes,4,opt,name=box_id,json=boxId,proto3" json:"box_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentifyRequest) Reset() {
+	*x = IdentifyRequest{}
+	mi := &file_agent_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyRequest) ProtoMessage() {}
+
+func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
+func (*IdentifyRequest) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *IdentifyRequest) GetSeed() []byte {
+	if x != nil {
+		return x.Seed
+	}
+	return nil
+}
+
+func (x *IdentifyRequest) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *IdentifyRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *IdentifyRequest) GetBoxId() string {
+	if x != nil {
+		return x.BoxId
+	}
+	return ""
+}
+
+type IdentifyResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ClockStepNanos int64                  `protobuf:"varint,1,opt,name=clock_step_nanos,json=clockStepNanos,proto3" json:"clock_step_nanos,omitempty"` // how far the wall clock moved (new - old)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *IdentifyResponse) Reset() {
+	*x = IdentifyResponse{}
+	mi := &file_agent_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentifyResponse) ProtoMessage() {}
+
+func (x *IdentifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentifyResponse.ProtoReflect.Descriptor instead.
+func (*IdentifyResponse) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *IdentifyResponse) GetClockStepNanos() int64 {
+	if x != nil {
+		return x.ClockStepNanos
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -3121,7 +3242,7 @@ const file_agent_proto_rawDesc = "" +
 	"\fPingResponse\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\"\r\n" +
-	"\vInfoRequest\"\xb8\x03\n" +
+	"\vInfoRequest\"\xcf\x03\n" +
 	"\fInfoResponse\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12)\n" +
 	"\x10protocol_version\x18\x02 \x01(\rR\x0fprotocolVersion\x12\x1a\n" +
@@ -3135,7 +3256,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x03pid\x18\t \x01(\x05R\x03pid\x12\x18\n" +
 	"\arunning\x18\n" +
 	" \x01(\x05R\arunning\x12X\n" +
-	"\x0fboot_unix_nanos\x18\v \x03(\v20.libbox.agent.v1.InfoResponse.BootUnixNanosEntryR\rbootUnixNanos\x1a@\n" +
+	"\x0fboot_unix_nanos\x18\v \x03(\v20.libbox.agent.v1.InfoResponse.BootUnixNanosEntryR\rbootUnixNanos\x12\x15\n" +
+	"\x06box_id\x18\f \x01(\tR\x05boxId\x1a@\n" +
 	"\x12BootUnixNanosEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"@\n" +
@@ -3339,7 +3461,15 @@ const file_agent_proto_rawDesc = "" +
 	"\vKillRequest\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\"\x0e\n" +
-	"\fKillResponse2\xb0\f\n" +
+	"\fKillResponse\"w\n" +
+	"\x0fIdentifyRequest\x12\x12\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x02 \x01(\x03R\tunixNanos\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x15\n" +
+	"\x06box_id\x18\x04 \x01(\tR\x05boxId\"<\n" +
+	"\x10IdentifyResponse\x12(\n" +
+	"\x10clock_step_nanos\x18\x01 \x01(\x03R\x0eclockStepNanos2\x81\r\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.libbox.agent.v1.PingRequest\x1a\x1d.libbox.agent.v1.PingResponse\x12C\n" +
 	"\x04Info\x12\x1c.libbox.agent.v1.InfoRequest\x1a\x1d.libbox.agent.v1.InfoResponse\x12O\n" +
@@ -3362,7 +3492,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05Watch\x12\x1d.libbox.agent.v1.WatchRequest\x1a\x1b.libbox.agent.v1.WatchEvent0\x01\x12F\n" +
 	"\x05Stats\x12\x1d.libbox.agent.v1.StatsRequest\x1a\x1e.libbox.agent.v1.StatsResponse\x12R\n" +
 	"\tProcesses\x12!.libbox.agent.v1.ProcessesRequest\x1a\".libbox.agent.v1.ProcessesResponse\x12C\n" +
-	"\x04Kill\x12\x1c.libbox.agent.v1.KillRequest\x1a\x1d.libbox.agent.v1.KillResponseB(Z&github.com/libbox/libbox/guest/agentpbb\x06proto3"
+	"\x04Kill\x12\x1c.libbox.agent.v1.KillRequest\x1a\x1d.libbox.agent.v1.KillResponse\x12O\n" +
+	"\bIdentify\x12 .libbox.agent.v1.IdentifyRequest\x1a!.libbox.agent.v1.IdentifyResponseB(Z&github.com/libbox/libbox/guest/agentpbb\x06proto3"
 
 var (
 	file_agent_proto_rawDescOnce sync.Once
@@ -3377,7 +3508,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_agent_proto_goTypes = []any{
 	(Output_Stream)(0),        // 0: libbox.agent.v1.Output.Stream
 	(Exit_Status)(0),          // 1: libbox.agent.v1.Exit.Status
@@ -3432,10 +3563,12 @@ var file_agent_proto_goTypes = []any{
 	(*ProcessesResponse)(nil), // 50: libbox.agent.v1.ProcessesResponse
 	(*KillRequest)(nil),       // 51: libbox.agent.v1.KillRequest
 	(*KillResponse)(nil),      // 52: libbox.agent.v1.KillResponse
-	nil,                       // 53: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	(*IdentifyRequest)(nil),   // 53: libbox.agent.v1.IdentifyRequest
+	(*IdentifyResponse)(nil),  // 54: libbox.agent.v1.IdentifyResponse
+	nil,                       // 55: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	53, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	55, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 	17, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
 	16, // 2: libbox.agent.v1.ResizeRequest.size:type_name -> libbox.agent.v1.TtySize
 	16, // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
@@ -3472,29 +3605,31 @@ var file_agent_proto_depIdxs = []int32{
 	46, // 34: libbox.agent.v1.Agent.Stats:input_type -> libbox.agent.v1.StatsRequest
 	48, // 35: libbox.agent.v1.Agent.Processes:input_type -> libbox.agent.v1.ProcessesRequest
 	51, // 36: libbox.agent.v1.Agent.Kill:input_type -> libbox.agent.v1.KillRequest
-	6,  // 37: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
-	8,  // 38: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
-	10, // 39: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
-	18, // 40: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
-	15, // 41: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
-	15, // 42: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
-	15, // 43: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
-	24, // 44: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
-	26, // 45: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
-	28, // 46: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
-	30, // 47: libbox.agent.v1.Agent.ReadFile:output_type -> libbox.agent.v1.FileChunk
-	33, // 48: libbox.agent.v1.Agent.WriteFile:output_type -> libbox.agent.v1.WriteFileResponse
-	36, // 49: libbox.agent.v1.Agent.ListDir:output_type -> libbox.agent.v1.ListDirResponse
-	34, // 50: libbox.agent.v1.Agent.Stat:output_type -> libbox.agent.v1.FileInfo
-	39, // 51: libbox.agent.v1.Agent.Mkdir:output_type -> libbox.agent.v1.MkdirResponse
-	41, // 52: libbox.agent.v1.Agent.Remove:output_type -> libbox.agent.v1.RemoveResponse
-	43, // 53: libbox.agent.v1.Agent.Rename:output_type -> libbox.agent.v1.RenameResponse
-	45, // 54: libbox.agent.v1.Agent.Watch:output_type -> libbox.agent.v1.WatchEvent
-	47, // 55: libbox.agent.v1.Agent.Stats:output_type -> libbox.agent.v1.StatsResponse
-	50, // 56: libbox.agent.v1.Agent.Processes:output_type -> libbox.agent.v1.ProcessesResponse
-	52, // 57: libbox.agent.v1.Agent.Kill:output_type -> libbox.agent.v1.KillResponse
-	37, // [37:58] is the sub-list for method output_type
-	16, // [16:37] is the sub-list for method input_type
+	53, // 37: libbox.agent.v1.Agent.Identify:input_type -> libbox.agent.v1.IdentifyRequest
+	6,  // 38: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
+	8,  // 39: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
+	10, // 40: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
+	18, // 41: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
+	15, // 42: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
+	15, // 43: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
+	15, // 44: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
+	24, // 45: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
+	26, // 46: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
+	28, // 47: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
+	30, // 48: libbox.agent.v1.Agent.ReadFile:output_type -> libbox.agent.v1.FileChunk
+	33, // 49: libbox.agent.v1.Agent.WriteFile:output_type -> libbox.agent.v1.WriteFileResponse
+	36, // 50: libbox.agent.v1.Agent.ListDir:output_type -> libbox.agent.v1.ListDirResponse
+	34, // 51: libbox.agent.v1.Agent.Stat:output_type -> libbox.agent.v1.FileInfo
+	39, // 52: libbox.agent.v1.Agent.Mkdir:output_type -> libbox.agent.v1.MkdirResponse
+	41, // 53: libbox.agent.v1.Agent.Remove:output_type -> libbox.agent.v1.RemoveResponse
+	43, // 54: libbox.agent.v1.Agent.Rename:output_type -> libbox.agent.v1.RenameResponse
+	45, // 55: libbox.agent.v1.Agent.Watch:output_type -> libbox.agent.v1.WatchEvent
+	47, // 56: libbox.agent.v1.Agent.Stats:output_type -> libbox.agent.v1.StatsResponse
+	50, // 57: libbox.agent.v1.Agent.Processes:output_type -> libbox.agent.v1.ProcessesResponse
+	52, // 58: libbox.agent.v1.Agent.Kill:output_type -> libbox.agent.v1.KillResponse
+	54, // 59: libbox.agent.v1.Agent.Identify:output_type -> libbox.agent.v1.IdentifyResponse
+	38, // [38:60] is the sub-list for method output_type
+	16, // [16:38] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -3520,7 +3655,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -48,6 +48,7 @@ const (
 	Agent_Stats_FullMethodName      = "/libbox.agent.v1.Agent/Stats"
 	Agent_Processes_FullMethodName  = "/libbox.agent.v1.Agent/Processes"
 	Agent_Kill_FullMethodName       = "/libbox.agent.v1.Agent/Kill"
+	Agent_Identify_FullMethodName   = "/libbox.agent.v1.Agent/Identify"
 )
 
 // AgentClient is the client API for Agent service.
@@ -118,6 +119,13 @@ type AgentClient interface {
 	Processes(ctx context.Context, in *ProcessesRequest, opts ...grpc.CallOption) (*ProcessesResponse, error)
 	// Kill signals a process started by Exec or one of its descendants.
 	Kill(ctx context.Context, in *KillRequest, opts ...grpc.CallOption) (*KillResponse, error)
+	// Identify makes a box restored from a memory snapshot (a VM template) a
+	// distinct machine: the agent mixes the seed into the kernel's random
+	// pool and reseeds it, sets the wall clock, the hostname and the box id,
+	// and answers once all of it applied. The host calls it before any exec.
+	// Only a VM agent (PID 1 of its kernel) applies it: elsewhere it fails
+	// with FAILED_PRECONDITION and changes nothing.
+	Identify(ctx context.Context, in *IdentifyRequest, opts ...grpc.CallOption) (*IdentifyResponse, error)
 }
 
 type agentClient struct {
@@ -374,6 +382,16 @@ func (c *agentClient) Kill(ctx context.Context, in *KillRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *agentClient) Identify(ctx context.Context, in *IdentifyRequest, opts ...grpc.CallOption) (*IdentifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IdentifyResponse)
+	err := c.cc.Invoke(ctx, Agent_Identify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServer is the server API for Agent service.
 // All implementations must embed UnimplementedAgentServer
 // for forward compatibility.
@@ -442,6 +460,13 @@ type AgentServer interface {
 	Processes(context.Context, *ProcessesRequest) (*ProcessesResponse, error)
 	// Kill signals a process started by Exec or one of its descendants.
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
+	// Identify makes a box restored from a memory snapshot (a VM template) a
+	// distinct machine: the agent mixes the seed into the kernel's random
+	// pool and reseeds it, sets the wall clock, the hostname and the box id,
+	// and answers once all of it applied. The host calls it before any exec.
+	// Only a VM agent (PID 1 of its kernel) applies it: elsewhere it fails
+	// with FAILED_PRECONDITION and changes nothing.
+	Identify(context.Context, *IdentifyRequest) (*IdentifyResponse, error)
 	mustEmbedUnimplementedAgentServer()
 }
 
@@ -514,6 +539,9 @@ func (UnimplementedAgentServer) Processes(context.Context, *ProcessesRequest) (*
 }
 func (UnimplementedAgentServer) Kill(context.Context, *KillRequest) (*KillResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Kill not implemented")
+}
+func (UnimplementedAgentServer) Identify(context.Context, *IdentifyRequest) (*IdentifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Identify not implemented")
 }
 func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
 func (UnimplementedAgentServer) testEmbeddedByValue()               {}
@@ -860,6 +888,24 @@ func _Agent_Kill_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Identify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IdentifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Identify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Identify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Identify(ctx, req.(*IdentifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -926,6 +972,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Kill",
 			Handler:    _Agent_Kill_Handler,
+		},
+		{
+			MethodName: "Identify",
+			Handler:    _Agent_Identify_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -34,6 +34,12 @@ type Spec struct {
 	NetLink   *NetworkLink // set when Network
 	Detach    bool         // the box must outlive the host process
 	Hostname  string
+	// FromTemplate lets a VM backend start the box by restoring a memory
+	// snapshot of an already booted box of the same configuration (a
+	// template) instead of booting, when one exists and the box's disk is
+	// new. The caller must then give the agent its identity (agentpb
+	// Identify) before anything else runs: see Templates.
+	FromTemplate bool
 }
 
 // Backend starts boxes and reattaches to boxes that outlived their host.
@@ -80,4 +86,30 @@ type Instance interface {
 type ProcState struct {
 	Pid       int    `json:"pid"`
 	StartTime uint64 `json:"start_time"` // field 22 of /proc/<pid>/stat
+}
+
+// Templates is implemented by backends that can start a box by restoring
+// a memory snapshot of an already booted box of the same configuration (a
+// VM template) instead of booting its kernel.
+//
+// A template is keyed by everything the snapshot depends on (image,
+// kernel, agent, CPUs, memory, machine and accelerator, device
+// configuration); a change of any of them makes a new key, so an old
+// template is never restored into a machine it does not fit.
+type Templates interface {
+	// Warm builds the template for spec's configuration unless it exists
+	// (spec.ID, Dir and Hostname are not part of it). It boots a VM of its
+	// own, which it stops before returning; ctx bounds the whole build. It
+	// reports whether it built one. Safe to call concurrently and from
+	// several processes: one builds, the others wait (wait false: return
+	// at once). Boxes that cannot use a template (volumes, network) get
+	// FailedPrecondition.
+	Warm(ctx context.Context, spec Spec, wait bool) (built bool, err error)
+}
+
+// Restored is implemented by instances that may have started from a
+// template: Restored reports whether this one did (its agent then needs
+// its identity before any exec).
+type Restored interface {
+	Restored() bool
 }

@@ -38,8 +38,12 @@ type instance struct {
 	cpus    int
 	mem     int
 	kernel  vmboot.Kernel
-	helpers []helper    // virtiofsd processes
-	greeted atomic.Bool // an agent answered a handshake: the VM is up
+	helpers []helper // virtiofsd processes
+	args    []string // QEMU's arguments (a template records them)
+	// template is the key of the template the VM was restored from ("":
+	// it booted).
+	template string
+	greeted  atomic.Bool // an agent answered a handshake: the VM is up
 	// bootTimeout bounds the first handshake (the boot); set before use.
 	bootTimeout time.Duration
 
@@ -187,12 +191,19 @@ func (i *instance) Info() map[string]any {
 		"console":    i.files.console,
 		"rung":       i.rung,
 		"rung_why":   i.rungWhy,
+		"template":   i.template,
 	}
 }
 
-// qmp runs one QMP command on a fresh connection and returns its
-// "return" value. QMP serves one client at a time; connections are short.
+// qmp runs one QMP command without arguments (see qmpExec).
 func qmp(ctx context.Context, sock, command string) (json.RawMessage, error) {
+	return qmpExec(ctx, sock, command, nil)
+}
+
+// qmpExec runs one QMP command (with arguments unless nil) on a fresh
+// connection and returns its "return" value. QMP serves one client at a
+// time; connections are short.
+func qmpExec(ctx context.Context, sock, command string, arguments any) (json.RawMessage, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
@@ -236,7 +247,15 @@ func qmp(ctx context.Context, sock, command string) (json.RawMessage, error) {
 		return nil, err
 	}
 	for _, cmd := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
+		req := map[string]any{"execute": cmd}
+		if cmd == command && arguments != nil {
+			req["arguments"] = arguments
+		}
+		line, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Write(append(line, '\n')); err != nil {
 			return nil, err
 		}
 		rep, err := read()

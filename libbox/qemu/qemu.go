@@ -188,33 +188,17 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
+	pr, err := b.prepare(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	k, err := vmboot.FindKernel(b.opts.Kernel, b.opts.KernelModules)
-	if err != nil {
-		return nil, err
-	}
-	r, why, err := b.accel(ctx, qemuBin, k, spec.AgentPath)
-	if err != nil {
-		return nil, err
-	}
+	qemuBin, k, r, why, initrd := pr.qemuBin, pr.kernel, pr.rung, pr.why, pr.initrd
 	if r != ladder[0] {
 		b.warn.Do(func() { b.logf("libbox: VMs run on %s%s (%s)", r.Name, slowNote(r), why) })
 	}
-	initrd, err := vmboot.AgentInitramfs(b.cache, spec.AgentPath, k)
-	if err != nil {
-		return nil, err
-	}
-	base, err := vmboot.BaseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
-	if err != nil {
-		return nil, err
-	}
-	disk, err := overlayDisk(ctx, spec.Dir, base)
-	if err != nil {
-		return nil, err
-	}
+	disk := filepath.Join(spec.Dir, diskName)
+	_, err = os.Stat(disk)
+	fresh := err != nil
 
 	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
 	f := filesIn(spec.Dir)
@@ -246,6 +230,13 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes, Network: spec.Network}
 	args = append(args, "-append", m.cmdline(box, b.opts.VMDebug))
+	// A new disk starts from the base image, or from a template's disk
+	// with the template's memory (see template.go).
+	args, tmpl, err := b.startDisk(ctx, spec, pr, args, fresh)
+	if err != nil {
+		stopHelpers(helpers)
+		return nil, err
+	}
 
 	p, err := launch(qemuBin, args, f.stderr, spec.Detach)
 	if err != nil {
@@ -253,10 +244,15 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 	inst := newInstance(spec, p, f, r.Accel, m.name(), cpus, mem, k)
+	inst.args, inst.template = args, tmpl
 	inst.rung, inst.rungWhy = r.Name, why
 	inst.bootTimeout = b.opts.bootTimeout()
 	inst.helpers = helpers
-	if err := inst.waitStarted(ctx); err != nil {
+	err = inst.waitStarted(ctx)
+	if err == nil && tmpl != "" {
+		err = inst.waitRestored(ctx)
+	}
+	if err != nil {
 		inst.Kill()
 		t := time.NewTimer(killTimeout)
 		select {
@@ -265,10 +261,52 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		}
 		t.Stop()
 		inst.release()
+		if tmpl != "" && ctx.Err() == nil { // the template does not load: drop it, boot instead
+			b.dropTemplate(tmpl, err)
+			_ = os.Remove(disk)
+			spec.FromTemplate = false
+			return b.Start(ctx, spec)
+		}
 		return nil, err
 	}
 	_ = vmboot.WriteFileAtomic(f.pidFile, []byte(strconv.Itoa(p.pid)+"\n"))
 	return inst, nil
+}
+
+// prepared is what a start resolves before building QEMU's arguments.
+type prepared struct {
+	qemuBin string
+	kernel  vmboot.Kernel
+	rung    rung
+	why     string // why not a higher rung
+	initrd  string
+	base    string // the image's cached ext4 disk
+}
+
+// prepare finds QEMU and the kernel, picks the accelerator rung, and
+// builds (or finds cached) the initramfs and the image's base disk.
+func (b *Backend) prepare(ctx context.Context, spec backend.Spec) (*prepared, error) {
+	qemuBin, err := vmboot.LookTool("qemu-system-x86_64", "qemu-system-x86")
+	if err != nil {
+		return nil, err
+	}
+	k, err := vmboot.FindKernel(b.opts.Kernel, b.opts.KernelModules)
+	if err != nil {
+		return nil, err
+	}
+	r, why, err := b.accel(ctx, qemuBin, k, spec.AgentPath)
+	if err != nil {
+		return nil, err
+	}
+	initrd, err := vmboot.AgentInitramfs(b.cache, spec.AgentPath, k)
+	if err != nil {
+		return nil, err
+	}
+	base, err := vmboot.BaseDisk(ctx, b.cache, spec.ImageRoot, spec.ImageID)
+	if err != nil {
+		return nil, err
+	}
+	return &prepared{qemuBin: qemuBin, kernel: k, rung: r, why: why, initrd: initrd, base: base}, nil
 }
 
 func validate(spec backend.Spec) error {

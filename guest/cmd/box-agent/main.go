@@ -65,6 +65,7 @@ func main() {
 		opts.PID1 = true
 		opts.Hostname = cfg.Hostname
 		opts.SyncOnShutdown = true
+		opts.OwnKernel = true
 		powerOff = true
 	}
 	opts.BootTimes = map[string]time.Time{"main": mainAt, "boot": time.Now()}

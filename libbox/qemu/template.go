@@ -1,0 +1,484 @@
+//go:build linux
+
+package qemu
+
+// VM templates: a box starts by restoring a memory snapshot of an already
+// booted agent instead of booting a kernel.
+//
+// A template is built once per key (see templateKey) by booting a VM of
+// that configuration, waiting until its agent answered the stream
+// handshake and went back to waiting for the host, pausing it and saving
+// its memory and device state with QMP migrate to a file. Its disk (a
+// qcow2 overlay on the image's base disk, holding what the guest wrote
+// while booting: the ext4 mount) is frozen with it. A box restored from it
+// gets a copy of that overlay as its own disk, so the guest's page cache
+// and its disk agree, and nothing of the box refers to the template
+// afterwards: a template can be dropped or replaced at any time. QEMU
+// then starts with the same arguments as the template's, apart from the
+// box's own files, and -incoming reading the state file; the agent's port
+// comes back disconnected and the host's first dial is a new connection
+// with the usual handshake (guest/listen.Serial).
+//
+// A restored box is a copy of the template's machine: the caller must
+// give it its identity (random seed, clock, hostname, box id: agentpb
+// Identify) before anything else runs in it.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
+)
+
+const (
+	// templateFormat is bumped when what a template holds or how a box
+	// is restored from it changes: every older template is then unused.
+	templateFormat = 1
+	// templateHostname is the template machine's hostname; a restored box
+	// keeps it on its kernel command line and gets its own from Identify.
+	templateHostname = "libbox-template"
+	templateState    = "state"
+	templateMetaFile = "template.json"
+	// templateSettle is how long a template's agent gets, after the host's
+	// handshake connection closed, to go back to waiting for the host. A
+	// snapshot taken earlier still works (the restored agent reads the end
+	// of that connection first), this only spares the first dial a retry.
+	templateSettle = 300 * time.Millisecond
+	// migrateBandwidth lifts QEMU's default migration cap (32 MiB/s): the
+	// state goes to a local file.
+	migrateBandwidth = 8 << 30
+)
+
+var _ backend.Templates = (*Backend)(nil)
+
+// templateMeta describes a complete template; it is written last.
+type templateMeta struct {
+	Format int    `json:"format"`
+	Key    string `json:"key"`
+	// Argv are the template QEMU's arguments with the box's own parts
+	// replaced (normalArgs): a box restores only with the same.
+	Argv       []string  `json:"argv"`
+	ImageID    string    `json:"image_id"`
+	CPUs       int       `json:"cpus"`
+	MemoryMiB  int       `json:"memory_mib"`
+	Rung       string    `json:"rung"`
+	Kernel     string    `json:"kernel"`
+	StateBytes int64     `json:"state_bytes"`
+	DiskBytes  int64     `json:"disk_bytes"`
+	BuildMS    int64     `json:"build_ms"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// templateEligible says whether a box of spec can start from a template:
+// virtiofs daemons and user networking keep state outside the guest that
+// a memory snapshot cannot carry.
+func templateEligible(spec backend.Spec) error {
+	if len(spec.Volumes) > 0 {
+		return errdefs.New(errdefs.FailedPrecondition, "VM template: a box with volumes boots its kernel (virtiofs state is not part of a memory snapshot)")
+	}
+	if spec.Network {
+		return errdefs.New(errdefs.FailedPrecondition, "VM template: a box with a network boots its kernel (its network identity cannot be given to a restored box yet)")
+	}
+	return nil
+}
+
+func (b *Backend) templateRoot() string { return filepath.Join(b.cache, "templates") }
+
+// templateKey names a template by everything its snapshot depends on: the
+// QEMU binary, the kernel, the initramfs (named by the agent's content),
+// the image's base disk, the accelerator rung, CPUs, memory, the debug
+// switch and templateFormat. The arguments QEMU gets are checked on top
+// (templateMeta.Argv) when a box restores.
+func (b *Backend) templateKey(pr *prepared, spec backend.Spec) (string, error) {
+	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
+	h := sha256.New()
+	fmt.Fprintf(h, "format %d\nrung %s\ncpus %d\nmem %d\ndebug %t\n", templateFormat, pr.rung.Name, cpus, mem, b.opts.VMDebug)
+	for _, f := range []string{pr.qemuBin, pr.kernel.Image, pr.initrd, pr.base} {
+		st, err := os.Stat(f)
+		if err != nil {
+			return "", errdefs.Wrap(errdefs.NotFound, err, "VM template key")
+		}
+		fmt.Fprintf(h, "file %s %d %d\n", f, st.Size(), st.ModTime().UnixNano())
+	}
+	fmt.Fprintf(h, "modules %s\n", pr.kernel.Modules)
+	return hex.EncodeToString(h.Sum(nil))[:32], nil
+}
+
+// normalArgs are QEMU's arguments for spec without the box's own parts
+// (directory, id, hostname), so a box's and its template's compare equal.
+func normalArgs(args []string, spec backend.Spec) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		a = strings.ReplaceAll(a, qemuPath(spec.Dir), "@DIR")
+		a = strings.ReplaceAll(a, spec.Dir, "@DIR")
+		if a == qemuPath("libbox-"+spec.ID) {
+			a = "@NAME"
+		}
+		out[i] = replaceHostname(a, "@HOST")
+	}
+	return out
+}
+
+// replaceHostname replaces the hostname parameter of a kernel command
+// line (any other argument is returned as is).
+func replaceHostname(arg, host string) string {
+	words := strings.Fields(arg)
+	changed := false
+	for i, w := range words {
+		if strings.HasPrefix(w, bootparam.ParamHostname+"=") {
+			words[i] = bootparam.ParamHostname + "=" + host
+			changed = true
+		}
+	}
+	if !changed {
+		return arg
+	}
+	return strings.Join(words, " ")
+}
+
+// readTemplate returns the complete template of key, or nil.
+func (b *Backend) readTemplate(key string) *templateMeta {
+	var m templateMeta
+	raw, err := os.ReadFile(filepath.Join(b.templateRoot(), key, templateMetaFile))
+	if err != nil || json.Unmarshal(raw, &m) != nil || m.Format != templateFormat || m.Key != key {
+		return nil
+	}
+	return &m
+}
+
+// startDisk makes a new box's disk and returns QEMU's arguments for it:
+// restored from the template of its key when spec asks for one, the disk
+// is new and the template matches args; else a fresh overlay on the base.
+// tmpl is the template's key ("" for a boot).
+func (b *Backend) startDisk(ctx context.Context, spec backend.Spec, pr *prepared, args []string, fresh bool) (_ []string, tmpl string, err error) {
+	disk := filepath.Join(spec.Dir, diskName)
+	boot := func() ([]string, string, error) {
+		_, err := overlayDisk(ctx, spec.Dir, pr.base)
+		return args, "", err
+	}
+	if !spec.FromTemplate || !fresh || spec.Hostname == "" || templateEligible(spec) != nil {
+		return boot()
+	}
+	key, err := b.templateKey(pr, spec)
+	if err != nil {
+		return boot()
+	}
+	m := b.readTemplate(key)
+	if m == nil {
+		return boot()
+	}
+	if !slices.Equal(m.Argv, normalArgs(args, spec)) {
+		b.dropTemplate(key, errors.New("it was built with other QEMU arguments"))
+		return boot()
+	}
+	dir := filepath.Join(b.templateRoot(), key)
+	if err := copyFile(filepath.Join(dir, diskName), disk); err != nil {
+		b.logf("libbox: VM template %s: copying its disk: %v: booting instead", key, err)
+		_ = os.Remove(disk)
+		return boot()
+	}
+	out := make([]string, 0, len(args)+2)
+	for _, a := range args {
+		out = append(out, replaceHostname(a, templateHostname))
+	}
+	out = append(out, "-incoming", "exec:cat "+shellQuote(filepath.Join(dir, templateState)))
+	return out, key, nil
+}
+
+// waitRestored returns once QEMU loaded the template's state and runs the
+// machine: the status goes from "inmigrate" to "paused" (the template was
+// saved paused), then the machine is resumed. It fails when QEMU exits.
+func (i *instance) waitRestored(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, i.bootTimeout)
+	defer cancel()
+	for {
+		raw, err := qmp(ctx, i.files.qmpSock, "query-status")
+		if i.p.exited() {
+			return i.unavailable()
+		}
+		if err == nil {
+			var st struct{ Status string }
+			_ = json.Unmarshal(raw, &st)
+			switch st.Status {
+			case "running":
+				return nil
+			case "paused": // loaded; the template was saved paused
+				if _, err := qmp(ctx, i.files.qmpSock, "cont"); err != nil && !i.p.exited() {
+					return errdefs.Wrap(errdefs.Internal, err, "vm %s: resuming after restoring template %s", i.spec.ID, i.template)
+				}
+				continue
+			case "inmigrate", "prelaunch", "restore-vm", "finish-migrate":
+			default:
+				return errdefs.New(errdefs.Internal, "vm %s: restoring template %s: machine is %q", i.spec.ID, i.template, st.Status)
+			}
+		}
+		if err := vmboot.SleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return errdefs.Wrap(errdefs.CodeOf(err), err, "vm %s: restoring template %s", i.spec.ID, i.template)
+		}
+	}
+}
+
+// Restored reports whether the VM started from a template.
+func (i *instance) Restored() bool { return i.template != "" }
+
+// dropTemplate removes a template that cannot be used (boxes restored
+// from it do not refer to it).
+func (b *Backend) dropTemplate(key string, why error) {
+	b.logf("libbox: VM template %s dropped: %v", key, why)
+	removeTemplateDir(filepath.Join(b.templateRoot(), key))
+}
+
+// removeTemplateDir takes a template out of use at once (rename), then
+// deletes it.
+func removeTemplateDir(dir string) {
+	old := dir + ".old-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if os.Rename(dir, old) == nil {
+		_ = os.RemoveAll(old)
+	}
+}
+
+// Warm builds the template of spec's configuration unless it exists (see
+// backend.Templates).
+func (b *Backend) Warm(ctx context.Context, spec backend.Spec, wait bool) (bool, error) {
+	if err := templateEligible(spec); err != nil {
+		return false, err
+	}
+	pr, err := b.prepare(ctx, spec)
+	if err != nil {
+		return false, err
+	}
+	key, err := b.templateKey(pr, spec)
+	if err != nil {
+		return false, err
+	}
+	if b.readTemplate(key) != nil {
+		return false, nil
+	}
+	root := b.templateRoot()
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return false, errdefs.Wrap(errdefs.Internal, err, "VM templates")
+	}
+	unlock, err := lockFile(ctx, filepath.Join(root, key+".lock"), wait)
+	if err != nil || unlock == nil {
+		return false, err
+	}
+	defer unlock()
+	if b.readTemplate(key) != nil {
+		return false, nil // built meanwhile
+	}
+	if err := b.buildTemplate(ctx, spec, key); err != nil {
+		return false, err
+	}
+	b.dropSuperseded(key)
+	return true, nil
+}
+
+// buildTemplate boots a template VM, snapshots it and installs it under
+// its key. The caller holds the key's lock.
+func (b *Backend) buildTemplate(ctx context.Context, spec backend.Spec, key string) (err error) {
+	t0 := time.Now()
+	tmp, err := os.MkdirTemp(b.templateRoot(), "build-")
+	if err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "VM template")
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	ts := spec
+	ts.ID, ts.Dir, ts.Hostname = "template-"+key[:12], tmp, templateHostname
+	ts.FromTemplate, ts.Detach = false, false
+	bi, err := b.Start(ctx, ts)
+	if err != nil {
+		return err
+	}
+	inst := bi.(*instance)
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), qmpTimeout+killTimeout)
+		defer cancel()
+		inst.Kill()
+		_ = inst.Stop(sctx)
+	}()
+	conn, err := inst.Dial(ctx) // the agent serves: its boot is done
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	if err := vmboot.SleepCtx(ctx, templateSettle); err != nil {
+		return err
+	}
+	state := filepath.Join(tmp, templateState)
+	if err := inst.saveState(ctx, state); err != nil {
+		return err
+	}
+	// The state is complete and the disk flushed and released: QEMU can go.
+	inst.Kill()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), qmpTimeout+killTimeout)
+	err = inst.Stop(sctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
+	m := templateMeta{
+		Format: templateFormat, Key: key, Argv: normalArgs(inst.args, ts),
+		ImageID: spec.ImageID, CPUs: cpus, MemoryMiB: mem, Rung: inst.rung, Kernel: inst.kernel.Image,
+		StateBytes: fileSize(state), DiskBytes: fileSize(filepath.Join(tmp, diskName)),
+		CreatedAt: time.Now().UTC(),
+	}
+	m.BuildMS = time.Since(t0).Milliseconds()
+	raw, _ := json.MarshalIndent(m, "", "  ")
+	if err := vmboot.WriteFileAtomic(filepath.Join(tmp, templateMetaFile), raw); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "VM template")
+	}
+	dir := filepath.Join(b.templateRoot(), key)
+	removeTemplateDir(dir) // an incomplete or stale one
+	if err := os.Rename(tmp, dir); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "VM template")
+	}
+	b.logf("libbox: VM template %s built in %s (state %d MiB)", key, time.Since(t0).Round(time.Millisecond), m.StateBytes>>20)
+	return nil
+}
+
+// saveState pauses the VM and writes its memory and device state to path
+// (QMP migrate to an exec: URI: QEMU 7.2 has no file: migration), waiting
+// until the migration completed.
+func (i *instance) saveState(ctx context.Context, path string) error {
+	sock := i.files.qmpSock
+	fail := func(err error) error {
+		return errdefs.Wrap(errdefs.Internal, err, "vm %s: saving its state", i.spec.ID)
+	}
+	if _, err := qmp(ctx, sock, "stop"); err != nil {
+		return fail(err)
+	}
+	if _, err := qmpExec(ctx, sock, "migrate-set-parameters", map[string]any{"max-bandwidth": migrateBandwidth}); err != nil {
+		return fail(err)
+	}
+	if _, err := qmpExec(ctx, sock, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(path)}); err != nil {
+		return fail(err)
+	}
+	for {
+		raw, err := qmp(ctx, sock, "query-migrate")
+		if err != nil {
+			return fail(err)
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		_ = json.Unmarshal(raw, &st)
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fail(fmt.Errorf("migration %s: %s", st.Status, st.ErrorDesc))
+		}
+		if err := vmboot.SleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return errdefs.Wrap(errdefs.CodeOf(err), err, "vm %s: saving its state", i.spec.ID)
+		}
+	}
+}
+
+// dropSuperseded removes the templates of the same image, CPUs and memory
+// as key's whose key differs (a kernel, agent, QEMU or machine change):
+// they can never be restored again.
+func (b *Backend) dropSuperseded(key string) {
+	cur := b.readTemplate(key)
+	if cur == nil {
+		return
+	}
+	ents, _ := os.ReadDir(b.templateRoot())
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == key {
+			continue
+		}
+		if m := b.readTemplate(e.Name()); m != nil && m.ImageID == cur.ImageID && m.CPUs == cur.CPUs && m.MemoryMiB == cur.MemoryMiB {
+			b.dropTemplate(e.Name(), fmt.Errorf("superseded by %s", key))
+		}
+	}
+}
+
+// lockFile takes an exclusive lock on path, waiting (bounded by ctx) when
+// wait, else returning a nil unlock when another holder has it.
+func lockFile(ctx context.Context, path string, wait bool) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "lock %s", path)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, errdefs.Wrap(errdefs.Internal, err, "lock %s", path)
+		}
+		if !wait {
+			f.Close()
+			return nil, nil
+		}
+		if err := vmboot.SleepCtx(ctx, 50*time.Millisecond); err != nil {
+			f.Close()
+			return nil, errdefs.Wrap(errdefs.CodeOf(err), err, "waiting for %s", path)
+		}
+	}
+}
+
+// copyFile copies src to a new file dst (a reflink where the file system
+// has them), atomically.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) != nil {
+		_, err = io.Copy(out, in)
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// shellQuote quotes s for /bin/sh (QEMU runs exec: URIs with sh -c).
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
