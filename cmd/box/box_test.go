@@ -57,7 +57,8 @@ type result struct {
 // box runs the CLI with a home and optional stdin, under a deadline.
 func box(t *testing.T, home string, stdin string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// Longer than a VM's boot timeout (120 s), which then speaks first.
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, boxBin, args...)
 	cmd.Env = append(os.Environ(), "LIBBOX_HOME="+home)
