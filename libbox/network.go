@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"runtime"
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
@@ -71,8 +72,8 @@ func validateNetwork(n Network, isolation string) error {
 		}
 		return nil
 	}
-	if isolation != IsolationSandbox {
-		return errdefs.New(errdefs.Unsupported, "network: only sandbox boxes have a network yet (use isolation \"sandbox\" or turn the network off)")
+	if isolation == IsolationVM && runtime.GOOS != "linux" {
+		return errdefs.New(errdefs.Unsupported, "network: %s vm boxes have no network yet (use isolation \"sandbox\" or turn the network off)", runtime.GOOS)
 	}
 	return network.Check(n.config())
 }

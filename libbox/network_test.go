@@ -187,12 +187,15 @@ func TestNetworkOff(t *testing.T) {
 	}
 }
 
-func TestSandboxNetwork(t *testing.T) {
+func TestSandboxNetwork(t *testing.T) { testBoxNetwork(t, libbox.IsolationSandbox) }
+
+// testBoxNetwork runs the network rows in one box of the isolation.
+func testBoxNetwork(t *testing.T, isolation string) {
 	h := startNetHost(t)
 	vol := netpeer(t)
 	rt := openRT(t, "")
 	port := func(ap netip.AddrPort) string { return strconv.Itoa(int(ap.Port())) }
-	b := startBox(t, rt, libbox.BoxOptions{AutoRemove: true, Volumes: []libbox.Volume{vol}, Network: libbox.Network{
+	b := startBox(t, rt, libbox.BoxOptions{Isolation: isolation, AutoRemove: true, Volumes: []libbox.Volume{vol}, Network: libbox.Network{
 		Enabled: true,
 		Allow: []string{h.http.String(), h.echo.String(), h.udp.String(), "api.test", "db.internal:" + port(h.other),
 			"host:" + port(h.loop)},

@@ -23,18 +23,34 @@ func init() { register("network", benchNetwork) }
 const netBytes = 100 << 20
 
 // benchNetwork: the same 100 MB transfer over host loopback and from the
-// host into a sandbox through a published port; box → host TCP connect
-// latency; what the network adds to a sandbox's start.
+// host into a box through a published port; box → host TCP connect
+// latency; what the network adds to a box's start — for each backend
+// asked for (VM rounds are fewer: TCG boots take seconds).
 func benchNetwork(ctx context.Context, e *env) error {
 	native, err := nativeTCP()
 	if err != nil {
 		return err
 	}
 	e.metric("net.native.tcp_mbps", native)
-	if !e.has(libbox.IsolationSandbox) {
-		return nil
+	for _, r := range []netRounds{{libbox.IsolationSandbox, 3, 500, 7}, {libbox.IsolationVM, 3, 200, 3}} {
+		if !e.has(r.iso) {
+			continue
+		}
+		if err := benchBoxNetwork(ctx, e, r); err != nil {
+			return fmt.Errorf("%s: %w", r.iso, err)
+		}
 	}
-	e.info("net.vm", "not measured: VM boxes have no network yet")
+	return nil
+}
+
+// netRounds is how much one backend's network bench measures.
+type netRounds struct {
+	iso                        string
+	transfers, connects, start int
+}
+
+func benchBoxNetwork(ctx context.Context, e *env, rounds netRounds) error {
+	iso := rounds.iso
 	var ip netip.Addr
 	for _, a := range network.HostAddrs() {
 		if !a.IsLoopback() {
@@ -65,7 +81,7 @@ func benchNetwork(ctx context.Context, e *env) error {
 		}
 	}()
 	b, done, err := e.box(ctx, libbox.BoxOptions{
-		Isolation: libbox.IsolationSandbox,
+		Isolation: iso,
 		Volumes:   []libbox.Volume{{HostPath: filepath.Dir(peer), BoxPath: "/opt/bench", ReadOnly: true}},
 		Network:   libbox.Network{Enabled: true, Allow: []string{l.Addr().String()}, Ports: []libbox.PortMapping{{Box: 5001}}},
 	})
@@ -74,15 +90,15 @@ func benchNetwork(ctx context.Context, e *env) error {
 	}
 	defer done()
 	var mbps []float64
-	for i := 0; i < 3; i++ {
+	for i := 0; i < rounds.transfers; i++ {
 		v, err := boxTCP(ctx, b)
 		if err != nil {
 			return err
 		}
 		mbps = append(mbps, v)
 	}
-	e.metric("net.sandbox.tcp_mbps", median(mbps))
-	r, err := b.Run(ctx, libbox.Command{Args: []string{"/opt/bench/netpeer", "connect", l.Addr().String(), "500"}})
+	e.metric("net."+iso+".tcp_mbps", median(mbps))
+	r, err := b.Run(ctx, libbox.Command{Args: []string{"/opt/bench/netpeer", "connect", l.Addr().String(), strconv.Itoa(rounds.connects)}})
 	if err != nil {
 		return err
 	}
@@ -93,12 +109,12 @@ func benchNetwork(ctx context.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("connect loop: %q", r.Stdout)
 	}
-	e.metric("net.sandbox.connect_p50_us", us)
+	e.metric("net."+iso+".connect_p50_us", us)
 
 	// Start to first exec, network on and off alternately.
 	startWith := func(on bool) (float64, error) {
 		t := time.Now()
-		b, done, err := e.box(ctx, libbox.BoxOptions{Isolation: libbox.IsolationSandbox, Network: libbox.Network{Enabled: on}})
+		b, done, err := e.box(ctx, libbox.BoxOptions{Isolation: iso, Network: libbox.Network{Enabled: on}})
 		if err != nil {
 			return 0, err
 		}
@@ -109,7 +125,7 @@ func benchNetwork(ctx context.Context, e *env) error {
 		return float64(time.Since(t).Microseconds()) / 1e3, nil
 	}
 	var with, without []float64
-	for i := 0; i < 7; i++ {
+	for i := 0; i < rounds.start; i++ {
 		a, err := startWith(true)
 		if err != nil {
 			return err
@@ -120,8 +136,8 @@ func benchNetwork(ctx context.Context, e *env) error {
 		}
 		with, without = append(with, a), append(without, c)
 	}
-	e.metric("start.sandbox_net.first_exec_ms", median(with))
-	e.metric("start.sandbox_net.added_ms", median(with)-median(without))
+	e.metric("start."+iso+"_net.first_exec_ms", median(with))
+	e.metric("start."+iso+"_net.added_ms", median(with)-median(without))
 	return nil
 }
 

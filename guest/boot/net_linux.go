@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -164,25 +163,4 @@ func addDefaultRoute(gw netip.Addr, ifindex uint32) error {
 		}
 	}
 	return nil
-}
-
-// vmNet configures a VM's interface from the libbox.net parameter (empty:
-// no network) and points the box's resolver at the gateway.
-func vmNet(param, root string, debug func(string, ...any)) error {
-	if param == "" {
-		return nil
-	}
-	n, err := bootparam.ParseNet(param)
-	if err != nil {
-		return err
-	}
-	debug("configuring %s: %s via %s", boxIface, n.Address, n.Gateway)
-	var last error
-	for i := 0; i < 200; i++ { // the driver registers the device asynchronously
-		if last = configureLink(boxIface, n); last == nil {
-			return writeResolv(root, &n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return fmt.Errorf("boot: network: %w", last)
 }

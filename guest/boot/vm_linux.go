@@ -133,6 +133,27 @@ func readCmdline(path string) (map[string]string, error) {
 	return bootparam.ParseCmdline(string(b)), nil
 }
 
+// vmNet configures a VM's interface from the libbox.net parameter (empty:
+// no network) and points the box's resolver at the gateway. The driver
+// registers the device asynchronously after its module loads: wait for it.
+func vmNet(param, root string, debug func(string, ...any)) error {
+	if param == "" {
+		return nil
+	}
+	n, err := bootparam.ParseNet(param)
+	if err != nil {
+		return err
+	}
+	if err := waitPath("/sys/class/net/"+boxIface, deviceWait); err != nil {
+		return err
+	}
+	debug("configuring %s: %s via %s", boxIface, n.Address, n.Gateway)
+	if err := configureLink(boxIface, n); err != nil {
+		return fmt.Errorf("boot: network: %w", err)
+	}
+	return writeResolv(root, &n)
+}
+
 // loadModules loads modules from the list file: one "NAME PATH DEPS"
 // line per module (DEPS comma-separated or "-"), dependencies first. With
 // wanted non-empty only those modules and their dependencies are loaded.

@@ -172,9 +172,9 @@ func deathSig() *syscall.SysProcAttr {
 }
 
 // launch starts a long-running helper process (QEMU, virtiofsd) with its
-// stdout and stderr going to logPath. Unless detach, it dies with the
-// host process; detached, it gets its own session.
-func launch(bin string, args []string, logPath string, detach bool) (*proc, error) {
+// stdout and stderr going to logPath and extra as its fds 3, 4, ... Unless
+// detach, it dies with the host process; detached, it gets its own session.
+func launch(bin string, args []string, logPath string, detach bool, extra ...*os.File) (*proc, error) {
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "qemu log")
@@ -182,6 +182,7 @@ func launch(bin string, args []string, logPath string, detach bool) (*proc, erro
 	defer log.Close()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.ExtraFiles = extra
 	if detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	} else {

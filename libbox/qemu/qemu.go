@@ -223,12 +223,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 	args = append(args, vargs...)
-	if spec.Network {
-		args = append(args, "-nic", "user,model="+m.device("virtio-net"))
-	} else {
-		args = append(args, "-nic", "none")
+	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes}
+	nl, nargs, err := newNetLink(spec, m, box)
+	if err != nil {
+		stopHelpers(helpers)
+		return nil, err
 	}
-	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes, Network: spec.Network}
+	defer nl.close()
+	args = append(args, nargs...)
 	args = append(args, "-append", m.cmdline(box, b.opts.VMDebug))
 	// A new disk starts from the base image, or from a template's disk
 	// with the template's memory (see template.go).
@@ -238,7 +240,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 
-	p, err := launch(qemuBin, args, f.stderr, spec.Detach)
+	p, err := launch(qemuBin, args, f.stderr, spec.Detach, nl.files()...)
 	if err != nil {
 		stopHelpers(helpers)
 		return nil, err
@@ -317,6 +319,8 @@ func validate(spec backend.Spec) error {
 		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.AgentPath is empty: pass the static box-agent binary")
 	case spec.ImageRoot == "":
 		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.ImageRoot is empty")
+	case spec.Network && spec.NetLink == nil:
+		return errdefs.New(errdefs.InvalidArgument, "qemu: Spec.Network without Spec.NetLink: pass the box's network link")
 	}
 	for _, r := range spec.Hostname {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {

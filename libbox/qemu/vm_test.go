@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/vmboot"
+	"github.com/libbox/libbox/libbox/network"
 )
 
 // The VM tests share one booted box (TCG boots take seconds). It is
@@ -42,6 +44,7 @@ var shared struct {
 	spec  backend.Spec
 	inst  backend.Instance
 	cl    *client
+	net   *network.Network // the shared VM's network once it has one
 }
 
 var workDir string // removed by TestMain
@@ -92,6 +95,9 @@ func stopShared() error {
 		if err := shared.inst.Stop(ctx); err != nil {
 			return fmt.Errorf("stopping the shared VM: %w", err)
 		}
+	}
+	if shared.net != nil {
+		shared.net.Close()
 	}
 	return nil
 }
@@ -535,8 +541,21 @@ func TestVMPersistDetachAttach(t *testing.T) {
 
 	spec := shared.spec
 	spec.Detach = true
-	spec.Network = true // and a NIC this time
-	inst, cl, err := bootBox(t, shared.b, spec)
+	spec.Network = true // and a NIC this time, behind a network of this process
+	nw, err := network.New(network.Config{Hosts: map[string]string{"probe.test": "10.1.2.3"}, DNS: []string{"127.0.0.1:9"}})
+	testutil.Must(t, err)
+	shared.net = nw
+	spec.NetLink = &backend.NetworkLink{
+		Address: netip.PrefixFrom(network.BoxIP, network.Subnet.Bits()), Gateway: network.GatewayIP,
+		MAC: network.BoxMAC, MTU: 1500,
+		Attach: func(f *os.File, stream bool) error {
+			if !stream {
+				t.Error("qemu attached a frame-per-read link")
+			}
+			return nw.Attach(f, network.FrameLength32)
+		},
+	}
+	inst, cl, err = bootBox(t, shared.b, spec)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -569,8 +588,15 @@ func TestVMPersistDetachAttach(t *testing.T) {
 	if got := mustRun(t, cl, "cat", "/root/state.txt"); got != "persisted\n" {
 		t.Fatalf("after restart: %q", got)
 	}
-	if got := mustRun(t, cl, "ls", "/sys/class/net"); !strings.Contains(got, "eth0") {
-		t.Errorf("Network: no eth0 in %q", got)
+	if got := mustRun(t, cl, "/bin/busybox", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(got, "inet 192.168.127.2/24") {
+		t.Errorf("Network: eth0 not configured from the boot parameter: %q", got)
+	}
+	// The gateway's DNS answers through the link (frames both ways).
+	if got := mustRun(t, cl, "/bin/busybox", "nslookup", "probe.test"); !strings.Contains(got, "10.1.2.3") {
+		t.Errorf("Network: DNS through the gateway: %q", got)
+	}
+	if nw.Info().RxBytes == 0 || nw.Info().TxBytes == 0 {
+		t.Errorf("Network: no frames counted: %+v", nw.Info())
 	}
 	// Attach to a box that is gone is NotFound.
 	bad := []byte(`{"pid":999999999,"start_time":1,"agent_socket":"/nonexistent"}`)

@@ -31,9 +31,8 @@ type Box struct {
 	Hostname  string
 	// Volumes are shared with virtiofs, the i-th under VolumeTag(i).
 	Volumes []backend.Volume
-	Network bool
-	// Net configures the box's interface (nil: QEMU's own user network,
-	// configured by nothing, or none).
+	Network bool // the machine has a virtio-net device: load its driver
+	// Net configures the box's interface (nil: the agent configures none).
 	Net *bootparam.NetSpec
 }
 

@@ -162,7 +162,7 @@ func TestRealModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := resolveModules(ix, []string{"virtio_pci", "virtio_console", "virtio_blk"}, map[string]bool{"virtio_console": true, "virtio_blk": true})
+	ms, err := resolveModules(ix, []string{"virtio_pci", "virtio_console", "virtio_blk", "virtio_net"}, map[string]bool{"virtio_console": true, "virtio_blk": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,6 +182,14 @@ func TestRealModules(t *testing.T) {
 	}
 	if _, ok := pos["virtio_console"]; !ok {
 		t.Errorf("virtio_console missing from %v", pos)
+	}
+	// virtio_net needs net_failover, which needs failover (unless built in).
+	if !ix.builtin["virtio_net"] {
+		for _, d := range []string{"failover", "net_failover"} {
+			if p, ok := pos[d]; !ix.builtin[d] && (!ok || p > pos["virtio_net"]) {
+				t.Errorf("%s missing or after virtio_net in %v", d, pos)
+			}
+		}
 	}
 }
 

@@ -60,7 +60,9 @@ func run(a []string) error {
 			c.WriteTo(buf[:k], from)
 		}
 	case "tcp":
-		c, err := net.DialTimeout("tcp4", a[1], 5*time.Second)
+		// Generous: 64 of these start at once in an emulated (TCG) VM on a
+		// loaded host, and a starved process sees its deadline pass first.
+		c, err := net.DialTimeout("tcp4", a[1], 30*time.Second)
 		if err != nil {
 			return err
 		}
