@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,9 +26,7 @@ func TestFSSandbox(t *testing.T) {
 }
 
 func TestFSVM(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && runtime.GOARCH == "amd64" {
-		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
-	}
+	requireVMHost(t)
 	fsSuite(t, libbox.IsolationVM)
 }
 

@@ -642,9 +642,7 @@ func TestNoLeaks(t *testing.T) {
 // TestVMGather16 is the Go suite's VM case: one micro-VM box, 16
 // concurrent execs, every output checked.
 func TestVMGather16(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && runtime.GOARCH == "amd64" {
-		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
-	}
+	requireVMHost(t)
 	rt := openRT(t, "")
 	ctx := ctxT(t, 5*time.Minute)
 	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: libbox.IsolationVM, AutoRemove: true})
@@ -681,9 +679,7 @@ func TestVMGather16(t *testing.T) {
 // stop/start, detach + reattach, and QEMU killed under load — all in VM
 // boxes (two boots per phase under TCG, so it is one test).
 func TestVMFeaturesAndFaults(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil && runtime.GOARCH == "amd64" {
-		t.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86 qemu-utils (./build.sh deps does)")
-	}
+	requireVMHost(t)
 	home := t.TempDir()
 	removeAllOnCleanup(t, home)
 	rt, err := libbox.Open(libbox.Options{Home: home, Logf: t.Logf})
