@@ -4,6 +4,8 @@ package qemu
 
 import (
 	"context"
+	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +60,7 @@ func TestStartBadSpec(t *testing.T) {
 		{"missing image", func(s *backend.Spec) { s.ImageRoot = filepath.Join(img, "gone") }, errdefs.NotFound, "is not a directory"},
 		{"bad hostname", func(s *backend.Spec) { s.Hostname = "a b" }, errdefs.InvalidArgument, "hostname"},
 		{"long dir", func(s *backend.Spec) { s.Dir = long }, errdefs.InvalidArgument, "too long for a unix socket path"},
+		{"network without link", func(s *backend.Spec) { s.Network = true }, errdefs.InvalidArgument, "Spec.NetLink"},
 	} {
 		spec := good
 		tc.edit(&spec)
@@ -74,5 +77,52 @@ func TestStartBadSpec(t *testing.T) {
 	}
 	if _, err := New(Options{}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("New without Home: %v", err)
+	}
+}
+
+// TestNetLink: a box with a network gets a virtio-net device on a stream
+// netdev over QEMU's fd, the boot parameter its agent configures eth0
+// from, and the host end of the same socket pair (stream framing).
+func TestNetLink(t *testing.T) {
+	for _, r := range []rung{ladder[0], ladder[2]} {
+		m := r.machine()
+		var host *os.File
+		link := &backend.NetworkLink{Address: netip.MustParsePrefix("192.168.127.2/24"), Gateway: netip.MustParseAddr("192.168.127.1"),
+			MAC: "5a:94:ef:e4:0c:ee", MTU: 1500, Attach: func(f *os.File, stream bool) error {
+				if !stream {
+					t.Error("attached as frame per read")
+				}
+				host = f
+				return nil
+			}}
+		box := &vmboot.Box{Port: PortName}
+		nl, args, err := newNetLink(backend.Spec{Network: true, NetLink: link}, m, box)
+		testutil.Must(t, err)
+		want := []string{"-netdev", "stream,id=net0,server=off,addr.type=fd,addr.str=3", "-device", m.device("virtio-net") + ",netdev=net0,mac=5a:94:ef:e4:0c:ee"}
+		if strings.Join(args, " ") != strings.Join(want, " ") || len(nl.files()) != 1 {
+			t.Errorf("%s: args %q, want %q", r.Name, args, want)
+		}
+		p := bootparam.ParseCmdline(m.cmdline(box, false))
+		if p[bootparam.ParamNet] != "192.168.127.2/24,192.168.127.1,1500" || !strings.HasSuffix(p[bootparam.ParamModules], ",virtio_net") {
+			t.Errorf("%s: boot parameters %v", r.Name, p)
+		}
+		if _, err := nl.files()[0].Write([]byte("frame")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(host, got); err != nil || string(got) != "frame" {
+			t.Errorf("%s: host end read %q, %v", r.Name, got, err)
+		}
+		host.Close()
+		nl.close()
+	}
+	nl, args, err := newNetLink(backend.Spec{}, ladder[2].machine(), &vmboot.Box{})
+	if err != nil || nl != nil || strings.Join(args, " ") != "-nic none" {
+		t.Errorf("no network: %v %q %v", nl, args, err)
+	}
+	nl.close() // a nil link holds nothing
+	fail := &backend.NetworkLink{Attach: func(f *os.File, _ bool) error { f.Close(); return errdefs.New(errdefs.FailedPrecondition, "closed") }}
+	if _, _, err := newNetLink(backend.Spec{Network: true, NetLink: fail}, ladder[2].machine(), &vmboot.Box{}); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("attach error: %v", err)
 	}
 }
