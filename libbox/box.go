@@ -128,6 +128,7 @@ func (b *Box) spec(agentPath string, img *image.Image) backend.Spec {
 		ID: b.cfg.ID, Dir: b.dir, ImageRoot: img.Root, ImageID: img.ID, AgentPath: agentPath,
 		CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB, Volumes: b.cfg.Volumes,
 		Detach: b.cfg.Detach, Hostname: host,
+		FromTemplate: b.cfg.Isolation == IsolationVM && !b.rt.opts.NoVMTemplates && !b.cfg.ColdBoot,
 	}
 }
 
@@ -201,6 +202,11 @@ func (b *Box) Start(ctx context.Context) error {
 	}
 	t2 := time.Now()
 	conn, client, err := b.connect(ctx, inst)
+	if err == nil {
+		if err = b.identify(ctx, inst, client, spec); err != nil {
+			conn.Close()
+		}
+	}
 	if err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		_ = inst.Kill()
@@ -224,6 +230,7 @@ func (b *Box) Start(ctx context.Context) error {
 	b.mu.Unlock()
 	b.watchers.Add(1)
 	go b.watch(inst, conn)
+	b.rt.warmLater(be, inst, spec)
 	return nil
 }
 

@@ -49,6 +49,15 @@ func (o Options) withEnv(getenv func(string) string) (Options, error) {
 	if !o.VMDebug {
 		o.VMDebug = getenv("LIBBOX_VM_DEBUG") == "1"
 	}
+	if !o.NoVMTemplates {
+		switch v := getenv("LIBBOX_VM_TEMPLATES"); v {
+		case "", "1":
+		case "0":
+			o.NoVMTemplates = true
+		default:
+			return o, errdefs.New(errdefs.InvalidArgument, "LIBBOX_VM_TEMPLATES=%q: want 1 (VM boxes restore templates, the default) or 0 (they always boot)", v)
+		}
+	}
 	if o.BootTimeout == 0 {
 		if v := getenv("LIBBOX_BOOT_TIMEOUT"); v != "" {
 			d, err := ParseBootTimeout(v)

@@ -98,6 +98,7 @@ func TestOptionsFromEnvErrors(t *testing.T) {
 		{"negative boot timeout", Options{BootTimeout: -time.Second}, nil, "positive"},
 		{"bad auth", Options{}, []string{"LIBBOX_REGISTRY_AUTH", "ghcr.io=nopassword"}, "LIBBOX_REGISTRY_AUTH"},
 		{"bad mirrors", Options{}, []string{"LIBBOX_REGISTRY_MIRRORS", "docker.io"}, "LIBBOX_REGISTRY_MIRRORS"},
+		{"bad templates switch", Options{}, []string{"LIBBOX_VM_TEMPLATES", "no"}, "LIBBOX_VM_TEMPLATES"},
 	} {
 		_, err := tc.opts.withEnv(fakeEnv(append([]string{"LIBBOX_HOME", home}, tc.env...)...))
 		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.errHas) {
@@ -110,6 +111,37 @@ func TestOptionsFromEnvErrors(t *testing.T) {
 		t.Errorf("mirror with a path: %v", err)
 		if rt != nil {
 			rt.Close()
+		}
+	}
+}
+
+// TestVMTemplateSwitches: a VM box asks its backend for a template unless
+// LIBBOX_VM_TEMPLATES=0 (or Options.NoVMTemplates) or its ColdBoot says
+// otherwise; a sandbox never does.
+func TestVMTemplateSwitches(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		env       string
+		opts      Options
+		isolation string
+		cold      bool
+		want      bool
+	}{
+		{"", Options{}, IsolationVM, false, true},
+		{"1", Options{}, IsolationVM, false, true},
+		{"0", Options{}, IsolationVM, false, false},
+		{"", Options{NoVMTemplates: true}, IsolationVM, false, false},
+		{"", Options{}, IsolationVM, true, false},
+		{"", Options{}, IsolationSandbox, false, false},
+	} {
+		o, err := tc.opts.withEnv(fakeEnv("LIBBOX_HOME", home, "LIBBOX_VM_TEMPLATES", tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &Runtime{opts: o, home: home}
+		b := newBox(r, boxConfig{ID: "0123456789abcdef", Isolation: tc.isolation, ColdBoot: tc.cold}, boxState{})
+		if got := b.spec("/agent", &image.Image{Root: "/root"}).FromTemplate; got != tc.want {
+			t.Errorf("env %q, %+v, %s, cold %v: FromTemplate %v, want %v", tc.env, tc.opts, tc.isolation, tc.cold, got, tc.want)
 		}
 	}
 }

@@ -45,6 +45,11 @@ type Options struct {
 	// VMDebug logs the guest kernel and the agent's boot steps to each VM
 	// box's console log. Default: $LIBBOX_VM_DEBUG=1.
 	VMDebug bool
+	// NoVMTemplates makes every VM box boot its kernel: no box restores
+	// a VM template, none is built in the background (Runtime.Warm still
+	// builds one). Default: $LIBBOX_VM_TEMPLATES=0 (1, the default, uses
+	// them).
+	NoVMTemplates bool
 	// Registries are registry credentials, plain-HTTP registries and
 	// mirrors. Each part left nil takes $LIBBOX_REGISTRY_AUTH,
 	// $LIBBOX_INSECURE_REGISTRIES or $LIBBOX_REGISTRY_MIRRORS (an empty,
@@ -69,6 +74,9 @@ type BoxOptions struct {
 	Volumes    []Volume
 	AutoRemove bool // remove the box when it stops
 	Detach     bool // the box outlives this process and this Runtime
+	// ColdBoot makes a VM box boot its kernel even when a VM template of
+	// its configuration exists (see Runtime.Warm).
+	ColdBoot bool
 	// Progress receives image pull progress (may be nil).
 	Progress func(image.Progress)
 }
@@ -86,6 +94,9 @@ type Runtime struct {
 	// backends are created on first use. Guarded by mu.
 	backends map[string]backend.Backend
 	closed   bool // guarded by mu
+
+	// warm owns the background template builds (see warmLater).
+	warm warmer
 
 	agentOnce sync.Once
 	agentPath string
@@ -201,6 +212,7 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 		Volumes:         o.Volumes,
 		AutoRemove:      o.AutoRemove,
 		Detach:          o.Detach,
+		ColdBoot:        o.ColdBoot,
 		CreatedAt:       time.Now().UTC(),
 	}
 	if cfg.WorkingDir == "" {
@@ -428,6 +440,7 @@ func (r *Runtime) Close() error {
 		}()
 	}
 	wg.Wait()
+	r.warm.close()
 	r.images.Close()
 	for _, err := range errs {
 		if err != nil {

@@ -38,6 +38,7 @@ type boxConfig struct {
 	Volumes         []backend.Volume `json:"volumes,omitempty"`
 	AutoRemove      bool             `json:"auto_remove,omitempty"`
 	Detach          bool             `json:"detach,omitempty"`
+	ColdBoot        bool             `json:"cold_boot,omitempty"`
 	CreatedAt       time.Time        `json:"created_at"`
 }
 

@@ -126,6 +126,10 @@ func TestLibboxErrors(t *testing.T) {
 		{"run", "-v", "/tmp", "busybox"},
 		{"create", "busybox", "extra"},
 		{"run", "-ix", "busybox"},
+		{"warm"},
+		{"warm", "busybox", "extra"},
+		{"warm", "UPPER/case"},
+		{"warm", "--memory", "8", "busybox"},
 	}
 	for _, args := range cases {
 		r := box(t, home, "", args...)

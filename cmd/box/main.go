@@ -51,6 +51,9 @@ const usage = `usage: box COMMAND [ARGS]
                                        IMAGE: a reference, or an ID (prefix) from images
   image prune                          delete images no name refers to (a moved tag, rmi -f)
                                        once no box uses them, unused layers, partial pulls
+  warm [--cpus N] [--memory MiB] [--platform OS/ARCH] IMAGE
+                                       build the VM template of IMAGE: VM boxes of it start
+                                       by restoring a booted machine (LIBBOX_VM_TEMPLATES=0: off)
   doctor [--json]                      what this host lacks to run boxes, and how to fix it
   version
 
@@ -78,6 +81,7 @@ func run(args []string) int {
 		"image":   (*cli).image,
 		"version": (*cli).version, "doctor": (*cli).doctor,
 		"fs": (*cli).fs, "stats": (*cli).stats, "kill": (*cli).kill,
+		"warm": (*cli).warm,
 	}
 	cmds["ps"] = (*cli).ps
 	fn, ok := cmds[args[0]]
