@@ -73,6 +73,9 @@ cmd_build() {
 	CGO_ENABLED=0 GOOS=linux go build -trimpath -tags grpcnotrace -ldflags "-s -w -X main.version=$VERSION" \
 		-o "$BUILD/bin/box-agent" ./guest/cmd/box-agent
 	install -m 0755 "$BUILD/bin/box-agent" libbox/internal/agentbin/box-agent
+	log "building box-netd (static)"
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/box-netd" ./cmd/box-netd
+	install -m 0755 "$BUILD/bin/box-netd" libbox/internal/agentbin/box-netd
 	hook prebuild
 	if [ -d libbox/capi ]; then
 		log "building libbox.so"

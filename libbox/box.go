@@ -18,7 +18,6 @@ import (
 	"github.com/libbox/libbox/guest/agentpb"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/image"
-	"github.com/libbox/libbox/libbox/network"
 )
 
 // Box is one box. Safe for concurrent use; one *Box per id per Runtime.
@@ -37,8 +36,9 @@ type Box struct {
 	inst   backend.Instance
 	conn   *grpc.ClientConn
 	client agentpb.AgentClient
-	// net is the box's network while this Runtime runs it. Guarded by mu.
-	net *network.Network
+	// net is the box's network while this Runtime runs it (or follows it:
+	// a detached box's helper). Guarded by mu.
+	net boxNetwork
 	// stopping is set while Stop shuts the box down on purpose. Guarded by mu.
 	stopping bool
 	// removed is set once the box's files are gone. Guarded by mu.
@@ -189,9 +189,11 @@ func (b *Box) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	var nw *network.Network
-	if inst == nil {
-		if nw, err = b.startNetwork(&spec); err != nil {
+	var nw boxNetwork
+	if inst != nil {
+		nw = b.followNetwork()
+	} else {
+		if nw, err = b.startNetwork(ctx, &spec); err != nil {
 			return err
 		}
 		inst, err = be.Start(ctx, spec)
@@ -313,9 +315,13 @@ func (b *Box) watch(inst backend.Instance, conn *grpc.ClientConn) {
 		b.mu.Unlock()
 		return
 	}
-	closeNetwork(b.net)
-	b.inst, b.conn, b.client, b.net = nil, nil, nil, nil
 	released := b.st.State == StateRunning && b.stopping && b.cfg.Detach && b.rt.isClosed()
+	if !released {
+		// A released box keeps its network: a detached box's is in its
+		// helper, which a later process follows.
+		closeNetwork(b.net)
+	}
+	b.inst, b.conn, b.client, b.net = nil, nil, nil, nil
 	if !released {
 		if !b.stopping {
 			b.st.Error = "the box exited unexpectedly"
@@ -419,7 +425,7 @@ func (b *Box) startAttachOnly(ctx context.Context) error {
 		return err
 	}
 	b.mu.Lock()
-	b.inst, b.conn, b.client = inst, conn, client
+	b.inst, b.conn, b.client, b.net = inst, conn, client, b.followNetwork()
 	b.mu.Unlock()
 	b.watchers.Add(1)
 	go b.watch(inst, conn)

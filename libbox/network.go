@@ -2,6 +2,7 @@ package libbox
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/netip"
 	"os"
@@ -78,21 +79,46 @@ func validateNetwork(n Network, isolation string) error {
 	return network.Check(n.config())
 }
 
-// startNetwork builds the box's network and the link its backend attaches.
-func (b *Box) startNetwork(spec *backend.Spec) (*network.Network, error) {
+// boxNetwork is a running box's network: in this process
+// (*network.Network) or, for a detached box, in its helper process
+// (*network.Helper), which outlives this one.
+type boxNetwork interface {
+	Publish(PortMapping) (PortMapping, error)
+	Unpublish(PortMapping) error
+	Info() network.Info
+	Close() error
+	Attach(*os.File, network.Framing) error
+}
+
+// startNetwork builds the box's network and the link its backend attaches:
+// in this process, or in a helper process when the box is detached (its
+// network must outlive this process).
+func (b *Box) startNetwork(ctx context.Context, spec *backend.Spec) (boxNetwork, error) {
 	if !b.cfg.Network.Enabled {
 		return nil, nil
 	}
 	cfg := b.cfg.Network.config()
 	cfg.Logf = b.rt.logf
-	n, err := network.New(cfg)
-	if err != nil {
-		return nil, err
+	var n boxNetwork
+	if b.cfg.Detach {
+		bin, err := b.rt.netd()
+		if err != nil {
+			return nil, err
+		}
+		if n, err = network.StartHelper(ctx, bin, b.dir, cfg); err != nil {
+			return nil, err
+		}
+	} else {
+		nw, err := network.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n = nw
 	}
 	spec.Network = true
 	spec.NetLink = &backend.NetworkLink{
 		Address: netip.PrefixFrom(network.BoxIP, network.Subnet.Bits()),
-		Gateway: network.GatewayIP, MAC: network.BoxMAC, MTU: n.Info().MTU,
+		Gateway: network.GatewayIP, MAC: network.BoxMAC, MTU: network.DefaultMTU,
 		Attach: func(f *os.File, stream bool) error {
 			framing := network.FramePerRead
 			if stream {
@@ -102,6 +128,20 @@ func (b *Box) startNetwork(spec *backend.Spec) (*network.Network, error) {
 		},
 	}
 	return n, nil
+}
+
+// followNetwork returns the network of a detached box this process
+// reattached to (nil when it has none, or its helper is gone).
+func (b *Box) followNetwork() boxNetwork {
+	if !b.cfg.Network.Enabled || !b.cfg.Detach {
+		return nil
+	}
+	h, err := network.DialHelper(b.dir)
+	if err != nil {
+		b.rt.logf("libbox: box %s: its network is gone: %v", b.cfg.ID, err)
+		return nil
+	}
+	return h
 }
 
 // Publish publishes a port of the running box on the host and returns it
@@ -124,7 +164,7 @@ func (b *Box) Unpublish(m PortMapping) error {
 	return n.Unpublish(m)
 }
 
-func (b *Box) runningNetwork() (*network.Network, error) {
+func (b *Box) runningNetwork() (boxNetwork, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.cfg.Network.Enabled {
@@ -137,7 +177,7 @@ func (b *Box) runningNetwork() (*network.Network, error) {
 }
 
 // closeNetwork closes n (nil: nothing).
-func closeNetwork(n *network.Network) {
+func closeNetwork(n boxNetwork) {
 	if n != nil {
 		n.Close()
 	}

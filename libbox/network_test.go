@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -419,7 +420,8 @@ func TestNetworkNoLeaks(t *testing.T) {
 	}
 	ctx := ctxT(t, 10*time.Minute)
 	for i := 0; i < cycles; i++ {
-		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", Network: libbox.Network{Enabled: true, Ports: []libbox.PortMapping{{Box: 80}}}})
+		// Every other box is detached: its network runs in a helper process.
+		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", Detach: i%2 == 1, Network: libbox.Network{Enabled: true, Ports: []libbox.PortMapping{{Box: 80}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,13 +438,138 @@ func TestNetworkNoLeaks(t *testing.T) {
 	rt.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		gotF, gotG := countFDs(), runtime.NumGoroutine()
-		if gotF <= fds && gotG <= gor+2 {
+		gotF, gotG, helpers := countFDs(), runtime.NumGoroutine(), netHelpers(home)
+		if gotF <= fds && gotG <= gor+2 && len(helpers) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leaks after %d cycles with network: fds %d→%d, goroutines %d→%d", cycles, fds, gotF, gor, gotG)
+			t.Fatalf("leaks after %d cycles with network: fds %d→%d, goroutines %d→%d, network helpers left %v", cycles, fds, gotF, gor, gotG, helpers)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// netHelpers lists the pids of network helpers (box-netd) serving boxes
+// under dir.
+func netHelpers(dir string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if args := strings.Split(string(cmd), "\x00"); len(args) >= 3 && args[1] == "--serve" && strings.HasPrefix(args[2], dir+"/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestDetachedNetwork: a detached box keeps its network and published
+// ports after the process that started it exits; the next process follows
+// it (info, publish) and stopping it ends its network helper.
+func TestDetachedNetwork(t *testing.T) {
+	requireSandbox(t)
+	if home := os.Getenv("LIBBOX_TEST_DETACHED_NET_HOME"); home != "" {
+		// The starting process: start the box, serve an echo in it, exit.
+		rt, err := libbox.Open(libbox.Options{Home: home})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := ctxT(t, 3*time.Minute)
+		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", Name: "netkeep", Detach: true,
+			Volumes: []libbox.Volume{{HostPath: os.Getenv("LIBBOX_TEST_NETPEER"), BoxPath: "/opt/t", ReadOnly: true}},
+			Network: libbox.Network{Enabled: true, Ports: []libbox.PortMapping{{Host: "127.0.0.1:0", Box: 8080}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Out of the exec's process group (which ends with it), listening
+		// before the exec returns.
+		netSh(t, b, "setsid /opt/t/netpeer tcp-echo 8080 </dev/null >/tmp/echo.log 2>&1 & "+
+			"while ! grep -q listening /tmp/echo.log; do sleep 0.05; done")
+		fmt.Printf("addr=%s\n", b.Info().Network.Ports[0].Host)
+		rt.Close()
+		return
+	}
+	home := t.TempDir()
+	removeAllOnCleanup(t, home)
+	vol := netpeer(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDetachedNetwork$", "-test.v")
+	cmd.Env = append(os.Environ(), "LIBBOX_TEST_DETACHED_NET_HOME="+home, "LIBBOX_TEST_NETPEER="+vol.HostPath)
+	out, err := cmd.CombinedOutput()
+	var addr string
+	for _, l := range strings.Split(string(out), "\n") {
+		if a, ok := strings.CutPrefix(l, "addr="); ok {
+			addr = a
+		}
+	}
+	if err != nil || addr == "" {
+		t.Fatalf("starting process: %v\n%s", err, out)
+	}
+	helpers := netHelpers(home)
+	if len(helpers) != 1 {
+		t.Fatalf("network helpers after the starting process exited: %v", helpers)
+	}
+	echo := func(addr string) error {
+		var err error
+		for i := 0; i < 200; i++ { // until the echo server listens
+			var c net.Conn
+			if c, err = net.Dial("tcp", addr); err == nil {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				msg := []byte("still here")
+				if _, err = c.Write(msg); err == nil {
+					got := make([]byte, len(msg))
+					if _, err = io.ReadFull(c, got); err == nil && !bytes.Equal(got, msg) {
+						err = fmt.Errorf("echo %q, want %q", got, msg)
+					}
+				}
+				c.Close()
+				if err == nil {
+					return nil
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return err
+	}
+	if err := echo(addr); err != nil {
+		t.Fatalf("published port %s after the starting process exited: %v", addr, err)
+	}
+	rt := openRT(t, home)
+	ctx := ctxT(t, 3*time.Minute)
+	b, err := rt.Get(ctx, "netkeep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err != nil { // follows the running box and its network
+		t.Fatal(err)
+	}
+	if info := b.Info().Network; info == nil || len(info.Ports) != 1 || info.Ports[0].Host != addr {
+		t.Fatalf("network info of the followed box: %+v", info)
+	}
+	m, err := b.Publish(libbox.PortMapping{Host: "127.0.0.1:0", Box: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(m.Host); err != nil {
+		t.Fatalf("port published by the next process: %v", err)
+	}
+	if err := rt.Remove(ctx, b.ID(), true); err != nil {
+		t.Fatal(err)
+	}
+	if left := netHelpers(home); len(left) != 0 {
+		t.Fatalf("network helper still running after remove: %v", left)
+	}
+	for _, a := range []string{addr, m.Host} {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatalf("port %s still bound after remove: %v", a, err)
+		}
+		l.Close()
 	}
 }

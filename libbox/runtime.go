@@ -101,6 +101,10 @@ type Runtime struct {
 	agentOnce sync.Once
 	agentPath string
 	agentErr  error
+
+	netdOnce sync.Once
+	netdPath string
+	netdErr  error
 }
 
 // Open opens (creating if needed) a libbox home.
@@ -148,6 +152,17 @@ func (r *Runtime) agent() (string, error) {
 		}
 	})
 	return r.agentPath, r.agentErr
+}
+
+// netd returns the path of the network helper of detached boxes.
+func (r *Runtime) netd() (string, error) {
+	r.netdOnce.Do(func() {
+		r.netdPath, r.netdErr = agentbin.NetdPath(filepath.Join(r.home, "bin"))
+		if r.netdErr != nil {
+			r.netdErr = errdefs.Wrap(errdefs.Internal, r.netdErr, "install box-netd")
+		}
+	})
+	return r.netdPath, r.netdErr
 }
 
 func (r *Runtime) backend(isolation string) (backend.Backend, error) {

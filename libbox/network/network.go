@@ -45,6 +45,9 @@ var (
 	BoxMAC     = "5a:94:ef:e4:0c:ee"
 )
 
+// DefaultMTU is the link's MTU unless Config.MTU says otherwise.
+const DefaultMTU = 1500
+
 // HostName is the name the gateway's DNS gives the host's loopback when
 // the policy allows "host".
 const HostName = "host.libbox.internal"
@@ -63,7 +66,7 @@ type Config struct {
 	DNS []string
 	// Ports are published at start.
 	Ports []PortMapping
-	// MTU of the link (default 1500).
+	// MTU of the link (default DefaultMTU).
 	MTU int
 	// DialTimeout bounds each upstream dial (default 10s).
 	DialTimeout time.Duration
@@ -133,6 +136,9 @@ type Network struct {
 	conns map[io.Closer]struct{}
 	// link is the attached box end (nil before Attach). Guarded by mu.
 	link *link
+	// linkDone is closed when the link's reader ends (the box end went away,
+	// or Close).
+	linkDone chan struct{}
 	// ports are the published ports by "proto/host addr". Guarded by mu.
 	ports map[string]*published
 	// recent are the last denials, oldest first. Guarded by mu.
@@ -147,7 +153,7 @@ type Network struct {
 // cfg.Ports.
 func New(cfg Config) (*Network, error) {
 	if cfg.MTU == 0 {
-		cfg.MTU = 1500
+		cfg.MTU = DefaultMTU
 	}
 	if cfg.MTU < 576 || cfg.MTU > 65000 {
 		return nil, errdefs.New(errdefs.InvalidArgument, "network MTU %d: want 576-65000", cfg.MTU)
@@ -155,7 +161,7 @@ func New(cfg Config) (*Network, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
-	n := &Network{cfg: cfg, conns: map[io.Closer]struct{}{}, ports: map[string]*published{}}
+	n := &Network{cfg: cfg, conns: map[io.Closer]struct{}{}, ports: map[string]*published{}, linkDone: make(chan struct{})}
 	n.hostAddr.list = cfg.HostAddrs
 	pol, err := newPolicy(cfg.Allow, cfg.Deny, n.hostAddr.get)
 	if err != nil {
@@ -267,10 +273,15 @@ func (n *Network) attach(c io.ReadWriteCloser, framing Framing) error {
 	n.mu.Unlock()
 	go func() {
 		defer n.wg.Done()
+		defer close(n.linkDone)
 		l.readLoop()
 	}()
 	return nil
 }
+
+// LinkDone is closed once the attached link has ended: the box's end went
+// away (its network namespace, or QEMU, is gone) or the network closed.
+func (n *Network) LinkDone() <-chan struct{} { return n.linkDone }
 
 // enter registers a goroutine with the network; false once it is closing.
 func (n *Network) enter() bool {

@@ -1,6 +1,8 @@
-// Package agentbin carries the static box-agent binary inside the host
-// library (go:embed of the file build.sh builds next to this one), so users
-// get one artifact. It never runs the agent; it only writes it out.
+// Package agentbin carries the static binaries libbox runs, inside the
+// host library (go:embed of the files build.sh builds next to this one),
+// so users get one artifact: box-agent (PID 1 of every box) and box-netd
+// (the network helper of detached boxes). It never runs them; it only
+// writes them out.
 package agentbin
 
 import (
@@ -15,30 +17,41 @@ import (
 //go:embed box-agent
 var binary []byte
 
+//go:embed box-netd
+var netd []byte
+
 // Digest is the sha256 of the embedded agent.
-func Digest() string {
-	sum := sha256.Sum256(binary)
+func Digest() string { return digest(binary) }
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
 
 // Path writes the agent (once per content) into dir and returns its path.
-func Path(dir string) (string, error) {
-	if len(binary) == 0 {
-		return "", fmt.Errorf("this build has no embedded box-agent: build with ./build.sh build")
+func Path(dir string) (string, error) { return install(dir, "box-agent", binary) }
+
+// NetdPath writes the network helper (once per content) into dir and
+// returns its path.
+func NetdPath(dir string) (string, error) { return install(dir, "box-netd", netd) }
+
+func install(dir, name string, data []byte) (string, error) {
+	if len(data) == 0 {
+		return "", fmt.Errorf("this build has no embedded %s: build with ./build.sh build", name)
 	}
-	p := filepath.Join(dir, "box-agent-"+Digest()[:16])
-	if st, err := os.Stat(p); err == nil && st.Size() == int64(len(binary)) {
+	p := filepath.Join(dir, name+"-"+digest(data)[:16])
+	if st, err := os.Stat(p); err == nil && st.Size() == int64(len(data)) {
 		return p, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, ".box-agent-*")
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
 	if err != nil {
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(binary); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return "", err
 	}
