@@ -472,6 +472,12 @@ func netHelpers(dir string) []int {
 // it (info, publish) and stopping it ends its network helper.
 func TestDetachedNetwork(t *testing.T) {
 	requireSandbox(t)
+	testDetachedNetwork(t, libbox.IsolationSandbox)
+}
+
+// testDetachedNetwork runs TestDetachedNetwork's steps with a box of the
+// isolation; the starting process is the test binary running t's test.
+func testDetachedNetwork(t *testing.T, isolation string) {
 	if home := os.Getenv("LIBBOX_TEST_DETACHED_NET_HOME"); home != "" {
 		// The starting process: start the box, serve an echo in it, exit.
 		rt, err := libbox.Open(libbox.Options{Home: home})
@@ -479,7 +485,7 @@ func TestDetachedNetwork(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx := ctxT(t, 3*time.Minute)
-		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", Name: "netkeep", Detach: true,
+		b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: isolation, Name: "netkeep", Detach: true,
 			Volumes: []libbox.Volume{{HostPath: os.Getenv("LIBBOX_TEST_NETPEER"), BoxPath: "/opt/t", ReadOnly: true}},
 			Network: libbox.Network{Enabled: true, Ports: []libbox.PortMapping{{Host: "127.0.0.1:0", Box: 8080}}}})
 		if err != nil {
@@ -499,7 +505,7 @@ func TestDetachedNetwork(t *testing.T) {
 	home := t.TempDir()
 	removeAllOnCleanup(t, home)
 	vol := netpeer(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDetachedNetwork$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
 	cmd.Env = append(os.Environ(), "LIBBOX_TEST_DETACHED_NET_HOME="+home, "LIBBOX_TEST_NETPEER="+vol.HostPath)
 	out, err := cmd.CombinedOutput()
 	var addr string

@@ -17,6 +17,14 @@ func TestVMNetwork(t *testing.T) {
 	testBoxNetwork(t, libbox.IsolationVM)
 }
 
+// TestVMDetachedNetwork: a detached VM box keeps its network and published
+// ports after the process that started it exits (its link, QEMU's socket,
+// is held by the box's network helper).
+func TestVMDetachedNetwork(t *testing.T) {
+	requireVMHost(t)
+	testDetachedNetwork(t, libbox.IsolationVM)
+}
+
 // vmNetworkOff checks a VM box without network (TestVMGather16's box):
 // loopback only, and a connect fails at once.
 func vmNetworkOff(t *testing.T, b *libbox.Box) {
