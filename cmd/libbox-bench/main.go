@@ -292,13 +292,15 @@ func runBench(out string, isolations []string, rounds int, only map[string]bool)
 }
 
 // openRuntime opens a runtime on a fresh temp home; done closes it and
-// removes the home.
+// removes the home. VM templates are off in it: its VM starts are boots,
+// and no background template build competes with what is measured
+// (vm_restore opens its own runtime).
 func openRuntime(prefix string) (*libbox.Runtime, string, func(), error) {
 	home, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	rt, err := libbox.Open(libbox.Options{Home: home})
+	rt, err := libbox.Open(libbox.Options{Home: home, NoVMTemplates: true})
 	if err != nil {
 		os.RemoveAll(home)
 		return nil, "", nil, err

@@ -151,10 +151,12 @@ func (m machine) args(cpus, memMiB int) []string {
 // machine: console on the first serial port, plus, for -M pc, the quirks
 // that skip the i8042 probes and route PCI interrupts without ACPI
 // (evaluating the ACPI interrupt links under TCG costs over a second of
-// boot when virtio_pci loads). debug logs the kernel and the agent's boot
-// steps.
+// boot when virtio_pci loads). init_on_free zeroes freed pages, so the
+// initramfs the kernel unpacked and freed costs nothing in a VM template's
+// saved memory (zero pages are not stored): 108 MiB → 66 MiB for busybox.
+// debug logs the kernel and the agent's boot steps.
 func (m machine) cmdline(box *vmboot.Box, debug bool) string {
-	c := vmboot.Cmdline{Console: "ttyS0", Debug: debug, Machine: []string{"no_timer_check"}, Box: box}
+	c := vmboot.Cmdline{Console: "ttyS0", Debug: debug, Machine: []string{"no_timer_check", "init_on_free=1"}, Box: box}
 	if !m.microvm() {
 		c.Machine = append(c.Machine, "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd", "acpi=noirq")
 	}
