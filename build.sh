@@ -103,6 +103,10 @@ cmd_build() {
 
 cmd_test() {
 	cmd_build
+	# The fault tests append their settle times here; docs/reliability.md is
+	# rendered from them once every suite passed (tools/faulttable).
+	export LIBBOX_FAULT_LOG="$BUILD/fault.jsonl"
+	rm -f "$LIBBOX_FAULT_LOG"
 	log "go vet"
 	go vet ./...
 	log "go test -race"
@@ -110,6 +114,8 @@ cmd_test() {
 	log "C ABI tests"
 	"$BUILD/bin/test_capi"
 	hook test
+	log "docs/reliability.md from the measured fault table"
+	go run ./tools/faulttable -in "$LIBBOX_FAULT_LOG" -out docs/reliability.md
 }
 
 cmd_demo() {

@@ -128,10 +128,17 @@ func New(c Code, format string, args ...any) error {
 }
 
 // Wrap classifies err as c, keeping err in the chain and its message.
+// A full file system (ENOSPC, EDQUOT) is FailedPrecondition wherever a
+// caller guessed Internal or Unavailable: the caller can fix it by freeing
+// space, and retrying at once will not help.
 func Wrap(c Code, err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	if err != nil {
 		msg += ": " + err.Error()
+		if (c == Internal || c == Unavailable) && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+			c = FailedPrecondition
+			msg += " (the file system is full: free space, then retry)"
+		}
 	}
 	return &classed{class: Class(c), msg: msg, cause: err}
 }

@@ -171,6 +171,14 @@ func (b *Box) Start(ctx context.Context) error {
 		b.mu.Unlock()
 		return nil
 	}
+	b.mu.Unlock()
+	unlock, err := b.lockStart(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b.mu.Lock()
+	b.reloadStateLocked() // another process may have started it meanwhile
 	b.refreshLocked()
 	prevState := b.st
 	b.mu.Unlock()
@@ -359,6 +367,7 @@ func (b *Box) stopLocked(ctx context.Context) error {
 	b.mu.Lock()
 	inst, client := b.inst, b.client
 	if inst == nil {
+		b.reloadStateLocked() // another process may have started it
 		b.refreshLocked()
 		running := b.st.State == StateRunning
 		b.mu.Unlock()

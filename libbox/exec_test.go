@@ -18,11 +18,10 @@ import (
 // (exit or error) within it. A miss fails the test instead of hanging it.
 const settleLimit = 2 * time.Second
 
-// faultRow prints one measured row of the fault table in the form
-// scripts/reliability.sh collects into docs/reliability.md.
+// faultRow records one measured row of the fault table (docs/reliability.md).
 func faultRow(t *testing.T, row int, what string, settle time.Duration) {
 	t.Helper()
-	t.Logf("FAULT-ROW %d | %s | %s", row, what, settle.Round(100*time.Microsecond))
+	testutil.FaultRow(t, row, what, settle)
 }
 
 // within runs f and fails the test when it does not return within limit.

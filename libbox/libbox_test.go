@@ -461,7 +461,7 @@ func TestAgentKilled(t *testing.T) {
 	rt := openRT(t, "")
 	b := startBox(t, rt, libbox.BoxOptions{})
 	ctx := ctxT(t, 60*time.Second)
-	killUnderLoad(t, ctx, b, 32, 5*time.Second)
+	killUnderLoad(t, ctx, b, 64, "sandbox")
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -767,53 +767,10 @@ func TestVMFeaturesAndFaults(t *testing.T) {
 		t.Fatalf("after restart: %q", got)
 	}
 
-	// QEMU killed while 16 execs run.
-	killUnderLoad(t, ctx, b2, 16, 10*time.Second)
+	// QEMU killed while 64 execs run (fault table row 2).
+	killUnderLoad(t, ctx, b2, 64, "vm")
 	if err := rt2.Remove(ctx, "vmbox", true); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// killUnderLoad starts n long execs, SIGKILLs the box's main process (the
-// agent, or QEMU) from the host, and checks that every Wait fails with
-// Unavailable and the box becomes stopped, each within limit (a hang fails
-// the test instead of hanging it).
-func killUnderLoad(t *testing.T, ctx context.Context, b *libbox.Box, n int, limit time.Duration) {
-	t.Helper()
-	procs := make([]*libbox.Process, n)
-	for i := range procs {
-		p, err := b.Exec(ctx, libbox.Command{Args: []string{"sleep", "100"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		procs[i] = p
-	}
-	pid, _ := b.Info().Backend["pid"].(int)
-	if pid <= 0 {
-		t.Fatalf("no box process pid in %v", b.Info().Backend)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wctx, cancel := context.WithTimeout(ctx, limit)
-			defer cancel()
-			if _, err := p.Wait(wctx); !errors.Is(err, libbox.ErrUnavailable) {
-				t.Errorf("wait after the box died: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	deadline := time.Now().Add(limit)
-	for b.Info().State != libbox.StateStopped {
-		if time.Now().After(deadline) {
-			t.Fatalf("state %s after the box's process was killed", b.Info().State)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

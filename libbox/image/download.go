@@ -230,6 +230,9 @@ func (s *Store) fetchRest(ctx context.Context, f *os.File, h hash.Hash, have *in
 // transient reports whether err is an interrupted transfer worth retrying:
 // a dropped or refused connection, a timeout, or a registry's 5xx / 429.
 func transient(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return false // the cache's file system is full: retrying cannot help
+	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		return te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests

@@ -29,6 +29,23 @@ func (o *openFiles) open(path string, flags int) (int, error) {
 	return fd, err
 }
 
+// memfd returns an fd of an in-memory file holding data, at offset 0.
+func (o *openFiles) memfd(name string, data []byte) (int, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	o.fds = append(o.fds, fd)
+	for off := 0; off < len(data); {
+		n, err := unix.Pwrite(fd, data[off:], int64(off))
+		if err != nil {
+			return -1, err
+		}
+		off += n
+	}
+	return fd, nil
+}
+
 func (o *openFiles) close() {
 	for _, fd := range o.fds {
 		unix.Close(fd)

@@ -151,14 +151,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	defer nl.close()
 	sspec.Net = netSpec
-	specPath := filepath.Join(spec.Dir, "sandbox.json")
 	b2, _ := json.Marshal(&sspec)
-	if err := os.WriteFile(specPath, b2, 0o600); err != nil {
-		return nil, errdefs.Wrap(errdefs.Internal, err, "write sandbox spec")
-	}
 	var files openFiles
 	defer files.close()
-	specFile, err := files.open(specPath, unix.O_RDONLY)
+	// The spec goes to the agent in memory, not through the box dir: a box
+	// still starts when the libbox home's file system is full.
+	specFile, err := files.memfd("sandbox-spec", b2)
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox spec")
 	}

@@ -99,6 +99,18 @@ static double now_s(void) {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* fault_row records one measured row of the fault table: printed, and
+   appended to $LIBBOX_FAULT_LOG (JSON lines) for tools/faulttable. */
+static void fault_row(int row, const char *what, double settle_s) {
+  printf("FAULT-ROW %d | %s | %.1fms\n", row, what, settle_s * 1000);
+  const char *p = getenv("LIBBOX_FAULT_LOG");
+  if (!p || !*p) return;
+  FILE *f = fopen(p, "a");
+  if (!f) return;
+  fprintf(f, "{\"row\":%d,\"case\":\"%s\",\"settle_ms\":%.3f}\n", row, what, settle_s * 1000);
+  fclose(f);
+}
+
 /* File reads arrive through a data callback, as exec output does. */
 struct sink { char buf[64]; size_t len; int calls; };
 static void t_data(void *ud, const uint8_t *data, size_t len) {
@@ -247,7 +259,9 @@ int main(void) {
       else EXPECT(ok && t.exit.status == BOX_OK && t.exit.signal == SIGTERM, "%s: status %d signal %d %s", ctls[c], t.exit.status, t.exit.signal, t.msg);
       EXPECT(f.status == BOX_E_FAILED_PRECONDITION || f.status == BOX_E_CANCELED, "%s: blocked write returned %d", ctls[c], f.status);
       EXPECT(settle < 2.0, "%s: settled in %.3f s", ctls[c], settle);
-      printf("FAULT-ROW 1 | c %s with stdin full (sandbox) | %.1fms\n", ctls[c], settle * 1000);
+      char what[96];
+      snprintf(what, sizeof what, "c %s with stdin full (sandbox)", ctls[c]);
+      fault_row(1, what, settle);
       box_release(f.e, NULL);
     }
     struct task t = {0};

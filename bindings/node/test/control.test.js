@@ -29,6 +29,14 @@ after(async () => {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Records one measured row of the fault table: printed, and appended to
+ * $LIBBOX_FAULT_LOG (JSON lines) for tools/faulttable. */
+function faultRow(row, what, settleMs) {
+  console.log(`FAULT-ROW ${row} | ${what} | ${settleMs.toFixed(1)}ms`);
+  const log = process.env.LIBBOX_FAULT_LOG;
+  if (log) fs.appendFileSync(log, JSON.stringify({ row, case: what, settle_ms: +settleMs.toFixed(3) }) + '\n');
+}
+
 /** Spawns `sleep 60` and writes 64 MiB to it (it never reads). */
 async function stdinFull() {
   const p = box.spawn('sleep', ['60']);
@@ -63,7 +71,7 @@ for (const ctl of ['kill', 'resize', 'end', 'cancel']) {
       assert.deepEqual([p.exitCode, p.signalCode], [null, 'SIGTERM']);
     }
     assert.ok(blocked < 2000, `the event loop was blocked ${blocked} ms`);
-    console.log(`FAULT-ROW 1 | node ${ctl} with stdin full (sandbox) | ${settle.toFixed(1)}ms`);
+    faultRow(1, `node ${ctl} with stdin full (sandbox)`, settle);
   });
 }
 
@@ -72,4 +80,94 @@ test('kill before the spawn finished is applied once it started', T, async () =>
   assert.equal(p.kill(), true);
   const r = await p.wait();
   assert.deepEqual([r.exitCode, r.signal], [null, 'SIGTERM']);
+});
+
+// Fault table row 3 from Node: the host process SIGKILLed mid-Promise.all of
+// 64 execs leaves no box process after 2 s; the box is listed stopped and
+// starts again.
+const HOST_CHILD = `
+const { Runtime } = require('libbox');
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+(async () => {
+  const rt = new Runtime({ home: process.argv[1] });
+  const box = await rt.create({ image: 'busybox', isolation: 'sandbox', name: 'victim', autoRemove: false });
+  const all = Promise.all(Array.from({ length: 64 }, () => box.exec('sleep', ['60'])));
+  while ((await box.processes()).filter((p) => p.args.join(' ') === 'sleep 60').length < 64) await sleep(20);
+  console.log(JSON.stringify({ pid: (await box.info()).backend.pid }));
+  await all;
+})();
+`;
+
+function procAlive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** pid and its live descendants. */
+function procTree(pid) {
+  const parent = new Map();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(+e, +stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {}
+  }
+  const out = [pid];
+  for (const [p, first] of parent) {
+    for (let q = first; q > 1; q = parent.get(q) || 0) {
+      if (q === pid) {
+        out.push(p);
+        break;
+      }
+    }
+  }
+  return out.filter(procAlive);
+}
+
+test('host process SIGKILLed mid-Promise.all: box processes gone, box stopped, starts again', T, async () => {
+  const home = path.join(tmp, 'home-killed');
+  const child = require('node:child_process').spawn(process.execPath, ['-e', HOST_CHILD, home], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let settle;
+  try {
+    const line = await new Promise((resolve, reject) => {
+      let buf = '';
+      child.stdout.on('data', (d) => {
+        buf += d;
+        if (buf.includes('\n')) resolve(buf.split('\n')[0]);
+      });
+      child.on('exit', () => reject(new Error(`the host child exited early: ${buf}`)));
+    });
+    const boxProcs = procTree(JSON.parse(line).pid);
+    assert.ok(boxProcs.length >= 65, `the box process and 64 sleeps: ${boxProcs}`);
+    const t0 = performance.now();
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    while (boxProcs.some(procAlive)) {
+      assert.ok(performance.now() - t0 < 2000, 'box processes outlived the host process by 2 s');
+      await sleep(10);
+    }
+    settle = performance.now() - t0;
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+  const rt2 = new Runtime({ home });
+  try {
+    const box2 = await rt2.get('victim');
+    assert.equal((await box2.info()).state, 'stopped');
+    await box2.start();
+    const r = await box2.exec('echo', ['back']);
+    assert.equal(r.stdout, 'back\n');
+    await rt2.remove('victim', { force: true });
+  } finally {
+    await rt2.close();
+  }
+  faultRow(3, 'node host SIGKILLed mid-Promise.all of 64 execs (sandbox)', settle);
 });

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -74,6 +75,16 @@ class BoxTestCase(unittest.IsolatedAsyncioTestCase):
         """A sandbox box on the builtin image in this test's runtime."""
         kw.setdefault("isolation", ISOLATION)
         return libbox.Box(runtime=self.rt, **kw)
+
+
+def fault_row(row: int, what: str, settle_s: float) -> None:
+    """Records one measured row of the fault table: printed, and appended
+    to $LIBBOX_FAULT_LOG (JSON lines) for tools/faulttable."""
+    print(f"FAULT-ROW {row} | {what} | {settle_s * 1000:.1f}ms")
+    path = os.environ.get("LIBBOX_FAULT_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"row": row, "case": what, "settle_ms": round(settle_s * 1000, 3)}) + "\n")
 
 
 async def eventually(pred: Callable[[], Any], what: str, timeout: float = 10.0) -> None:

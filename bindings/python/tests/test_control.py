@@ -3,12 +3,15 @@ a process whose stdin is full and unread return at once and never block the
 event loop; the process settles within 2 s, reported like subprocess."""
 
 import asyncio
+import json
+import os
 import signal
+import sys
 import time
 import unittest
 
 import libbox
-from _support import BoxTestCase
+from _support import BoxTestCase, fault_row
 
 
 class ControlWhileStdinFull(BoxTestCase):
@@ -50,7 +53,7 @@ class ControlWhileStdinFull(BoxTestCase):
                 with self.assertRaises(libbox.FailedPreconditionError):
                     await asyncio.wait_for(feeder, 2)  # woken once the process died
                 self.assertLess(blocked, 2, "the event loop was blocked")
-                print(f"FAULT-ROW 1 | python {ctl} with stdin full (sandbox) | {settle * 1000:.1f}ms")
+                fault_row(1, f"python {ctl} with stdin full (sandbox)", settle)
 
     async def test_write_stdin_str(self):
         async with self.sandbox() as box:
@@ -60,6 +63,88 @@ class ControlWhileStdinFull(BoxTestCase):
             out = await p.stdout.read()
             self.assertEqual((await p.wait()).exit_code, 0)
             self.assertEqual(out, "héllo\n".encode())
+
+
+
+HOST_CHILD = """
+# Row 3's host process: starts a box, gathers 64 execs, says so, then waits
+# to be killed.
+import asyncio, json, sys
+import libbox
+
+async def main():
+    rt = libbox.Runtime(home=sys.argv[1])
+    box = await rt.create(name="victim", isolation="sandbox")
+    await box.start()
+    gather = asyncio.gather(*(box.exec("sleep", "60") for _ in range(64)))
+    while len([p for p in await box.processes() if p["args"] == ["sleep", "60"]]) < 64:
+        await asyncio.sleep(0.02)
+    print(json.dumps({"pid": (await box.info())["backend"]["pid"]}), flush=True)
+    await gather
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _tree(pid: int) -> "list[int]":
+    """pid and its live descendants."""
+    parent = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    parent[int(e)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out = [pid]
+    for p in parent:
+        q = parent[p]
+        while q > 1:
+            if q == pid:
+                out.append(p)
+                break
+            q = parent.get(q, 0)
+    return [p for p in out if _alive(p)]
+
+
+class HostKilled(BoxTestCase):
+    """Fault table row 3: the host process SIGKILLed mid-gather leaves no
+    box process after 2 s; the box is listed stopped and starts again."""
+
+    async def test_host_killed_mid_gather(self):
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HOST_CHILD, self.home, stdout=asyncio.subprocess.PIPE)
+        try:
+            line = await asyncio.wait_for(child.stdout.readline(), 90)
+            pid = json.loads(line)["pid"]
+            box_procs = _tree(pid)
+            self.assertGreaterEqual(len(box_procs), 65, "the box process and 64 sleeps")
+            t0 = time.monotonic()
+            child.kill()
+            await child.wait()
+            while any(_alive(p) for p in box_procs):
+                self.assertLess(time.monotonic() - t0, 2, "box processes outlived the host process by 2 s")
+                await asyncio.sleep(0.01)
+            settle = time.monotonic() - t0
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+        box = await self.rt.get("victim")
+        self.assertEqual((await box.info())["state"], "stopped")
+        await box.start()
+        r = await box.exec("echo", "back")
+        self.assertEqual(r.stdout, "back\n")
+        await box.remove(force=True)
+        fault_row(3, "python host SIGKILLed mid-gather of 64 execs (sandbox)", settle)
 
 
 if __name__ == "__main__":
