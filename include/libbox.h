@@ -461,6 +461,27 @@ box_status_t box_fs_watch_close(box_watch_t watch, box_error_t **err);
    "boot": [{"name", "duration_ns"}]} (see libbox.Stats). */
 box_status_t box_stats(box_t box, box_complete_fn done, void *user_data, box_error_t **err);
 
+/* Publishes a port of the running box on the host, as "ports" in the
+   create options does: mapping_json {"host": "127.0.0.1:8080" | ":8080" |
+   "8080", "box": 80, "protocol": "tcp" | "udp"} (host on 127.0.0.1 unless
+   an IP is given; port 0 picks a free one). done gets the mapping as bound
+   ({"host": "127.0.0.1:41234", "box": 80, "protocol": "tcp"}); box info
+   lists it until box_unpublish or the box stops. mapping_json is copied
+   before the call returns. Errors: BOX_E_FAILED_PRECONDITION (the box has
+   no network, or does not run in this process and was not started here
+   with box_start), BOX_E_INVALID_ARGUMENT (bad mapping), the bind's error
+   (address in use). A detached box's ports live in its network helper
+   and stay published after this process exits. */
+box_status_t box_publish(box_t box, const char *mapping_json, box_complete_fn done,
+                         void *user_data, box_error_t **err);
+
+/* Stops publishing a port: mapping_json {"host": "127.0.0.1:41234"} (as
+   box info shows it) or {"box": 80, "protocol": "tcp"} (the first port
+   published for that box port). done gets {}; BOX_E_NOT_FOUND when nothing
+   matches. */
+box_status_t box_unpublish(box_t box, const char *mapping_json, box_complete_fn done,
+                           void *user_data, box_error_t **err);
+
 /* Lists the running execs of the box, also those another process started:
    done gets a JSON array of {"pid", "args", "uid", "user", "started", "tty"}. */
 box_status_t box_processes(box_t box, box_complete_fn done, void *user_data,

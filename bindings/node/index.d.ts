@@ -57,6 +57,13 @@ export interface PullProgress {
   total: number;
 }
 
+/** A box port published on the host: host "IP:PORT", ":PORT", "PORT" or a port number (on 127.0.0.1; 0 picks a free port). */
+export interface PortMapping {
+  host?: string | number;
+  box?: number;
+  protocol?: 'tcp' | 'udp';
+}
+
 export interface BoxOptions {
   /** Image reference; default "busybox" (builtin, no network). */
   image?: string;
@@ -74,7 +81,7 @@ export interface BoxOptions {
   /** With network: never these (wins over allowNet). */
   denyNet?: string[];
   /** With network: published ports, [host, box] / [host, box, "udp"] or objects; host 0 picks a free port. */
-  ports?: Array<[number | string, number] | [number | string, number, 'tcp' | 'udp'] | { host?: string | number; box: number; protocol?: 'tcp' | 'udp' }>;
+  ports?: Array<[number | string, number] | [number | string, number, 'tcp' | 'udp'] | PortMapping>;
   /** With network: names the box's DNS answers (name to IPv4). */
   hosts?: Record<string, string>;
   /** With network: upstream DNS resolvers (default: the host's). */
@@ -210,6 +217,10 @@ export class Box {
   readonly fs: FileSystem;
   /** Resource use now (keys in camelCase: cpuTimeNs, memoryUsed, hostRss, boot ...). */
   stats(): Promise<BoxStats>;
+  /** Publishes a box port on the host while the box runs (host port 0 picks a free one); resolves with the mapping as bound. */
+  publish(mapping: PortMapping | [string | number, number, ('tcp' | 'udp')?]): Promise<{ host: string; box: number; protocol: 'tcp' | 'udp' }>;
+  /** Stops publishing a port: its host address as box info shows it, or {box, protocol}. */
+  unpublish(mapping: string | PortMapping): Promise<void>;
   /** The running execs of the box, also those another process started. */
   processes(): Promise<ProcessInfo[]>;
   /** Signals an exec's process (or a descendant) by its pid in the box; default SIGKILL (9). */

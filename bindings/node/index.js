@@ -246,6 +246,19 @@ function checkStrings(v, what) {
   v.forEach((s, i) => checkString(s, `${what}[${i}]`, { optional: false, nonEmpty: true }));
 }
 
+/** One port mapping, [host, box, protocol] or {host, box, protocol}, as
+ * JSON: host "IP:PORT", ":PORT", "PORT" or a number (defaultHost when
+ * absent), protocol "tcp" (default) or "udp". */
+function portMapping(p, what, defaultHost = '0') {
+  if (Array.isArray(p)) p = { host: p[0], box: p[1], protocol: p[2] };
+  checkKeys(p, ['host', 'box', 'protocol'], what);
+  if (typeof p.host === 'number') p = { ...p, host: String(p.host) };
+  checkString(p.host, `${what}.host`);
+  checkInt(p.box, `${what}.box`, 1);
+  checkString(p.protocol, `${what}.protocol`);
+  return { host: p.host || defaultHost, box: p.box || 0, protocol: p.protocol || 'tcp' };
+}
+
 /** The "network" value of the box options JSON: a boolean, or an object
  * when allowNet, denyNet, ports, hosts or dns are given. */
 function networkJSON(opts) {
@@ -265,15 +278,7 @@ function networkJSON(opts) {
   }
   if (opts.ports !== undefined) {
     if (!Array.isArray(opts.ports)) throw new TypeError('ports must be an array');
-    obj.ports = opts.ports.map((p, i) => {
-      if (Array.isArray(p)) p = { host: p[0], box: p[1], protocol: p[2] };
-      checkKeys(p, ['host', 'box', 'protocol'], `ports[${i}]`);
-      if (typeof p.host === 'number') p = { ...p, host: String(p.host) };
-      checkString(p.host, `ports[${i}].host`);
-      checkInt(p.box, `ports[${i}].box`, 1);
-      checkString(p.protocol, `ports[${i}].protocol`);
-      return { host: p.host || '0', box: p.box, protocol: p.protocol || 'tcp' };
-    });
+    obj.ports = opts.ports.map((p, i) => portMapping(p, `ports[${i}]`));
   }
   if (Object.keys(obj).length === 1) return opts.network;
   if (!obj.enabled) throw new TypeError('allowNet, denyNet, ports, hosts or dns need network: true');
@@ -714,6 +719,20 @@ class Box {
   /** Resource use now (camelCase keys: cpuTimeNs, memoryUsed, hostRss, ...). */
   stats() {
     return this.#async((h, id) => native.fsCall(h, 'stats', '', id)).then(({ json }) => camelCase(JSON.parse(json)));
+  }
+
+  /** Publishes a box port on the host while the box runs: [host, box, protocol] or {host, box, protocol}
+   * (host port 0 picks a free one); resolves with the mapping as bound ({host: '127.0.0.1:41234', box, protocol}). */
+  publish(mapping) {
+    const req = JSON.stringify(portMapping(mapping, 'mapping'));
+    return this.#async((h, id) => native.fsCall(h, 'publish', req, id)).then(({ json }) => JSON.parse(json));
+  }
+
+  /** Stops publishing a port: its host address as box info shows it ('127.0.0.1:41234'), or {box, protocol}. */
+  unpublish(mapping) {
+    const m = typeof mapping === 'string' ? { host: mapping } : portMapping(mapping, 'mapping', '');
+    const req = JSON.stringify(m);
+    return this.#async((h, id) => native.fsCall(h, 'unpublish', req, id)).then(() => undefined);
   }
 
   /** The running execs of the box, also another process's: [{pid, args, uid, user, started, tty}]. */

@@ -1,12 +1,15 @@
 /* C ABI tests: 256 concurrent execs with callbacks on one box, the
    bad-input table, and a leak check (box_live_handles() == 0 at the end).
    Prints "N passed, M failed" last; exits non-zero on any failure. */
+#include <arpa/inet.h>
 #include <libbox.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -451,6 +454,30 @@ int main(void) {
     EXPECT_ERR(box_info(nc.handle, &info, &err), BOX_OK, "", "info with network");
     EXPECT(info && strstr(info, "\"192.168.127.2/24\"") && strstr(info, "\"box\":80") && !strstr(info, "127.0.0.1:0\""), "network info: %s", info);
     box_string_free(info);
+    /* Publish while running: a host port that accepts until unpublished. */
+    struct done pub = {0}, unpub = {0}, unpub2 = {0};
+    EXPECT_ERR(box_publish(nc.handle, "{\"host\": \"127.0.0.1:0\", \"box\": 8080}", on_done, &pub, &err), BOX_OK, "", "publish");
+    EXPECT(wait_for(&pub.fired, 1) && pub.status == BOX_OK && strstr(pub.json, "\"box\":8080"), "publish: %d %s %s", pub.status, pub.msg, pub.json);
+    int port = 0;
+    const char *colon = strstr(pub.json, "127.0.0.1:");
+    if (colon) port = atoi(colon + strlen("127.0.0.1:"));
+    EXPECT(port > 0, "published port in %s", pub.json);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to the published port %d", port);
+    if (fd >= 0) close(fd);
+    char unreq[64];
+    snprintf(unreq, sizeof unreq, "{\"host\": \"127.0.0.1:%d\"}", port);
+    EXPECT_ERR(box_unpublish(nc.handle, unreq, on_done, &unpub, &err), BOX_OK, "", "unpublish");
+    EXPECT(wait_for(&unpub.fired, 1) && unpub.status == BOX_OK, "unpublish: %d %s", unpub.status, unpub.msg);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0, "port %d still accepts after unpublish", port);
+    if (fd >= 0) close(fd);
+    EXPECT_ERR(box_unpublish(nc.handle, unreq, on_done, &unpub2, &err), BOX_OK, "", "unpublish twice");
+    EXPECT(wait_for(&unpub2.fired, 1) && unpub2.status == BOX_E_NOT_FOUND, "unpublish twice: %d %s", unpub2.status, unpub2.msg);
+    EXPECT_ERR(box_publish(nc.handle, "{\"port\": 80}", on_done, &pub, &err), BOX_E_INVALID_ARGUMENT, "unknown field", "publish bad mapping");
+    EXPECT_ERR(box_publish(nc.handle, NULL, on_done, &pub, &err), BOX_E_INVALID_ARGUMENT, "NULL", "publish NULL");
     EXPECT_ERR(box_stop(nc.handle, on_done, &nr, &err), BOX_OK, "", "stop with network");
     EXPECT(wait_for(&nr.fired, 1) && nr.status == BOX_OK, "stop with network: %s", nr.msg);
     box_release(nc.handle, NULL);

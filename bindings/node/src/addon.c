@@ -1008,7 +1008,7 @@ static napi_value js_doctor(napi_env env, napi_callback_info info) {
   return promise;
 }
 
-/* ---- files, watches, stats, processes ---- */
+/* ---- files, watches, stats, processes, published ports ---- */
 
 /* Bytes of a read or one watch event (library thread). The op stays valid:
  * its completion, which frees it, comes after every data callback. */
@@ -1041,6 +1041,7 @@ static napi_value js_fs_call(napi_env env, napi_callback_info info) {
       {"mkdir", box_fs_mkdir, NULL},           {"remove", box_fs_remove, NULL},
       {"rename", box_fs_rename, NULL},         {"kill", box_process_kill, NULL},
       {"stats", NULL, box_stats},              {"processes", NULL, box_processes},
+      {"publish", box_publish, NULL},          {"unpublish", box_unpublish, NULL},
   };
   napi_value argv[4];
   if (!get_args(env, info, 4, argv)) return NULL;

@@ -60,6 +60,23 @@ test('allow-list and published port', { ...T, skip: ip ? false : 'no non-loopbac
     assert.equal(info.network.ports.length, 1);
     assert.equal(info.network.ports[0].box, 8080);
     assert.doesNotMatch(info.network.ports[0].host, /:0$/);
+
+    // Publish while running: the host port accepts until unpublished.
+    const m = await box.publish([0, 9090]);
+    assert.equal(m.box, 9090);
+    assert.equal(m.protocol, 'tcp');
+    const hostPort = Number(m.host.split(':').pop());
+    assert.ok(hostPort > 0, m.host);
+    const connect = () => new Promise((resolve) => {
+      const c = net.connect(hostPort, '127.0.0.1', () => { c.destroy(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    assert.equal(await connect(), true);
+    assert.equal((await box.info()).network.ports.length, 2);
+    await box.unpublish(m.host);
+    assert.equal(await connect(), false);
+    await assert.rejects(box.unpublish(m.host), (e) => e.code === 'NotFound');
+    assert.throws(() => box.publish({ port: 80 }), /unknown mapping field "port"/);
   } finally {
     await box.close();
   }

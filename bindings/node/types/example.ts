@@ -3,7 +3,7 @@
 // so index.d.ts stays true to index.js. It is type-checked, never run.
 import libbox, {
   AbortError, Box, BoxStats, DoctorReport, ExecResult, FileInfo, FileSystem, ImageInfo, LibboxError, Process,
-  ProcessInfo, Runtime, WatchEvent, Watcher, doctor, liveHandles,
+  PortMapping, ProcessInfo, Runtime, WatchEvent, Watcher, doctor, liveHandles,
 } from 'libbox';
 import * as named from 'libbox';
 
@@ -62,6 +62,9 @@ async function main(): Promise<void> {
   const ps: ProcessInfo[] = await box.processes();
   console.log(stats.memoryUsed, stats.hostRss, ps.length);
   if (ps.length > 0) await box.kill(ps[0].pid, 15);
+  const published = await box.publish([0, 8080]);
+  const mapping: PortMapping = { host: published.host, protocol: published.protocol };
+  await box.unpublish(mapping);
   await box.stop();
   await box.close();
   const other: Box = await Box.create({ isolation: 'vm' });

@@ -373,6 +373,26 @@ class Box:
         ``execs_running``, ``execs_served``, network bytes, ``boot`` stages."""
         return await _fs.stats(self)
 
+    async def publish(self, port: Any) -> dict[str, Any]:
+        """Publishes a box port on the host while the box runs: a ``(host, box[,
+        protocol])`` tuple or a dict, as in ``ports=`` (host port 0 picks a free
+        one). Returns the mapping as bound: ``{"host": "127.0.0.1:41234", "box":
+        80, "protocol": "tcp"}``; it is freed by :meth:`unpublish` or when the box
+        stops."""
+        result: dict[str, Any] = await _fs._call(self, _ffi.lib.box_publish, _check._port(port))
+        return result
+
+    async def unpublish(self, port: Any) -> None:
+        """Stops publishing a port: its host address as box info shows it
+        (``"127.0.0.1:41234"``), or ``{"box": 80, "protocol": "tcp"}``."""
+        if isinstance(port, str):
+            req = {"host": _check.text(port, "port")}
+        else:
+            req = _check._port(port)
+            if isinstance(port, Mapping) and "host" not in port:
+                req["host"] = ""
+        await _fs._call(self, _ffi.lib.box_unpublish, req)
+
     async def processes(self) -> list[dict[str, Any]]:
         """The running execs of the box (also another process's): ``pid``,
         ``args``, ``uid``, ``user``, ``started``, ``tty``."""

@@ -26,7 +26,7 @@ _ffi._sig("box_fs_read", ctypes.c_int32, _H, ctypes.c_char_p, _ffi.OUTPUT_FN, _f
 _ffi._sig("box_fs_write", ctypes.c_int32, _H, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, _ffi.COMPLETE_FN,
           ctypes.c_void_p, _ERR)
 for _name in ("box_fs_write_many", "box_fs_list", "box_fs_stat", "box_fs_exists", "box_fs_mkdir", "box_fs_remove",
-              "box_fs_rename", "box_process_kill"):
+              "box_fs_rename", "box_process_kill", "box_publish", "box_unpublish"):
     _ffi._sig(_name, ctypes.c_int32, _H, ctypes.c_char_p, _ffi.COMPLETE_FN, ctypes.c_void_p, _ERR)
 for _name in ("box_stats", "box_processes"):
     _ffi._sig(_name, ctypes.c_int32, _H, _ffi.COMPLETE_FN, ctypes.c_void_p, _ERR)

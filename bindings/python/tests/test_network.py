@@ -76,6 +76,21 @@ class NetworkTest(BoxTestCase):
             self.assertEqual(port["box"], 8080)
             self.assertFalse(port["host"].endswith(":0"))
 
+            # Publish while running: the host port accepts until unpublished.
+            m = await box.publish((0, 9090))
+            self.assertEqual((m["box"], m["protocol"]), (9090, "tcp"))
+            host, _, hport = m["host"].rpartition(":")
+            self.assertGreater(int(hport), 0)
+            socket.create_connection((host, int(hport)), timeout=5).close()
+            self.assertEqual(len((await box.info())["network"]["ports"]), 2)
+            await box.unpublish(m["host"])
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection((host, int(hport)), timeout=5).close()
+            with self.assertRaises(libbox.NotFoundError):
+                await box.unpublish(m["host"])
+            with self.assertRaises(ValueError):
+                await box.publish({"port": 80})
+
 
 if __name__ == "__main__":
     unittest.main()
