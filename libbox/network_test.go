@@ -571,6 +571,27 @@ func testDetachedNetwork(t *testing.T, isolation string) {
 	if left := netHelpers(home); len(left) != 0 {
 		t.Fatalf("network helper still running after remove: %v", left)
 	}
+	// A helper that cannot publish a port fails the start with the bind's
+	// error and leaves nothing running.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	bad, err := rt.Create(ctx, libbox.BoxOptions{Isolation: "sandbox", Detach: true, AutoRemove: true,
+		Network: libbox.Network{Enabled: true, Ports: []libbox.PortMapping{{Host: taken.Addr().String(), Box: 80}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Start(ctx); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("start with a taken host port: %v", err)
+	}
+	if left := netHelpers(home); len(left) != 0 {
+		t.Fatalf("network helper left by a failed start: %v", left)
+	}
+	if err := rt.Remove(ctx, bad.ID(), true); err != nil {
+		t.Fatal(err)
+	}
 	for _, a := range []string{addr, m.Host} {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
