@@ -77,6 +77,7 @@ func (b *Box) Info() BoxInfo {
 		StartedAt: b.st.StartedAt, CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB,
 		Env: b.cfg.Env, WorkingDir: b.cfg.WorkingDir, Volumes: b.cfg.Volumes,
 		AutoRemove: b.cfg.AutoRemove, Detach: b.cfg.Detach, Dir: b.dir, Error: b.st.Error,
+		Snapshot: b.st.Base,
 	}
 	if b.removed {
 		info.State = "removed"
@@ -150,7 +151,14 @@ func (b *Box) prepare(ctx context.Context) (backend.Backend, backend.Spec, error
 	if err != nil {
 		return nil, backend.Spec{}, err
 	}
-	return be, b.spec(agentPath, img), nil
+	spec := b.spec(agentPath, img)
+	b.mu.Lock()
+	base := b.st.Base
+	b.mu.Unlock()
+	if spec.Layers, err = b.rt.layerDirs(base); err != nil {
+		return nil, backend.Spec{}, err
+	}
+	return be, spec, nil
 }
 
 // Start boots the box and returns once it serves execs. Starting a running
@@ -484,6 +492,7 @@ func (b *Box) removeLocked(ctx context.Context) error {
 		return errdefs.Wrap(errdefs.Internal, err, "remove box %s", b.cfg.ID)
 	}
 	b.rt.forget(b.cfg.ID)
+	b.rt.collectHidden() // the hidden snapshot a clone sat on
 	return nil
 }
 

@@ -77,6 +77,13 @@ type BoxOptions struct {
 	// ColdBoot makes a VM box boot its kernel even when a VM template of
 	// its configuration exists (see Runtime.Warm).
 	ColdBoot bool
+	// From clones a snapshot (by name) or a box (by id or name; a hidden
+	// snapshot of it is taken, also while it runs): the new box's file
+	// system starts as the source's, shares its layers (nothing is
+	// copied) and is independent of it. Image, isolation, environment and
+	// working dir come from the source; Image and Isolation, when set,
+	// must match it.
+	From string
 	// Progress receives image pull progress (may be nil).
 	Progress func(image.Progress)
 }
@@ -193,6 +200,9 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 	if err := r.checkOpen(); err != nil {
 		return nil, err
 	}
+	if o.From != "" {
+		return r.createFrom(ctx, o)
+	}
 	if o.Image == "" {
 		o.Image = "busybox"
 	}
@@ -238,14 +248,19 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 		return nil, err
 	}
 	defer unlock()
-	if o.Name != "" {
+	return r.commitBox(cfg, boxState{State: StateCreated})
+}
+
+// commitBox writes a new box to the store. The caller holds the store lock.
+func (r *Runtime) commitBox(cfg boxConfig, st boxState) (*Box, error) {
+	if cfg.Name != "" {
 		cfgs, err := r.loadConfigs()
 		if err != nil {
 			return nil, err
 		}
 		for _, c := range cfgs {
-			if c.Name == o.Name {
-				return nil, errdefs.New(errdefs.AlreadyExists, "a box named %q already exists (id %s): pick another name or remove it", o.Name, c.ID)
+			if c.Name == cfg.Name {
+				return nil, errdefs.New(errdefs.AlreadyExists, "a box named %q already exists (id %s): pick another name or remove it", cfg.Name, c.ID)
 			}
 		}
 	}
@@ -253,7 +268,6 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "create box dir")
 	}
-	st := boxState{State: StateCreated}
 	if err := writeJSONAtomic(filepath.Join(dir, "state.json"), &st); err != nil {
 		os.RemoveAll(dir)
 		return nil, errdefs.Wrap(errdefs.Internal, err, "write box state")
@@ -360,6 +374,9 @@ type BoxInfo struct {
 	Error      string         `json:"error,omitempty"`
 	Backend    map[string]any `json:"backend,omitempty"`
 	Network    *NetworkInfo   `json:"network,omitempty"` // while running in this process
+	// Snapshot is the id of the snapshot layer the box's file system sits
+	// on (empty: the image alone).
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // List describes every box of the home, oldest first. A box whose

@@ -49,6 +49,9 @@ type boxState struct {
 	StoppedAt time.Time       `json:"stopped_at,omitzero"`
 	Instance  json.RawMessage `json:"instance,omitempty"` // backend.Instance.State
 	Error     string          `json:"error,omitempty"`    // why it last stopped, if not asked to
+	// Base is the snapshot the box's writable layer sits on (empty: the
+	// image); see snapshot.go.
+	Base string `json:"base,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)

@@ -46,6 +46,13 @@ const usage = `usage: box COMMAND [ARGS]
   fs ls|cat|write|rm|mkdir|mv|stat|watch BOX PATH
                                        the box's files (box fs --help)
   cp SRC DST                           copy (docker cp rules); either side may be BOX:PATH
+  snapshot create BOX NAME  snapshot ls [--json]  snapshot rm [-f] NAME...
+                                       freeze a box's file system (also while it runs)
+  run|create --from SNAPSHOT|BOX ...   a clone: a new box on the source's file system
+                                       (no IMAGE operand; nothing is copied)
+  restore BOX SNAPSHOT                 roll a stopped box back to a snapshot
+  export BOX DIR                       the box's file system as an OCI image layout
+                                       (run it again as oci-layout:DIR)
   inspect BOX                          box details as JSON
   pull [--platform OS/ARCH] IMAGE  images  rmi [-f] IMAGE...
                                        IMAGE: a reference, or an ID (prefix) from images
@@ -81,7 +88,8 @@ func run(args []string) int {
 		"image":   (*cli).image,
 		"version": (*cli).version, "doctor": (*cli).doctor,
 		"fs": (*cli).fs, "stats": (*cli).stats, "kill": (*cli).kill,
-		"warm": (*cli).warm,
+		"warm":     (*cli).warm,
+		"snapshot": (*cli).snapshot, "restore": (*cli).restore, "export": (*cli).export,
 	}
 	cmds["ps"] = (*cli).ps
 	fn, ok := cmds[args[0]]

@@ -23,6 +23,7 @@ type boxFlags struct {
 	env, volumes                 multi
 	allowNet, denyNet, publish   multi
 	addHost, dns                 multi
+	from                         string
 }
 
 func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
@@ -40,6 +41,7 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 	fs.Var(&f.addHost, "add-host", "with --network: NAME:IP answered by the box's DNS (repeatable)")
 	fs.Var(&f.dns, "dns", "with --network: upstream DNS server (repeatable; default: the host's)")
 	fs.StringVar(&f.platform, "platform", "", "os/arch[/variant] of a multi-arch image (default: the host's)")
+	fs.StringVar(&f.from, "from", "", "clone this snapshot or box (then no IMAGE operand)")
 	if forRun {
 		fs.StringVar(&f.entrypoint, "entrypoint", "", "run this instead of the image's Entrypoint (and Cmd)")
 		fs.BoolVar(&f.rm, "rm", false, "remove the box when the command ends")
@@ -53,7 +55,7 @@ func (f *boxFlags) register(fs *flag.FlagSet, forRun bool) {
 func (f *boxFlags) options(img string) (libbox.BoxOptions, error) {
 	o := libbox.BoxOptions{
 		Image: img, Platform: f.platform, Name: f.name, Isolation: f.isolation, CPUs: f.cpus, MemoryMiB: f.memory,
-		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: libbox.Network{Enabled: f.network},
+		Env: f.env, WorkingDir: f.workdir, AutoRemove: f.rm, Detach: !f.rm, Network: libbox.Network{Enabled: f.network}, From: f.from,
 	}
 	if err := f.networkOptions(&o.Network); err != nil {
 		return o, err
@@ -88,13 +90,17 @@ func (c *cli) create(args []string) error {
 	fs := newFlags("create", "IMAGE")
 	var f boxFlags
 	f.register(fs, false)
-	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := checkNames("create", fs.Arg(0)); err != nil {
+	img, _, err := f.imageOperand(fs, "create")
+	if err != nil {
 		return err
 	}
-	b, err := c.createBox(context.Background(), &f, fs.Arg(0))
+	if fs.NArg() > 1 || (f.from != "" && fs.NArg() > 0) {
+		return usageErr("create: want exactly one IMAGE, or --from and none")
+	}
+	b, err := c.createBox(context.Background(), &f, img)
 	if err != nil {
 		return err
 	}
@@ -106,10 +112,11 @@ func (c *cli) run(args []string) error {
 	fs := newFlags("run", "IMAGE [CMD...]")
 	var f boxFlags
 	f.register(fs, true)
-	if err := parseArgs(fs, args, 1, -1, "want IMAGE [CMD...]"); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := checkNames("run", fs.Arg(0)); err != nil {
+	img, cmd, err := f.imageOperand(fs, "run")
+	if err != nil {
 		return err
 	}
 	if f.rm && f.detach {
@@ -117,7 +124,7 @@ func (c *cli) run(args []string) error {
 	}
 	sigs := catchSignals()
 	defer sigs.release()
-	b, err := c.createBox(sigs.ctx, &f, fs.Arg(0))
+	b, err := c.createBox(sigs.ctx, &f, img)
 	if err == nil {
 		err = b.Start(sigs.ctx)
 		if err != nil && f.rm {
@@ -141,7 +148,6 @@ func (c *cli) run(args []string) error {
 	// As docker run: the image's Entrypoint followed by CMD..., or by the
 	// image's Cmd when none is given; --entrypoint replaces both.
 	ef := execFlags{interactive: f.interactive, tty: f.tty, user: f.user, imageCmd: true}
-	cmd := fs.Args()[1:]
 	if f.entrypoint != "" {
 		cmd, ef.imageCmd = append([]string{f.entrypoint}, cmd...), false
 	}
@@ -205,4 +211,22 @@ func (c *cli) rm(args []string) error {
 	return c.eachBox(fs.Args(), "rm", func(ctx context.Context, b *libbox.Box) error {
 		return c.rt.Remove(ctx, b.ID(), *force)
 	})
+}
+
+// imageOperand splits the operands of run and create: IMAGE [CMD...], or
+// with --from only CMD... (a clone takes its image and, unless
+// --isolation is given, its isolation from its source).
+func (f *boxFlags) imageOperand(fs *flag.FlagSet, cmd string) (img string, rest []string, err error) {
+	if f.from != "" {
+		isoSet := false
+		fs.Visit(func(fl *flag.Flag) { isoSet = isoSet || fl.Name == "isolation" })
+		if !isoSet {
+			f.isolation = ""
+		}
+		return "", fs.Args(), checkNames(cmd, f.from)
+	}
+	if fs.NArg() < 1 {
+		return "", nil, usageErr("%s: want IMAGE [CMD...] (or --from SNAPSHOT)", cmd)
+	}
+	return fs.Arg(0), fs.Args()[1:], checkNames(cmd, fs.Arg(0))
 }

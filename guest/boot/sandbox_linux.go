@@ -192,7 +192,8 @@ func (b *sandboxBoot) mountOverlay(s *bootparam.SandboxSpec) error {
 			return err
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", s.Lower, s.Upper, s.Work)
+	lower := strings.Join(append(append([]string{}, s.Layers...), s.Lower), ":")
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, s.Upper, s.Work)
 	if s.UserNS {
 		opts += ",userxattr"
 	}

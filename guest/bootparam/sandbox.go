@@ -4,7 +4,9 @@ package bootparam
 // agent when it starts as PID 1 of fresh namespaces. Relative paths are
 // relative to the agent's starting working directory (the box dir).
 type SandboxSpec struct {
-	Lower    string          `json:"lower"`  // read-only image root (unless BootFDs has "lower")
+	Lower string `json:"lower"` // read-only image root (unless BootFDs has "lower")
+	// Layers are read-only layers above Lower, topmost first (snapshots).
+	Layers   []string        `json:"layers,omitempty"`
 	Upper    string          `json:"upper"`  // per-box writable layer
 	Work     string          `json:"work"`   // overlay work dir (same fs as upper)
 	Rootfs   string          `json:"rootfs"` // mount point for the merged root
@@ -17,7 +19,8 @@ type SandboxSpec struct {
 	// one byte to and then reads one byte from: meanwhile the host attaches
 	// HostMounts in the agent's mount namespace, each on the dir of the same
 	// name in the box dir ("lower": the image, id-mapped to the box's user
-	// namespace, used as Lower; "volume.N": Volumes[N], bound from there).
+	// namespace, used as Lower; "layer.N": Layers[N], id-mapped the same way;
+	// "volume.N": Volumes[N], bound from there).
 	// -1: none.
 	BootSocket int      `json:"boot_socket"`
 	HostMounts []string `json:"host_mounts,omitempty"`

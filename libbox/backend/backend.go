@@ -40,6 +40,9 @@ type Spec struct {
 	// new. The caller must then give the agent its identity (agentpb
 	// Identify) before anything else runs: see Templates.
 	FromTemplate bool
+	// Layers are the box's read-only layers, topmost first: directories of
+	// snapshots (see Snapshotter). Empty: the box runs on the image alone.
+	Layers []string
 }
 
 // Backend starts boxes and reattaches to boxes that outlived their host.

@@ -24,7 +24,7 @@ type limits struct {
 
 // cgroup is the box's control group: one cgroup v2 group when this host
 // has a v2 hierarchy with the controllers (the agent is started in it),
-// else one group per cgroup v1 controller (pids, memory, cpu) that is
+// else one group per cgroup v1 controller (pids, memory, cpu, freezer) that is
 // mounted and writable here (the agent joins them right after it starts).
 // Groups are made under the host process's own group of each hierarchy,
 // in libbox/<box id>, and removed when the box is gone.
@@ -56,6 +56,7 @@ func newCgroup(id string, l limits) *cgroup {
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
 		cg.setupV2(id, l, want)
 	} else {
+		want["freezer"] = "freeze" // no limit: lets a snapshot pause the box
 		cg.setupV1(id, l, want)
 	}
 	return cg
@@ -220,7 +221,7 @@ func (cg *cgroup) join(pid int) {
 }
 
 func limitOf(c string) string {
-	return map[string]string{"pids": "pids", "memory": "memory", "cpu": "cpus"}[c]
+	return map[string]string{"pids": "pids", "memory": "memory", "cpu": "cpus", "freezer": "freeze"}[c]
 }
 
 func (cg *cgroup) v1Dirs() []string {

@@ -89,7 +89,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	for _, d := range []string{"rootfs", "work", "lower"} {
 		_ = os.RemoveAll(filepath.Join(spec.Dir, d))
 	}
-	if old, _ := filepath.Glob(filepath.Join(spec.Dir, "volume.*")); len(old) > 0 {
+	for _, pat := range []string{"volume.*", "layer.*"} {
+		old, _ := filepath.Glob(filepath.Join(spec.Dir, pat))
 		for _, d := range old {
 			_ = os.RemoveAll(d)
 		}
@@ -128,6 +129,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 			return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
 		}
 		mounts = []hostMount{{name: "lower", source: spec.ImageRoot, image: true, box: "image"}}
+		for i, l := range spec.Layers {
+			m := hostMount{name: fmt.Sprintf("layer.%d", i), source: layerFS(l), image: true, box: "snapshot layer"}
+			if err := os.Mkdir(filepath.Join(spec.Dir, m.name), 0o700); err != nil {
+				return nil, errdefs.Wrap(errdefs.Internal, err, "sandbox dir")
+			}
+			sspec.Layers = append(sspec.Layers, m.name)
+			mounts = append(mounts, m)
+		}
 		for i, v := range spec.Volumes {
 			m := hostMount{name: fmt.Sprintf("volume.%d", i), source: v.HostPath, box: "volume " + v.BoxPath}
 			if err := stage(filepath.Join(spec.Dir, m.name), v.HostPath); err != nil {
@@ -140,6 +149,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		}
 	} else {
 		sspec.Lower = spec.ImageRoot
+		for _, l := range spec.Layers {
+			sspec.Layers = append(sspec.Layers, layerFS(l))
+		}
 		for _, p := range []*string{&sspec.Upper, &sspec.Work, &sspec.Rootfs} {
 			*p = filepath.Join(spec.Dir, *p)
 		}
