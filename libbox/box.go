@@ -205,8 +205,9 @@ func (b *Box) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	attached := inst != nil
 	var nw boxNetwork
-	if inst != nil {
+	if attached {
 		nw = b.followNetwork()
 	} else {
 		if nw, err = b.startNetwork(ctx, &spec); err != nil {
@@ -219,11 +220,25 @@ func (b *Box) Start(ctx context.Context) error {
 		}
 	}
 	t2 := time.Now()
-	conn, client, err := b.connect(ctx, inst)
+	cctx, ccancel := ctx, context.CancelFunc(func() {})
+	if attached {
+		// A running box answers at once unless another process holds its
+		// agent connection (a VM's serial port takes one client).
+		cctx, ccancel = context.WithTimeout(ctx, attachTimeout)
+	}
+	conn, client, err := b.connect(cctx, inst)
+	ccancel()
 	if err == nil {
 		if err = b.identify(ctx, inst, client, spec); err != nil {
 			conn.Close()
 		}
+	}
+	if err != nil && attached {
+		// Never kill an instance this process did not start.
+		if ctx.Err() == nil {
+			err = errdefs.Wrap(errdefs.FailedPrecondition, err, "box %s runs, attached to another process (its agent does not answer this one): stop it there, or wait", b.cfg.ID)
+		}
+		return err
 	}
 	if err != nil {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

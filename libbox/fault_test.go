@@ -28,13 +28,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 
+	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox"
 )
 
 // startHelperEnv makes the test binary a second host process: it starts
 // the box named in it ("HOME|NAME"), prints "started PID" (the box's
-// process) or "error CODE MESSAGE", and exits when its stdin closes.
+// process) or "error CLASS MESSAGE", and exits when its stdin closes.
 const startHelperEnv = "LIBBOX_TEST_START_HELPER"
 
 func TestMain(m *testing.M) {
@@ -46,7 +47,7 @@ func TestMain(m *testing.M) {
 
 func startHelper(spec string) int {
 	home, boxName, _ := strings.Cut(spec, "|")
-	rt, err := libbox.Open(libbox.Options{Home: home})
+	rt, err := libbox.Open(libbox.Options{Home: home, NoVMTemplates: true})
 	if err != nil {
 		fmt.Printf("error open %v\n", err)
 		return 1
@@ -59,7 +60,7 @@ func startHelper(spec string) int {
 		err = b.Start(ctx)
 	}
 	if err != nil {
-		fmt.Printf("error %v\n", err)
+		fmt.Printf("error %s %v\n", errdefs.CodeOf(err), err)
 	} else {
 		pid, _ := b.Info().Backend["pid"].(int)
 		fmt.Printf("started %d\n", pid)
@@ -134,10 +135,20 @@ func TestFaultStartRace(t *testing.T) {
 	startRace(t, libbox.IsolationSandbox, 3)
 }
 
+// TestFaultStartRaceVM is row 5 for VMs: never two QEMUs on one disk.
+func TestFaultStartRaceVM(t *testing.T) {
+	testutil.RequireQEMU(t)
+	startRace(t, libbox.IsolationVM, 1)
+}
+
 func startRace(t *testing.T, isolation string, rounds int) {
 	home := t.TempDir()
 	removeAllOnCleanup(t, home)
-	rt := openRT(t, home)
+	rt, err := libbox.Open(libbox.Options{Home: home, Logf: t.Logf, NoVMTemplates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
 	ctx := ctxT(t, 10*time.Minute)
 	b, err := rt.Create(ctx, libbox.BoxOptions{Name: "raced", Isolation: isolation, Detach: true})
 	if err != nil {
@@ -179,7 +190,7 @@ func startRace(t *testing.T, isolation string, rounds int) {
 		for _, a := range answers {
 			if strings.HasPrefix(a.line, "started ") {
 				pids = append(pids, strings.TrimPrefix(a.line, "started "))
-			} else if !strings.Contains(a.line, "precondition") {
+			} else if !strings.HasPrefix(a.line, "error FailedPrecondition ") {
 				t.Fatalf("round %d: a start answered %q", round, a.line)
 			}
 		}

@@ -11,6 +11,10 @@ import (
 	"github.com/libbox/libbox/errdefs"
 )
 
+// attachTimeout bounds reaching the agent of a box another process
+// started: a running agent answers at once.
+const attachTimeout = 10 * time.Second
+
 // lockStart takes the box's start lock, an flock on <box dir>/start.lock
 // shared by every process using the home: a box's start (the decision to
 // launch or attach, the launch, the state written) runs under it, so two

@@ -37,9 +37,10 @@ var rows = []struct {
 	{"The libbox home on a full file system (a small tmpfs): create, copy-in and pull fail with a clear error; " +
 		"List works, a running box keeps running and a created box still starts.",
 		"`libbox/fault_test.go` (TestFaultFullHome)"},
-	{"Two host processes starting the same box at once: one starts it, the other attaches to it — never two " +
+	{"Two host processes starting the same box at once: one starts it, the other attaches to it or gets " +
+		"FailedPrecondition (a VM's agent port takes one client) — never two " +
 		"box processes (two VMs) on one disk.",
-		"`libbox/fault_test.go` (TestFaultStartRace: two test-binary processes, three rounds)"},
+		"`libbox/fault_test.go` (TestFaultStartRace, three rounds; TestFaultStartRaceVM, one: two test-binary processes each)"},
 	{"Create/start/exec/remove cycles (sandbox; 200 in CI, 1,000 with LIBBOX_FAULT_CYCLES=1000): no growth in fds, " +
 		"goroutines, processes or box directories.",
 		"`libbox/fault_test.go` (TestFaultCycles)"},
