@@ -61,7 +61,12 @@
  *    "isolation": "vm" | "sandbox",
  *    "cpus": 2, "memory_mib": 512, "env": {"K": "V"}, "cwd": "/work",
  *    "network": false, "auto_remove": false, "detach": false,
- *    "volumes": [{"host": "/src", "box": "/mnt/src", "read_only": true}]}
+ *    "volumes": [{"host": "/src", "box": "/mnt/src", "read_only": true}],
+ *    "from": "snapshot-or-box"}
+ *   "from" clones a snapshot (by name) or a box (id or name): the new box's
+ *   file system starts as the source's, shares its read-only layers (nothing
+ *   is copied) and is independent of it; image, isolation, env and cwd come
+ *   from the source ("image" and "isolation", when given, must match it).
  *   "network" is true, false (default: loopback only) or an object, which
  *   turns the network on unless it says "enabled": false:
  *   {"enabled": true,
@@ -358,6 +363,49 @@ box_status_t box_image_prune(box_runtime_t rt, box_complete_fn done,
    "user", "entrypoint", "cmd"}}. *out_json is freed with box_string_free.
    Blocks briefly. */
 box_status_t box_images(box_runtime_t rt, char **out_json, box_error_t **err);
+
+/* ---- Snapshots, restore, export ----
+   A snapshot freezes a box's file system under a name unique in the home
+   (read-only layers: an overlay lower dir for sandboxes, a qcow2 backing
+   file for VMs). Completions run on a library thread, exactly once, as for
+   box_start; `done` must not be NULL.
+
+   box_snapshot: request_json {"name": "before-fix", "memory": false}. The
+   box may be running: it is paused while the layer is taken (sandbox:
+   cgroup freezer; VM: vCPUs stopped) and goes on afterwards. "memory": true
+   is BOX_E_UNSUPPORTED for now. A taken name: BOX_E_ALREADY_EXISTS. `done`
+   gets the snapshot as a JSON object: {"name", "id", "box", "box_name",
+   "isolation", "image", "image_id", "parent", "created_at", "size" (bytes
+   its own layer takes on disk), "written" (bytes copied to take it),
+   "used_by": ["box NAME", "snapshot NAME", ...]}. */
+box_status_t box_snapshot(box_t box, const char *request_json,
+                          box_complete_fn done, void *user_data,
+                          box_error_t **err);
+
+/* Lists the home's snapshots as a JSON array of objects as above, oldest
+   first. *out_json is freed with box_string_free. Blocks briefly. */
+box_status_t box_snapshots(box_runtime_t rt, char **out_json, box_error_t **err);
+
+/* Removes a snapshot asynchronously. While a box or another snapshot sits on
+   it: BOX_E_FAILED_PRECONDITION unless force != 0 (then the name is freed at
+   once and the layer deleted when its last user is). */
+box_status_t box_snapshot_remove(box_runtime_t rt, const char *name,
+                                 int32_t force, box_complete_fn done,
+                                 void *user_data, box_error_t **err);
+
+/* Rolls a stopped box back to a snapshot (same image and isolation)
+   asynchronously: its own changes are discarded. A running box is refused
+   (BOX_E_FAILED_PRECONDITION: stop it first). */
+box_status_t box_restore(box_t box, const char *snapshot, box_complete_fn done,
+                         void *user_data, box_error_t **err);
+
+/* Writes the box's file system as an OCI image layout in `dir` (absolute;
+   new or empty) asynchronously; `done` gets {"image": "oci-layout:DIR"},
+   which box_create's "image" accepts. Volumes, /proc, /sys, /dev and /run
+   are left out. A stopped box is started for it and stopped again; a
+   running box is read live. */
+box_status_t box_export(box_t box, const char *dir, box_complete_fn done,
+                        void *user_data, box_error_t **err);
 
 /* Removes an image asynchronously. An image used by a box is refused
    (BOX_E_FAILED_PRECONDITION) unless force != 0. */

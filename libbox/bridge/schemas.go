@@ -103,6 +103,8 @@ type boxOptions struct {
 		Box      string `json:"box"`
 		ReadOnly bool   `json:"read_only"`
 	} `json:"volumes"`
+	// From clones a snapshot or a box (BoxOptions.From).
+	From string `json:"from"`
 }
 
 func parseBoxOptions(optsJSON string, progress Progress) (libbox.BoxOptions, error) {
@@ -121,6 +123,7 @@ func parseBoxOptions(optsJSON string, progress Progress) (libbox.BoxOptions, err
 	for _, v := range o.Volumes {
 		bo.Volumes = append(bo.Volumes, libbox.Volume{HostPath: v.Host, BoxPath: v.Box, ReadOnly: v.ReadOnly})
 	}
+	bo.From = o.From
 	bo.Progress = imageProgress(progress)
 	return bo, nil
 }

@@ -128,6 +128,21 @@ static void t_read_done(void *ud, box_status_t st, const char *msg, uint64_t h, 
   on_done(&((struct readop *)ud)->done, st, msg, h, json);
 }
 
+/* run_sh runs `sh -c script` in b and waits; t gets its output and exit. */
+static void run_sh(box_t b, const char *script, struct task *t) {
+  char req[512];
+  box_exec_callbacks_t cbs = {t_stdout, NULL, t_exit};
+  box_exec_t e = 0;
+  box_error_t *err = NULL;
+  snprintf(req, sizeof req, "{\"args\": [\"sh\", \"-c\", \"%s\"]}", script);
+  exits = 0;
+  box_status_t st = box_exec_async(b, req, &cbs, t, &e, &err);
+  EXPECT(st == BOX_OK && wait_for(&exits, 1) && t->exit.status == BOX_OK && t->exit.exit_code == 0,
+         "sh -c %s: %d %s %s code %d status %d out %.*s", script, st, err && err->message ? err->message : "", t->msg, t->exit.exit_code, t->exit.status, (int)t->len, t->out);
+  box_error_free(err);
+  if (e) box_release(e, NULL);
+}
+
 static box_status_t expect_err(box_status_t st, box_error_t *err, box_status_t want, const char *substr, const char *row) {
   int ok = st == want && (want == BOX_OK || (err && err->code == want && err->message && strstr(err->message, substr)));
   EXPECT(ok, "%s: got status %d (%s), want %d containing \"%s\"", row, st, err && err->message ? err->message : "no error", want, substr);
@@ -483,6 +498,62 @@ int main(void) {
     box_release(nc.handle, NULL);
     EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"network\": {\"allow\": [\"bad name\"]}}", NULL, on_done, &bad, &err), BOX_OK, "", "create bad rule");
     EXPECT(wait_for(&bad.fired, 1) && bad.status == BOX_E_INVALID_ARGUMENT && strstr(bad.msg, "network rule"), "bad rule: %d %s", bad.status, bad.msg);
+  }
+
+  /* Snapshots: one of the running box, a clone that diverges, the list,
+     removal refused while the clone sits on it, restore refused while
+     running, export of the clone and a box made from the exported image. */
+  {
+    struct done sn = {0}, c = {0}, cs = {0}, rm = {0}, rs = {0}, x = {0}, crm = {0}, srm = {0}, ic = {0}, is = {0};
+    struct task t1 = {0}, t2 = {0}, t3 = {0}, t4 = {0};
+    run_sh(box, "echo snap > /tmp/s", &t1);
+    EXPECT_ERR(box_snapshot(box, NULL, on_done, &sn, &err), BOX_E_INVALID_ARGUMENT, "NULL", "snapshot NULL request");
+    EXPECT_ERR(box_snapshot(box, "{}", on_done, &sn, &err), BOX_E_INVALID_ARGUMENT, "name", "snapshot without name");
+    EXPECT_ERR(box_snapshot(box, "{\"name\": \"csnap\"}", on_done, &sn, &err), BOX_OK, "", "snapshot");
+    EXPECT(wait_for(&sn.fired, 1) && sn.status == BOX_OK && strstr(sn.json, "\"name\":\"csnap\""), "snapshot: %d %s %s", sn.status, sn.msg, sn.json);
+    EXPECT_ERR(box_create(rt, "{\"from\": \"csnap\", \"name\": \"cclone\"}", NULL, on_done, &c, &err), BOX_OK, "", "create from");
+    EXPECT(wait_for(&c.fired, 1) && c.status == BOX_OK, "create from: %d %s", c.status, c.msg);
+    EXPECT_ERR(box_start(c.handle, on_done, &cs, &err), BOX_OK, "", "start clone");
+    EXPECT(wait_for(&cs.fired, 1) && cs.status == BOX_OK, "start clone: %s", cs.msg);
+    run_sh(c.handle, "cat /tmp/s; echo clone > /tmp/snapc", &t2);
+    EXPECT(t2.len == 5 && memcmp(t2.out, "snap\n", 5) == 0, "clone reads %.*s", (int)t2.len, t2.out);
+    run_sh(box, "test ! -e /tmp/snapc && echo absent", &t3);
+    EXPECT(t3.len == 7, "the clone's write shows in the source: %.*s", (int)t3.len, t3.out);
+    char *js = NULL;
+    EXPECT_ERR(box_snapshots(rt, &js, &err), BOX_OK, "", "snapshots");
+    EXPECT(js && strstr(js, "\"csnap\"") && strstr(js, "box cclone"), "snapshots: %s", js ? js : "(null)");
+    box_string_free(js);
+    EXPECT_ERR(box_snapshots(rt, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "snapshots NULL out");
+    EXPECT_ERR(box_snapshot_remove(rt, "csnap", 0, on_done, &rm, &err), BOX_OK, "", "snapshot remove in use");
+    EXPECT(wait_for(&rm.fired, 1) && rm.status == BOX_E_FAILED_PRECONDITION && strstr(rm.msg, "in use"), "remove in use: %d %s", rm.status, rm.msg);
+    EXPECT_ERR(box_restore(box, "csnap", on_done, &rs, &err), BOX_OK, "", "restore running");
+    EXPECT(wait_for(&rs.fired, 1) && rs.status == BOX_E_FAILED_PRECONDITION, "restore running: %d %s", rs.status, rs.msg);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/exported", home);
+    EXPECT_ERR(box_export(c.handle, NULL, on_done, &x, &err), BOX_E_INVALID_ARGUMENT, "NULL", "export NULL dir");
+    EXPECT_ERR(box_export(c.handle, dir, on_done, &x, &err), BOX_OK, "", "export");
+    EXPECT(wait_for(&x.fired, 1) && x.status == BOX_OK && strstr(x.json, "oci-layout:"), "export: %d %s %s", x.status, x.msg, x.json);
+    char opts2[800];
+    snprintf(opts2, sizeof opts2, "{\"isolation\": \"sandbox\", \"image\": \"oci-layout:%s\"}", dir);
+    EXPECT_ERR(box_create(rt, opts2, NULL, on_done, &ic, &err), BOX_OK, "", "create from export");
+    EXPECT(wait_for(&ic.fired, 1) && ic.status == BOX_OK, "create from export: %d %s", ic.status, ic.msg);
+    EXPECT_ERR(box_start(ic.handle, on_done, &is, &err), BOX_OK, "", "start exported");
+    EXPECT(wait_for(&is.fired, 1) && is.status == BOX_OK, "start exported: %s", is.msg);
+    run_sh(ic.handle, "cat /tmp/s /tmp/snapc", &t4);
+    EXPECT(t4.len == 11 && memcmp(t4.out, "snap\nclone\n", 11) == 0, "exported image reads %.*s", (int)t4.len, t4.out);
+    struct done irm = {0};
+    char icid[64] = {0};
+    char *info2 = NULL;
+    EXPECT_ERR(box_info(ic.handle, &info2, &err), BOX_OK, "", "info exported");
+    if (info2) { char *p = strstr(info2, "\"id\":\""); if (p) snprintf(icid, 17, "%s", p + 6); box_string_free(info2); }
+    EXPECT_ERR(box_remove(rt, icid, 1, on_done, &irm, &err), BOX_OK, "", "remove exported box");
+    EXPECT(wait_for(&irm.fired, 1) && irm.status == BOX_OK, "remove exported box: %s", irm.msg);
+    box_release(ic.handle, NULL);
+    EXPECT_ERR(box_remove(rt, "cclone", 1, on_done, &crm, &err), BOX_OK, "", "remove clone");
+    EXPECT(wait_for(&crm.fired, 1) && crm.status == BOX_OK, "remove clone: %s", crm.msg);
+    box_release(c.handle, NULL);
+    EXPECT_ERR(box_snapshot_remove(rt, "csnap", 0, on_done, &srm, &err), BOX_OK, "", "snapshot remove");
+    EXPECT(wait_for(&srm.fired, 1) && srm.status == BOX_OK, "snapshot remove: %d %s", srm.status, srm.msg);
   }
 
   /* Stop; exec on a stopped box; remove; exec on a removed box. */

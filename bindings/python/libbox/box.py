@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import os
 from types import TracebackType
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Union, runtime_checkable
 
@@ -60,13 +61,18 @@ class Box:
     tuples or ``{"host", "box", "read_only"}`` dicts. ``progress``, a plain
     (not async) callable, gets a :class:`PullProgress` per image pull event
     while the box is created, on the event loop thread.
+
+    ``from_`` clones a snapshot (by name) or a box (id or name): the new
+    box's files start as the source's, share its read-only layers (nothing
+    is copied) and are independent of it; image and isolation then come from
+    the source (leave them unset). See also :meth:`clone`.
     """
 
     def __init__(
         self,
-        image: str = "busybox",
+        image: Optional[str] = None,
         name: Optional[str] = None,
-        isolation: str = "vm",
+        isolation: Optional[str] = None,
         cpus: Optional[int] = None,
         memory_mib: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
@@ -84,12 +90,9 @@ class Box:
         ports: Optional[Iterable[Any]] = None,
         hosts: Optional[Mapping[str, str]] = None,
         dns: Optional[Iterable[str]] = None,
+        from_: Optional[str] = None,
     ) -> None:
-        if isolation not in ("vm", "sandbox"):
-            if not isinstance(isolation, str):
-                raise TypeError(f"isolation must be str, not {type(isolation).__name__}")
-            raise ValueError(f"isolation must be 'vm' or 'sandbox', not {isolation!r}")
-        opts: dict[str, Any] = {"image": _check.text(image, "image"), "isolation": isolation}
+        opts = _source_options(image, isolation, from_)
         if platform is not None:
             opts["platform"] = _check.text(platform, "platform")
         if name is not None:
@@ -404,6 +407,57 @@ class Box:
 
     def __repr__(self) -> str:
         return f"<libbox.Box id={self._id!r} name={self._name!r}>"
+
+    # --- snapshots ---
+
+    async def snapshot(self, name: str, *, memory: bool = False) -> dict[str, Any]:
+        """Freezes the box's files as snapshot ``name`` (unique in the home);
+        the box may be running (it is paused meanwhile). Returns the
+        snapshot's document (``name``, ``id``, ``parent``, ``size``,
+        ``written``, ``used_by`` ...). ``memory=True`` is not available yet
+        (UnsupportedError)."""
+        req = {"name": _check.text(name, "name"), "memory": _check.flag(memory, "memory")}
+        _, doc = await _ffi.submit(_ffi.lib.box_snapshot, self._require(), json.dumps(req).encode())
+        return dict(json.loads(doc or "{}"))
+
+    async def restore(self, name: str) -> None:
+        """Rolls the stopped box back to snapshot ``name`` (its own changes are
+        discarded). A running box is refused (FailedPreconditionError): stop
+        it first."""
+        n = _check.text(name, "name")
+        await _ffi.submit(_ffi.lib.box_restore, self._require(), n.encode())
+
+    async def export(self, directory: Any) -> str:
+        """Writes the box's files as an OCI image layout in ``directory`` (new
+        or empty) and returns the image reference, ``oci-layout:DIR``, that
+        ``Box(image=...)`` runs."""
+        d = os.path.abspath(_check.path(directory, "directory"))
+        _, doc = await _ffi.submit(_ffi.lib.box_export, self._require(), d.encode())
+        return str(json.loads(doc or "{}").get("image", "oci-layout:" + d))
+
+    def clone(self, name: Optional[str] = None, **options: Any) -> "Box":
+        """A new Box (not started: ``async with box.clone() as twin``) whose
+        files start as this box's now (a hidden snapshot is taken, also while
+        it runs). ``options`` are those of :class:`Box` but image/isolation."""
+        self._require()
+        options.setdefault("runtime", self._runtime)
+        return Box(from_=self._id, name=name, **options)
+
+
+def _source_options(image: Optional[str], isolation: Optional[str], from_: Optional[str]) -> dict[str, Any]:
+    """The image, isolation and from_ part of a box's options."""
+    if isolation is not None and isolation not in ("vm", "sandbox"):
+        if not isinstance(isolation, str):
+            raise TypeError(f"isolation must be str, not {type(isolation).__name__}")
+        raise ValueError(f"isolation must be 'vm' or 'sandbox', not {isolation!r}")
+    if from_ is not None:
+        opts: dict[str, Any] = {"from": _check.text(from_, "from_")}
+        if image is not None:
+            opts["image"] = _check.text(image, "image")
+        if isolation is not None:
+            opts["isolation"] = isolation
+        return opts
+    return {"image": _check.text("busybox" if image is None else image, "image"), "isolation": isolation or "vm"}
 
 
 def _bytes_of(doc: Optional[str]) -> int:

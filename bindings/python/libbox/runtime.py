@@ -196,9 +196,9 @@ class Runtime:
 
     async def create(
         self,
-        image: str = "busybox",
+        image: Optional[str] = None,
         name: Optional[str] = None,
-        isolation: str = "vm",
+        isolation: Optional[str] = None,
         cpus: Optional[int] = None,
         memory_mib: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
@@ -214,15 +214,18 @@ class Runtime:
         ports: "Optional[Iterable[Any]]" = None,
         hosts: "Optional[Mapping[str, str]]" = None,
         dns: "Optional[Iterable[str]]" = None,
+        from_: Optional[str] = None,
     ) -> "Box":
         """Creates a box (pulling its image if needed) without starting it.
         Start it with ``await box.start()`` or ``async with box``. Unlike
         ``Box(...)``, ``auto_remove`` defaults to False: a created box is kept
-        until :meth:`remove`."""
+        until :meth:`remove`. ``from_`` clones a snapshot or box (see
+        :class:`Box`); image and isolation default to busybox and vm
+        otherwise."""
         box = Box(image=image, name=name, isolation=isolation, cpus=cpus, memory_mib=memory_mib, env=env, cwd=cwd,
                   volumes=volumes, network=network, auto_remove=auto_remove, detach=detach,
                   runtime=self, progress=_check_progress(progress), allow_net=allow_net, deny_net=deny_net,
-                  ports=ports, hosts=hosts, dns=dns, platform=platform)
+                  ports=ports, hosts=hosts, dns=dns, platform=platform, from_=from_)
         await box._create()
         return box
 
@@ -292,6 +295,21 @@ class Runtime:
         key = _check.text(id_or_name, "id_or_name")
         f = _check.flag(force, "force")
         await _ffi.submit(_ffi.lib.box_remove, self._require(), key.encode(), 1 if f else 0)
+
+    async def snapshots(self) -> "list[dict[str, Any]]":
+        """The snapshots of this runtime's home, oldest first: ``name``, ``id``,
+        ``box``, ``isolation``, ``image``, ``parent``, ``size`` (bytes its own
+        layer takes), ``used_by`` (boxes and snapshots sitting on it)."""
+        doc = _ffi.take_string(_ffi.lib.box_snapshots, self._require())
+        return list(json.loads(doc or "[]") or [])
+
+    async def remove_snapshot(self, name: str, force: bool = False) -> None:
+        """Removes a snapshot; refused (FailedPreconditionError) while a box or
+        snapshot sits on it, unless ``force`` (the name goes at once, the layer
+        when its last user does)."""
+        n = _check.text(name, "name")
+        f = _check.flag(force, "force")
+        await _ffi.submit(_ffi.lib.box_snapshot_remove, self._require(), n.encode(), 1 if f else 0)
 
     def close(self) -> None:
         """Closes the runtime (blocks until its commands are cancelled and its
