@@ -335,6 +335,20 @@ box_status_t box_copy_out(box_t box, const char *box_path, const char *host_path
 box_status_t box_pull(box_runtime_t rt, const char *ref, box_progress_fn progress,
                       box_complete_fn done, void *user_data, box_error_t **err);
 
+/* Builds the VM template of `image` (as box_pull takes it; NULL refused)
+   for vm boxes created with `opts_json` (box options; only "cpus",
+   "memory_mib" and "platform" matter; may be NULL), asynchronously: later
+   vm boxes of that image, CPUs and memory start by restoring the template's
+   booted machine instead of booting a kernel ($LIBBOX_VM_TEMPLATES=0 turns
+   restoring off). A template is also built in the background after the
+   first boot of a configuration; this call builds it now. It boots one VM,
+   so it may take as long as a box start. `done` gets "{}" once the template
+   exists (at once when it did); boxes with volumes or a network cannot use
+   one (BOX_E_FAILED_PRECONDITION), nor a platform without VM templates
+   (BOX_E_UNSUPPORTED). Called once, on a libbox thread. */
+box_status_t box_warm(box_runtime_t rt, const char *image, const char *opts_json,
+                      box_complete_fn done, void *user_data, box_error_t **err);
+
 /* Pulls like box_pull, with a request and a handle to cancel it. request_json:
    {"ref": "alpine:3.20", "platform": "linux/arm64"} ("platform" is optional:
    "os/arch[/variant]" of a multi-arch image, default the host's). *out

@@ -256,6 +256,8 @@ export class Runtime {
   /** The images in this runtime's store. */
   images(): Promise<ImageInfo[]>;
   /** Refused (code 'FailedPrecondition') while a box uses the image, unless { force: true }. */
+  /** Builds the VM template of an image: vm boxes of it then start by restoring a booted machine. */
+  warm(image?: string, options?: { cpus?: number; memoryMib?: number; platform?: string }): Promise<void>;
   removeImage(ref: string, options?: { force?: boolean }): Promise<void>;
   /** Cancels running execs, stops boxes that are not detached, releases every handle. Idempotent. */
   close(): Promise<void>;

@@ -1043,6 +1043,29 @@ class Runtime {
     }
   }
 
+  /**
+   * Builds the VM template of `image` for vm boxes with these `cpus` and
+   * `memoryMib` ({cpus, memoryMib, platform}): they then start by restoring
+   * a booted machine instead of booting (LIBBOX_VM_TEMPLATES=0 turns that
+   * off). Resolves once the template exists; it boots one VM to build it.
+   */
+  warm(image = 'busybox', options = {}) {
+    checkString(image, 'image', { optional: false, nonEmpty: true });
+    checkKeys(options, ['cpus', 'memoryMib', 'platform'], 'warm option');
+    const opts = {};
+    for (const [key, field] of [['cpus', 'cpus'], ['memoryMib', 'memory_mib']]) {
+      const v = options[key];
+      if (v === undefined) continue;
+      if (!Number.isInteger(v) || v <= 0) throw new TypeError(`${key} must be a positive integer`);
+      opts[field] = v;
+    }
+    checkString(options.platform, 'platform', { nonEmpty: true });
+    if (options.platform !== undefined) opts.platform = options.platform;
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    const h = this.#handle;
+    return call((id) => native.warm(h, image, JSON.stringify(opts), id)).then(() => undefined);
+  }
+
   /** Removes an image; refused (code FailedPrecondition) while a box uses it unless {force: true}. */
   removeImage(ref, options = {}) {
     checkString(ref, 'ref', { optional: false, nonEmpty: true });

@@ -265,11 +265,13 @@ func TestAsyncExactlyOnce(t *testing.T) {
 		{"copy in empty path", func(d bridge.Done) error { return bridge.CopyIn(box, "", "/tmp", d) }, errdefs.InvalidArgument, "required"},
 		{"pull on box handle", func(d bridge.Done) error { return bridge.Pull(box, "busybox", nil, d) }, errdefs.InvalidArgument, "not a runtime handle"},
 		{"remove image on 0", func(d bridge.Done) error { return bridge.RemoveImage(0, "busybox", false, d) }, errdefs.InvalidArgument, "0 (null)"},
+		{"warm on box handle", func(d bridge.Done) error { return bridge.Warm(box, "busybox", "", d) }, errdefs.InvalidArgument, "not a runtime handle"},
+		{"warm bad options", func(d bridge.Done) error { return bridge.Warm(rt, "busybox", `{"memory_mib":"x"}`, d) }, errdefs.InvalidArgument, "box options"},
 	} {
 		c := cs.track(r.name)
 		reject(c, r.call(c.done()), r.code, r.sub)
 	}
-	for _, name := range []string{"box_create", "box_start", "box_stop", "box_remove", "box_copy_in", "box_copy_out", "box_pull", "box_image_remove"} {
+	for _, name := range []string{"box_create", "box_start", "box_stop", "box_remove", "box_copy_in", "box_copy_out", "box_pull", "box_image_remove", "box_warm"} {
 		var err error
 		switch name {
 		case "box_create":
@@ -288,6 +290,8 @@ func TestAsyncExactlyOnce(t *testing.T) {
 			err = bridge.Pull(rt, "busybox", nil, nil)
 		case "box_image_remove":
 			err = bridge.RemoveImage(rt, "busybox", false, nil)
+		case "box_warm":
+			err = bridge.Warm(rt, "busybox", "", nil)
 		}
 		wantCode(t, name+" without done", err, errdefs.InvalidArgument, "NULL")
 	}

@@ -331,3 +331,27 @@ func RemoveImage(rtH uint64, ref string, force bool, done Done) error {
 	})
 	return nil
 }
+
+// ---- VM templates ----
+
+// Warm builds the VM template of an image asynchronously for boxes made
+// with opts (box options JSON: "cpus", "memory_mib", "platform" matter);
+// done gets "{}" once it exists.
+func Warm(rtH uint64, ref, optsJSON string, done Done) error {
+	if done == nil {
+		return fail(errdefs.InvalidArgument, "box_warm: the completion callback is NULL")
+	}
+	e, err := lookup(rtH, kindRuntime)
+	if err != nil {
+		return err
+	}
+	o, err := parseBoxOptions(optsJSON, nil)
+	if err != nil {
+		return err
+	}
+	re := e.rt
+	async(re, done, func(ctx context.Context) (uint64, string, error) {
+		return 0, "{}", re.rt.Warm(ctx, ref, o)
+	})
+	return nil
+}

@@ -287,6 +287,14 @@ func box_pull(rt C.box_runtime_t, ref *C.char, progress C.box_progress_fn, done 
 	return setErr(bridge.Pull(uint64(rt), C.GoString(ref), cProgress(progress, ud), cDone(done, ud)), errOut)
 }
 
+//export box_warm
+func box_warm(rt C.box_runtime_t, image *C.char, opts *C.char, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
+	if image == nil {
+		return nullArg("image", errOut)
+	}
+	return setErr(bridge.Warm(uint64(rt), C.GoString(image), goString(opts), cDone(done, ud)), errOut)
+}
+
 //export box_pull_async
 func box_pull_async(rt C.box_runtime_t, req *C.char, progress C.box_progress_fn, done C.box_complete_fn, ud unsafe.Pointer,
 	out *C.box_pull_t, errOut **C.box_error_t) C.box_status_t {

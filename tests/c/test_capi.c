@@ -427,6 +427,14 @@ int main(void) {
     EXPECT_ERR(box_pull(rt, "UPPER/case", NULL, on_done, &pl, &err), BOX_OK, "", "pull bad ref (async)");
     EXPECT(wait_for(&pl.fired, 2) && pl.status == BOX_E_INVALID_ARGUMENT && strstr(pl.msg, "UPPER/case"), "pull bad ref: %d %s", pl.status, pl.msg);
     EXPECT_ERR(box_pull(rt, NULL, NULL, on_done, &pl, &err), BOX_E_INVALID_ARGUMENT, "NULL", "pull NULL ref");
+
+    /* box_warm: options checked by the library (the build itself is tested
+       in Go, libbox TestVMTemplateStart). */
+    struct done wm = {0};
+    EXPECT_ERR(box_warm(rt, "busybox", "{\"memory_mib\": 8}", on_done, &wm, &err), BOX_OK, "", "warm bad memory (async)");
+    EXPECT(wait_for(&wm.fired, 1) && wm.status == BOX_E_INVALID_ARGUMENT && strstr(wm.msg, "memory 8 MiB"), "warm bad memory: %d %s", wm.status, wm.msg);
+    EXPECT_ERR(box_warm(rt, NULL, NULL, on_done, &wm, &err), BOX_E_INVALID_ARGUMENT, "NULL", "warm NULL image");
+    EXPECT_ERR(box_warm(rt, "busybox", "{\"cpus\": \"2\"}", on_done, &wm, &err), BOX_E_INVALID_ARGUMENT, "box options", "warm bad options");
     EXPECT_ERR(box_images(rt, NULL, &err), BOX_E_INVALID_ARGUMENT, "NULL", "images NULL out");
 
     /* box_pull_async: a handle, a platform, cancel after the end, release;

@@ -690,6 +690,27 @@ static napi_value rt_str_force(napi_env env, napi_callback_info info, str_force_
   return submitted(env, s, o, err, undefined(env));
 }
 
+/* warm(rt, image, optionsJSON, id): box_warm; completion M_COMPLETE. */
+static napi_value js_warm(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint64_t rt;
+  if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
+  char *image = get_str(env, argv[1], "image must be a string");
+  if (!image) return NULL;
+  char *opts = get_str(env, argv[2], "options must be a string");
+  if (!opts) {
+    free(image);
+    return NULL;
+  }
+  op *o = new_op(env, argv[3]);
+  box_error_t *err = NULL;
+  box_status_t s = box_warm(rt, image, opts, on_complete, o, &err);
+  free(image);
+  free(opts);
+  return submitted(env, s, o, err, undefined(env));
+}
+
 /* boxRemove(rt, idOrName, force, id) */
 static napi_value js_box_remove(napi_env env, napi_callback_info info) {
   return rt_str_force(env, info, box_remove, "idOrName must be a string");
@@ -1173,6 +1194,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
       FN("boxRemove", js_box_remove),
       FN("imagePull", js_image_pull),
       FN("imageRemove", js_image_remove),
+      FN("warm", js_warm),
       FN("imagePullAsync", js_image_pull_async),
       FN("pullCancel", js_pull_cancel),
       FN("imagePrune", js_image_prune),

@@ -148,6 +148,7 @@ _sig("box_pull", c_int32, _H, c_char_p, PROGRESS_FN, COMPLETE_FN, c_void_p, _ERR
 _sig("box_images", c_int32, _H, POINTER(c_void_p), _ERR)
 _sig("box_doctor", c_int32, c_char_p, POINTER(c_void_p), _ERR)
 _sig("box_image_remove", c_int32, _H, c_char_p, c_int32, COMPLETE_FN, c_void_p, _ERR)
+_sig("box_warm", c_int32, _H, c_char_p, c_char_p, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_pull_async", c_int32, _H, c_char_p, PROGRESS_FN, COMPLETE_FN, c_void_p, POINTER(_H), _ERR)
 _sig("box_pull_cancel", c_int32, _H, _ERR)
 _sig("box_image_prune", c_int32, _H, COMPLETE_FN, c_void_p, _ERR)

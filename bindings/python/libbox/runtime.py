@@ -289,6 +289,22 @@ class Runtime:
         f = _check.flag(force, "force")
         await _ffi.submit(_ffi.lib.box_image_remove, self._require(), r.encode(), 1 if f else 0)
 
+    async def warm(self, image: str = "busybox", *, cpus: Optional[int] = None,
+                   memory_mib: Optional[int] = None, platform: Optional[str] = None) -> None:
+        """Builds the VM template of ``image`` for vm boxes with these
+        ``cpus`` and ``memory_mib``: they then start by restoring a booted
+        machine instead of booting (``LIBBOX_VM_TEMPLATES=0`` turns that
+        off). Returns once the template exists; it boots one VM to build it."""
+        ref = _check.text(image, "image")
+        opts: dict[str, Any] = {}
+        for key, v in (("cpus", _check.positive_int(cpus, "cpus")),
+                       ("memory_mib", _check.positive_int(memory_mib, "memory_mib"))):
+            if v is not None:
+                opts[key] = v
+        if platform is not None:
+            opts["platform"] = _check.text(platform, "platform")
+        await _ffi.submit(_ffi.lib.box_warm, self._require(), ref.encode(), json.dumps(opts).encode())
+
     async def remove(self, id_or_name: str, force: bool = False) -> None:
         """Removes a box and its files. A running box is refused
         (FailedPreconditionError) unless ``force`` stops it first."""
