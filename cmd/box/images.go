@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,16 +20,22 @@ import (
 	"github.com/libbox/libbox/libbox/image"
 )
 
+// imageArg parses a command whose one argument is an IMAGE (fs.Arg(0))
+// and opens the runtime.
+func (c *cli) imageArg(fs *flag.FlagSet, args []string) (*libbox.Runtime, error) {
+	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
+		return nil, err
+	}
+	if err := checkNames(fs.Name(), fs.Arg(0)); err != nil {
+		return nil, err
+	}
+	return c.runtime()
+}
+
 func (c *cli) pull(args []string) error {
 	fs := newFlags("pull", "IMAGE")
 	platform := fs.String("platform", "", "os/arch[/variant] of a multi-arch image (default: the host's)")
-	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
-		return err
-	}
-	if err := checkNames("pull", fs.Arg(0)); err != nil {
-		return err
-	}
-	rt, err := c.runtime()
+	rt, err := c.imageArg(fs, args)
 	if err != nil {
 		return err
 	}

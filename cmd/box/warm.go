@@ -14,13 +14,7 @@ func (c *cli) warm(args []string) error {
 	cpus := fs.Int("cpus", 0, "CPUs of the boxes that will use it")
 	memory := fs.Int("memory", 0, "memory in MiB of the boxes that will use it")
 	platform := fs.String("platform", "", "os/arch[/variant] of a multi-arch image (default: the host's)")
-	if err := parseArgs(fs, args, 1, 1, "want exactly one IMAGE"); err != nil {
-		return err
-	}
-	if err := checkNames("warm", fs.Arg(0)); err != nil {
-		return err
-	}
-	rt, err := c.runtime()
+	rt, err := c.imageArg(fs, args)
 	if err != nil {
 		return err
 	}
