@@ -15,6 +15,7 @@ import (
 // it; a runtime opened with LIBBOX_VM_TEMPLATES=0 boots instead.
 func TestVMTemplateStart(t *testing.T) {
 	testutil.RequireQEMU(t)
+	t.Setenv("LIBBOX_VM_TEMPLATES", "1") // ./build.sh test turns them off elsewhere
 	home := t.TempDir()
 	removeAllOnCleanup(t, home)
 	rt := openRT(t, home)
