@@ -67,6 +67,8 @@ export interface PortMapping {
 export interface BoxOptions {
   /** Image reference; default "busybox" (builtin, no network). */
   image?: string;
+  /** Clone: a snapshot's name or a box's id or name; the new box's files start as its (image and isolation follow it). */
+  from?: string;
   name?: string;
   /** "vm" (the library's default) or "sandbox" (Linux namespaces). */
   isolation?: 'vm' | 'sandbox';
@@ -197,6 +199,27 @@ export class Process {
   ref(): this;
 }
 
+/** A snapshot of a box's files (Box.snapshot, Runtime.snapshots); keys in camelCase. */
+export interface SnapshotInfo {
+  name: string;
+  id: string;
+  box?: string;
+  boxName?: string;
+  isolation: 'vm' | 'sandbox';
+  image?: string;
+  imageId?: string;
+  /** The snapshot this one sits on, if any. */
+  parent?: string;
+  createdAt?: string;
+  /** Bytes its own layer takes on disk. */
+  size?: number;
+  /** Bytes copied to take it. */
+  written?: number;
+  /** "box NAME" / "snapshot NAME" entries sitting on it. */
+  usedBy?: string[];
+  [key: string]: unknown;
+}
+
 /** One isolated environment. */
 export class Box {
   private constructor();
@@ -221,6 +244,14 @@ export class Box {
   publish(mapping: PortMapping | [string | number, number, ('tcp' | 'udp')?]): Promise<{ host: string; box: number; protocol: 'tcp' | 'udp' }>;
   /** Stops publishing a port: its host address as box info shows it, or {box, protocol}. */
   unpublish(mapping: string | PortMapping): Promise<void>;
+  /** Freezes the box's files as snapshot `name` (also while it runs); { memory: true } rejects with code "Unsupported" for now. */
+  snapshot(name: string, options?: { memory?: boolean }): Promise<SnapshotInfo>;
+  /** Rolls the stopped box back to a snapshot; a running box is refused (code "FailedPrecondition"). */
+  restore(name: string): Promise<void>;
+  /** Writes the box's files as an OCI image layout in dir; resolves with "oci-layout:DIR", an image reference. */
+  export(dir: string): Promise<string>;
+  /** Creates and starts a box whose files start as this box's now. */
+  clone(options?: Omit<BoxOptions, 'image' | 'from' | 'isolation'>): Promise<Box>;
   /** The running execs of the box, also those another process started. */
   processes(): Promise<ProcessInfo[]>;
   /** Signals an exec's process (or a descendant) by its pid in the box; default SIGKILL (9). */
@@ -255,10 +286,14 @@ export class Runtime {
   pruneImages(): Promise<{ roots: number; blobs: number; bytes: number }>;
   /** The images in this runtime's store. */
   images(): Promise<ImageInfo[]>;
-  /** Refused (code 'FailedPrecondition') while a box uses the image, unless { force: true }. */
   /** Builds the VM template of an image: vm boxes of it then start by restoring a booted machine. */
   warm(image?: string, options?: { cpus?: number; memoryMib?: number; platform?: string }): Promise<void>;
+  /** Refused (code 'FailedPrecondition') while a box uses the image, unless { force: true }. */
   removeImage(ref: string, options?: { force?: boolean }): Promise<void>;
+  /** The snapshots of this home, oldest first. */
+  snapshots(): Promise<SnapshotInfo[]>;
+  /** Refused (code 'FailedPrecondition') while a box or snapshot sits on it, unless { force: true }. */
+  removeSnapshot(name: string, options?: { force?: boolean }): Promise<void>;
   /** Cancels running execs, stops boxes that are not detached, releases every handle. Idempotent. */
   close(): Promise<void>;
 }

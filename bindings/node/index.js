@@ -12,6 +12,7 @@
  * consumer is slow (the library thread waits instead).
  */
 const os = require('node:os');
+const path = require('node:path');
 const { Readable, Writable } = require('node:stream');
 
 let native;
@@ -221,6 +222,7 @@ function checkBool(v, what) {
 
 const BOX_OPTIONS = [
   'image',
+  'from',
   'platform',
   'name',
   'isolation',
@@ -289,6 +291,7 @@ function networkJSON(opts) {
 function boxOptionsJSON(opts) {
   checkKeys(opts, BOX_OPTIONS, 'box option');
   checkString(opts.image, 'image', { nonEmpty: true });
+  checkString(opts.from, 'from', { nonEmpty: true });
   checkString(opts.platform, 'platform', { nonEmpty: true });
   checkString(opts.name, 'name', { nonEmpty: true });
   if (opts.isolation !== undefined && opts.isolation !== 'vm' && opts.isolation !== 'sandbox') {
@@ -306,6 +309,7 @@ function boxOptionsJSON(opts) {
   }
   const out = {
     image: opts.image,
+    from: opts.from,
     platform: opts.platform,
     name: opts.name,
     isolation: opts.isolation,
@@ -735,6 +739,50 @@ class Box {
     return this.#async((h, id) => native.fsCall(h, 'unpublish', req, id)).then(() => undefined);
   }
 
+  /**
+   * Freezes the box's files as snapshot `name` (unique in the home); the box may be running (it is paused
+   * meanwhile). Resolves with the snapshot (camelCase: name, id, parent, size, written, usedBy, ...).
+   * {memory: true} is not available yet (code Unsupported).
+   */
+  snapshot(name, options = {}) {
+    checkString(name, 'name', { optional: false, nonEmpty: true });
+    checkKeys(options, ['memory'], 'snapshot option');
+    checkBool(options.memory, 'memory');
+    const req = JSON.stringify({ name, memory: options.memory === true });
+    return this.#async((h, id) => native.fsCall(h, 'snapshot', req, id)).then(({ json }) => camelCase(JSON.parse(json || '{}')));
+  }
+
+  /** Rolls the stopped box back to snapshot `name` (its own changes are discarded); a running box is refused (FailedPrecondition). */
+  restore(name) {
+    checkString(name, 'name', { optional: false, nonEmpty: true });
+    return this.#async((h, id) => native.fsCall(h, 'restore', name, id)).then(() => undefined);
+  }
+
+  /** Writes the box's files as an OCI image layout in `dir` (new or empty); resolves with the image reference ('oci-layout:DIR'). */
+  export(dir) {
+    checkString(dir, 'dir', { optional: false, nonEmpty: true });
+    const abs = path.resolve(dir);
+    return this.#async((h, id) => native.fsCall(h, 'export', abs, id)).then(
+      ({ json }) => JSON.parse(json || '{}').image || `oci-layout:${abs}`,
+    );
+  }
+
+  /**
+   * Creates and starts a new box whose files start as this box's now (a hidden snapshot is taken, also while it
+   * runs). `options` are those of Runtime.create but image, from and isolation.
+   */
+  clone(options = {}) {
+    for (const k of ['image', 'from', 'isolation']) {
+      if (options[k] !== undefined) return Promise.reject(new TypeError(`clone takes no ${k} option`));
+    }
+    try {
+      this.#live();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#runtime.create({ ...options, from: this.#id });
+  }
+
   /** The running execs of the box, also another process's: [{pid, args, uid, user, started, tty}]. */
   processes() {
     return this.#async((h, id) => native.fsCall(h, 'processes', '', id)).then(({ json }) => JSON.parse(json));
@@ -968,6 +1016,25 @@ class Runtime {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The snapshots of this home, oldest first (camelCase: name, id, box, isolation, image, parent, size, usedBy). */
+  snapshots() {
+    try {
+      return Promise.resolve(JSON.parse(native.snapshots(this._handle) || '[]').map(camelCase));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Removes a snapshot; refused (code FailedPrecondition) while a box or snapshot sits on it unless {force: true}. */
+  removeSnapshot(name, options = {}) {
+    checkString(name, 'name', { optional: false, nonEmpty: true });
+    checkKeys(options, ['force'], 'removeSnapshot option');
+    checkBool(options.force, 'force');
+    if (this.#closed) return Promise.reject(closedError('runtime'));
+    const h = this.#handle;
+    return call((id) => native.snapshotRemove(h, name, options.force === true, id)).then(() => undefined);
   }
 
   /** Removes a box and its files; a running box needs {force: true}. */

@@ -716,6 +716,11 @@ static napi_value js_box_remove(napi_env env, napi_callback_info info) {
   return rt_str_force(env, info, box_remove, "idOrName must be a string");
 }
 
+/* snapshotRemove(rt, name, force, id) */
+static napi_value js_snapshot_remove(napi_env env, napi_callback_info info) {
+  return rt_str_force(env, info, box_snapshot_remove, "name must be a string");
+}
+
 /* imageRemove(rt, ref, force, id) */
 static napi_value js_image_remove(napi_env env, napi_callback_info info) {
   return rt_str_force(env, info, box_image_remove, "ref must be a string");
@@ -782,6 +787,7 @@ static napi_value json_of(napi_env env, napi_callback_info info, json_call call)
 static napi_value js_box_list(napi_env env, napi_callback_info info) { return json_of(env, info, box_list); }
 static napi_value js_box_info(napi_env env, napi_callback_info info) { return json_of(env, info, box_info); }
 static napi_value js_images(napi_env env, napi_callback_info info) { return json_of(env, info, box_images); }
+static napi_value js_snapshots(napi_env env, napi_callback_info info) { return json_of(env, info, box_snapshots); }
 
 /* release(handle) */
 static napi_value js_release(napi_env env, napi_callback_info info) {
@@ -1062,6 +1068,8 @@ static napi_value js_fs_call(napi_env env, napi_callback_info info) {
       {"mkdir", box_fs_mkdir, NULL},           {"remove", box_fs_remove, NULL},
       {"rename", box_fs_rename, NULL},         {"kill", box_process_kill, NULL},
       {"stats", NULL, box_stats},              {"processes", NULL, box_processes},
+      {"snapshot", box_snapshot, NULL},        {"restore", box_restore, NULL},
+      {"export", box_export, NULL},
       {"publish", box_publish, NULL},          {"unpublish", box_unpublish, NULL},
   };
   napi_value argv[4];
@@ -1199,6 +1207,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
       FN("pullCancel", js_pull_cancel),
       FN("imagePrune", js_image_prune),
       FN("images", js_images),
+      FN("snapshots", js_snapshots),
+      FN("snapshotRemove", js_snapshot_remove),
       FN("doctor", js_doctor),
       FN("copyIn", js_copy_in),
       FN("copyOut", js_copy_out),

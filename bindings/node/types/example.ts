@@ -3,7 +3,7 @@
 // so index.d.ts stays true to index.js. It is type-checked, never run.
 import libbox, {
   AbortError, Box, BoxStats, DoctorReport, ExecResult, FileInfo, FileSystem, ImageInfo, LibboxError, Process,
-  PortMapping, ProcessInfo, Runtime, WatchEvent, Watcher, doctor, liveHandles,
+  PortMapping, ProcessInfo, Runtime, SnapshotInfo, WatchEvent, Watcher, doctor, liveHandles,
 } from 'libbox';
 import * as named from 'libbox';
 
@@ -65,7 +65,16 @@ async function main(): Promise<void> {
   const published = await box.publish([0, 8080]);
   const mapping: PortMapping = { host: published.host, protocol: published.protocol };
   await box.unpublish(mapping);
+  const snap: SnapshotInfo = await box.snapshot('before', { memory: false });
+  const twin: Box = await box.clone({ name: 'twin' });
+  const fromSnap: Box = await rt.create({ from: snap.name });
+  const layout: string = await box.export('/tmp/layout');
+  await Promise.all([twin.close(), fromSnap.close()]);
   await box.stop();
+  await box.restore('before');
+  const snaps: SnapshotInfo[] = await rt.snapshots();
+  console.log(layout, snaps.map(x => `${x.name} ${x.size} ${(x.usedBy ?? []).join(',')}`));
+  await rt.removeSnapshot('before', { force: true });
   await box.close();
   const other: Box = await Box.create({ isolation: 'vm' });
   await other.close();
