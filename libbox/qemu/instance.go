@@ -43,6 +43,7 @@ type instance struct {
 	// template is the key of the template the VM was restored from ("":
 	// it booted).
 	template string
+	jail     *jail       // what confines QEMU; nil: nothing known (attached from an older state)
 	greeted  atomic.Bool // an agent answered a handshake: the VM is up
 	// bootTimeout bounds the first handshake (the boot); set before use.
 	bootTimeout time.Duration
@@ -143,6 +144,7 @@ func (i *instance) Stop(ctx context.Context) error {
 func (i *instance) release() {
 	i.released.Do(func() {
 		stopHelpers(i.helpers)
+		i.jail.release()
 		for _, p := range []string{i.files.agentSock, i.files.qmpSock, i.files.pidFile} {
 			_ = os.Remove(p)
 		}
@@ -174,7 +176,7 @@ func (i *instance) State() json.RawMessage {
 		PID: i.p.pid, StartTime: i.p.startTime,
 		AgentSocket: i.files.agentSock, QMPSocket: i.files.qmpSock,
 		Accel: i.accel, Machine: i.machine, CPUs: i.cpus, MemoryMiB: i.mem,
-		Kernel: i.kernel.Image, Helpers: i.helpers, Rung: i.rung, RungWhy: i.rungWhy,
+		Kernel: i.kernel.Image, Helpers: i.helpers, Rung: i.rung, RungWhy: i.rungWhy, Jail: i.jail,
 	}
 	raw, _ := json.Marshal(st)
 	return raw
@@ -184,7 +186,7 @@ func (i *instance) Info() map[string]any {
 	return map[string]any{
 		"accel":      i.accel,
 		"machine":    i.machine,
-		"pid":        i.p.pid,
+		"pid":        i.pid(),
 		"cpus":       i.cpus,
 		"memory_mib": i.mem,
 		"kernel":     i.kernel.Image,
@@ -192,7 +194,17 @@ func (i *instance) Info() map[string]any {
 		"rung":       i.rung,
 		"rung_why":   i.rungWhy,
 		"template":   i.template,
+		"jail":       i.jail.info(),
 	}
+}
+
+// pid is QEMU's pid (under a root host's pid namespace init, not the
+// launched process's).
+func (i *instance) pid() int {
+	if i.jail != nil && i.jail.QEMUPID > 0 {
+		return i.jail.QEMUPID
+	}
+	return i.p.pid
 }
 
 // qmp runs one QMP command without arguments (see qmpExec).

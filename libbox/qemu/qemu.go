@@ -207,8 +207,13 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	for _, p := range []string{f.agentSock, f.qmpSock} {
 		_ = os.Remove(p)
 	}
+	j, err := newJail(spec, r.Accel, cpus, mem)
+	if err != nil {
+		return nil, err
+	}
 	m := r.machine()
 	args := m.args(cpus, mem)
+	args = append(args, j.args()...)
 	args = append(args,
 		"-name", qemuPath("libbox-"+spec.ID),
 		"-kernel", k.Image, "-initrd", initrd,
@@ -222,7 +227,11 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	)
 	helpers, vargs, err := b.startVolumes(ctx, spec, m, mem)
 	if err != nil {
+		j.release()
 		return nil, err
+	}
+	for _, h := range helpers {
+		j.join(h.PID)
 	}
 	args = append(args, vargs...)
 	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes}
@@ -242,17 +251,27 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 
-	p, err := launch(qemuBin, args, f.stderr, spec.Detach, nl.files()...)
+	bin, jargs, err := j.command(qemuBin, args)
+	var p *proc
+	if err == nil {
+		p, err = launch(bin, jargs, f.stderr, spec.Detach, nl.files()...)
+	}
 	if err != nil {
 		stopHelpers(helpers)
+		j.release()
 		return nil, err
 	}
+	j.join(p.pid)
 	inst := newInstance(spec, p, f, r.Accel, m.name(), cpus, mem, k)
 	inst.args, inst.template = args, tmpl
 	inst.rung, inst.rungWhy = r.Name, why
 	inst.bootTimeout = b.opts.bootTimeout()
 	inst.helpers = helpers
+	inst.jail = j
 	err = inst.waitStarted(ctx)
+	if err == nil {
+		err = j.started(ctx, p)
+	}
 	if err == nil && tmpl != "" {
 		err = inst.waitRestored(ctx)
 	}
@@ -406,6 +425,7 @@ type state struct {
 	Helpers     []helper `json:"helpers,omitempty"`
 	Rung        string   `json:"rung,omitempty"`
 	RungWhy     string   `json:"rung_why,omitempty"`
+	Jail        *jail    `json:"jail,omitempty"`
 }
 
 // Attach reconnects to a detached box from its State. It returns NotFound
@@ -428,6 +448,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	inst.bootTimeout = b.opts.bootTimeout()
 	inst.greeted.Store(true)
 	inst.rung, inst.rungWhy = st.Rung, st.RungWhy
+	inst.jail = st.Jail.attached()
 	for _, h := range st.Helpers {
 		if hp, err := findProc(h.PID, h.StartTime); err == nil {
 			h.p = hp

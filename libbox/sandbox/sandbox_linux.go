@@ -4,7 +4,7 @@
 // The host reaches it over a unix socket in the box dir.
 //
 // The box's root is never the host's: on a root host it is the first id of
-// the box's own slice of host ids (see allocSlice), the image and volumes
+// the box's own slice of host ids (see libbox/internal/hostid), the image and volumes
 // are id-mapped into it; on a normal user's host it is that user.
 //
 // It never mounts anything in the host's mount namespace: every mount
@@ -32,6 +32,8 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/cgroup"
+	"github.com/libbox/libbox/libbox/internal/hostid"
 	"github.com/libbox/libbox/libbox/internal/launch"
 )
 
@@ -41,6 +43,20 @@ var DefaultCaps = []int{
 	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER, unix.CAP_MKNOD,
 	unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID, unix.CAP_SETFCAP, unix.CAP_SETPCAP,
 	unix.CAP_NET_BIND_SERVICE, unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
+}
+
+// DefaultPidsLimit is how many processes and threads a sandbox box may
+// have at once (a fork bomb stops there).
+const DefaultPidsLimit = 4096
+
+// describeLimits says, for every limit, what enforces it; the agent adds
+// RLIMIT_NPROC for the box's uid beside the pids group.
+func describeLimits(cg *cgroup.Group, l cgroup.Limits) map[string]string {
+	out := cg.Describe(l)
+	if l.Pids > 0 {
+		out["pids"] += "; RLIMIT_NPROC per box uid"
+	}
+	return out
 }
 
 // Options configure the backend.
@@ -114,11 +130,11 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	var mounts []hostMount
 	ids := hostIDs{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), size: 1, desc: "box uid 0 = your uid (no other ids)"}
 	if os.Geteuid() == 0 {
-		sl, desc, err := allocSlice(spec.Dir)
+		sl, desc, err := hostid.Alloc(spec.Dir)
 		if err != nil {
 			return nil, err
 		}
-		ids = hostIDs{uid: sl.UID, gid: sl.GID, size: SliceSize, desc: desc}
+		ids = hostIDs{uid: sl.UID, gid: sl.GID, size: hostid.SliceSize, desc: desc}
 		// The box's root owns its layer; the box dir is only traversable.
 		for _, d := range []string{"upper", "work", "rootfs", "lower"} {
 			if err := os.Chown(filepath.Join(spec.Dir, d), int(ids.uid), int(ids.gid)); err != nil {
@@ -207,8 +223,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	defer devnull.Close()
 
-	lim := limits{cpus: spec.CPUs, memMiB: spec.MemoryMiB, pids: DefaultPidsLimit}
-	cg := newCgroup(spec.ID, lim)
+	lim := cgroup.Limits{CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Pids: DefaultPidsLimit}
+	cg := cgroup.New(spec.ID, lim)
 	sys := &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
 		Setsid:      true,
@@ -225,9 +241,9 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if !spec.Detach {
 		sys.Pdeathsig = syscall.SIGKILL
 	}
-	if cg.fd >= 0 {
+	if cg.FD >= 0 {
 		sys.UseCgroupFD = true
-		sys.CgroupFD = cg.fd
+		sys.CgroupFD = cg.FD
 	}
 	pidfd := -1
 	sys.PidFD = &pidfd
@@ -241,14 +257,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		attr.Files = append(attr.Files, f.Fd()) // netFD
 	}
 	pid, err := launch.ForkExec("/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
-	cg.closeFD()
+	cg.CloseFD()
 	if err != nil {
-		cg.remove()
+		cg.Remove()
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
 	}
 	// The agent forks nothing before its first request: joining the v1
 	// groups now covers every process of the box.
-	cg.join(pid)
+	cg.Join(pid)
 	files.fds = slices.DeleteFunc(files.fds, func(fd int) bool { return fd == sp[0] })
 	mdesc, err := func() ([]string, error) {
 		// The tap first: the agent configures it once it has its mounts.
@@ -263,14 +279,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		var info unix.Siginfo
 		_ = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED, nil)
 		unix.Close(pidfd)
-		cg.remove()
+		cg.Remove()
 		return nil, err
 	}
 	st, _ := backend.ProcStartTime(pid)
 	inst := &instance{
-		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.path, CgroupV1: cg.v1Dirs()},
+		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.Path, CgroupV1: cg.V1Dirs()},
 		child: true, pidfd: pidfd, done: make(chan struct{}), cg: cg,
-		limits: cg.describe(lim), ids: ids.desc, mounts: mdesc,
+		limits: describeLimits(cg, lim), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
 	return inst, nil
@@ -301,7 +317,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.NotFound, err, "box %s: its sandbox is no longer running", spec.ID)
 	}
-	inst := &instance{st: st, pidfd: pidfd, done: make(chan struct{}), cg: attachCgroup(st.Cgroup, st.CgroupV1)}
+	inst := &instance{st: st, pidfd: pidfd, done: make(chan struct{}), cg: cgroup.Attach(st.Cgroup, st.CgroupV1)}
 	inst.watch()
 	return inst, nil
 }
@@ -310,7 +326,7 @@ type instance struct {
 	st     state
 	child  bool // started by this process: reaped here
 	pidfd  int
-	cg     *cgroup
+	cg     *cgroup.Group
 	limits map[string]string // limit -> what enforces it
 	ids    string            // the box's host id range
 	mounts []string          // how the image and volumes are id-mapped
@@ -354,7 +370,7 @@ func (i *instance) watch() {
 		}
 		_ = unix.Waitid(unix.P_PID, i.st.Pid, &info, flags, nil)
 		_ = os.Remove(i.st.Socket)
-		i.cg.remove()
+		i.cg.Remove()
 		i.pidf.Close()
 	}()
 }
@@ -418,7 +434,7 @@ func (i *instance) State() json.RawMessage {
 
 func (i *instance) Info() map[string]any {
 	info := map[string]any{"pid": i.st.Pid, "socket": i.st.Socket, "limits": i.limits}
-	if n, ok := i.cg.oomKills(); ok {
+	if n, ok := i.cg.OOMKills(); ok {
 		info["oom_kills"] = n
 	}
 	if i.ids != "" {

@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/hostid"
 )
 
 // A sandbox snapshot is one overlay layer, <snapshot dir>/fs, stored the
@@ -56,7 +56,7 @@ func (b *Backend) Snapshot(ctx context.Context, spec backend.Spec, inst backend.
 	if !ok {
 		return backend.SnapshotResult{}, errdefs.New(errdefs.Internal, "sandbox snapshot: not a sandbox instance")
 	}
-	thaw, err := in.cg.freeze(ctx)
+	thaw, err := in.cg.Freeze(ctx)
 	if err != nil {
 		return backend.SnapshotResult{}, err
 	}
@@ -90,15 +90,15 @@ func idShift(dir string) (func(uid, gid uint32) (uint32, uint32), error) {
 		// The box's ids are this user's: the layer keeps them.
 		return func(u, g uint32) (uint32, uint32) { return u, g }, nil
 	}
-	sl, _, err := allocSlice(dir)
+	sl, _, err := hostid.Alloc(dir)
 	if err != nil {
 		return nil, err
 	}
 	return func(u, g uint32) (uint32, uint32) {
-		if u >= sl.UID && u-sl.UID < SliceSize {
+		if u >= sl.UID && u-sl.UID < hostid.SliceSize {
 			u -= sl.UID
 		}
-		if g >= sl.GID && g-sl.GID < SliceSize {
+		if g >= sl.GID && g-sl.GID < hostid.SliceSize {
 			g -= sl.GID
 		}
 		return u, g
@@ -259,43 +259,4 @@ func getXattr(p, name string) ([]byte, error) {
 	v := make([]byte, n)
 	n, err = unix.Lgetxattr(p, name, v)
 	return v[:n], err
-}
-
-// freeze stops every process of the box (the agent too) until thaw is
-// called: cgroup v2's cgroup.freeze, or v1's freezer. A box with neither
-// is not paused (its processes may write while the layer is copied).
-func (cg *cgroup) freeze(ctx context.Context) (thaw func() error, err error) {
-	var file, on, off, events, frozen string
-	switch {
-	case cg.path != "":
-		file, on, off = filepath.Join(cg.path, "cgroup.freeze"), "1", "0"
-		events, frozen = filepath.Join(cg.path, "cgroup.events"), "frozen 1"
-	case cg.v1["freezer"] != "":
-		file, on, off = filepath.Join(cg.v1["freezer"], "freezer.state"), "FROZEN", "THAWED"
-		events, frozen = file, "FROZEN"
-	default:
-		unix.Sync()
-		return func() error { return nil }, nil
-	}
-	thaw = func() error {
-		if err := os.WriteFile(file, []byte(off), 0); err != nil {
-			return errdefs.Wrap(errdefs.Internal, err, "thaw the box (%s)", file)
-		}
-		return nil
-	}
-	if err := os.WriteFile(file, []byte(on), 0); err != nil {
-		return nil, errdefs.Wrap(errdefs.Internal, err, "freeze the box (%s)", file)
-	}
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		b, err := os.ReadFile(events)
-		if err == nil && strings.Contains(string(b), frozen) {
-			return thaw, nil
-		}
-		select {
-		case <-ctx.Done():
-			_ = thaw()
-			return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "freeze the box")
-		case <-time.After(delay):
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package sandbox
+package hostid
 
 import (
 	"os"
@@ -6,21 +6,21 @@ import (
 	"testing"
 )
 
-func TestAllocSlice(t *testing.T) {
+func TestAlloc(t *testing.T) {
 	tmp := t.TempDir()
-	old := IDTable
-	IDTable = filepath.Join(tmp, "table", "userns.json")
-	t.Cleanup(func() { IDTable = old })
+	old := Table
+	Table = filepath.Join(tmp, "table", "userns.json")
+	t.Cleanup(func() { Table = old })
 	dirs := []string{filepath.Join(tmp, "a"), filepath.Join(tmp, "b"), filepath.Join(tmp, "c")}
 	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got := map[string]idSlice{}
+	got := map[string]Slice{}
 	seen := map[uint32]bool{}
 	for _, d := range dirs {
-		s, desc, err := allocSlice(d)
+		s, desc, err := Alloc(d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,7 +34,7 @@ func TestAllocSlice(t *testing.T) {
 		got[d] = s
 	}
 	// A box keeps its slice across starts.
-	if s, _, _ := allocSlice(dirs[1]); s != got[dirs[1]] {
+	if s, _, _ := Alloc(dirs[1]); s != got[dirs[1]] {
 		t.Fatalf("restart: %+v, want %+v", s, got[dirs[1]])
 	}
 	// A removed box's slice is taken by the next new box.
@@ -43,10 +43,10 @@ func TestAllocSlice(t *testing.T) {
 	}
 	d := filepath.Join(tmp, "d")
 	os.Mkdir(d, 0o700)
-	if s, _, _ := allocSlice(d); s != got[dirs[0]] {
+	if s, _, _ := Alloc(d); s != got[dirs[0]] {
 		t.Fatalf("reuse: %+v, want the freed %+v", s, got[dirs[0]])
 	}
-	if s, _, _ := allocSlice(dirs[2]); s != got[dirs[2]] {
+	if s, _, _ := Alloc(dirs[2]); s != got[dirs[2]] {
 		t.Fatalf("slices moved: %+v, want %+v", s, got[dirs[2]])
 	}
 }

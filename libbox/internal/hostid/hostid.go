@@ -1,4 +1,9 @@
-package sandbox
+// Package hostid hands out per-box slices of unprivileged host ids on a
+// root host: the sandbox backend maps a box's user namespace onto its
+// slice, and the VM backend runs the box's QEMU (and its helpers) as the
+// slice's first uid. It only allocates and records; it never changes a
+// process's credentials and never touches a box dir.
+package hostid
 
 import (
 	"bufio"
@@ -14,9 +19,10 @@ import (
 	"github.com/libbox/libbox/errdefs"
 )
 
-// On a root host every box gets its own slice of host ids: box uid 0..65535
-// is host uid Base..Base+65535 (the same for gids), so a process that
-// escapes a mount is an unprivileged nobody on the host. The slices come
+// On a root host every box gets its own slice of host ids: in a sandbox,
+// box uid 0..65535 is host uid Base..Base+65535 (the same for gids), so a
+// process that escapes a mount is an unprivileged nobody on the host; a VM
+// box's QEMU runs as the slice's first uid and gid. The slices come
 // from root's entries in /etc/subuid and /etc/subgid when present, else
 // from DefaultIDRange (inside the range systemd reserves for container
 // ids, as podman's --userns=auto does). A slice stays with its box dir for
@@ -30,14 +36,17 @@ const (
 	DefaultIDCount = 0x10000000
 )
 
-// IDTable is the host-wide allocation of slices: a JSON map from slice
+// Table is the host-wide allocation of slices: a JSON map from slice
 // index to box dir, under an flock. It is host-wide, not per libbox home,
 // because the ids are a host resource that every home shares.
-var IDTable = "/var/lib/libbox/userns.json"
+var Table = "/var/lib/libbox/userns.json"
 
-// idSlice is one box's host id range.
-type idSlice struct {
+// Slice is one box's host id range: SliceSize uids from UID, SliceSize
+// gids from GID.
+type Slice struct {
 	UID, GID uint32
+	Index    uint32 // its place in the range
+	Source   string // where the range comes from: "/etc/subuid" or "default range"
 }
 
 type idRange struct{ base, count uint32 }
@@ -74,24 +83,24 @@ func hostRanges() (uids, gids idRange, source string) {
 	return def, def, "default range"
 }
 
-// allocSlice returns the slice of the box whose directory is dir, taking
-// the lowest free one on first use. Slices of box dirs that no longer
-// exist are freed first.
-func allocSlice(dir string) (idSlice, string, error) {
+// Alloc returns the slice of the box whose directory is dir, taking the
+// lowest free one on first use, and a sentence that describes it. Slices of
+// box dirs that no longer exist are freed first.
+func Alloc(dir string) (Slice, string, error) {
 	uids, gids, source := hostRanges()
 	n := min(uids.count, gids.count) / SliceSize
-	if err := os.MkdirAll(filepath.Dir(IDTable), 0o700); err != nil {
-		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table")
+	if err := os.MkdirAll(filepath.Dir(Table), 0o700); err != nil {
+		return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table")
 	}
-	unlock, err := flock(IDTable + ".lock")
+	unlock, err := flock(Table + ".lock")
 	if err != nil {
-		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "lock user namespace id table")
+		return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "lock user namespace id table")
 	}
 	defer unlock()
 	table := map[string]string{}
-	if b, err := os.ReadFile(IDTable); err == nil {
+	if b, err := os.ReadFile(Table); err == nil {
 		if err := json.Unmarshal(b, &table); err != nil {
-			return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table %s is corrupt (remove it when no box runs)", IDTable)
+			return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table %s is corrupt (remove it when no box runs)", Table)
 		}
 	}
 	used := map[uint32]bool{}
@@ -125,19 +134,19 @@ func allocSlice(dir string) (idSlice, string, error) {
 			idx++
 		}
 		if idx >= n {
-			return idSlice{}, "", errdefs.New(errdefs.Unavailable, "no free user namespace id slice: %d boxes hold all of %s (add a larger root range to /etc/subuid and /etc/subgid)", n, source)
+			return Slice{}, "", errdefs.New(errdefs.Unavailable, "no free user namespace id slice: %d boxes hold all of %s (add a larger root range to /etc/subuid and /etc/subgid)", n, source)
 		}
 	}
 	table[strconv.FormatUint(uint64(idx), 10)] = dir
 	b, _ := json.Marshal(table)
-	tmp := IDTable + ".tmp"
+	tmp := Table + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
+		return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
 	}
-	if err := os.Rename(tmp, IDTable); err != nil {
-		return idSlice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
+	if err := os.Rename(tmp, Table); err != nil {
+		return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
 	}
-	s := idSlice{UID: uids.base + idx*SliceSize, GID: gids.base + idx*SliceSize}
+	s := Slice{UID: uids.base + idx*SliceSize, GID: gids.base + idx*SliceSize, Index: idx, Source: source}
 	return s, fmt.Sprintf("box uid 0 = host uid %d, gid 0 = host gid %d (%d ids, slice %d of the %s)", s.UID, s.GID, SliceSize, idx, source), nil
 }
 

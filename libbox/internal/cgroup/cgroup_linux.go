@@ -1,36 +1,43 @@
-package sandbox
+// Package cgroup makes, joins, reads and removes a box's control groups:
+// cgroup v2 when this host has a v2 hierarchy with the controllers, else
+// the cgroup v1 controllers (pids, memory, cpu) that are mounted and
+// writable. The sandbox backend puts a box's agent there, the VM backend
+// its QEMU and helpers. It never moves the host process itself and never
+// touches a group outside libbox/<box id>.
+package cgroup
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/errdefs"
 )
 
-// DefaultPidsLimit is how many processes and threads a sandbox box may
-// have at once (a fork bomb stops there).
-const DefaultPidsLimit = 4096
-
-// limits is what a box asks for; 0 means none.
-type limits struct {
-	cpus, memMiB, pids int
+// Limits are what a box asks for; 0 means none.
+type Limits struct {
+	CPUs, MemoryMiB, Pids int
 }
 
-// cgroup is the box's control group: one cgroup v2 group when this host
-// has a v2 hierarchy with the controllers (the agent is started in it),
-// else one group per cgroup v1 controller (pids, memory, cpu, freezer) that is
-// mounted and writable here (the agent joins them right after it starts).
-// Groups are made under the host process's own group of each hierarchy,
-// in libbox/<box id>, and removed when the box is gone.
-type cgroup struct {
-	path string // v2 group
-	fd   int    // v2 group dir, for CLONE_INTO_CGROUP; -1 when none
+// Group is the box's control group: one cgroup v2 group when this host
+// has a v2 hierarchy with the controllers (the first process is started
+// in it through FD), else one group per cgroup v1 controller (pids,
+// memory, cpu, freezer) that is mounted and writable here (processes join them
+// right after they start). Groups are made under the host process's own
+// group of each hierarchy, in libbox/<box id>, and removed when the box
+// is gone.
+type Group struct {
+	Path string // v2 group
+	FD   int    // v2 group dir, for CLONE_INTO_CGROUP; -1 when none
 	v1   map[string]string
 	// how records, for each limit, what enforces it or why nothing does.
 	how map[string]string
@@ -38,16 +45,18 @@ type cgroup struct {
 
 const cgroupRoot = "/sys/fs/cgroup"
 
-func newCgroup(id string, l limits) *cgroup {
-	cg := &cgroup{fd: -1, how: map[string]string{}}
+// New makes the groups of box id with limits l. What it cannot enforce is
+// recorded, not returned: Describe says it.
+func New(id string, l Limits) *Group {
+	cg := &Group{FD: -1, how: map[string]string{}}
 	want := map[string]string{} // controller -> limit name
-	if l.pids > 0 {
+	if l.Pids > 0 {
 		want["pids"] = "pids"
 	}
-	if l.memMiB > 0 {
+	if l.MemoryMiB > 0 {
 		want["memory"] = "memory"
 	}
-	if l.cpus > 0 {
+	if l.CPUs > 0 {
 		want["cpu"] = "cpus"
 	}
 	if len(want) == 0 {
@@ -56,7 +65,7 @@ func newCgroup(id string, l limits) *cgroup {
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
 		cg.setupV2(id, l, want)
 	} else {
-		want["freezer"] = "freeze" // no limit: lets a snapshot pause the box
+		want["freezer"] = "freeze" // no limit: lets a snapshot pause the box (Freeze)
 		cg.setupV1(id, l, want)
 	}
 	return cg
@@ -64,18 +73,18 @@ func newCgroup(id string, l limits) *cgroup {
 
 // files lists the control files that set limit l through controller c,
 // in cgroup v2 or v1 terms.
-func controlFiles(c string, l limits, v2 bool) [][2]string {
+func controlFiles(c string, l Limits, v2 bool) [][2]string {
 	switch {
 	case c == "pids":
-		return [][2]string{{"pids.max", strconv.Itoa(l.pids)}}
+		return [][2]string{{"pids.max", strconv.Itoa(l.Pids)}}
 	case c == "memory" && v2:
-		return [][2]string{{"memory.max", strconv.Itoa(l.memMiB << 20)}, {"memory.swap.max", "0"}}
+		return [][2]string{{"memory.max", strconv.Itoa(l.MemoryMiB << 20)}, {"memory.swap.max", "0"}}
 	case c == "memory":
-		return [][2]string{{"memory.limit_in_bytes", strconv.Itoa(l.memMiB << 20)}, {"memory.memsw.limit_in_bytes", strconv.Itoa(l.memMiB << 20)}}
+		return [][2]string{{"memory.limit_in_bytes", strconv.Itoa(l.MemoryMiB << 20)}, {"memory.memsw.limit_in_bytes", strconv.Itoa(l.MemoryMiB << 20)}}
 	case c == "cpu" && v2:
-		return [][2]string{{"cpu.max", fmt.Sprintf("%d 100000", l.cpus*100000)}}
+		return [][2]string{{"cpu.max", fmt.Sprintf("%d 100000", l.CPUs*100000)}}
 	case c == "cpu":
-		return [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", strconv.Itoa(l.cpus * 100000)}}
+		return [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", strconv.Itoa(l.CPUs * 100000)}}
 	}
 	return nil
 }
@@ -93,12 +102,12 @@ func writeControls(dir string, files [][2]string) error {
 	return nil
 }
 
-func (cg *cgroup) setupV2(id string, l limits, want map[string]string) {
+func (cg *Group) setupV2(id string, l Limits, want map[string]string) {
 	ctrl, _ := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.controllers"))
 	have := strings.Fields(string(ctrl))
 	var need []string
 	for c, name := range want {
-		if !contains(have, c) {
+		if !slices.Contains(have, c) {
 			cg.how[name] = "not enforced: cgroup v2 controller " + c + " is not available"
 			continue
 		}
@@ -134,13 +143,13 @@ func (cg *cgroup) setupV2(id string, l limits, want map[string]string) {
 		fail(err)
 		return
 	}
-	cg.path, cg.fd = p, fd
+	cg.Path, cg.FD = p, fd
 	for _, c := range need {
 		cg.how[want[c]] = "cgroup v2 " + p
 	}
 }
 
-func (cg *cgroup) setupV1(id string, l limits, want map[string]string) {
+func (cg *Group) setupV1(id string, l Limits, want map[string]string) {
 	self := selfCgroupsV1()
 	cg.v1 = map[string]string{}
 	for c, name := range want {
@@ -188,18 +197,10 @@ func selfCgroupsV1() map[string]string {
 	return out
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// attachCgroup is the cgroup of a box started by an earlier process.
-func attachCgroup(v2 string, v1 []string) *cgroup {
-	cg := &cgroup{fd: -1, path: v2, v1: map[string]string{}}
+// Attach is the group of a box started by an earlier process, from its
+// Path and V1Dirs.
+func Attach(v2 string, v1 []string) *Group {
+	cg := &Group{FD: -1, Path: v2, v1: map[string]string{}, how: map[string]string{}}
 	for _, p := range v1 {
 		// .../<controller>/<rel>/libbox/<id>
 		rest := strings.TrimPrefix(p, cgroupRoot+"/")
@@ -209,8 +210,18 @@ func attachCgroup(v2 string, v1 []string) *cgroup {
 	return cg
 }
 
-// join moves pid into the v1 groups.
-func (cg *cgroup) join(pid int) {
+// Join moves pid (all its threads) into the groups: the v1 groups, and
+// the v2 group unless pid was started in it (FD).
+func (cg *Group) Join(pid int) {
+	if cg.Path != "" {
+		if err := os.WriteFile(filepath.Join(cg.Path, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			for name, how := range cg.how {
+				if strings.HasPrefix(how, "cgroup v2") {
+					cg.how[name] = "not enforced: join cgroup v2: " + err.Error()
+				}
+			}
+		}
+	}
 	for c, p := range cg.v1 {
 		if err := os.WriteFile(filepath.Join(p, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
 			cg.how[limitOf(c)] = "not enforced: join cgroup v1 " + c + ": " + err.Error()
@@ -224,7 +235,8 @@ func limitOf(c string) string {
 	return map[string]string{"pids": "pids", "memory": "memory", "cpu": "cpus", "freezer": "freeze"}[c]
 }
 
-func (cg *cgroup) v1Dirs() []string {
+// V1Dirs are the v1 groups, one per controller.
+func (cg *Group) V1Dirs() []string {
 	var out []string
 	for _, p := range cg.v1 {
 		out = append(out, p)
@@ -232,10 +244,10 @@ func (cg *cgroup) v1Dirs() []string {
 	return out
 }
 
-// describe says, for every limit, what enforces it.
-func (cg *cgroup) describe(l limits) map[string]string {
+// Describe says, for every limit, what enforces it.
+func (cg *Group) Describe(l Limits) map[string]string {
 	out := map[string]string{}
-	for name, v := range map[string]int{"pids": l.pids, "memory": l.memMiB, "cpus": l.cpus} {
+	for name, v := range map[string]int{"pids": l.Pids, "memory": l.MemoryMiB, "cpus": l.CPUs} {
 		switch {
 		case v == 0:
 			out[name] = "none requested"
@@ -243,22 +255,19 @@ func (cg *cgroup) describe(l limits) map[string]string {
 			out[name] = fmt.Sprintf("%d: %s", v, cg.how[name])
 		}
 	}
-	if l.pids > 0 {
-		out["pids"] += "; RLIMIT_NPROC per box uid"
-	}
-	if l.memMiB > 0 {
-		out["memory"] = strings.Replace(out["memory"], fmt.Sprint(l.memMiB), fmt.Sprintf("%d MiB", l.memMiB), 1)
+	if l.MemoryMiB > 0 {
+		out["memory"] = strings.Replace(out["memory"], fmt.Sprint(l.MemoryMiB), fmt.Sprintf("%d MiB", l.MemoryMiB), 1)
 	}
 	return out
 }
 
-// oomKills is how many processes the kernel's OOM killer ended in the
+// OOMKills is how many processes the kernel's OOM killer ended in the
 // box's memory group; false when the box has none.
-func (cg *cgroup) oomKills() (int, bool) {
+func (cg *Group) OOMKills() (int, bool) {
 	var file string
 	switch {
-	case cg.path != "":
-		file = filepath.Join(cg.path, "memory.events")
+	case cg.Path != "":
+		file = filepath.Join(cg.Path, "memory.events")
 	case cg.v1["memory"] != "":
 		file = filepath.Join(cg.v1["memory"], "memory.oom_control")
 	default:
@@ -277,19 +286,20 @@ func (cg *cgroup) oomKills() (int, bool) {
 	return 0, false
 }
 
-func (cg *cgroup) closeFD() {
-	if cg.fd >= 0 {
-		unix.Close(cg.fd)
-		cg.fd = -1
+// CloseFD closes FD once the first process started.
+func (cg *Group) CloseFD() {
+	if cg.FD >= 0 {
+		unix.Close(cg.FD)
+		cg.FD = -1
 	}
 }
 
-// remove deletes the groups once their processes are gone (an exiting
+// Remove deletes the groups once their processes are gone (an exiting
 // process may keep a group busy for a moment).
-func (cg *cgroup) remove() {
-	dirs := cg.v1Dirs()
-	if cg.path != "" {
-		dirs = append(dirs, cg.path)
+func (cg *Group) Remove() {
+	dirs := cg.V1Dirs()
+	if cg.Path != "" {
+		dirs = append(dirs, cg.Path)
 	}
 	for _, d := range dirs {
 		for i := 0; i < 50; i++ {
@@ -298,6 +308,45 @@ func (cg *cgroup) remove() {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// Freeze stops every process of the box (the agent too) until thaw is
+// called: cgroup v2's cgroup.freeze, or v1's freezer. A box with neither
+// is not paused (its processes may write while the layer is copied).
+func (cg *Group) Freeze(ctx context.Context) (thaw func() error, err error) {
+	var file, on, off, events, frozen string
+	switch {
+	case cg.Path != "":
+		file, on, off = filepath.Join(cg.Path, "cgroup.freeze"), "1", "0"
+		events, frozen = filepath.Join(cg.Path, "cgroup.events"), "frozen 1"
+	case cg.v1["freezer"] != "":
+		file, on, off = filepath.Join(cg.v1["freezer"], "freezer.state"), "FROZEN", "THAWED"
+		events, frozen = file, "FROZEN"
+	default:
+		unix.Sync()
+		return func() error { return nil }, nil
+	}
+	thaw = func() error {
+		if err := os.WriteFile(file, []byte(off), 0); err != nil {
+			return errdefs.Wrap(errdefs.Internal, err, "thaw the box (%s)", file)
+		}
+		return nil
+	}
+	if err := os.WriteFile(file, []byte(on), 0); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "freeze the box (%s)", file)
+	}
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		b, err := os.ReadFile(events)
+		if err == nil && strings.Contains(string(b), frozen) {
+			return thaw, nil
+		}
+		select {
+		case <-ctx.Done():
+			_ = thaw()
+			return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "freeze the box")
+		case <-time.After(delay):
 		}
 	}
 }

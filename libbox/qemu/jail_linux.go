@@ -1,0 +1,236 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/cgroup"
+	"github.com/libbox/libbox/libbox/internal/hostid"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
+)
+
+// A box's QEMU is confined on the host, so that a guest which breaks a
+// device model gets as little as possible:
+//
+//   - always, QEMU's seccomp filter (-sandbox, see seccompFlags);
+//   - on a root host, QEMU drops to the first uid and gid of the box's
+//     slice of unprivileged host ids (libbox/internal/hostid, the slices
+//     sandbox boxes map their user namespace onto) with -runas, after
+//     chrooting into the box dir with -chroot: it opens everything it needs
+//     (kernel, initramfs, disks, sockets, /dev/kvm, the virtiofsd sockets)
+//     before, as root, and afterwards reaches no file but the box dir's.
+//     The box dir stays root's (mode 0711): QEMU cannot create, rename or
+//     delete the host's files there (state.json, config.json); only the
+//     box's disk is its own. The box's QEMU and its virtiofsd helpers share
+//     one control group (libbox/internal/cgroup) that bounds their memory,
+//     CPU time and task count.
+//
+// A credential change clears a process's parent-death signal, so a QEMU
+// that ran -runas would outlive its host process. On a root host QEMU
+// therefore runs under "unshare --pid --fork --kill-child sh": sh is the
+// init of a new pid namespace and dies with unshare (which dies with the
+// host process unless the box is detached); when the init of a pid
+// namespace dies the kernel kills the rest of it, QEMU included. unshare
+// is the process the backend watches; QEMU's own pid is found under it.
+//
+// A normal user's host keeps QEMU as that user, in the host's mount
+// namespace and cgroup, with the seccomp filter only.
+
+// jail is how one box's QEMU is confined; it is saved in the box's state
+// so that Attach knows it again.
+type jail struct {
+	Seccomp  string            `json:"seccomp"`
+	UID      int               `json:"uid,omitempty"` // 0: QEMU keeps the caller's ids
+	GID      int               `json:"gid,omitempty"`
+	IDs      string            `json:"ids,omitempty"`  // where the ids come from
+	Root     string            `json:"root,omitempty"` // -chroot dir
+	QEMUPID  int               `json:"qemu_pid,omitempty"`
+	Cgroup   string            `json:"cgroup,omitempty"`
+	CgroupV1 []string          `json:"cgroup_v1,omitempty"`
+	Limits   map[string]string `json:"limits,omitempty"`
+
+	cg *cgroup.Group
+}
+
+// qemuPidsLimit bounds the tasks of a box's QEMU and helpers (QEMU's
+// vCPU, I/O and worker threads; virtiofsd's thread pool).
+const qemuPidsLimit = 1024
+
+// qemuOverheadMiB is what a box's QEMU may use beside the guest's RAM
+// (device models, I/O buffers, the virtiofsd helpers); under TCG QEMU 7.2
+// adds its translated-code cache, up to 1 GiB.
+func qemuOverheadMiB(accel string) int {
+	if accel == AccelTCG {
+		return 256 + 1024
+	}
+	return 256
+}
+
+// seccompFlags is QEMU's -sandbox value: the seccomp filter QEMU loads
+// before it runs the guest (it always denies mount, reboot, swap, kexec,
+// module and syslog calls). Each "deny" has a cost; whoever needs one of
+// these features changes it here, in one place:
+//
+//   - obsolete=deny: obsolete system calls (sysfs, uselib, ustat, ...):
+//     nothing QEMU 7.2 uses.
+//   - elevateprivileges: deny forbids set*uid/set*gid/setsid/setpgid. QEMU
+//     7.2 loads the filter before it applies -runas, so a jail that drops
+//     privileges must allow them (QEMU dies of SIGSYS in setgid
+//     otherwise); once dropped, QEMU has no capabilities and no_new_privs,
+//     so those calls cannot raise it again.
+//   - spawn=deny: fork and execve: no exec: migration URIs (-incoming
+//     exec:..., QMP migrate exec:...), no -netdev tap/bridge helper
+//     scripts, no smb= on user networking. Hand QEMU an fd instead
+//     (-incoming fd:N with an inherited fd; QMP getfd, then migrate
+//     fd:NAME). Under the root-host chroot there is no shell to exec anyway.
+//   - resourcecontrol=deny: scheduler and priority calls (sched_setaffinity,
+//     setpriority, ...): no vCPU pinning, no preallocation thread
+//     contexts, no real-time scheduling.
+func seccompFlags(dropsPrivileges bool) string {
+	elevate := "deny"
+	if dropsPrivileges {
+		elevate = "allow"
+	}
+	return "on,obsolete=deny,elevateprivileges=" + elevate + ",spawn=deny,resourcecontrol=deny"
+}
+
+// newJail prepares the confinement of the QEMU of the box spec on this
+// host: on a root host its ids, its box dir and its control group.
+func newJail(spec backend.Spec, accel string, cpus, memMiB int) (*jail, error) {
+	if os.Geteuid() != 0 {
+		return &jail{Seccomp: seccompFlags(false)}, nil
+	}
+	sl, _, err := hostid.Alloc(spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	j := &jail{
+		Seccomp: seccompFlags(true), UID: int(sl.UID), GID: int(sl.GID), Root: spec.Dir,
+		IDs: fmt.Sprintf("slice %d of the %s", sl.Index, sl.Source),
+	}
+	if err := os.Chmod(spec.Dir, 0o711); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "qemu: box dir")
+	}
+	if err := os.Chown(filepath.Join(spec.Dir, "disk.qcow2"), j.UID, j.GID); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "qemu: box disk")
+	}
+	lim := cgroup.Limits{CPUs: cpus, MemoryMiB: memMiB + qemuOverheadMiB(accel), Pids: qemuPidsLimit}
+	j.cg = cgroup.New(spec.ID, lim)
+	j.cg.CloseFD() // QEMU joins after it starts (launch forks it)
+	j.Cgroup, j.CgroupV1, j.Limits = j.cg.Path, j.cg.V1Dirs(), j.cg.Describe(lim)
+	if lim.MemoryMiB > 0 {
+		j.Limits["memory"] += fmt.Sprintf(" (guest %d MiB + QEMU %d MiB)", memMiB, lim.MemoryMiB-memMiB)
+	}
+	return j, nil
+}
+
+// drops says whether QEMU changes ids (a root host).
+func (j *jail) drops() bool { return j.UID != 0 }
+
+// args are QEMU's arguments for the jail.
+func (j *jail) args() []string {
+	a := []string{"-sandbox", j.Seccomp}
+	if j.drops() {
+		a = append(a, "-runas", fmt.Sprintf("%d:%d", j.UID, j.GID), "-chroot", qemuPath(j.Root))
+	}
+	return a
+}
+
+// command is what launch runs for QEMU: QEMU itself, or on a root host
+// QEMU as the child of the init of a new pid namespace (see above).
+func (j *jail) command(qemuBin string, args []string) (string, []string, error) {
+	if !j.drops() {
+		return qemuBin, args, nil
+	}
+	unshare, err := vmboot.LookTool("unshare", "util-linux")
+	if err != nil {
+		return "", nil, err
+	}
+	sh := []string{"--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", `"$@" & wait $!`, "sh", qemuBin}
+	return unshare, append(sh, args...), nil
+}
+
+// join puts a started helper or QEMU (pid) into the jail's groups.
+func (j *jail) join(pid int) {
+	if j != nil && j.cg != nil {
+		j.cg.Join(pid)
+	}
+}
+
+// started records QEMU's pid once it runs: under a root host's pid
+// namespace init, it is the grandchild of the launched process.
+func (j *jail) started(ctx context.Context, launched *proc) error {
+	if !j.drops() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, startWait)
+	defer cancel()
+	for {
+		if init := childPID(launched.pid); init > 0 {
+			if q := childPID(init); q > 0 {
+				j.QEMUPID = q
+				j.join(q)
+				return nil
+			}
+		}
+		if launched.exited() {
+			return errdefs.New(errdefs.Unavailable, "qemu: its pid namespace ended at start (%s)", launched.exitString())
+		}
+		if err := vmboot.SleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return errdefs.Wrap(errdefs.CodeOf(err), err, "qemu: finding its pid under %d", launched.pid)
+		}
+	}
+}
+
+// childPID is the first child of pid, or 0.
+func childPID(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
+}
+
+// attached is the jail of a box started by an earlier process.
+func (j *jail) attached() *jail {
+	if j != nil && (j.Cgroup != "" || len(j.CgroupV1) > 0) {
+		j.cg = cgroup.Attach(j.Cgroup, j.CgroupV1)
+	}
+	return j
+}
+
+// release removes the control group once QEMU and its helpers are gone.
+func (j *jail) release() {
+	if j != nil && j.cg != nil {
+		j.cg.Remove()
+	}
+}
+
+// info says what confines QEMU (box info).
+func (j *jail) info() map[string]any {
+	if j == nil {
+		return nil
+	}
+	m := map[string]any{"seccomp": "-sandbox " + j.Seccomp}
+	if !j.drops() {
+		m["user"] = fmt.Sprintf("the calling user (uid %d): not root, nothing to drop", os.Geteuid())
+		m["root"] = "the host's /"
+		return m
+	}
+	m["user"] = fmt.Sprintf("uid %d gid %d, no capabilities (%s)", j.UID, j.GID, j.IDs)
+	m["root"] = j.Root + " (chroot, pid namespace)"
+	m["limits"] = j.Limits
+	return m
+}

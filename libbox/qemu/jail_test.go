@@ -1,0 +1,140 @@
+//go:build linux
+
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/libbox/libbox/libbox/internal/hostid"
+)
+
+// TestVMJail checks, from the host, what confines the shared box's QEMU:
+// its seccomp filter; on a root host also its ids (the box's slice), its
+// root (the box dir), its pid namespace, and its control group, which
+// its virtiofsd helpers share.
+func TestVMJail(t *testing.T) {
+	inst, _ := sharedVM(t)
+	pid := inst.Info()["pid"].(int)
+	status := procStatus(t, pid)
+	if status["Seccomp"] != "2" {
+		t.Errorf("qemu %d: Seccomp %q, want 2 (a filter)", pid, status["Seccomp"])
+	}
+	if status["NoNewPrivs"] != "1" {
+		t.Errorf("qemu %d: NoNewPrivs %q, want 1", pid, status["NoNewPrivs"])
+	}
+	if os.Geteuid() != 0 {
+		if want := fmt.Sprint(os.Geteuid()); strings.Fields(status["Uid"])[0] != want {
+			t.Errorf("qemu %d: Uid %q, want the caller's %s", pid, status["Uid"], want)
+		}
+		t.Skip("the rest (ids, chroot, pid namespace, cgroup) needs a root host: run the tests as root")
+	}
+	sl, _, err := hostid.Alloc(shared.spec.Dir) // the box's slice, as QEMU got it
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := strconv.Itoa(int(sl.UID)), strconv.Itoa(int(sl.GID))
+	if got := strings.Fields(status["Uid"]); len(got) != 4 || got[0] != uid || got[1] != uid || got[2] != uid || got[3] != uid {
+		t.Errorf("qemu %d: Uid %q, want %s four times (the box's slice)", pid, status["Uid"], uid)
+	}
+	if got := strings.Fields(status["Gid"]); len(got) != 4 || got[0] != gid || got[3] != gid {
+		t.Errorf("qemu %d: Gid %q, want %s", pid, status["Gid"], gid)
+	}
+	if status["Groups"] != gid {
+		t.Errorf("qemu %d: Groups %q, want only %s", pid, status["Groups"], gid)
+	}
+	for _, c := range []string{"CapPrm", "CapEff", "CapAmb"} {
+		if status[c] != "0000000000000000" {
+			t.Errorf("qemu %d: %s %s, want none", pid, c, status[c])
+		}
+	}
+	if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); err != nil || root != shared.spec.Dir {
+		t.Errorf("qemu %d: root %q (%v), want the box dir %s", pid, root, err, shared.spec.Dir)
+	}
+	if nspid := strings.Fields(status["NSpid"]); len(nspid) < 2 {
+		t.Errorf("qemu %d: NSpid %q: want it in a pid namespace of its own", pid, status["NSpid"])
+	}
+	// The box dir is root's: QEMU cannot create or replace the host's files there.
+	st, err := os.Stat(shared.spec.Dir)
+	if err != nil || st.Mode().Perm() != 0o711 {
+		t.Errorf("box dir: %v %v, want mode 0711", st.Mode(), err)
+	}
+	if disk, err := os.Stat(filepath.Join(shared.spec.Dir, "disk.qcow2")); err != nil || disk.Sys().(*syscall.Stat_t).Uid != sl.UID {
+		t.Errorf("box disk: %v, want it owned by uid %s", err, uid)
+	}
+	// One control group for QEMU and its helpers, with the limits info names.
+	group := boxGroup(t, pid)
+	if group == "" {
+		t.Errorf("qemu %d is in no libbox group: %s", pid, readTail(fmt.Sprintf("/proc/%d/cgroup", pid), 1024))
+	}
+	for _, h := range inst.(*instance).helpers {
+		if g := boxGroup(t, h.PID); g != group {
+			t.Errorf("virtiofsd %d in group %q, want QEMU's %q", h.PID, g, group)
+		}
+	}
+	j := inst.Info()["jail"].(map[string]any)
+	lim, _ := j["limits"].(map[string]string)
+	for _, name := range []string{"memory", "cpus", "pids"} {
+		if !strings.Contains(lim[name], "cgroup") || strings.Contains(lim[name], "not enforced") {
+			t.Errorf("limit %s: %q, want a cgroup enforcing it", name, lim[name])
+		}
+	}
+	t.Logf("qemu %d: Uid %s, Seccomp %s, root %s, group %s; jail %v", pid, status["Uid"], status["Seccomp"], shared.spec.Dir, group, j)
+}
+
+// procStatus reads /proc/<pid>/status into a map.
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+// boxGroup is the libbox/<box id> group pid is in (memory controller or
+// cgroup v2), or "".
+func boxGroup(t *testing.T, pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && (parts[1] == "" || strings.Contains(parts[1], "memory")) && strings.HasSuffix(parts[2], "/libbox/"+shared.spec.ID) {
+			return parts[2]
+		}
+	}
+	return ""
+}
+
+// TestJailArgs checks QEMU's argv for both kinds of host without a VM.
+func TestJailArgs(t *testing.T) {
+	user := &jail{Seccomp: seccompFlags(false)}
+	if got := strings.Join(user.args(), " "); got != "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" {
+		t.Errorf("normal user's host: %q", got)
+	}
+	if bin, args, err := user.command("/usr/bin/qemu-system-x86_64", []string{"-m", "64"}); err != nil || bin != "/usr/bin/qemu-system-x86_64" || strings.Join(args, " ") != "-m 64" {
+		t.Errorf("normal user's host runs %q %q (%v), want QEMU itself", bin, args, err)
+	}
+	root := &jail{Seccomp: seccompFlags(true), UID: 1610612736, GID: 1610612737, Root: "/var/lib/boxes/a,b"}
+	want := "-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny -runas 1610612736:1610612737 -chroot /var/lib/boxes/a,,b"
+	if got := strings.Join(root.args(), " "); got != want {
+		t.Errorf("root host: %q, want %q", got, want)
+	}
+	bin, args, err := root.command("/usr/bin/qemu-system-x86_64", []string{"-m", "64"})
+	if err != nil {
+		t.Skip(err)
+	}
+	if filepath.Base(bin) != "unshare" || strings.Join(args, " ") != `--pid --fork --kill-child -- /bin/sh -c "$@" & wait $! sh /usr/bin/qemu-system-x86_64 -m 64` {
+		t.Errorf("root host runs %q %q, want QEMU under a pid namespace init", bin, args)
+	}
+}
