@@ -178,6 +178,9 @@ func (i *instance) State() json.RawMessage {
 		Accel: i.accel, Machine: i.machine, CPUs: i.cpus, MemoryMiB: i.mem,
 		Kernel: i.kernel.Image, Helpers: i.helpers, Rung: i.rung, RungWhy: i.rungWhy, Jail: i.jail,
 	}
+	if i.jail != nil && i.jail.QEMUPID > 0 {
+		st.PID, st.StartTime = i.jail.QEMUPID, i.jail.qemuStart
+	}
 	raw, _ := json.Marshal(st)
 	return raw
 }

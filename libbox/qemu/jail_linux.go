@@ -38,7 +38,8 @@ import (
 // init of a new pid namespace and dies with unshare (which dies with the
 // host process unless the box is detached); when the init of a pid
 // namespace dies the kernel kills the rest of it, QEMU included. unshare
-// is the process the backend watches; QEMU's own pid is found under it.
+// is the process the backend watches; QEMU's own pid is found under it,
+// and is the pid box info and the box's state give.
 //
 // A normal user's host keeps QEMU as that user, in the host's mount
 // namespace and cgroup, with the seccomp filter only.
@@ -51,7 +52,12 @@ type jail struct {
 	GID      int               `json:"gid,omitempty"`
 	IDs      string            `json:"ids,omitempty"`  // where the ids come from
 	Root     string            `json:"root,omitempty"` // -chroot dir
-	QEMUPID  int               `json:"qemu_pid,omitempty"`
+	// Launched is the process the backend started and watches (unshare)
+	// when it is not QEMU itself; the box's state names QEMU.
+	Launched      int    `json:"launched_pid,omitempty"`
+	LaunchedStart uint64 `json:"launched_start_time,omitempty"`
+	QEMUPID       int    `json:"-"`
+	qemuStart     uint64
 	Cgroup   string            `json:"cgroup,omitempty"`
 	CgroupV1 []string          `json:"cgroup_v1,omitempty"`
 	Limits   map[string]string `json:"limits,omitempty"`
@@ -175,7 +181,12 @@ func (j *jail) started(ctx context.Context, launched *proc) error {
 	for {
 		if init := childPID(launched.pid); init > 0 {
 			if q := childPID(init); q > 0 {
-				j.QEMUPID = q
+				st, err := backend.ProcStartTime(q)
+				if err != nil {
+					return errdefs.Wrap(errdefs.Unavailable, err, "qemu: pid %d under %d", q, launched.pid)
+				}
+				j.QEMUPID, j.qemuStart = q, st
+				j.Launched, j.LaunchedStart = launched.pid, launched.startTime
 				j.join(q)
 				return nil
 			}
@@ -203,12 +214,24 @@ func childPID(pid int) int {
 	return n
 }
 
-// attached is the jail of a box started by an earlier process.
-func (j *jail) attached() *jail {
+// attached is the jail of a box started by an earlier process, whose QEMU
+// is st.
+func (j *jail) attached(st state) *jail {
+	if j != nil && j.Launched > 0 {
+		j.QEMUPID, j.qemuStart = st.PID, st.StartTime
+	}
 	if j != nil && (j.Cgroup != "" || len(j.CgroupV1) > 0) {
 		j.cg = cgroup.Attach(j.Cgroup, j.CgroupV1)
 	}
 	return j
+}
+
+// watched is the pid and start time of the process Attach watches.
+func (st state) watched() (int, uint64) {
+	if st.Jail != nil && st.Jail.Launched > 0 {
+		return st.Jail.Launched, st.Jail.LaunchedStart
+	}
+	return st.PID, st.StartTime
 }
 
 // release removes the control group once QEMU and its helpers are gone.

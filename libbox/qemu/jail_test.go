@@ -3,6 +3,7 @@
 package qemu
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,6 +56,10 @@ func TestVMJail(t *testing.T) {
 	}
 	if root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); err != nil || root != shared.spec.Dir {
 		t.Errorf("qemu %d: root %q (%v), want the box dir %s", pid, root, err, shared.spec.Dir)
+	}
+	var saved state
+	if err := json.Unmarshal(inst.State(), &saved); err != nil || saved.PID != pid {
+		t.Errorf("state names pid %d (%v), want QEMU's %d", saved.PID, err, pid)
 	}
 	if nspid := strings.Fields(status["NSpid"]); len(nspid) < 2 {
 		t.Errorf("qemu %d: NSpid %q: want it in a pid namespace of its own", pid, status["NSpid"])

@@ -292,7 +292,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		}
 		return nil, err
 	}
-	_ = vmboot.WriteFileAtomic(f.pidFile, []byte(strconv.Itoa(p.pid)+"\n"))
+	_ = vmboot.WriteFileAtomic(f.pidFile, []byte(strconv.Itoa(inst.pid())+"\n"))
 	return inst, nil
 }
 
@@ -435,7 +435,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	if err := json.Unmarshal(raw, &st); err != nil || st.PID <= 0 || st.AgentSocket == "" {
 		return nil, errdefs.New(errdefs.InvalidArgument, "qemu: bad box state %q", string(raw))
 	}
-	p, err := findProc(st.PID, st.StartTime)
+	p, err := findProc(st.watched())
 	if err != nil {
 		return nil, err
 	}
@@ -448,7 +448,7 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	inst.bootTimeout = b.opts.bootTimeout()
 	inst.greeted.Store(true)
 	inst.rung, inst.rungWhy = st.Rung, st.RungWhy
-	inst.jail = st.Jail.attached()
+	inst.jail = st.Jail.attached(st)
 	for _, h := range st.Helpers {
 		if hp, err := findProc(h.PID, h.StartTime); err == nil {
 			h.p = hp
