@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/vmboot"
@@ -219,6 +221,17 @@ func qmp(ctx context.Context, sock, command string) (json.RawMessage, error) {
 // connection and returns its "return" value. QMP serves one client at a
 // time; connections are short.
 func qmpExec(ctx context.Context, sock, command string, arguments any) (json.RawMessage, error) {
+	return qmpRun(ctx, sock, nil, command, arguments)
+}
+
+// qmpFD is the name under which qmpRun hands QEMU a file ("fd:" URIs).
+const qmpFD = "libbox"
+
+// qmpRun runs one QMP command like qmpExec; with f, it first hands QEMU f
+// (getfd, over the same connection) under the name qmpFD, so the command
+// can use it: QEMU then needs no path and no exec (its jail allows
+// neither).
+func qmpRun(ctx context.Context, sock string, f *os.File, command string, arguments any) (json.RawMessage, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
@@ -261,16 +274,25 @@ func qmpExec(ctx context.Context, sock, command string, arguments any) (json.Raw
 	if _, err := read(); err != nil { // greeting
 		return nil, err
 	}
-	for _, cmd := range []string{"qmp_capabilities", command} {
+	cmds := []string{"qmp_capabilities", command}
+	if f != nil {
+		cmds = []string{"qmp_capabilities", "getfd", command}
+	}
+	for _, cmd := range cmds {
 		req := map[string]any{"execute": cmd}
 		if cmd == command && arguments != nil {
 			req["arguments"] = arguments
+		}
+		var rights []byte
+		if cmd == "getfd" {
+			req["arguments"] = map[string]any{"fdname": qmpFD}
+			rights = unix.UnixRights(int(f.Fd()))
 		}
 		line, err := json.Marshal(req)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.Write(append(line, '\n')); err != nil {
+		if _, _, err := c.(*net.UnixConn).WriteMsgUnix(append(line, '\n'), rights, nil); err != nil {
 			return nil, err
 		}
 		rep, err := read()

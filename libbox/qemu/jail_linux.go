@@ -47,20 +47,20 @@ import (
 // jail is how one box's QEMU is confined; it is saved in the box's state
 // so that Attach knows it again.
 type jail struct {
-	Seccomp  string            `json:"seccomp"`
-	UID      int               `json:"uid,omitempty"` // 0: QEMU keeps the caller's ids
-	GID      int               `json:"gid,omitempty"`
-	IDs      string            `json:"ids,omitempty"`  // where the ids come from
-	Root     string            `json:"root,omitempty"` // -chroot dir
+	Seccomp string `json:"seccomp"`
+	UID     int    `json:"uid,omitempty"` // 0: QEMU keeps the caller's ids
+	GID     int    `json:"gid,omitempty"`
+	IDs     string `json:"ids,omitempty"`  // where the ids come from
+	Root    string `json:"root,omitempty"` // -chroot dir
 	// Launched is the process the backend started and watches (unshare)
 	// when it is not QEMU itself; the box's state names QEMU.
 	Launched      int    `json:"launched_pid,omitempty"`
 	LaunchedStart uint64 `json:"launched_start_time,omitempty"`
 	QEMUPID       int    `json:"-"`
 	qemuStart     uint64
-	Cgroup   string            `json:"cgroup,omitempty"`
-	CgroupV1 []string          `json:"cgroup_v1,omitempty"`
-	Limits   map[string]string `json:"limits,omitempty"`
+	Cgroup        string            `json:"cgroup,omitempty"`
+	CgroupV1      []string          `json:"cgroup_v1,omitempty"`
+	Limits        map[string]string `json:"limits,omitempty"`
 
 	cg *cgroup.Group
 }
@@ -93,8 +93,8 @@ func qemuOverheadMiB(accel string) int {
 //     so those calls cannot raise it again.
 //   - spawn=deny: fork and execve: no exec: migration URIs (-incoming
 //     exec:..., QMP migrate exec:...), no -netdev tap/bridge helper
-//     scripts, no smb= on user networking. Hand QEMU an fd instead
-//     (-incoming fd:N with an inherited fd; QMP getfd, then migrate
+//     scripts, no smb= on user networking. Hand QEMU an fd instead, as
+//     templates do (qmpRun: getfd, then migrate or migrate-incoming
 //     fd:NAME). Under the root-host chroot there is no shell to exec anyway.
 //   - resourcecontrol=deny: scheduler and priority calls (sched_setaffinity,
 //     setpriority, ...): no vCPU pinning, no preallocation thread
@@ -149,18 +149,28 @@ func (j *jail) args() []string {
 	return a
 }
 
-// command is what launch runs for QEMU: QEMU itself, or on a root host
-// QEMU as the child of the init of a new pid namespace (see above).
+// command is what launch runs for QEMU with args (the box's, which a
+// template records) and the jail's: QEMU itself, or on a root host QEMU as
+// the child of the init of a new pid namespace (see above).
+//
+// Under the chroot, paths in the box dir are given relative to it, and
+// QEMU starts in it: they name the same files before the chroot and
+// after, when QEMU reopens its disk (a migration ends by reopening it
+// read-only; a snapshot opens a new overlay).
 func (j *jail) command(qemuBin string, args []string) (string, []string, error) {
 	if !j.drops() {
-		return qemuBin, args, nil
+		return qemuBin, append(j.args(), args...), nil
 	}
 	unshare, err := vmboot.LookTool("unshare", "util-linux")
 	if err != nil {
 		return "", nil, err
 	}
-	sh := []string{"--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", `"$@" & wait $!`, "sh", qemuBin}
-	return unshare, append(sh, args...), nil
+	cmd := []string{"--wd", j.Root, "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c", `"$@" & wait $!`, "sh", qemuBin}
+	cmd = append(cmd, j.args()...)
+	for _, a := range args {
+		cmd = append(cmd, strings.ReplaceAll(a, qemuPath(j.Root)+"/", ""))
+	}
+	return unshare, cmd, nil
 }
 
 // join puts a started helper or QEMU (pid) into the jail's groups.

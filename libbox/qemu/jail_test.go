@@ -127,7 +127,7 @@ func TestJailArgs(t *testing.T) {
 	if got := strings.Join(user.args(), " "); got != "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" {
 		t.Errorf("normal user's host: %q", got)
 	}
-	if bin, args, err := user.command("/usr/bin/qemu-system-x86_64", []string{"-m", "64"}); err != nil || bin != "/usr/bin/qemu-system-x86_64" || strings.Join(args, " ") != "-m 64" {
+	if bin, args, err := user.command("/usr/bin/qemu-system-x86_64", []string{"-m", "64"}); err != nil || bin != "/usr/bin/qemu-system-x86_64" || strings.Join(args, " ") != strings.Join(user.args(), " ")+" -m 64" {
 		t.Errorf("normal user's host runs %q %q (%v), want QEMU itself", bin, args, err)
 	}
 	root := &jail{Seccomp: seccompFlags(true), UID: 1610612736, GID: 1610612737, Root: "/var/lib/boxes/a,b"}
@@ -135,11 +135,12 @@ func TestJailArgs(t *testing.T) {
 	if got := strings.Join(root.args(), " "); got != want {
 		t.Errorf("root host: %q, want %q", got, want)
 	}
-	bin, args, err := root.command("/usr/bin/qemu-system-x86_64", []string{"-m", "64"})
+	bin, args, err := root.command("/usr/bin/qemu-system-x86_64", []string{"-drive", "file=/var/lib/boxes/a,,b/disk.qcow2,if=none", "-m", "64"})
 	if err != nil {
 		t.Skip(err)
 	}
-	if filepath.Base(bin) != "unshare" || strings.Join(args, " ") != `--pid --fork --kill-child -- /bin/sh -c "$@" & wait $! sh /usr/bin/qemu-system-x86_64 -m 64` {
-		t.Errorf("root host runs %q %q, want QEMU under a pid namespace init", bin, args)
+	want = `--wd /var/lib/boxes/a,b --pid --fork --kill-child -- /bin/sh -c "$@" & wait $! sh /usr/bin/qemu-system-x86_64 ` + want + " -drive file=disk.qcow2,if=none -m 64"
+	if filepath.Base(bin) != "unshare" || strings.Join(args, " ") != want {
+		t.Errorf("root host runs %q %q,\nwant QEMU under a pid namespace init, in the box dir: %q", bin, args, want)
 	}
 }

@@ -207,13 +207,8 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	for _, p := range []string{f.agentSock, f.qmpSock} {
 		_ = os.Remove(p)
 	}
-	j, err := newJail(spec, r.Accel, cpus, mem)
-	if err != nil {
-		return nil, err
-	}
 	m := r.machine()
 	args := m.args(cpus, mem)
-	args = append(args, j.args()...)
 	args = append(args,
 		"-name", qemuPath("libbox-"+spec.ID),
 		"-kernel", k.Image, "-initrd", initrd,
@@ -227,11 +222,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	)
 	helpers, vargs, err := b.startVolumes(ctx, spec, m, mem)
 	if err != nil {
-		j.release()
 		return nil, err
-	}
-	for _, h := range helpers {
-		j.join(h.PID)
 	}
 	args = append(args, vargs...)
 	box := &vmboot.Box{Port: PortName, Hostname: spec.Hostname, Volumes: spec.Volumes}
@@ -251,6 +242,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 
+	j, err := newJail(spec, r.Accel, cpus, mem)
+	if err != nil {
+		stopHelpers(helpers)
+		return nil, err
+	}
+	for _, h := range helpers {
+		j.join(h.PID)
+	}
 	bin, jargs, err := j.command(qemuBin, args)
 	var p *proc
 	if err == nil {
@@ -273,7 +272,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		err = j.started(ctx, p)
 	}
 	if err == nil && tmpl != "" {
-		err = inst.waitRestored(ctx)
+		err = inst.waitRestored(ctx, b.templateRoot())
 	}
 	if err != nil {
 		inst.Kill()

@@ -197,16 +197,25 @@ func (b *Backend) startDisk(ctx context.Context, spec backend.Spec, pr *prepared
 	for _, a := range args {
 		out = append(out, replaceHostname(a, templateHostname))
 	}
-	out = append(out, "-incoming", "exec:cat "+shellQuote(filepath.Join(dir, templateState)))
+	out = append(out, "-incoming", "defer") // waitRestored hands QEMU the state file
 	return out, key, nil
 }
 
 // waitRestored returns once QEMU loaded the template's state and runs the
 // machine: the status goes from "inmigrate" to "paused" (the template was
 // saved paused), then the machine is resumed. It fails when QEMU exits.
-func (i *instance) waitRestored(ctx context.Context) error {
+func (i *instance) waitRestored(ctx context.Context, templates string) error {
 	ctx, cancel := context.WithTimeout(ctx, i.bootTimeout)
 	defer cancel()
+	state, err := os.Open(filepath.Join(templates, i.template, templateState))
+	if err != nil {
+		return errdefs.Wrap(errdefs.Unavailable, err, "vm %s: template %s", i.spec.ID, i.template)
+	}
+	_, err = qmpRun(ctx, i.files.qmpSock, state, "migrate-incoming", map[string]any{"uri": "fd:" + qmpFD})
+	state.Close()
+	if err != nil && !i.p.exited() {
+		return errdefs.Wrap(errdefs.Internal, err, "vm %s: restoring template %s", i.spec.ID, i.template)
+	}
 	for {
 		raw, err := qmp(ctx, i.files.qmpSock, "query-status")
 		if i.p.exited() {
@@ -358,8 +367,8 @@ func (b *Backend) buildTemplate(ctx context.Context, spec backend.Spec, key stri
 }
 
 // saveState pauses the VM and writes its memory and device state to path
-// (QMP migrate to an exec: URI: QEMU 7.2 has no file: migration), waiting
-// until the migration completed.
+// (QMP migrate to an fd: QEMU 7.2 has no file: migration, and its jail
+// allows no exec: URI), waiting until the migration completed.
 func (i *instance) saveState(ctx context.Context, path string) error {
 	sock := i.files.qmpSock
 	fail := func(err error) error {
@@ -371,7 +380,12 @@ func (i *instance) saveState(ctx context.Context, path string) error {
 	if _, err := qmpExec(ctx, sock, "migrate-set-parameters", map[string]any{"max-bandwidth": migrateBandwidth}); err != nil {
 		return fail(err)
 	}
-	if _, err := qmpExec(ctx, sock, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(path)}); err != nil {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fail(err)
+	}
+	defer out.Close() // QEMU writes its own copy
+	if _, err := qmpRun(ctx, sock, out, "migrate", map[string]any{"uri": "fd:" + qmpFD}); err != nil {
 		return fail(err)
 	}
 	for {
@@ -388,7 +402,7 @@ func (i *instance) saveState(ctx context.Context, path string) error {
 		case "completed":
 			return nil
 		case "failed", "cancelled":
-			return fail(fmt.Errorf("migration %s: %s", st.Status, st.ErrorDesc))
+			return fail(fmt.Errorf("migration %s: %s (qemu: %s)", st.Status, st.ErrorDesc, oneLine(readTail(i.files.stderr, 512))))
 		}
 		if err := vmboot.SleepCtx(ctx, 10*time.Millisecond); err != nil {
 			return errdefs.Wrap(errdefs.CodeOf(err), err, "vm %s: saving its state", i.spec.ID)
@@ -476,9 +490,4 @@ func fileSize(p string) int64 {
 		return 0
 	}
 	return st.Size()
-}
-
-// shellQuote quotes s for /bin/sh (QEMU runs exec: URIs with sh -c).
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

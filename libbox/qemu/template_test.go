@@ -40,9 +40,6 @@ func TestNormalArgs(t *testing.T) {
 	if slices.Equal(normalArgs(args, spec), normalArgs(args2, other)) {
 		t.Errorf("a memory change is invisible to normalArgs")
 	}
-	if got := shellQuote("/a b/it's"); got != `'/a b/it'\''s'` {
-		t.Errorf("shellQuote = %s", got)
-	}
 }
 
 func TestTemplateEligible(t *testing.T) {
