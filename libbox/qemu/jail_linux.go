@@ -30,7 +30,8 @@ import (
 //     delete the host's files there (state.json, config.json); only the
 //     box's disk is its own. The box's QEMU and its virtiofsd helpers share
 //     one control group (libbox/internal/cgroup) that bounds their memory,
-//     CPU time and task count.
+//     CPU time (under KVM; under TCG throttling puts the guest's clock
+//     behind) and task count.
 //
 // A credential change clears a process's parent-death signal, so a QEMU
 // that ran -runas would outlive its host process. On a root host QEMU
@@ -128,9 +129,15 @@ func newJail(spec backend.Spec, accel string, cpus, memMiB int) (*jail, error) {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "qemu: box disk")
 	}
 	lim := cgroup.Limits{CPUs: cpus, MemoryMiB: memMiB + qemuOverheadMiB(accel), Pids: qemuPidsLimit}
+	if accel == AccelTCG {
+		lim.CPUs = 0 // an emulated guest's clock falls behind when QEMU is throttled
+	}
 	j.cg = cgroup.New(spec.ID, lim)
 	j.cg.CloseFD() // QEMU joins after it starts (launch forks it)
 	j.Cgroup, j.CgroupV1, j.Limits = j.cg.Path, j.cg.V1Dirs(), j.cg.Describe(lim)
+	if lim.CPUs == 0 {
+		j.Limits["cpus"] = fmt.Sprintf("%d vCPUs, no CPU time limit under TCG (throttling the emulator puts the guest's clock behind)", cpus)
+	}
 	if lim.MemoryMiB > 0 {
 		j.Limits["memory"] += fmt.Sprintf(" (guest %d MiB + QEMU %d MiB)", memMiB, lim.MemoryMiB-memMiB)
 	}
