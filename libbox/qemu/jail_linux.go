@@ -180,6 +180,27 @@ func (j *jail) command(qemuBin string, args []string) (string, []string, error) 
 	return unshare, cmd, nil
 }
 
+// path is how QEMU names hostPath, a file of the box dir: relative to
+// the box dir under the chroot.
+func (j *jail) path(hostPath string) string {
+	if j == nil || !j.drops() {
+		return hostPath
+	}
+	return strings.TrimPrefix(hostPath, j.Root+"/")
+}
+
+// own gives a file QEMU opens for writing after the drop (a snapshot's
+// new overlay) to the box uid.
+func (j *jail) own(hostPath string) error {
+	if j == nil || !j.drops() {
+		return nil
+	}
+	if err := os.Chown(hostPath, j.UID, j.GID); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "qemu: give %s to the box uid", hostPath)
+	}
+	return nil
+}
+
 // join puts a started helper or QEMU (pid) into the jail's groups.
 func (j *jail) join(pid int) {
 	if j != nil && j.cg != nil {

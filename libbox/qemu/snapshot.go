@@ -61,7 +61,11 @@ func (b *Backend) Snapshot(ctx context.Context, spec backend.Spec, inst backend.
 	if err := q.run("stop", nil); err != nil {
 		return backend.SnapshotResult{}, errdefs.Wrap(errdefs.Internal, err, "snapshot: pause box %s", spec.ID)
 	}
-	err = switchOverlay(ctx, q, disk, layer, size)
+	var j *jail
+	if in, ok := inst.(*instance); ok {
+		j = in.jail
+	}
+	err = switchOverlay(ctx, q, disk, layer, size, j)
 	if cerr := q.run("cont", nil); cerr != nil && err == nil {
 		err = errdefs.Wrap(errdefs.Internal, cerr, "snapshot: resume box %s", spec.ID)
 	}
@@ -74,14 +78,17 @@ func (b *Backend) Snapshot(ctx context.Context, spec backend.Spec, inst backend.
 // switchOverlay moves the paused VM's overlay (QEMU keeps its fd) to
 // layer, makes a new overlay at its old path on it, and has QEMU write to
 // the new one from now on; the old one is read-only from then.
-func switchOverlay(ctx context.Context, q *qmpConn, disk, layer, size string) error {
+func switchOverlay(ctx context.Context, q *qmpConn, disk, layer, size string, j *jail) error {
 	if err := os.Rename(disk, layer); err != nil {
 		return errdefs.Wrap(errdefs.Internal, err, "snapshot layer")
 	}
 	err := createOverlay(ctx, disk, layer, "qcow2", size)
 	if err == nil {
+		err = j.own(disk)
+	}
+	if err == nil {
 		err = q.run("blockdev-snapshot-sync", map[string]any{
-			"device": "root", "snapshot-file": disk, "format": "qcow2", "mode": "existing",
+			"device": "root", "snapshot-file": j.path(disk), "format": "qcow2", "mode": "existing",
 		})
 		if err != nil {
 			err = errdefs.Wrap(errdefs.Internal, err, "snapshot: switch overlay")
