@@ -37,9 +37,9 @@ function faultRow(row, what, settleMs) {
   if (log) fs.appendFileSync(log, JSON.stringify({ row, case: what, settle_ms: +settleMs.toFixed(3) }) + '\n');
 }
 
-/** Spawns `sleep 60` and writes 64 MiB to it (it never reads). */
-async function stdinFull() {
-  const p = box.spawn('sleep', ['60']);
+/** Spawns `sleep 60` in b and writes 64 MiB to it (it never reads). */
+async function stdinFull(b) {
+  const p = b.spawn('sleep', ['60']);
   const chunk = Buffer.alloc(1 << 20);
   for (let i = 0; i < 64; i++) p.stdin.write(chunk);
   p.stdin.on('error', () => {}); // the write fails once the process is gone
@@ -47,33 +47,56 @@ async function stdinFull() {
   return p;
 }
 
-for (const ctl of ['kill', 'resize', 'end', 'cancel']) {
-  test(`${ctl} with stdin full returns at once and the process settles`, T, async () => {
-    const p = await stdinFull();
-    const t0 = performance.now();
-    if (ctl === 'resize') {
-      assert.throws(() => p.resize(40, 100), (e) => e instanceof LibboxError && e.code === 'FailedPrecondition');
-    }
-    if (ctl === 'end') p.stdin.end();
-    if (ctl === 'cancel') p.cancel();
-    else assert.equal(p.kill(), true); // default SIGTERM, as child_process
-    const blocked = performance.now() - t0;
-    const settled = await Promise.race([
-      p.wait().then((r) => r, (e) => e),
-      sleep(2000).then(() => 'timeout'),
-    ]);
-    const settle = performance.now() - t0;
-    assert.notEqual(settled, 'timeout', 'the process did not settle within 2 s');
-    if (ctl === 'cancel') {
-      assert.equal(settled.code, 'Canceled');
-    } else {
-      assert.deepEqual([settled.exitCode, settled.signal], [null, 'SIGTERM']);
-      assert.deepEqual([p.exitCode, p.signalCode], [null, 'SIGTERM']);
-    }
-    assert.ok(blocked < 2000, `the event loop was blocked ${blocked} ms`);
-    faultRow(1, `node ${ctl} with stdin full (sandbox)`, settle);
-  });
+const CONTROLS = ['kill', 'resize', 'end', 'cancel'];
+
+/** One control call on a process whose stdin is full: it returns at once and the process settles within 2 s. */
+async function controlRow(b, isolation, ctl) {
+  const p = await stdinFull(b);
+  const t0 = performance.now();
+  if (ctl === 'resize') {
+    assert.throws(() => p.resize(40, 100), (e) => e instanceof LibboxError && e.code === 'FailedPrecondition');
+  }
+  if (ctl === 'end') p.stdin.end();
+  if (ctl === 'cancel') p.cancel();
+  else assert.equal(p.kill(), true); // default SIGTERM, as child_process
+  const blocked = performance.now() - t0;
+  const settled = await Promise.race([
+    p.wait().then((r) => r, (e) => e),
+    sleep(2000).then(() => 'timeout'),
+  ]);
+  const settle = performance.now() - t0;
+  assert.notEqual(settled, 'timeout', `${ctl}: the process did not settle within 2 s`);
+  if (ctl === 'cancel') {
+    assert.equal(settled.code, 'Canceled');
+  } else {
+    assert.deepEqual([settled.exitCode, settled.signal], [null, 'SIGTERM']);
+    assert.deepEqual([p.exitCode, p.signalCode], [null, 'SIGTERM']);
+  }
+  assert.ok(blocked < 2000, `the event loop was blocked ${blocked} ms`);
+  faultRow(1, `node ${ctl} with stdin full (${isolation})`, settle);
 }
+
+for (const ctl of CONTROLS) {
+  test(`${ctl} with stdin full returns at once and the process settles`, T, () => controlRow(box, 'sandbox', ctl));
+}
+
+/** Whether this host runs VM boxes; the test is skipped (saying how to fix it) when not. */
+async function vmHost(t) {
+  const report = await libbox.doctor({ home: path.join(tmp, 'home') });
+  if (report.runs.includes('vm')) return true;
+  t.skip('no VM on this host: install QEMU and a guest kernel (./build.sh deps does) or enable KVM');
+  return false;
+}
+
+test('every control with stdin full, in a VM box', { timeout: 600_000 }, async (t) => {
+  if (!(await vmHost(t))) return;
+  const vm = await rt.create({ image: 'busybox', isolation: 'vm' });
+  try {
+    for (const ctl of CONTROLS) await controlRow(vm, 'vm', ctl);
+  } finally {
+    await vm.close();
+  }
+});
 
 test('kill before the spawn finished is applied once it started', T, async () => {
   const p = box.spawn('sleep', ['60'], { stdin: 'ignore' });
@@ -90,7 +113,7 @@ const { Runtime } = require('libbox');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 (async () => {
   const rt = new Runtime({ home: process.argv[1] });
-  const box = await rt.create({ image: 'busybox', isolation: 'sandbox', name: 'victim', autoRemove: false });
+  const box = await rt.create({ image: 'busybox', isolation: process.argv[2], name: 'victim', autoRemove: false });
   const all = Promise.all(Array.from({ length: 64 }, () => box.exec('sleep', ['60'])));
   while ((await box.processes()).filter((p) => p.args.join(' ') === 'sleep 60').length < 64) await sleep(20);
   console.log(JSON.stringify({ pid: (await box.info()).backend.pid }));
@@ -129,9 +152,11 @@ function procTree(pid) {
   return out.filter(procAlive);
 }
 
-test('host process SIGKILLed mid-Promise.all: box processes gone, box stopped, starts again', T, async () => {
-  const home = path.join(tmp, 'home-killed');
-  const child = require('node:child_process').spawn(process.execPath, ['-e', HOST_CHILD, home], {
+/** Row 3 for one backend: at least `atLeast` host processes belong to the box (a sandbox: the agent and 64
+ * sleeps; a VM: QEMU, the sleeps run in its guest). */
+async function hostKilled(isolation, atLeast) {
+  const home = path.join(tmp, `home-killed-${isolation}`);
+  const child = require('node:child_process').spawn(process.execPath, ['-e', HOST_CHILD, home, isolation], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let settle;
@@ -145,7 +170,7 @@ test('host process SIGKILLed mid-Promise.all: box processes gone, box stopped, s
       child.on('exit', () => reject(new Error(`the host child exited early: ${buf}`)));
     });
     const boxProcs = procTree(JSON.parse(line).pid);
-    assert.ok(boxProcs.length >= 65, `the box process and 64 sleeps: ${boxProcs}`);
+    assert.ok(boxProcs.length >= atLeast, `the box's host processes: ${boxProcs}`);
     const t0 = performance.now();
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
@@ -169,5 +194,11 @@ test('host process SIGKILLed mid-Promise.all: box processes gone, box stopped, s
   } finally {
     await rt2.close();
   }
-  faultRow(3, 'node host SIGKILLed mid-Promise.all of 64 execs (sandbox)', settle);
+  faultRow(3, `node host SIGKILLed mid-Promise.all of 64 execs (${isolation})`, settle);
+}
+
+test('host process SIGKILLed mid-Promise.all: box processes gone, box stopped, starts again', T, () => hostKilled('sandbox', 65));
+
+test('the same with a VM box', { timeout: 600_000 }, async (t) => {
+  if (await vmHost(t)) await hostKilled('vm', 1);
 });

@@ -11,7 +11,7 @@ import time
 import unittest
 
 import libbox
-from _support import BoxTestCase, fault_row
+from _support import BoxTestCase, deadline, fault_row
 
 
 class ControlWhileStdinFull(BoxTestCase):
@@ -30,30 +30,41 @@ class ControlWhileStdinFull(BoxTestCase):
 
     async def test_control_with_stdin_full(self):
         async with self.sandbox() as box:
-            for ctl in ("terminate", "send_signal", "close_stdin", "resize", "kill"):
-                p, feeder = await self._stdin_full(box)
-                t0 = time.monotonic()
-                if ctl == "close_stdin":
-                    await p.close_stdin()
-                if ctl == "resize":
-                    with self.assertRaises(libbox.FailedPreconditionError):
-                        await p.resize(40, 100)
-                if ctl == "kill":
-                    await p.kill()  # SIGKILL, as asyncio.subprocess
-                elif ctl == "send_signal":
-                    await p.send_signal(signal.SIGTERM)
-                else:
-                    await p.terminate()
-                blocked = time.monotonic() - t0
-                r = await asyncio.wait_for(p.wait(), 2)
-                settle = time.monotonic() - t0
-                want = signal.SIGKILL if ctl == "kill" else signal.SIGTERM
-                self.assertEqual((r.exit_code, r.signal, r.returncode, p.returncode), (-1, want, -want, -want))
-                self.assertIsInstance(r.signal, signal.Signals)
+            await self._control_rows(box, "sandbox")
+
+    @deadline(600)
+    async def test_control_with_stdin_full_vm(self):
+        box = await vm_box(self, self.rt)
+        try:
+            await self._control_rows(box, "vm")
+        finally:
+            await box._cleanup()
+
+    async def _control_rows(self, box, isolation):
+        for ctl in ("terminate", "send_signal", "close_stdin", "resize", "kill"):
+            p, feeder = await self._stdin_full(box)
+            t0 = time.monotonic()
+            if ctl == "close_stdin":
+                await p.close_stdin()
+            if ctl == "resize":
                 with self.assertRaises(libbox.FailedPreconditionError):
-                    await asyncio.wait_for(feeder, 2)  # woken once the process died
-                self.assertLess(blocked, 2, "the event loop was blocked")
-                fault_row(1, f"python {ctl} with stdin full (sandbox)", settle)
+                    await p.resize(40, 100)
+            if ctl == "kill":
+                await p.kill()  # SIGKILL, as asyncio.subprocess
+            elif ctl == "send_signal":
+                await p.send_signal(signal.SIGTERM)
+            else:
+                await p.terminate()
+            blocked = time.monotonic() - t0
+            r = await asyncio.wait_for(p.wait(), 2)
+            settle = time.monotonic() - t0
+            want = signal.SIGKILL if ctl == "kill" else signal.SIGTERM
+            self.assertEqual((r.exit_code, r.signal, r.returncode, p.returncode), (-1, want, -want, -want))
+            self.assertIsInstance(r.signal, signal.Signals)
+            with self.assertRaises(libbox.FailedPreconditionError):
+                await asyncio.wait_for(feeder, 2)  # woken once the process died
+            self.assertLess(blocked, 2, "the event loop was blocked")
+            fault_row(1, f"python {ctl} with stdin full ({isolation})", settle)
 
     async def test_write_stdin_str(self):
         async with self.sandbox() as box:
@@ -74,7 +85,7 @@ import libbox
 
 async def main():
     rt = libbox.Runtime(home=sys.argv[1])
-    box = await rt.create(name="victim", isolation="sandbox")
+    box = await rt.create(name="victim", isolation=sys.argv[2])
     await box.start()
     gather = asyncio.gather(*(box.exec("sleep", "60") for _ in range(64)))
     while len([p for p in await box.processes() if p["args"] == ["sleep", "60"]]) < 64:
@@ -120,13 +131,24 @@ class HostKilled(BoxTestCase):
     box process after 2 s; the box is listed stopped and starts again."""
 
     async def test_host_killed_mid_gather(self):
+        await self._host_killed("sandbox", 65)  # the agent and 64 sleeps
+
+    @deadline(600)
+    async def test_host_killed_mid_gather_vm(self):
+        report = libbox.doctor(self.home)  # blocks a moment; no executor thread to leave behind
+        if "vm" not in report["runs"]:
+            self.skipTest("VM isolation is not available here: install qemu-system-x86 and a guest kernel "
+                          "(./build.sh deps does)")
+        await self._host_killed("vm", 1)  # QEMU: the sleeps run in its guest
+
+    async def _host_killed(self, isolation, at_least):
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", HOST_CHILD, self.home, stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-c", HOST_CHILD, self.home, isolation, stdout=asyncio.subprocess.PIPE)
         try:
-            line = await asyncio.wait_for(child.stdout.readline(), 90)
+            line = await asyncio.wait_for(child.stdout.readline(), 300)
             pid = json.loads(line)["pid"]
             box_procs = _tree(pid)
-            self.assertGreaterEqual(len(box_procs), 65, "the box process and 64 sleeps")
+            self.assertGreaterEqual(len(box_procs), at_least, f"the box's host processes: {box_procs}")
             t0 = time.monotonic()
             child.kill()
             await child.wait()
@@ -144,7 +166,16 @@ class HostKilled(BoxTestCase):
         r = await box.exec("echo", "back")
         self.assertEqual(r.stdout, "back\n")
         await box.remove(force=True)
-        fault_row(3, "python host SIGKILLed mid-gather of 64 execs (sandbox)", settle)
+        fault_row(3, f"python host SIGKILLed mid-gather of 64 execs ({isolation})", settle)
+
+
+async def vm_box(case, rt):
+    """A started VM box, or the test skipped where this host cannot run one."""
+    try:
+        return await libbox.Box(isolation="vm", runtime=rt).start()
+    except (libbox.UnsupportedError, libbox.UnavailableError) as e:
+        case.skipTest(f"VM isolation is not available here ({e}): install qemu-system-x86 and a guest "
+                      "kernel (./build.sh deps does)")
 
 
 if __name__ == "__main__":
