@@ -48,6 +48,15 @@ func goString(s *C.char) string {
 	return C.GoString(s)
 }
 
+// boxStringCall is the shape of the asynchronous box calls taking one string
+// (a request or a name) that must not be NULL.
+func boxStringCall(call func(uint64, string, bridge.Done) error, box C.box_t, s *C.char, what string, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
+	if s == nil {
+		return nullArg(what, errOut)
+	}
+	return setErr(call(uint64(box), C.GoString(s), cDone(done, ud)), errOut)
+}
+
 func cDone(fn C.box_complete_fn, ud unsafe.Pointer) bridge.Done {
 	if fn == nil {
 		return nil

@@ -15,16 +15,10 @@ import (
 
 //export box_publish
 func box_publish(box C.box_t, req *C.char, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
-	if req == nil {
-		return nullArg("mapping_json", errOut)
-	}
-	return setErr(bridge.Publish(uint64(box), C.GoString(req), cDone(done, ud)), errOut)
+	return boxStringCall(bridge.Publish, box, req, "mapping_json", done, ud, errOut)
 }
 
 //export box_unpublish
 func box_unpublish(box C.box_t, req *C.char, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
-	if req == nil {
-		return nullArg("mapping_json", errOut)
-	}
-	return setErr(bridge.Unpublish(uint64(box), C.GoString(req), cDone(done, ud)), errOut)
+	return boxStringCall(bridge.Unpublish, box, req, "mapping_json", done, ud, errOut)
 }

@@ -15,10 +15,7 @@ import (
 
 //export box_snapshot
 func box_snapshot(box C.box_t, req *C.char, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
-	if req == nil {
-		return nullArg("request_json", errOut)
-	}
-	return setErr(bridge.Snapshot(uint64(box), C.GoString(req), cDone(done, ud)), errOut)
+	return boxStringCall(bridge.Snapshot, box, req, "request_json", done, ud, errOut)
 }
 
 //export box_snapshots
@@ -43,16 +40,10 @@ func box_snapshot_remove(rt C.box_runtime_t, name *C.char, force C.int32_t, done
 
 //export box_restore
 func box_restore(box C.box_t, name *C.char, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
-	if name == nil {
-		return nullArg("snapshot", errOut)
-	}
-	return setErr(bridge.Restore(uint64(box), C.GoString(name), cDone(done, ud)), errOut)
+	return boxStringCall(bridge.Restore, box, name, "snapshot", done, ud, errOut)
 }
 
 //export box_export
 func box_export(box C.box_t, dir *C.char, done C.box_complete_fn, ud unsafe.Pointer, errOut **C.box_error_t) C.box_status_t {
-	if dir == nil {
-		return nullArg("dir", errOut)
-	}
-	return setErr(bridge.Export(uint64(box), C.GoString(dir), cDone(done, ud)), errOut)
+	return boxStringCall(bridge.Export, box, dir, "dir", done, ud, errOut)
 }
