@@ -334,19 +334,39 @@ func (cg *Group) Freeze(ctx context.Context) (thaw func() error, err error) {
 		}
 		return nil
 	}
-	if err := os.WriteFile(file, []byte(on), 0); err != nil {
-		return nil, errdefs.Wrap(errdefs.Internal, err, "freeze the box (%s)", file)
-	}
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		b, err := os.ReadFile(events)
-		if err == nil && strings.Contains(string(b), frozen) {
-			return thaw, nil
+	// A task the freezer cannot stop keeps the group freezing for good: the
+	// classic one is a parent in vfork (the agent's spawn thread) whose child
+	// was frozen before it exec'd. So each try waits a little, then thaws, lets
+	// such a spawn finish, and tries again, waiting longer each time.
+	for try := 1; ; try++ {
+		if err := os.WriteFile(file, []byte(on), 0); err != nil {
+			return nil, errdefs.Wrap(errdefs.Internal, err, "freeze the box (%s)", file)
 		}
-		select {
-		case <-ctx.Done():
-			_ = thaw()
-			return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "freeze the box")
-		case <-time.After(delay):
+		wait := time.After(min(time.Duration(try)*20*time.Millisecond, time.Second))
+	poll:
+		for delay := time.Millisecond; ; delay = min(2*delay, 20*time.Millisecond) {
+			b, err := os.ReadFile(events)
+			if err == nil && strings.Contains(string(b), frozen) {
+				return thaw, nil
+			}
+			select {
+			case <-ctx.Done():
+				_ = thaw()
+				return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "freeze the box")
+			case <-wait:
+				break poll
+			case <-time.After(delay):
+			}
 		}
+		if err := thaw(); err != nil {
+			return nil, err
+		}
+		if try == freezeTries {
+			return nil, errdefs.New(errdefs.Unavailable, "the box could not be paused: a process stayed in a state the cgroup freezer cannot stop through %d tries (%s); try again", try, file)
+		}
+		time.Sleep(time.Duration(try) * time.Millisecond)
 	}
 }
+
+// freezeTries bounds Freeze's attempts (about 10 s of trying in all).
+const freezeTries = 30
