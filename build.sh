@@ -72,10 +72,10 @@ cmd_build() {
 	# agent: a third less binary to page in and initialise at every box start.
 	CGO_ENABLED=0 GOOS=linux go build -trimpath -tags grpcnotrace -ldflags "-s -w -X main.version=$VERSION" \
 		-o "$BUILD/bin/box-agent" ./guest/cmd/box-agent
-	install -m 0755 "$BUILD/bin/box-agent" libbox/internal/agentbin/box-agent
+	install -m 0755 "$BUILD/bin/box-agent" libbox/internal/agentbin/bin/box-agent
 	log "building box-netd (static)"
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BUILD/bin/box-netd" ./cmd/box-netd
-	install -m 0755 "$BUILD/bin/box-netd" libbox/internal/agentbin/box-netd
+	install -m 0755 "$BUILD/bin/box-netd" libbox/internal/agentbin/bin/box-netd
 	hook prebuild
 	if [ -d libbox/capi ]; then
 		log "building libbox.so"

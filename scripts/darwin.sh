@@ -16,7 +16,7 @@ darwin_build() {
 	[ "$(uname -s)" = Darwin ] || return 0
 	log "building libbox.dylib and signing box (com.apple.security.virtualization)"
 	# cmd_build already put a Linux agent of this Mac's architecture into
-	# libbox/internal/agentbin; the VMs run it.
+	# libbox/internal/agentbin/bin; the VMs run it.
 	go build -trimpath -buildmode=c-shared \
 		-ldflags "-s -w -X github.com/libbox/libbox/libbox.Version=$VERSION -extldflags=-Wl,-install_name,@rpath/libbox.dylib" \
 		-o "$BUILD/lib/libbox.dylib" ./libbox/capi

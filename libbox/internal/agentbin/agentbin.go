@@ -1,5 +1,5 @@
 // Package agentbin carries the static binaries libbox runs, inside the
-// host library (go:embed of the files build.sh builds next to this one),
+// host library (go:embed of the files build.sh builds into bin/),
 // so users get one artifact: box-agent (PID 1 of every box) and box-netd
 // (the network helper of detached boxes). It never runs them; it only
 // writes them out.
@@ -7,18 +7,30 @@ package agentbin
 
 import (
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 )
 
-//go:embed box-agent
-var binary []byte
+// bin holds what build.sh built (and a README, so the pattern always
+// matches: a fresh clone builds and vets without them).
+//
+//go:embed bin
+var bin embed.FS
 
-//go:embed box-netd
-var netd []byte
+var (
+	binary = load("box-agent")
+	netd   = load("box-netd")
+)
+
+// load returns an embedded binary, or nil when the build did not make it
+// (install then says to run ./build.sh build).
+func load(name string) []byte {
+	b, _ := bin.ReadFile("bin/" + name)
+	return b
+}
 
 // Digest is the sha256 of the embedded agent.
 func Digest() string { return digest(binary) }
