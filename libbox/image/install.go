@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,8 +19,14 @@ import (
 	"github.com/libbox/libbox/errdefs"
 )
 
-//go:embed builtin/busybox.tar.gz
-var builtinTar []byte
+// builtinDir holds the builtin image's tarball that build.sh makes (and a
+// README, so the pattern always matches: a fresh clone builds and vets).
+//
+//go:embed builtin
+var builtinDir embed.FS
+
+// builtinTar is the builtin image's tarball, nil in a build without it.
+var builtinTar, _ = builtinDir.ReadFile("builtin/busybox.tar.gz")
 
 // builtinID is the ID of the builtin image: the digest of its tarball.
 var builtinID = sync.OnceValue(func() string {
@@ -53,6 +59,9 @@ func (s *Store) installBuiltin(ctx context.Context, norm, plat string) (*record,
 		return nil, err
 	}
 	defer unlock()
+	if len(builtinTar) == 0 {
+		return nil, errdefs.New(errdefs.FailedPrecondition, "this build has no builtin busybox image: build with ./build.sh build")
+	}
 	id := builtinID()
 	if err := s.ensureRoot(ctx, id, func(u *unpacker) error {
 		zr, err := decompress(bytes.NewReader(builtinTar))
