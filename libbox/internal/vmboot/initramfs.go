@@ -48,17 +48,7 @@ func AgentInitramfs(cacheDir, agentPath string, k Kernel) (string, error) {
 	}
 	var mods []*module
 	if k.Modules != "" {
-		ix, err := indexModules(k.Modules)
-		if err != nil {
-			return "", errdefs.Wrap(errdefs.FailedPrecondition, err, "reading kernel modules")
-		}
-		var names []string
-		required := map[string]bool{}
-		for _, m := range guestModules {
-			names = append(names, m.name)
-			required[m.name] = m.required
-		}
-		if mods, err = resolveModules(ix, names, required); err != nil {
+		if mods, err = boxModules(k.Modules, true); err != nil {
 			return "", errdefs.Wrap(errdefs.FailedPrecondition, err, "kernel %s", k.Image)
 		}
 	}

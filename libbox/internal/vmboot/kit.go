@@ -33,15 +33,7 @@ func WriteKernelKit(k Kernel, dst string) (int64, error) {
 		return 0, err
 	}
 	if k.Modules != "" {
-		ix, err := indexModules(k.Modules)
-		if err != nil {
-			return 0, err
-		}
-		var names []string
-		for _, m := range guestModules {
-			names = append(names, m.name)
-		}
-		mods, err := resolveModules(ix, names, map[string]bool{})
+		mods, err := boxModules(k.Modules, false)
 		if err != nil {
 			return 0, err
 		}

@@ -177,6 +177,23 @@ func modinfoDepends(data []byte) ([]string, error) {
 // resolveModules returns the modules to load for the wanted names,
 // dependencies before the modules that need them, each once. A wanted
 // module that is built in is skipped; a missing optional one too.
+// boxModules reads the modules under dir and resolves guestModules and their
+// dependencies in load order. With strict, a missing module the box cannot
+// boot without is an error; without, missing modules are left out.
+func boxModules(dir string, strict bool) ([]*module, error) {
+	ix, err := indexModules(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(guestModules))
+	required := map[string]bool{}
+	for _, m := range guestModules {
+		names = append(names, m.name)
+		required[m.name] = strict && m.required
+	}
+	return resolveModules(ix, names, required)
+}
+
 func resolveModules(ix *moduleIndex, wanted []string, required map[string]bool) ([]*module, error) {
 	var order []*module
 	state := map[string]int{} // 1 visiting, 2 done
