@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -22,9 +21,7 @@ func (c *cli) doctor(args []string) error {
 	defer cancel()
 	r := libbox.Doctor(ctx, libbox.Options{})
 	if *asJSON {
-		enc := json.NewEncoder(c.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := c.printJSON(r); err != nil {
 			return err
 		}
 	} else {

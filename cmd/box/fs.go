@@ -172,6 +172,14 @@ func (c *cli) fileLine(tw *tabwriter.Writer, fi libbox.FileInfo) {
 		fi.ModTime.Local().Format("2006-01-02 15:04"), name)
 }
 
+// table starts a tab-aligned table on stdout with its header line; the
+// caller writes tab-separated rows and flushes it.
+func (c *cli) table(header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
+}
+
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetIndent("", "  ")

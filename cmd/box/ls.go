@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/libbox/libbox/libbox"
@@ -34,12 +33,9 @@ func (c *cli) ls(args []string) error {
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(c.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(shown)
+		return c.printJSON(shown)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tISOLATION\tSTATE\tCREATED")
+	tw := c.table("ID\tNAME\tIMAGE\tISOLATION\tSTATE\tCREATED")
 	for _, b := range shown {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID[:12], b.Name, b.Image, b.Isolation, b.State, ago(b.CreatedAt))
 	}

@@ -5,11 +5,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/libbox/libbox/libbox"
 )
@@ -66,12 +64,9 @@ func (c *cli) snapshotLs(args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(c.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		return c.printJSON(list)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tBOX\tISOLATION\tIMAGE\tPARENT\tSIZE\tUSED BY\tCREATED")
+	tw := c.table("NAME\tBOX\tISOLATION\tIMAGE\tPARENT\tSIZE\tUSED BY\tCREATED")
 	for _, s := range list {
 		box := s.BoxName
 		if box == "" {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/libbox/libbox/libbox"
@@ -62,8 +61,7 @@ func (c *cli) stats(args []string) error {
 }
 
 func (c *cli) statsTable(name string, s libbox.Stats) {
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BOX\tCPU %\tCPU TIME\tMEM USAGE / LIMIT\tHOST RSS\tDISK\tNET I/O\tPROCS\tEXECS")
+	tw := c.table("BOX\tCPU %\tCPU TIME\tMEM USAGE / LIMIT\tHOST RSS\tDISK\tNET I/O\tPROCS\tEXECS")
 	net := "-"
 	if s.Network {
 		net = size(s.NetRxBytes) + " / " + size(s.NetTxBytes)
@@ -121,8 +119,7 @@ func (c *cli) ps(args []string) error {
 		}
 		return c.printJSON(ps)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PID\tUSER\tSTARTED\tTTY\tCOMMAND")
+	tw := c.table("PID\tUSER\tSTARTED\tTTY\tCOMMAND")
 	for _, p := range ps {
 		user := p.User
 		if user == "" {
