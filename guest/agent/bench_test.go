@@ -23,3 +23,18 @@ func BenchmarkExecTrue(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExecTruePATH is BenchmarkExecTrue found through PATH, as
+// `true` is in a box.
+func BenchmarkExecTruePATH(b *testing.B) {
+	h := newHarness(b, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := run(ctx, h.client, &agentpb.ExecStart{Args: []string{"true"}}, nil)
+		if err != nil || r.exit.ExitCode != 0 {
+			b.Fatal(err, r)
+		}
+	}
+}

@@ -41,7 +41,17 @@ func boxRel(p string) (string, error) {
 // resolveIn follows p inside root the way a process chrooted there would:
 // absolute symlinks restart at root and ".." never leaves it. It returns
 // the agent's path of the result and its Stat.
+//
+// When root is "/" (a sandbox agent after pivot_root, a VM agent on its own
+// root) the kernel's own lookup already is that walk: one stat, where the
+// walk costs an lstat per component (a PATH search for every exec). The path
+// returned is then p cleaned, symlinks left in: it names the same file.
 func resolveIn(root, p string) (string, os.FileInfo, error) {
+	if root == "/" {
+		full := path.Clean("/" + p)
+		fi, err := os.Stat(full)
+		return full, fi, err
+	}
 	const maxLinks = 40
 	links := 0
 	parts := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
