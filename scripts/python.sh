@@ -72,5 +72,6 @@ python_bench() {
 	python_venv
 	log "python: binding.python.gather1000_ms"
 	(cd "$BUILD/python" && "$PYTHON_VENV/bin/python" "$ROOT/bindings/python/bench/gather.py" \
+		--go-bench "$BUILD/bin/libbox-bench" \
 		--results "$ROOT/bench/out/results.json")
 }

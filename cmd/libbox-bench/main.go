@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per ratio (each round interleaves the pair it compares)")
 	onlyList := flag.String("only", "", "comma-separated benchmarks to run (default: all): "+strings.Join(benchNames(), ","))
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the host side) to this file")
+	serveGo := flag.Bool("serve-go-execs", false, "for the binding benches: run `true` execs through the Go API on request (see serveGoExecs)")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -75,6 +77,13 @@ func main() {
 		os.Exit(2)
 	}
 	var err error
+	if *serveGo {
+		if err := serveGoExecs(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "libbox-bench -serve-go-execs:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *stress {
 		err = runStress(*out, *n, strings.Split(*isolations, ","))
 	} else {
@@ -625,51 +634,170 @@ func bwrapCmd(ctx context.Context, rt *libbox.Runtime) (func() *exec.Cmd, error)
 	}, nil
 }
 
-// benchCABI runs bench/c/exec_p50.c (built next to the bench): sequential
-// `true` execs through box_exec_async from a C program, timed from the
-// call to on_exit; each round alternates a C run and as many Go execs on a
-// box of this process.
+// benchCABI compares sequential `true` execs through box_exec_async from a
+// C program (bench/c/exec_p50.c, built next to the bench, on its own box)
+// with Go execs on a box of this process. The two alternate in batches of
+// cabiBatch (C, Go, C, Go, ...) so both run under the same load; each round
+// takes the difference of the two p50s over n execs each. The C program
+// also reports its CPU time, compared with this process's per Go exec.
 func benchCABI(ctx context.Context, e *env) error {
 	if !e.has(libbox.IsolationSandbox) {
 		return nil
 	}
-	bin := filepath.Join(exeDir(), "bench-exec-c")
 	b, done, err := e.box(ctx, libbox.BoxOptions{Isolation: libbox.IsolationSandbox})
 	if err != nil {
 		return err
 	}
 	defer done()
-	const n = 500
-	var perRound, cs []float64
+	c, err := startCExec(filepath.Join(exeDir(), "bench-exec-c"), filepath.Join(e.home, "cabi"))
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	goExec := func() error { return runOne(b, "true") }
+	// Warm-up: both sides, discarded.
+	if _, _, err := c.batch(cabiBatch); err != nil {
+		return err
+	}
+	if _, err := sequential(cabiBatch, 0, goExec); err != nil {
+		return err
+	}
+	const n = 600
+	var perRound, cs, gs, cpuDiff []float64
 	for r := 0; r < e.rounds; r++ {
-		c, err := cExecP50(bin, filepath.Join(e.home, "cabi"), n)
-		if err != nil {
-			return err
+		var dc, dg []time.Duration
+		var cpuC, cpuG time.Duration
+		for len(dc) < n {
+			d, cpu, err := c.batch(cabiBatch)
+			if err != nil {
+				return err
+			}
+			dc, cpuC = append(dc, d...), cpuC+cpu
+			c0 := cpuTime()
+			d, err = sequential(cabiBatch, 0, goExec)
+			if err != nil {
+				return err
+			}
+			dg, cpuG = append(dg, d...), cpuG+cpuTime()-c0
 		}
-		d, err := sequential(n, 50, func() error { return runOne(b, "true") })
-		if err != nil {
-			return err
-		}
-		cs = append(cs, c)
-		perRound = append(perRound, c-pct(d, 0.5))
+		pc, pg := pct(dc, 0.5), pct(dg, 0.5)
+		cs, gs = append(cs, pc), append(gs, pg)
+		perRound = append(perRound, pc-pg)
+		cpuDiff = append(cpuDiff, float64((cpuC-cpuG).Microseconds())/float64(len(dc)))
 	}
 	e.metric("binding.c.exec_p50_us", median(cs))
+	e.metric("binding.c.go_exec_p50_us", median(gs))
+	e.metric("binding.c.host_cpu_minus_go_us", median(cpuDiff))
 	e.ratioAtMost("C ABI exec p50 - Go exec p50 (us)", 50, perRound)
 	return nil
 }
 
-func cExecP50(bin, home string, n int) (float64, error) {
-	out, err := exec.Command(bin, home, strconv.Itoa(n)).Output()
+// cabiBatch is how many execs one side runs before the other's turn.
+const cabiBatch = 10
+
+// cExec is bench/c/exec_p50.c in -serve mode.
+type cExec struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startCExec(bin, home string) (*cExec, error) {
+	cmd := exec.Command(bin, home, "-serve")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %v (build it with ./build.sh build)", bin, err)
+		return nil, err
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "p50_us" {
-			return strconv.ParseFloat(f[1], 64)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %v (build it with ./build.sh build)", bin, err)
+	}
+	c := &cExec{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	if line, err := c.out.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+		c.close()
+		return nil, fmt.Errorf("%s -serve: no box (%q, %v)", bin, line, err)
+	}
+	return c, nil
+}
+
+// batch runs k execs in the C program: their durations and its CPU time.
+func (c *cExec) batch(k int) ([]time.Duration, time.Duration, error) {
+	if _, err := fmt.Fprintf(c.in, "%d\n", k); err != nil {
+		return nil, 0, fmt.Errorf("bench-exec-c: %w", err)
+	}
+	line, err := c.out.ReadString('\n')
+	if err != nil {
+		return nil, 0, fmt.Errorf("bench-exec-c: an exec failed (%w)", err)
+	}
+	f := strings.Fields(line)
+	if len(f) != k+1 {
+		return nil, 0, fmt.Errorf("bench-exec-c printed %q", line)
+	}
+	us := make([]time.Duration, len(f))
+	for i, s := range f {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("bench-exec-c printed %q", line)
 		}
+		us[i] = time.Duration(v * float64(time.Microsecond))
 	}
-	return 0, fmt.Errorf("%s printed no p50: %q", bin, out)
+	return us[1:], us[0], nil
+}
+
+// close ends the C program (it removes its box) and waits for it.
+func (c *cExec) close() {
+	c.in.Close()
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// serveGoExecs is the Go side of the binding benches (Python, Node): it
+// opens a runtime on a fresh home, starts a sandbox box and prints "ready";
+// then for each line "N C" it runs N `true` execs from C callers, as the
+// binding.go.1000_ms metric does, and prints "<wall ms> <cpu ms>" (this
+// process's CPU time). An empty line or EOF ends it. The binding bench
+// alternates its own runs with these, round by round, so both see the
+// same load.
+func serveGoExecs(in io.Reader, out io.Writer) error {
+	rt, _, done, err := openRuntime("libbox-bench-go-")
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx := context.Background()
+	b, err := rt.Create(ctx, libbox.BoxOptions{Isolation: libbox.IsolationSandbox})
+	if err != nil {
+		return err
+	}
+	defer rt.Remove(context.WithoutCancel(ctx), b.ID(), true)
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "ready")
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		var n, c int
+		if k, _ := fmt.Sscanf(sc.Text(), "%d %d", &n, &c); k != 2 || n < 1 || c < 1 {
+			return nil
+		}
+		c0, t := cpuTime(), time.Now()
+		if _, err := concurrent(n, c, func() error { return runOne(b, "true") }); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%.3f %.3f\n", float64(time.Since(t).Microseconds())/1000, float64((cpuTime()-c0).Microseconds())/1000)
+	}
+	return sc.Err()
 }
 
 func write(path string, v any) error {
