@@ -158,9 +158,7 @@ func (i *instance) release() {
 func (i *instance) Release() {
 	i.p.release()
 	for _, h := range i.helpers {
-		if h.p != nil {
-			h.p.release()
-		}
+		h.release()
 	}
 }
 
@@ -168,7 +166,7 @@ func (i *instance) Release() {
 func (i *instance) Kill() error {
 	i.p.kill()
 	for _, h := range i.helpers {
-		h.p.kill()
+		h.kill()
 	}
 	return nil
 }
@@ -200,6 +198,7 @@ func (i *instance) Info() map[string]any {
 		"rung_why":   i.rungWhy,
 		"template":   i.template,
 		"jail":       i.jail.info(),
+		"volumes":    volumesInfo(i.helpers),
 	}
 }
 

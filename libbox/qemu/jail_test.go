@@ -3,6 +3,7 @@
 package qemu
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox/internal/hostid"
 )
 
@@ -94,6 +97,109 @@ func TestVMJail(t *testing.T) {
 		}
 	}
 	t.Logf("qemu %d: Uid %s, Seccomp %s, root %s, group %s; jail %v", pid, status["Uid"], status["Seccomp"], shared.spec.Dir, group, j)
+}
+
+// TestVMVolumeJail checks, from the host and the guest, the shared box's
+// virtiofsd helpers on a root host: they run as the box's slice of host
+// ids, not root; a guest file lands on the host with the guest's ids (the
+// id-mapped volume); host files of ids outside the slice are the guest's
+// nobody, which even guest root cannot write; read-only volumes reject
+// writes.
+func TestVMVolumeJail(t *testing.T) {
+	_, cl := sharedVM(t)
+	if len(shared.spec.Volumes) == 0 {
+		testutil.RequireRoot(t, "VM volumes (virtiofsd)")
+	}
+	inst := shared.inst.(*instance)
+	sl, _, err := hostid.Alloc(shared.spec.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := strconv.Itoa(int(sl.UID)), strconv.Itoa(int(sl.GID))
+	if len(inst.helpers) != len(shared.spec.Volumes) {
+		t.Fatalf("%d helpers for %d volumes", len(inst.helpers), len(shared.spec.Volumes))
+	}
+	infos, _ := inst.Info()["volumes"].([]string)
+	for n, h := range inst.helpers {
+		if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", h.PID)); strings.TrimSpace(string(comm)) != "virtiofsd" {
+			t.Errorf("helper %d is %q, want virtiofsd", h.PID, comm)
+		}
+		status := procStatus(t, h.PID)
+		if got := strings.Fields(status["Uid"]); len(got) != 4 || got[0] != uid || got[1] != uid || got[2] != uid || got[3] != uid {
+			t.Errorf("virtiofsd %d: Uid %q, want %s four times (the box's slice, not root)", h.PID, status["Uid"], uid)
+		}
+		if got := strings.Fields(status["Gid"]); len(got) != 4 || got[0] != gid || got[3] != gid {
+			t.Errorf("virtiofsd %d: Gid %q, want %s", h.PID, status["Gid"], gid)
+		}
+		if status["Seccomp"] != "2" {
+			t.Errorf("virtiofsd %d: Seccomp %q, want 2 (its own filter)", h.PID, status["Seccomp"])
+		}
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", h.PID)); err != nil || ns == mustReadlink(t, "/proc/self/ns/user") {
+			t.Errorf("virtiofsd %d: user namespace %q (%v), want one of its own", h.PID, ns, err)
+		}
+		// Its root (chroot) is the volume, mounted in its own namespace.
+		root, err1 := os.Stat(fmt.Sprintf("/proc/%d/root/.", h.PID))
+		vol, err2 := os.Stat(shared.spec.Volumes[n].HostPath)
+		if err1 != nil || err2 != nil || !os.SameFile(root, vol) {
+			t.Errorf("virtiofsd %d: its root is not its volume %s (%v, %v)", h.PID, shared.spec.Volumes[n].HostPath, err1, err2)
+		}
+		if n >= len(infos) || !strings.Contains(infos[n], "as uid "+uid) || !strings.Contains(infos[n], "id-mapped") {
+			t.Errorf("box info volumes: %q, want volume %d's virtiofsd as uid %s, id-mapped", infos, n, uid)
+		}
+	}
+	rw := shared.spec.Volumes[1].HostPath
+	// A host file of a uid outside the slice (0644): nobody's to the guest.
+	far := filepath.Join(rw, "far.txt")
+	if err := os.WriteFile(far, []byte("far\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(far, 70000, 70000); err != nil {
+		t.Fatal(err)
+	}
+	got := mustRun(t, cl, "sh", "-c", `cd '/mnt/my rw' && echo guest > mine.txt && echo other > other.txt && chown 1234:2345 other.txt && stat -c '%u:%g' far.txt`)
+	if got != "65534:65534\n" {
+		t.Errorf("a host file of uid 70000 is %q to the guest, want nobody (65534:65534)", got)
+	}
+	for name, want := range map[string][2]uint32{"mine.txt": {0, 0}, "other.txt": {1234, 2345}} {
+		st, err := os.Stat(filepath.Join(rw, name))
+		if err != nil {
+			t.Errorf("guest file %s: %v", name, err)
+			continue
+		}
+		if s := st.Sys().(*syscall.Stat_t); s.Uid != want[0] || s.Gid != want[1] {
+			t.Errorf("guest file %s is %d:%d on the host, want %d:%d (guest ids are host ids)", name, s.Uid, s.Gid, want[0], want[1])
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, script := range []string{"echo x >> '/mnt/my rw/far.txt'", "chown 0:0 '/mnt/my rw/far.txt'", "touch /mnt/ro/jail-probe"} {
+		r, err := run(ctx, cl, "sh", "-c", script)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.exit.ExitCode == 0 {
+			t.Errorf("guest root: %q succeeded", script)
+		}
+	}
+	if b, err := os.ReadFile(far); err != nil || string(b) != "far\n" {
+		t.Errorf("far.txt: %q %v: the guest changed a file outside its ids", b, err)
+	}
+	if st, err := os.Stat(far); err != nil || st.Sys().(*syscall.Stat_t).Uid != 70000 {
+		t.Errorf("far.txt: %v, want it still uid 70000", err)
+	}
+	if _, err := os.Stat(filepath.Join(shared.spec.Volumes[0].HostPath, "jail-probe")); err == nil {
+		t.Error("a read-only volume was written")
+	}
+	t.Logf("volumes: %q", infos)
+}
+
+func mustReadlink(t *testing.T, path string) string {
+	t.Helper()
+	s, err := os.Readlink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // procStatus reads /proc/<pid>/status into a map.
