@@ -1,7 +1,6 @@
 package libbox
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/procstat"
 )
 
 // BootStage is one step of the last start, as the host timed it.
@@ -159,23 +159,13 @@ type hostProc struct {
 }
 
 func readHostProc(pid int) (hostProc, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return hostProc{}, false
 	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return hostProc{}, false
-	}
-	f := strings.Fields(string(data[i+1:])) // f[0] is field 3
-	if len(f) < 22 {
-		return hostProc{}, false
-	}
-	num := func(k int) uint64 { n, _ := strconv.ParseUint(f[k-3], 10, 64); return n }
-	ppid, _ := strconv.Atoi(f[1])
 	return hostProc{
-		ppid: ppid, ticks: num(14) + num(15), childTicks: num(16) + num(17),
-		rssBytes: num(24) * uint64(os.Getpagesize()),
+		ppid: st.Ppid, ticks: st.Utime + st.Stime, childTicks: st.Cutime + st.Cstime,
+		rssBytes: uint64(max(st.RSSPages, 0)) * uint64(os.Getpagesize()),
 	}, true
 }
 

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/procstat"
 	"github.com/libbox/libbox/libbox"
 	"github.com/libbox/libbox/libbox/qemu"
 )
@@ -350,24 +351,12 @@ func procCPUSplit(pid int) (user, system time.Duration) {
 	if pid <= 0 {
 		return 0, 0
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return 0, 0
 	}
-	// Fields after the command name (which may hold spaces): state is 3.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	tick := func(k int) time.Duration { // field k+3 of proc(5)
-		if k >= len(f) {
-			return 0
-		}
-		v, _ := strconv.ParseInt(f[k], 10, 64)
-		return time.Duration(v) * time.Second / 100 // USER_HZ
-	}
-	return tick(11) + tick(13), tick(12) + tick(14)
+	tick := func(n uint64) time.Duration { return time.Duration(n) * time.Second / 100 } // USER_HZ
+	return tick(st.Utime + st.Cutime), tick(st.Stime + st.Cstime)
 }
 
 // target is 1.5 × native + 300 µs: what an exec through a box may cost.

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"os"
 	"strconv"
@@ -14,74 +13,38 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/procstat"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
 const clockTicks = 100
 
-// procStat is what the agent reads from /proc/<pid>/stat.
-type procStat struct {
-	pid, ppid      int
-	ttyNr          int
-	flags          uint64
-	utime, stime   uint64 // ticks
-	cutime, cstime uint64 // ticks of reaped children
-	startTicks     uint64 // since boot
-	rssPages       int64
-}
-
-// pfKthread marks kernel threads in procStat.flags.
-const pfKthread = 0x00200000
-
-func readProcStat(pid int) (procStat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	// The command name (field 2) may hold spaces and parentheses.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return procStat{}, errdefs.New(errdefs.Internal, "/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(data[i+1:])) // f[0] is field 3 (state)
-	if len(f) < 22 {
-		return procStat{}, errdefs.New(errdefs.Internal, "/proc/%d/stat: %d fields", pid, len(f))
-	}
-	num := func(k int) uint64 { n, _ := strconv.ParseUint(f[k-3], 10, 64); return n }
-	inum := func(k int) int64 { n, _ := strconv.ParseInt(f[k-3], 10, 64); return n }
-	return procStat{
-		pid: pid, ppid: int(inum(4)), ttyNr: int(inum(7)), flags: num(9),
-		utime: num(14), stime: num(15), cutime: num(16), cstime: num(17),
-		startTicks: num(22), rssPages: inum(24),
-	}, nil
-}
-
 // boxProcs returns the agent's descendants: every process of the box.
-func boxProcs() []procStat {
+func boxProcs() []procstat.Stat {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	children := map[int][]procStat{}
+	children := map[int][]procstat.Stat{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		st, err := readProcStat(pid)
-		if err != nil || st.flags&pfKthread != 0 {
+		st, err := procstat.Read(pid)
+		if err != nil || st.Flags&procstat.PFKthread != 0 {
 			continue
 		}
-		children[st.ppid] = append(children[st.ppid], st)
+		children[st.Ppid] = append(children[st.Ppid], st)
 	}
-	var out []procStat
+	var out []procstat.Stat
 	stack := []int{os.Getpid()}
 	for len(stack) > 0 {
 		pid := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		for _, c := range children[pid] {
 			out = append(out, c)
-			stack = append(stack, c.pid)
+			stack = append(stack, c.Pid)
 		}
 	}
 	return out
@@ -138,13 +101,13 @@ func (a *Agent) ownsMemory() bool { return a.opts.PID1 && a.root != "/" }
 // Stats reports resource use as seen inside the box.
 func (a *Agent) Stats(ctx context.Context, _ *agentpb.StatsRequest) (*agentpb.StatsResponse, error) {
 	procs := boxProcs()
-	var self procStat
-	self, _ = readProcStat(os.Getpid())
-	ticks := self.utime + self.stime + self.cutime + self.cstime
-	rss := self.rssPages // the agent is part of what the box uses
+	var self procstat.Stat
+	self, _ = procstat.Read(os.Getpid())
+	ticks := self.Utime + self.Stime + self.Cutime + self.Cstime
+	rss := self.RSSPages // the agent is part of what the box uses
 	for _, p := range procs {
-		ticks += p.utime + p.stime
-		rss += p.rssPages
+		ticks += p.Utime + p.Stime
+		rss += p.RSSPages
 	}
 	total, avail := meminfo()
 	used := uint64(rss) * uint64(os.Getpagesize())
@@ -183,7 +146,7 @@ func (a *Agent) Processes(ctx context.Context, _ *agentpb.ProcessesRequest) (*ag
 	passwd := readColonFile(a.root, "/etc/passwd")
 	resp := &agentpb.ProcessesResponse{}
 	for _, pid := range a.sp.Pids() {
-		st, err := readProcStat(pid)
+		st, err := procstat.Read(pid)
 		if err != nil {
 			continue // exited meanwhile
 		}
@@ -204,10 +167,10 @@ func (a *Agent) Processes(ctx context.Context, _ *agentpb.ProcessesRequest) (*ag
 				break
 			}
 		}
-		started := boot.Add(time.Duration(st.startTicks) * (time.Second / clockTicks))
+		started := boot.Add(time.Duration(st.StartTicks) * (time.Second / clockTicks))
 		resp.Processes = append(resp.Processes, &agentpb.ProcessInfo{
 			Pid: int32(pid), Args: args, Uid: uid, User: name,
-			StartedUnixNanos: started.UnixNano(), Tty: st.ttyNr != 0,
+			StartedUnixNanos: started.UnixNano(), Tty: st.TtyNr != 0,
 		})
 	}
 	return resp, nil
@@ -247,11 +210,11 @@ func (a *Agent) isExecDescendant(pid int) bool {
 		if execs[pid] {
 			return true
 		}
-		st, err := readProcStat(pid)
+		st, err := procstat.Read(pid)
 		if err != nil {
 			return false
 		}
-		pid = st.ppid
+		pid = st.Ppid
 	}
 	return false
 }

@@ -3,32 +3,21 @@ package backend
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
+
+	"github.com/libbox/libbox/internal/procstat"
 )
 
 // ProcStartTime returns the start time (clock ticks since boot) of pid,
 // which tells a live process from a recycled pid.
 func ProcStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return 0, err
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); start time is field 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	if f[0] == "Z" || f[0] == "X" {
+	if st.State == 'Z' || st.State == 'X' {
 		return 0, fmt.Errorf("pid %d is a zombie", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return st.StartTicks, nil
 }
 
 // ProcAlive reports whether the process recorded in state still runs.
