@@ -150,8 +150,7 @@ func (n *Network) pipe(box, up net.Conn, head []byte) {
 				return
 			}
 		}
-		buf := make([]byte, 64<<10)
-		_, _ = io.CopyBuffer(dst, src, buf)
+		copyStream(dst, src)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		}
@@ -166,6 +165,31 @@ func (n *Network) pipe(box, up net.Conn, head []byte) {
 	wg.Wait()
 	n.release(box)
 	n.release(up)
+}
+
+// copyBufSize is the copy buffer of a forwarded connection: a read of the
+// host's socket takes up to this much at once, which the box's side sends
+// as segments of up to the link's MTU.
+const copyBufSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+// copyStream copies src to dst until either ends. (io.Copy would hand a
+// *net.TCPConn source its WriteTo, which copies in 32 KiB pieces.)
+func copyStream(dst io.Writer, src io.Reader) {
+	buf := copyBufs.Get().(*[copyBufSize]byte)
+	defer copyBufs.Put(buf)
+	for {
+		k, err := src.Read(buf[:])
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // forwardUDP handles the first datagram of a flow (on the stack's

@@ -136,6 +136,8 @@ type Network struct {
 	conns map[io.Closer]struct{}
 	// link is the attached box end (nil before Attach). Guarded by mu.
 	link *link
+	// cur is link, read without mu on every frame to the box.
+	cur atomic.Pointer[link]
 	// linkDone is closed when the link's reader ends (the box end went away,
 	// or Close).
 	linkDone chan struct{}
@@ -258,7 +260,7 @@ func (n *Network) Attach(f *os.File, framing Framing) error {
 }
 
 func (n *Network) attach(c io.ReadWriteCloser, framing Framing) error {
-	l := &link{n: n, c: c, stream: framing == FrameLength32}
+	l := newLink(n, c, framing == FrameLength32)
 	n.mu.Lock()
 	if n.closed || n.link != nil {
 		n.mu.Unlock()
@@ -269,6 +271,7 @@ func (n *Network) attach(c io.ReadWriteCloser, framing Framing) error {
 		return errdefs.New(errdefs.AlreadyExists, "network already has a link")
 	}
 	n.link = l
+	n.cur.Store(l)
 	n.wg.Add(1)
 	n.mu.Unlock()
 	go func() {

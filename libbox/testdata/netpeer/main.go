@@ -5,6 +5,8 @@
 //	netpeer udp ADDR MSG                      send, print the reply (resent for 10s)
 //	netpeer spoof SRC ADDR MSG                one UDP datagram from a forged source (raw socket)
 //	netpeer connect ADDR N                    N TCP connects; print the median in µs
+//	netpeer sink PORT                         accept one TCP connection, read it to
+//	                                          the end (256 KiB reads), print the byte count
 package main
 
 import (
@@ -89,6 +91,32 @@ func run(a []string) error {
 				return err
 			}
 		}
+	case "sink":
+		l, err := net.Listen("tcp4", ":"+a[1])
+		if err != nil {
+			return err
+		}
+		c, err := l.Accept()
+		l.Close()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// A plain read loop: io.Copy to io.Discard would read 8 KiB at a time.
+		buf := make([]byte, 256<<10)
+		var n int64
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		fmt.Println(n)
+		return nil
 	case "spoof":
 		return spoof(a[1], a[2], a[3])
 	case "connect":
