@@ -103,7 +103,10 @@
  *    "network": {"address": "192.168.127.2/24", "gateway": "192.168.127.1",
  *                "ports": [{"host": "127.0.0.1:41234", "box": 80, "protocol": "tcp"}],
  *                "denied": 3, "recent_denials": [{"time", "protocol", "dest", "reason"}],
- *                "rx_bytes", "tx_bytes"}}       while the box runs in this process
+ *                "rx_bytes", "tx_bytes",
+ *                "unavailable": "..."}}        while the box runs in this process; "unavailable"
+ *                                              only when a detached box's network helper did not
+ *                                              answer (the rest is then its last answer)
  */
 #ifndef LIBBOX_H
 #define LIBBOX_H

@@ -69,7 +69,19 @@ func (b *Box) Name() string { return b.cfg.Name }
 // gone is reported (and recorded) as stopped.
 func (b *Box) Info() BoxInfo {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	info := b.infoLocked()
+	nw := b.net
+	b.mu.Unlock()
+	// Outside the lock: a detached box's network answers from its helper
+	// process (bounded; marked unavailable when it does not answer).
+	if nw != nil {
+		ni := nw.Info()
+		info.Network = &ni
+	}
+	return info
+}
+
+func (b *Box) infoLocked() BoxInfo {
 	b.refreshLocked()
 	info := BoxInfo{
 		ID: b.cfg.ID, Name: b.cfg.Name, Image: b.cfg.Image, ImageID: b.cfg.ImageID,
@@ -87,10 +99,6 @@ func (b *Box) Info() BoxInfo {
 	} else if b.st.State == StateRunning && len(b.st.Instance) > 0 {
 		// Running under another host process: what its backend recorded.
 		_ = json.Unmarshal(b.st.Instance, &info.Backend)
-	}
-	if b.net != nil {
-		ni := b.net.Info()
-		info.Network = &ni
 	}
 	return info
 }
@@ -456,8 +464,9 @@ func (b *Box) startAttachOnly(ctx context.Context) error {
 		_ = inst.Kill()
 		return err
 	}
+	nw := b.followNetwork() // asks its helper: not under b.mu
 	b.mu.Lock()
-	b.inst, b.conn, b.client, b.net = inst, conn, client, b.followNetwork()
+	b.inst, b.conn, b.client, b.net = inst, conn, client, nw
 	b.mu.Unlock()
 	b.watchers.Add(1)
 	go b.watch(inst, conn)

@@ -33,6 +33,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,6 +51,10 @@ const HelperSocket = "net.sock"
 
 // helperTimeout bounds one request to the helper.
 const helperTimeout = 30 * time.Second
+
+// infoTimeout bounds an info request: box info must not wait long for a
+// helper that does not answer.
+const infoTimeout = 2 * time.Second
 
 // helperConfig is Config on the wire (Config holds functions).
 type helperConfig struct {
@@ -241,6 +246,9 @@ type Helper struct {
 	// stdin is the helper's stdin until a link is attached (the starting
 	// process only). Guarded by mu.
 	stdin *os.File
+	// last is the helper's last answer to info (nil: none yet). Guarded
+	// by mu.
+	last *Info
 }
 
 // StartHelper starts the network helper bin of the box whose directory is
@@ -309,18 +317,24 @@ func StartHelper(ctx context.Context, bin, dir string, cfg Config) (*Helper, err
 }
 
 // DialHelper returns a handle on the helper of the box whose directory is
-// dir, NotFound when none answers.
+// dir, NotFound when there is none. A helper that is there but does not
+// answer within infoTimeout is followed all the same: its box's info says
+// so (Info.Unavailable).
 func DialHelper(dir string) (*Helper, error) {
 	h := &Helper{sock: filepath.Join(dir, HelperSocket)}
-	if _, err := h.call(helperRequest{Op: "info"}, nil); err != nil {
+	if _, err := h.info(); errdefs.IsNotFound(err) {
 		return nil, err
 	}
 	return h, nil
 }
 
 // call sends one request (with f's fd when f is not nil) and returns the
-// reply; wait also waits for the helper to end the connection.
+// reply; "close" also waits for the helper to end the connection.
 func (h *Helper) call(req helperRequest, f *os.File) (helperReply, error) {
+	return h.callTimeout(req, f, helperTimeout)
+}
+
+func (h *Helper) callTimeout(req helperRequest, f *os.File, timeout time.Duration) (helperReply, error) {
 	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.sock, Net: "unixpacket"})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
@@ -329,7 +343,7 @@ func (h *Helper) call(req helperRequest, f *os.File) (helperReply, error) {
 		return helperReply{}, errdefs.Wrap(errdefs.Unavailable, err, "the box's network helper")
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(helperTimeout))
+	_ = c.SetDeadline(time.Now().Add(timeout))
 	b, _ := json.Marshal(req)
 	var oob []byte
 	if f != nil {
@@ -383,13 +397,46 @@ func (h *Helper) Unpublish(m PortMapping) error {
 	return err
 }
 
-// Info is Network.Info, from the helper (the zero Info when it is gone).
+// Info is Network.Info, from the helper. When the helper does not answer
+// within infoTimeout, it is its last answer (or the link's fixed facts)
+// with Unavailable saying why.
 func (h *Helper) Info() Info {
-	rep, err := h.call(helperRequest{Op: "info"}, nil)
-	if err != nil || rep.Info == nil {
-		return Info{}
+	info, err := h.info()
+	if err == nil {
+		return info
 	}
-	return *rep.Info
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.last != nil {
+		info = h.last.clone()
+	} else {
+		info = Info{Address: netip.PrefixFrom(BoxIP, Subnet.Bits()).String(), Gateway: GatewayIP.String(), Ports: []PortMapping{}}
+	}
+	info.Unavailable = err.Error()
+	return info
+}
+
+// info asks the helper, bounded by infoTimeout, and keeps the answer.
+func (h *Helper) info() (Info, error) {
+	rep, err := h.callTimeout(helperRequest{Op: "info"}, nil, infoTimeout)
+	if err == nil && rep.Info == nil {
+		err = errdefs.New(errdefs.Unavailable, "the box's network helper answered info without it")
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	h.mu.Lock()
+	h.last = rep.Info
+	h.mu.Unlock()
+	return rep.Info.clone(), nil
+}
+
+// clone is a copy of i that shares no slice with it.
+func (i *Info) clone() Info {
+	c := *i
+	c.Recent = append([]Denial(nil), i.Recent...)
+	c.Ports = append([]PortMapping{}, i.Ports...)
+	return c
 }
 
 // Close ends the helper and returns once it has released the box's ports

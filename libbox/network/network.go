@@ -105,6 +105,11 @@ type Info struct {
 	Recent  []Denial      `json:"recent_denials,omitempty"`
 	RxBytes uint64        `json:"rx_bytes"` // from the box
 	TxBytes uint64        `json:"tx_bytes"` // to the box
+	// Unavailable, when set, says why the figures above are not current:
+	// the network of a detached box lives in its helper process, which
+	// did not answer (they are then its last answer to this process, if
+	// any).
+	Unavailable string `json:"unavailable,omitempty"`
 }
 
 const recentDenials = 16
