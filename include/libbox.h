@@ -390,11 +390,19 @@ box_status_t box_images(box_runtime_t rt, char **out_json, box_error_t **err);
    box_snapshot: request_json {"name": "before-fix", "memory": false}. The
    box may be running: it is paused while the layer is taken (sandbox:
    cgroup freezer; VM: vCPUs stopped) and goes on afterwards. "memory": true
-   is BOX_E_UNSUPPORTED for now. A taken name: BOX_E_ALREADY_EXISTS. `done`
-   gets the snapshot as a JSON object: {"name", "id", "box", "box_name",
-   "isolation", "image", "image_id", "parent", "created_at", "size" (bytes
-   its own layer takes on disk), "written" (bytes copied to take it),
-   "used_by": ["box NAME", "snapshot NAME", ...]}. */
+   (a running VM box without volumes or network) also saves its memory and
+   device state: a box created "from" the snapshot, or restored to it,
+   resumes the machine at its next start instead of booting (its processes
+   run on with the same pids, tmpfs files are there; a clone gets a fresh
+   random seed, the current clock, its own hostname and box id; a restore
+   keeps its hostname and id, gets the clock and a seed). Sandbox box:
+   BOX_E_UNSUPPORTED (no checkpoint/restore of host processes); a stopped
+   box, volumes or network: BOX_E_FAILED_PRECONDITION. A taken name:
+   BOX_E_ALREADY_EXISTS. `done` gets the snapshot as a JSON object: {"name",
+   "id", "box", "box_name", "isolation", "image", "image_id", "parent",
+   "created_at", "size" (bytes its own layer takes on disk), "written"
+   (bytes copied to take it), "used_by": ["box NAME", "snapshot NAME", ...],
+   "memory" (true for a memory snapshot)}. */
 box_status_t box_snapshot(box_t box, const char *request_json,
                           box_complete_fn done, void *user_data,
                           box_error_t **err);

@@ -33,8 +33,15 @@ import (
 
 // SnapshotOptions shape Box.Snapshot.
 type SnapshotOptions struct {
-	// Memory also saves a running VM box's memory and device state, so a
-	// box can resume from it instead of booting. Not available yet.
+	// Memory also saves a running VM box's memory and device state with
+	// its disk, so that a box created from the snapshot (or restored to
+	// it) resumes the running machine instead of booting: its processes
+	// run on, its tmpfs files are there. A clone gets its own identity
+	// (random seed, clock, hostname, box id); a restore of the same box
+	// keeps its hostname and id and gets the current clock and a fresh
+	// seed. VM boxes only, running, without volumes or a network; a
+	// sandbox box cannot (its processes are host processes, which libbox
+	// cannot checkpoint): Unsupported.
 	Memory bool
 }
 
@@ -56,6 +63,8 @@ type SnapshotInfo struct {
 	Written int64 `json:"written"`
 	// UsedBy names the boxes and snapshots that sit on it.
 	UsedBy []string `json:"used_by,omitempty"`
+	// Memory is true when it holds a VM's memory and device state too.
+	Memory bool `json:"memory,omitempty"`
 }
 
 // snapshotRecord is snapshots/<id>/snapshot.json: what a clone needs to
@@ -80,6 +89,7 @@ type snapshotRecord struct {
 	CreatedAt       time.Time `json:"created_at"`
 	Size            int64     `json:"size"`
 	Written         int64     `json:"written"`
+	Memory          bool      `json:"memory,omitempty"`
 }
 
 func (r *Runtime) snapshotsDir() string         { return filepath.Join(r.home, "snapshots") }
@@ -247,10 +257,8 @@ func (b *Box) Snapshot(ctx context.Context, name string, opts SnapshotOptions) (
 	if err := b.rt.checkOpen(); err != nil {
 		return SnapshotInfo{}, err
 	}
-	if opts.Memory {
-		if err := b.memorySnapshot(ctx); err != nil {
-			return SnapshotInfo{}, err
-		}
+	if opts.Memory && b.cfg.Isolation != IsolationVM {
+		return SnapshotInfo{}, errdefs.New(errdefs.Unsupported, "memory snapshots: box %s is a %s box, whose processes are host processes; libbox has no checkpoint/restore of those (take a disk snapshot: memory false)", b.cfg.ID, b.cfg.Isolation)
 	}
 	b.opMu.Lock()
 	defer b.opMu.Unlock()
@@ -259,22 +267,17 @@ func (b *Box) Snapshot(ctx context.Context, name string, opts SnapshotOptions) (
 		return SnapshotInfo{}, err
 	}
 	defer unlock()
-	rec, err := b.snapshotLocked(ctx, name)
+	rec, err := b.snapshotLocked(ctx, name, opts.Memory)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
 	return b.rt.snapshotInfo(rec, nil, nil), nil
 }
 
-// memorySnapshot is where a running VM box's memory and device state
-// would be saved beside its disk layer.
-func (b *Box) memorySnapshot(ctx context.Context) error {
-	return errdefs.New(errdefs.Unsupported, "memory snapshots: not yet (take a disk snapshot: Memory false)")
-}
-
-// snapshotLocked takes a snapshot (hidden when name is empty). The caller
-// holds b.opMu and the store lock.
-func (b *Box) snapshotLocked(ctx context.Context, name string) (snapshotRecord, error) {
+// snapshotLocked takes a snapshot (hidden when name is empty), with the
+// running VM's memory when memory. The caller holds b.opMu and the store
+// lock.
+func (b *Box) snapshotLocked(ctx context.Context, name string, memory bool) (snapshotRecord, error) {
 	snaps, err := b.rt.loadSnapshots()
 	if err != nil {
 		return snapshotRecord{}, err
@@ -305,12 +308,22 @@ func (b *Box) snapshotLocked(ctx context.Context, name string) (snapshotRecord, 
 	b.mu.Lock()
 	inst, base := b.inst, b.st.Base
 	b.mu.Unlock()
+	var msn backend.MemorySnapshotter
+	if memory {
+		ok := false
+		if msn, ok = sn.(backend.MemorySnapshotter); !ok {
+			return snapshotRecord{}, errdefs.New(errdefs.Unsupported, "memory snapshots: the %s backend of this host has none", b.cfg.Isolation)
+		}
+		if inst == nil {
+			return snapshotRecord{}, errdefs.New(errdefs.FailedPrecondition, "memory snapshot: box %s is not running (a memory snapshot is of a running VM; take a disk snapshot of a stopped box)", b.cfg.ID)
+		}
+	}
 	_, spec, err := b.prepare(ctx)
 	if err != nil {
 		return snapshotRecord{}, err
 	}
-	if inst != nil && b.cfg.Isolation == IsolationVM {
-		b.guestSync(ctx)
+	if inst != nil && b.cfg.Isolation == IsolationVM && !memory {
+		b.guestSync(ctx) // a memory snapshot holds the page cache: no need
 	}
 	rec := snapshotRecord{
 		ID: newID(), Name: name, Parent: base, Box: b.cfg.ID, BoxName: b.cfg.Name,
@@ -322,7 +335,24 @@ func (b *Box) snapshotLocked(ctx context.Context, name string) (snapshotRecord, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return snapshotRecord{}, errdefs.Wrap(errdefs.Internal, err, "snapshot dir")
 	}
-	res, err := sn.Snapshot(ctx, spec, inst, dir)
+	var res backend.SnapshotResult
+	if memory {
+		spec.Network = b.cfg.Network.Enabled
+		res, err = msn.SnapshotMemory(ctx, spec, inst, dir)
+		rec.Memory = err == nil
+	} else {
+		res, err = sn.Snapshot(ctx, spec, inst, dir)
+	}
+	if err != nil && res.OnTop {
+		// The box runs on the layer already: keep it as a hidden disk
+		// snapshot under the box.
+		rec.Name, rec.Size = "", diskUsage(dir)
+		if werr := writeJSONAtomic(filepath.Join(dir, "snapshot.json"), &rec); werr != nil {
+			b.rt.logf("libbox: box %s: write snapshot record: %v", b.cfg.ID, werr)
+		}
+		b.setBase(rec.ID)
+		return snapshotRecord{}, err
+	}
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return snapshotRecord{}, err
@@ -387,7 +417,7 @@ func (r *Runtime) snapshotInfo(s snapshotRecord, snaps map[string]snapshotRecord
 	info := SnapshotInfo{
 		Name: s.Name, ID: s.ID, Box: s.Box, BoxName: s.BoxName, Isolation: s.Isolation, Image: s.Image,
 		ImageID: s.ImageID, Parent: s.Parent, CreatedAt: s.CreatedAt, Size: s.Size, Written: s.Written,
-		UsedBy: deps[s.ID],
+		UsedBy: deps[s.ID], Memory: s.Memory,
 	}
 	p, ok := snaps[s.Parent]
 	if !ok && snaps == nil && s.Parent != "" {
@@ -538,7 +568,7 @@ func (r *Runtime) cloneSource(ctx context.Context, from string, src *Box) (snaps
 	if src == nil {
 		return r.snapshotByName(from)
 	}
-	return src.snapshotLocked(ctx, "")
+	return src.snapshotLocked(ctx, "", false)
 }
 
 // lockSource returns the box From names when it is not a snapshot, with

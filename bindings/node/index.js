@@ -742,7 +742,8 @@ class Box {
   /**
    * Freezes the box's files as snapshot `name` (unique in the home); the box may be running (it is paused
    * meanwhile). Resolves with the snapshot (camelCase: name, id, parent, size, written, usedBy, ...).
-   * {memory: true} is not available yet (code Unsupported).
+   * {memory: true} also saves a running VM box's memory: a box created from it (or restored to it) resumes the
+   * machine instead of booting (sandbox boxes: code Unsupported).
    */
   snapshot(name, options = {}) {
     checkString(name, 'name', { optional: false, nonEmpty: true });

@@ -29,7 +29,7 @@ func (c *cli) snapshot(args []string) error {
 
 func (c *cli) snapshotCreate(args []string) error {
 	fs := newFlags("snapshot create", "BOX NAME")
-	memory := fs.Bool("memory", false, "also save a running VM box's memory (not available yet)")
+	memory := fs.Bool("memory", false, "also save a running VM box's memory and device state: a box made from it resumes instead of booting")
 	if err := parseArgs(fs, args, 2, 2, "want BOX NAME"); err != nil {
 		return err
 	}
@@ -72,7 +72,11 @@ func (c *cli) snapshotLs(args []string) error {
 		if box == "" {
 			box = s.Box[:12]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\t%s\n", s.Name, box, s.Isolation, s.Image,
+		iso := s.Isolation
+		if s.Memory {
+			iso += "+memory"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\t%s\n", s.Name, box, iso, s.Image,
 			dash(s.Parent), float64(s.Size)/1e6, dash(strings.Join(s.UsedBy, ", ")), ago(s.CreatedAt))
 	}
 	return tw.Flush()

@@ -37,3 +37,17 @@ type SnapshotResult struct {
 	// when the layer was moved, not copied).
 	Written int64
 }
+
+// MemorySnapshotter is implemented by backends that can also save a
+// running box's memory and device state with its snapshot, so that a box
+// whose file system is that snapshot resumes the running machine instead
+// of booting (its next start after Reset onto it; the caller then gives it
+// its identity, as for a template: see Restored).
+type MemorySnapshotter interface {
+	// SnapshotMemory is Snapshot of a running box (inst is not nil) that
+	// also writes its memory and device state into dst, consistent with
+	// the layer: the box is paused for both, then continues. When it fails
+	// with OnTop set, the layer was taken (the box runs on it) and only
+	// the memory state is missing.
+	SnapshotMemory(ctx context.Context, spec Spec, inst Instance, dst string) (SnapshotResult, error)
+}

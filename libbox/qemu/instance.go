@@ -45,6 +45,9 @@ type instance struct {
 	// template is the key of the template the VM was restored from ("":
 	// it booted).
 	template string
+	// resumed is the memory snapshot (its directory) the VM resumed ("":
+	// none).
+	resumed string
 	jail     *jail       // what confines QEMU; nil: nothing known (attached from an older state)
 	greeted  atomic.Bool // an agent answered a handshake: the VM is up
 	// bootTimeout bounds the first handshake (the boot); set before use.
@@ -197,6 +200,7 @@ func (i *instance) Info() map[string]any {
 		"rung":       i.rung,
 		"rung_why":   i.rungWhy,
 		"template":   i.template,
+		"resumed":    i.resumed,
 		"jail":       i.jail.info(),
 		"volumes":    volumesInfo(i.helpers),
 	}

@@ -235,8 +235,13 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	args = append(args, nargs...)
 	args = append(args, "-append", m.cmdline(box, b.opts.VMDebug))
 	// A new disk starts from the base image, or from a template's disk
-	// with the template's memory (see template.go).
-	args, tmpl, err := b.startDisk(ctx, spec, pr, args, fresh)
+	// with the template's memory (see template.go); a disk just reset
+	// onto a memory snapshot resumes its machine (memsnap.go).
+	args, resume := b.resumeArgs(ctx, spec, pr, args)
+	tmpl := ""
+	if resume == "" {
+		args, tmpl, err = b.startDisk(ctx, spec, pr, args, fresh)
+	}
 	if err != nil {
 		stopHelpers(helpers)
 		return nil, err
@@ -262,7 +267,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	j.join(p.pid)
 	inst := newInstance(spec, p, f, r.Accel, m.name(), cpus, mem, k)
-	inst.args, inst.template = args, tmpl
+	inst.args, inst.template, inst.resumed = args, tmpl, resume
 	inst.rung, inst.rungWhy = r.Name, why
 	inst.bootTimeout = b.opts.bootTimeout()
 	inst.helpers = helpers
@@ -272,7 +277,10 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		err = j.started(ctx, p)
 	}
 	if err == nil && tmpl != "" {
-		err = inst.waitRestored(ctx, b.templateRoot())
+		err = inst.waitRestored(ctx, filepath.Join(b.templateRoot(), tmpl, templateState))
+	}
+	if err == nil && resume != "" {
+		err = inst.waitRestored(ctx, filepath.Join(resume, memoryStateFile))
 	}
 	if err != nil {
 		inst.Kill()
@@ -287,6 +295,10 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 			b.dropTemplate(tmpl, err)
 			_ = os.Remove(disk)
 			spec.FromTemplate = false
+			return b.Start(ctx, spec)
+		}
+		if resume != "" && ctx.Err() == nil { // boot from the snapshot's disk instead
+			b.logf("libbox: box %s: resuming memory snapshot %s: %v: booting from its disk instead", spec.ID, resume, err)
 			return b.Start(ctx, spec)
 		}
 		return nil, err

@@ -118,12 +118,16 @@ func (b *Backend) ensureDisk(ctx context.Context, spec backend.Spec) error {
 }
 
 // Reset replaces the stopped box's overlay with an empty one on its top
-// layer (none: Start makes one on the base disk).
+// layer (none: Start makes one on the base disk). On a memory snapshot,
+// the box's next start resumes it (memsnap.go).
 func (b *Backend) Reset(ctx context.Context, spec backend.Spec) error {
 	if err := os.Remove(filepath.Join(spec.Dir, diskName)); err != nil && !os.IsNotExist(err) {
 		return errdefs.Wrap(errdefs.Internal, err, "reset box disk")
 	}
-	return b.ensureDisk(ctx, spec)
+	if err := b.ensureDisk(ctx, spec); err != nil {
+		return err
+	}
+	return markResume(spec)
 }
 
 // qmpConn is one QMP conversation of several commands (QMP serves one

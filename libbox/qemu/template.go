@@ -204,17 +204,22 @@ func (b *Backend) startDisk(ctx context.Context, spec backend.Spec, pr *prepared
 // waitRestored returns once QEMU loaded the template's state and runs the
 // machine: the status goes from "inmigrate" to "paused" (the template was
 // saved paused), then the machine is resumed. It fails when QEMU exits.
-func (i *instance) waitRestored(ctx context.Context, templates string) error {
+// from is the state file: a template's or a memory snapshot's.
+func (i *instance) waitRestored(ctx context.Context, from string) error {
 	ctx, cancel := context.WithTimeout(ctx, i.bootTimeout)
 	defer cancel()
-	state, err := os.Open(filepath.Join(templates, i.template, templateState))
+	what := "template " + i.template
+	if i.resumed != "" {
+		what = "memory snapshot " + i.resumed
+	}
+	state, err := os.Open(from)
 	if err != nil {
-		return errdefs.Wrap(errdefs.Unavailable, err, "vm %s: template %s", i.spec.ID, i.template)
+		return errdefs.Wrap(errdefs.Unavailable, err, "vm %s: %s", i.spec.ID, what)
 	}
 	_, err = qmpRun(ctx, i.files.qmpSock, state, "migrate-incoming", map[string]any{"uri": "fd:" + qmpFD})
 	state.Close()
 	if err != nil && !i.p.exited() {
-		return errdefs.Wrap(errdefs.Internal, err, "vm %s: restoring template %s", i.spec.ID, i.template)
+		return errdefs.Wrap(errdefs.Internal, err, "vm %s: restoring %s", i.spec.ID, what)
 	}
 	for {
 		raw, err := qmp(ctx, i.files.qmpSock, "query-status")
@@ -229,22 +234,23 @@ func (i *instance) waitRestored(ctx context.Context, templates string) error {
 				return nil
 			case "paused": // loaded; the template was saved paused
 				if _, err := qmp(ctx, i.files.qmpSock, "cont"); err != nil && !i.p.exited() {
-					return errdefs.Wrap(errdefs.Internal, err, "vm %s: resuming after restoring template %s", i.spec.ID, i.template)
+					return errdefs.Wrap(errdefs.Internal, err, "vm %s: resuming after restoring %s", i.spec.ID, what)
 				}
 				continue
 			case "inmigrate", "prelaunch", "restore-vm", "finish-migrate":
 			default:
-				return errdefs.New(errdefs.Internal, "vm %s: restoring template %s: machine is %q", i.spec.ID, i.template, st.Status)
+				return errdefs.New(errdefs.Internal, "vm %s: restoring %s: machine is %q", i.spec.ID, what, st.Status)
 			}
 		}
 		if err := vmboot.SleepCtx(ctx, 5*time.Millisecond); err != nil {
-			return errdefs.Wrap(errdefs.CodeOf(err), err, "vm %s: restoring template %s", i.spec.ID, i.template)
+			return errdefs.Wrap(errdefs.CodeOf(err), err, "vm %s: restoring %s", i.spec.ID, what)
 		}
 	}
 }
 
-// Restored reports whether the VM started from a template.
-func (i *instance) Restored() bool { return i.template != "" }
+// Restored reports whether the VM started from a template or resumed a
+// memory snapshot.
+func (i *instance) Restored() bool { return i.template != "" || i.resumed != "" }
 
 // dropTemplate removes a template that cannot be used (boxes restored
 // from it do not refer to it).
@@ -370,12 +376,18 @@ func (b *Backend) buildTemplate(ctx context.Context, spec backend.Spec, key stri
 // (QMP migrate to an fd: QEMU 7.2 has no file: migration, and its jail
 // allows no exec: URI), waiting until the migration completed.
 func (i *instance) saveState(ctx context.Context, path string) error {
+	if _, err := qmp(ctx, i.files.qmpSock, "stop"); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "vm %s: saving its state", i.spec.ID)
+	}
+	return i.writeState(ctx, path)
+}
+
+// writeState writes the paused VM's memory and device state to path (see
+// saveState). The machine stays paused: after it, QMP cont resumes it.
+func (i *instance) writeState(ctx context.Context, path string) error {
 	sock := i.files.qmpSock
 	fail := func(err error) error {
 		return errdefs.Wrap(errdefs.Internal, err, "vm %s: saving its state", i.spec.ID)
-	}
-	if _, err := qmp(ctx, sock, "stop"); err != nil {
-		return fail(err)
 	}
 	if _, err := qmpExec(ctx, sock, "migrate-set-parameters", map[string]any{"max-bandwidth": migrateBandwidth}); err != nil {
 		return fail(err)

@@ -414,8 +414,10 @@ class Box:
         """Freezes the box's files as snapshot ``name`` (unique in the home);
         the box may be running (it is paused meanwhile). Returns the
         snapshot's document (``name``, ``id``, ``parent``, ``size``,
-        ``written``, ``used_by`` ...). ``memory=True`` is not available yet
-        (UnsupportedError)."""
+        ``written``, ``used_by``, ``memory`` ...). ``memory=True`` also saves a
+        running VM box's memory: a box created from it (or restored to it)
+        resumes the machine instead of booting (sandbox boxes:
+        UnsupportedError)."""
         req = {"name": _check.text(name, "name"), "memory": _check.flag(memory, "memory")}
         _, doc = await _ffi.submit(_ffi.lib.box_snapshot, self._require(), json.dumps(req).encode())
         return dict(json.loads(doc or "{}"))
