@@ -94,7 +94,7 @@ node_demo() {
 node_bench() {
 	mkdir -p "$ROOT/bench/out"
 	node_fresh bench "$ROOT/bindings/node/bench/all1000.js" -- \
-		timeout -k 10 600 node all1000.js "$ROOT/bench/out/results.json" ||
+		timeout -k 10 900 node all1000.js "$ROOT/bench/out/results.json" "$BUILD/bin/libbox-bench" ||
 		die "node: bench failed"
 }
 
