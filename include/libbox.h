@@ -166,7 +166,11 @@ typedef struct box_exit {
                           "not_executable" (BOX_E_INVALID_ARGUMENT; 126),
                           "bad_working_dir", "bad_user" (both
                           BOX_E_INVALID_ARGUMENT). Read it instead of the
-                          message; more reasons may be added. */
+                          message; more reasons may be added. With
+                          status BOX_OK: "oom_killed" when the kernel's
+                          OOM killer ended the process at the box's memory
+                          limit (signal 9; sandbox boxes with a memory
+                          limit), else NULL. */
 } box_exit_t;
 
 /* Completion of an asynchronous call. status/message as for box_error_t

@@ -60,6 +60,37 @@ type ExitStatus struct {
 	ExitCode int           // exit code, or -1 when killed by a signal
 	Signal   int           // the killing signal, or 0
 	Duration time.Duration // from spawn to exit
+	// OOMKilled: the kernel's OOM killer ended the process (Signal is 9)
+	// at the box's memory limit. Known for sandbox boxes with a memory
+	// limit (see oomCounter); false elsewhere.
+	OOMKilled bool
+}
+
+// oomCounter is an instance that counts its box's OOM kills (a sandbox
+// box's memory cgroup: memory.events or v1 memory.oom_control).
+//
+// An exec is OOMKilled when its process died of SIGKILL and the count rose
+// between its spawn and its exit. The count is per box, not per process:
+// a process killed with SIGKILL by someone else (kill -9 from another
+// exec) while the OOM killer ended another process of the box is reported
+// OOMKilled too, and so are two processes that die of SIGKILL while one
+// OOM kill happens. A child of the exec's process killed by the OOM killer
+// is not the exec's process: the exec reports how that process ended.
+type oomCounter interface{ OOMKills() (int, bool) }
+
+// oomKills is the box's OOM kill count, when its backend counts them and
+// the box has a memory limit.
+func (b *Box) oomKills() (int, bool) {
+	if b.cfg.MemoryMiB == 0 {
+		return 0, false
+	}
+	b.mu.Lock()
+	c, ok := b.inst.(oomCounter)
+	b.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	return c.OOMKills()
 }
 
 // Process is a running command. Safe for concurrent use.
@@ -89,6 +120,10 @@ type Process struct {
 
 	stdout, stderr io.Writer
 	outBuf, errBuf *bytes.Buffer // when collecting
+
+	// oomBefore is the box's OOM kill count before the spawn, when oomKnown.
+	oomBefore int
+	oomKnown  bool
 
 	done     chan struct{}
 	status   ExitStatus // set before done closes
@@ -147,6 +182,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	if cmd.Timeout > 0 {
 		start.TimeoutMs = max(1, cmd.Timeout.Milliseconds())
 	}
+	oomBefore, oomKnown := b.oomKills()
 	// The stream outlives ctx: once the process runs, cancelling ctx kills
 	// it through the agent and waits for its end (see kill).
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -183,6 +219,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	}
 	p := &Process{
 		box: b, pid: int(started.Pid), execID: started.ExecId, client: client, stream: stream, cancel: cancel, tty: cmd.TTY,
+		oomBefore: oomBefore, oomKnown: oomKnown,
 		openStdin: cmd.OpenStdin && cmd.Stdin == nil,
 		stdout:    cmd.Stdout, stderr: cmd.Stderr,
 		done:  make(chan struct{}),
@@ -302,6 +339,10 @@ func (p *Process) receive(ctx context.Context) {
 			p.trace.ExitReceived = time.Now()
 			p.trace.setAgent(ex.Times)
 			p.status = ExitStatus{ExitCode: int(ex.ExitCode), Signal: int(ex.Signal), Duration: time.Duration(ex.DurationUs) * time.Microsecond}
+			if ex.Status == agentpb.Exit_SIGNALED && ex.Signal == int32(syscall.SIGKILL) && p.oomKnown {
+				n, ok := p.box.oomKills()
+				p.status.OOMKilled = ok && n > p.oomBefore
+			}
 			switch ex.Status {
 			case agentpb.Exit_EXITED, agentpb.Exit_SIGNALED:
 				if writeErr != nil {

@@ -148,6 +148,8 @@ export interface ExitResult {
   /** The killing signal's name ("SIGTERM", as child_process), or null. */
   signal: NodeJS.Signals | number | null;
   durationMs: number;
+  /** The kernel's OOM killer ended the process at the box's memory limit (signal "SIGKILL"; known for sandbox boxes with a memory limit). */
+  oomKilled: boolean;
 }
 
 export interface ExecResult extends ExitResult {

@@ -437,6 +437,7 @@ function exitResult(status, message, exitCode, sig, durationUs, reason) {
     exitCode: exitCode >= 0 ? exitCode : null,
     signal: sig > 0 ? signalName(sig) : null,
     durationMs: Number(durationUs) / 1000,
+    oomKilled: reason === 'oom_killed',
   };
 }
 
@@ -584,7 +585,7 @@ class Process {
     native.execResize(this.#ctx, rows, cols);
   }
 
-  /** Resolves with {exitCode, signal, durationMs} once the process ended and all its output was delivered. */
+  /** Resolves with {exitCode, signal, durationMs, oomKilled} once the process ended and all its output was delivered. */
   wait() {
     return this.#done;
   }
@@ -803,7 +804,7 @@ class Box {
 
   /**
    * Runs a command and collects its output:
-   * {exitCode, signal, stdout, stderr, stdoutBuffer, stderrBuffer, durationMs}.
+   * {exitCode, signal, stdout, stderr, stdoutBuffer, stderrBuffer, durationMs, oomKilled}.
    */
   exec(cmd, args = [], options = {}) {
     const req = execRequest(cmd, args, options, false);
@@ -843,7 +844,7 @@ class Box {
           const r = exitResult(status, message, code, sig, dur, reason);
           if (aborted) reject(abortError(signal));
           else if (r.error) reject(Object.assign(r.error, out));
-          else resolve({ exitCode: r.exitCode, signal: r.signal, ...out, durationMs: r.durationMs });
+          else resolve({ exitCode: r.exitCode, signal: r.signal, ...out, durationMs: r.durationMs, oomKilled: r.oomKilled });
         },
       };
       try {

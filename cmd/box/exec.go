@@ -78,6 +78,9 @@ func (c *cli) execIn(ctx context.Context, b *libbox.Box, args []string, f execFl
 					return err
 				}
 			}
+			if st.OOMKilled {
+				fmt.Fprintf(c.stderr, "box: the OOM killer ended the process at the box's memory limit\n")
+			}
 			if st.Signal > 0 {
 				return exitError{128 + st.Signal}
 			}

@@ -40,9 +40,14 @@ type ExitInfo struct {
 	Duration time.Duration
 	Message  string
 	// Reason is why the command never ran (a libbox.SpawnReason:
-	// "not_found", "not_executable", "bad_working_dir", "bad_user"), or "".
+	// "not_found", "not_executable", "bad_working_dir", "bad_user"), or,
+	// with Status 0, ReasonOOMKilled, or "".
 	Reason string
 }
+
+// ReasonOOMKilled is ExitInfo.Reason for a process the OOM killer ended
+// (libbox.ExitStatus.OOMKilled).
+const ReasonOOMKilled = "oom_killed"
 
 // ExecCallbacks receive an exec's output and end; any may be nil.
 type ExecCallbacks struct {

@@ -101,6 +101,9 @@ func Exec(boxH uint64, reqJSON string, cbs ExecCallbacks) (uint64, error) {
 		if err == nil {
 			st, werr := p.Wait(context.Background())
 			info = ExitInfo{ExitCode: int32(st.ExitCode), Signal: int32(st.Signal), Duration: st.Duration}
+			if st.OOMKilled {
+				info.Reason = ReasonOOMKilled
+			}
 			err = werr
 		}
 		if err != nil {

@@ -432,6 +432,10 @@ func (i *instance) State() json.RawMessage {
 	return b
 }
 
+// OOMKills is how many processes the OOM killer ended in the box's memory
+// group (libbox reports an exec it ended as OOMKilled).
+func (i *instance) OOMKills() (int, bool) { return i.cg.OOMKills() }
+
 func (i *instance) Info() map[string]any {
 	info := map[string]any{"pid": i.st.Pid, "socket": i.st.Socket, "limits": i.limits}
 	if n, ok := i.cg.OOMKills(); ok {

@@ -43,18 +43,22 @@ class ExecResult:
     the exit code, or the negated signal number (-15 for SIGTERM).
     ``stdout``/``stderr`` are decoded as UTF-8 (invalid bytes replaced);
     ``stdout_bytes``/``stderr_bytes`` are the raw output. ``duration`` is
-    seconds from spawn to exit, as measured in the box.
+    seconds from spawn to exit, as measured in the box. ``oom_killed`` is
+    True when the kernel's OOM killer ended the process at the box's memory
+    limit (``signal`` is SIGKILL; known for sandbox boxes with a memory
+    limit).
     """
 
-    __slots__ = ("exit_code", "signal", "stdout_bytes", "stderr_bytes", "duration")
+    __slots__ = ("exit_code", "signal", "stdout_bytes", "stderr_bytes", "duration", "oom_killed")
 
     def __init__(self, exit_code: int, signal: Optional[int], stdout_bytes: bytes = b"",
-                 stderr_bytes: bytes = b"", duration: float = 0.0) -> None:
+                 stderr_bytes: bytes = b"", duration: float = 0.0, oom_killed: bool = False) -> None:
         self.exit_code = exit_code
         self.signal = signal
         self.stdout_bytes = stdout_bytes
         self.stderr_bytes = stderr_bytes
         self.duration = duration
+        self.oom_killed = oom_killed
 
     @property
     def stdout(self) -> str:
@@ -226,7 +230,7 @@ class Process:
         if self._collect:
             out, err = b"".join(self._bufs[0]), b"".join(self._bufs[1])
             self._bufs[0][:], self._bufs[1][:] = [out], [err]  # keep one copy
-        return ExecResult(code, _signal_of(sig), out, err, dur / 1e6)
+        return ExecResult(code, _signal_of(sig), out, err, dur / 1e6, reason == "oom_killed")
 
     async def wait(self) -> ExecResult:
         """Waits for the exit. Raises the library's error when the command
