@@ -7,12 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/internal/tarcopy"
 	"github.com/libbox/libbox/guest/agentpb"
 )
 
@@ -32,12 +31,6 @@ func checkCopyPath(what, p string) error {
 		return errdefs.New(errdefs.InvalidArgument, "copy: %s %q contains a NUL byte", what, p)
 	}
 	return nil
-}
-
-// copiesContents reports whether a copy source names a directory's
-// contents (SRC/.).
-func copiesContents(p string) bool {
-	return p == "." || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, string(filepath.Separator)+".")
 }
 
 // CopyIn copies a host file or directory into the box with docker cp's
@@ -73,7 +66,7 @@ func (b *Box) CopyIn(ctx context.Context, hostPath, boxPath string) (int64, erro
 	if err != nil {
 		return 0, b.execError(ctx, err)
 	}
-	if err := st.Send(&agentpb.UploadRequest{Dest: boxPath, Contents: fi.IsDir() && copiesContents(hostPath)}); err != nil {
+	if err := st.Send(&agentpb.UploadRequest{Dest: boxPath, Contents: fi.IsDir() && tarcopy.Contents(hostPath)}); err != nil {
 		_, rerr := st.CloseAndRecv()
 		return 0, b.execError(ctx, rerr)
 	}
@@ -217,7 +210,7 @@ func (b *Box) CopyOut(ctx context.Context, boxPath, hostPath string) (int64, err
 			}
 		}
 	}()
-	n, err := copyInto(pr, hostPath, copiesContents(boxPath))
+	n, err := copyInto(pr, hostPath, tarcopy.Contents(boxPath))
 	if err == nil {
 		// Read to the end of the stream (tar padding) so it ends cleanly.
 		_, _ = io.Copy(io.Discard, pr)
@@ -249,62 +242,40 @@ func copyInto(r io.Reader, dest string, contents bool) (int64, error) {
 	if top == "" || top == ".." || strings.Contains(top, "/") {
 		return 0, errdefs.New(errdefs.Internal, "copy out: unexpected top entry %q", h.Name)
 	}
-	srcDir := h.Typeflag == tar.TypeDir
-	mustBeDir := strings.HasSuffix(dest, string(filepath.Separator)) || copiesContents(dest)
-	var dir, name string
-	fi, err := os.Stat(dest)
-	switch {
-	case err == nil && fi.IsDir():
-		dir, name = dest, top
-		if contents && srcDir {
-			name = ""
-		} else if top == "." {
-			return 0, errdefs.New(errdefs.InvalidArgument, "copy out: the box's / goes into a directory only as its contents (BOX:/.)")
-		}
-	case err == nil:
-		if srcDir {
-			return 0, errdefs.New(errdefs.FailedPrecondition, "copy out: cannot copy a directory onto the file %q", dest)
-		}
-		if mustBeDir {
-			return 0, errdefs.New(errdefs.FailedPrecondition, "copy out: %q is not a directory", dest)
-		}
-		dir, name = filepath.Split(dest)
-	case errors.Is(err, fs.ErrNotExist):
-		if mustBeDir && !srcDir {
-			return 0, errdefs.New(errdefs.NotFound, "copy out: host directory %q does not exist (create it, or drop the trailing /)", dest)
-		}
+	d := tarcopy.Missing
+	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
+		d = tarcopy.Dir
+	} else if err == nil {
+		d = tarcopy.File
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return 0, errdefs.Wrap(errdefs.InvalidArgument, err, "copy out")
+	}
+	into, name, err := tarcopy.Place("copy out", dest, d, top, h.Typeflag == tar.TypeDir, contents)
+	if err != nil {
+		return 0, err
+	}
+	dir := dest
+	if !into {
 		dir, name = filepath.Split(filepath.Clean(dest))
-		if pfi, err := os.Stat(orDot(dir)); err != nil || !pfi.IsDir() {
+		if fi, err := os.Stat(orDot(dir)); err != nil || !fi.IsDir() {
 			return 0, errdefs.New(errdefs.NotFound, "copy out: host directory %q does not exist", orDot(dir))
 		}
-	default:
-		return 0, errdefs.Wrap(errdefs.InvalidArgument, err, "copy out")
 	}
 	root, err := os.OpenRoot(orDot(dir))
 	if err != nil {
 		return 0, errdefs.Wrap(errdefs.InvalidArgument, err, "copy out")
 	}
 	defer root.Close()
-	var total int64
-	for ; err == nil; h, err = tr.Next() {
-		rest, ok := strings.CutPrefix(strings.TrimSuffix(h.Name, "/"), top)
-		if !ok || (rest != "" && rest[0] != '/') || slices.Contains(strings.Split(rest, "/"), "..") {
-			return total, errdefs.New(errdefs.Internal, "copy out: unexpected entry %q", h.Name)
-		}
-		rel := path.Join(name, strings.TrimPrefix(rest, "/"))
-		if rel == "" {
-			continue // the top directory of SRC/.: dest itself
-		}
-		n, werr := writeEntry(root, rel, h, tr)
-		total += n
-		if werr != nil {
-			return total, errdefs.Wrap(errdefs.InvalidArgument, werr, "copy out: %s", filepath.Join(dir, filepath.FromSlash(rel)))
-		}
+	// The host user must be able to fill the directories it makes.
+	total, _, err := tarcopy.Extract(root, tr, h, tarcopy.Renamer(".", top, name), 0o700)
+	if ee, ok := err.(*tarcopy.EntryError); ok {
+		return total, errdefs.Wrap(errdefs.InvalidArgument, ee.Err, "copy out: %s", filepath.Join(dir, filepath.FromSlash(ee.Path)))
 	}
-	if err != io.EOF {
-		return total, errdefs.Wrap(errdefs.Internal, err, "copy out: read tar stream")
+	if err != nil && errdefs.CodeOf(err) == errdefs.InvalidArgument {
+		// The box sent a stream the agent never makes.
+		return total, errdefs.New(errdefs.Internal, "copy out: %v", err)
 	}
-	return total, nil
+	return total, err
 }
 
 func orDot(dir string) string {
@@ -312,31 +283,4 @@ func orDot(dir string) string {
 		return "."
 	}
 	return dir
-}
-
-// writeEntry writes one tar entry at rel inside root.
-func writeEntry(root *os.Root, rel string, h *tar.Header, r io.Reader) (int64, error) {
-	mode := fs.FileMode(h.Mode) & fs.ModePerm
-	switch h.Typeflag {
-	case tar.TypeDir:
-		if err := root.MkdirAll(rel, 0o755); err != nil {
-			return 0, err
-		}
-		return 0, root.Chmod(rel, mode|0o700)
-	case tar.TypeReg:
-		_ = root.Remove(rel)
-		f, err := root.OpenFile(rel, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_EXCL, mode)
-		if err != nil {
-			return 0, err
-		}
-		n, err := io.Copy(f, r)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		return n, err
-	case tar.TypeSymlink:
-		_ = root.Remove(rel)
-		return 0, root.Symlink(h.Linkname, rel)
-	}
-	return 0, nil // devices, fifos and the like are not copied out
 }

@@ -4,14 +4,15 @@ import (
 	"archive/tar"
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
 	"strings"
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/tarcopy"
 )
 
 // Upload extracts a tar stream into a directory of the box. Every path is
@@ -36,10 +37,7 @@ func (a *Agent) Upload(stream agentpb.Agent_UploadServer) error {
 		if err := a.froot.MkdirAll(dirRel, 0o755); err != nil {
 			return rootError(first.GetDir(), err)
 		}
-		n, entries, err = extractTar(a.froot, tr, nil, func(name string) (string, bool, error) {
-			rel, err := entryRel(dirRel, name)
-			return rel, true, err
-		})
+		n, entries, err = a.extract(tr, nil, tarcopy.Below(dirRel))
 	}
 	if err != nil {
 		return err
@@ -66,53 +64,30 @@ func (a *Agent) copyIn(tr *tar.Reader, dest string, contents bool) (int64, int, 
 	if topName == "" || topName == "." || topName == ".." || strings.ContainsAny(topName, "/\x00") {
 		return 0, 0, errdefs.New(errdefs.InvalidArgument, "tar entry %q: the first entry must be a single name", top.Name)
 	}
-	srcDir := top.Typeflag == tar.TypeDir
-	mustBeDir := strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.") || dest == "."
 	rel, err := a.resolveCopy(dest, true)
 	if err != nil {
 		return 0, 0, err
 	}
-	var dirRel, name string
-	fi, err := a.froot.Stat(rel)
-	switch {
-	case err == nil && fi.IsDir():
-		dirRel, name = rel, topName
-		if contents && srcDir {
-			name = ""
-		}
-	case err == nil:
-		if srcDir {
-			return 0, 0, errdefs.New(errdefs.FailedPrecondition, "copy to %q: cannot copy a directory onto a file", dest)
-		}
-		if mustBeDir {
-			return 0, 0, errdefs.New(errdefs.FailedPrecondition, "copy to %q: not a directory", dest)
-		}
-		dirRel, name = path.Dir(rel), path.Base(rel)
-	case errors.Is(err, fs.ErrNotExist):
-		if mustBeDir && !srcDir {
-			return 0, 0, errdefs.New(errdefs.NotFound, "copy to %q: the directory does not exist (create it, or drop the trailing /)", dest)
-		}
-		dirRel, name = path.Dir(rel), path.Base(rel)
-	default:
+	d := tarcopy.Missing
+	if fi, err := a.froot.Stat(rel); err == nil && fi.IsDir() {
+		d = tarcopy.Dir
+	} else if err == nil {
+		d = tarcopy.File
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		return 0, 0, fsError(dest, err)
+	}
+	into, name, err := tarcopy.Place(fmt.Sprintf("copy to %q", dest), dest, d, topName, top.Typeflag == tar.TypeDir, contents)
+	if err != nil {
+		return 0, 0, err
+	}
+	dirRel := rel
+	if !into {
+		dirRel, name = path.Dir(rel), path.Base(rel)
 	}
 	if err := a.froot.MkdirAll(dirRel, 0o755); err != nil {
 		return 0, 0, rootError(dest, err)
 	}
-	// Entries are renamed from topName to name below dirRel; with no name
-	// (contents), the top entry itself is dirRel and is left as it is.
-	place := func(entry string) (string, bool, error) {
-		rest, ok := strings.CutPrefix(strings.TrimSuffix(entry, "/"), topName)
-		if !ok || (rest != "" && rest[0] != '/') {
-			return "", false, errdefs.New(errdefs.InvalidArgument, "tar entry %q is not below the top entry %q", entry, topName)
-		}
-		if name == "" && rest == "" {
-			return "", false, nil
-		}
-		rel, err := entryRel(dirRel, path.Join(name, strings.TrimPrefix(rest, "/")))
-		return rel, true, err
-	}
-	return extractTar(a.froot, tr, top, place)
+	return a.extract(tr, top, tarcopy.Renamer(dirRel, topName, name))
 }
 
 type uploadReader struct {
@@ -158,104 +133,14 @@ func rootError(p string, err error) error {
 	return errdefs.Wrap(errdefs.Internal, err, "path %q", p)
 }
 
-// entryRel validates a tar entry name and joins it under dirRel.
-func entryRel(dirRel, name string) (string, error) {
-	if name == "" || strings.HasPrefix(name, "/") || strings.ContainsRune(name, 0) {
-		return "", errdefs.New(errdefs.InvalidArgument, "tar entry %q: absolute or empty names are not allowed", name)
+// extract writes a tar stream below the box root (tarcopy.Extract) and
+// classifies a failed entry as os.Root's error.
+func (a *Agent) extract(tr *tar.Reader, first *tar.Header, place func(string) (string, bool, error)) (int64, int, error) {
+	n, entries, err := tarcopy.Extract(a.froot, tr, first, place, 0)
+	if ee, ok := err.(*tarcopy.EntryError); ok {
+		return n, entries, rootError(ee.Entry, ee.Err)
 	}
-	for _, part := range strings.Split(name, "/") {
-		if part == ".." {
-			return "", errdefs.New(errdefs.InvalidArgument, "tar entry %q escapes the target directory", name)
-		}
-	}
-	return path.Join(dirRel, path.Clean(name)), nil
-}
-
-// extractTar writes the entries of tr (after first, if set) where place
-// puts them: a path relative to the box root, or false to skip the entry.
-func extractTar(root *os.Root, tr *tar.Reader, first *tar.Header, place func(string) (string, bool, error)) (int64, int, error) {
-	var total int64
-	entries := 0
-	for {
-		h := first
-		first = nil
-		if h == nil {
-			var err error
-			h, err = tr.Next()
-			if err == io.EOF {
-				return total, entries, nil
-			}
-			if err != nil {
-				return total, entries, errdefs.Wrap(errdefs.InvalidArgument, err, "read tar stream")
-			}
-		}
-		rel, ok, err := place(h.Name)
-		if err != nil {
-			return total, entries, err
-		}
-		if !ok {
-			continue
-		}
-		entries++
-		mode := fs.FileMode(h.Mode) & fs.ModePerm
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(rel, 0o755); err != nil {
-				return total, entries, rootError(h.Name, err)
-			}
-			_ = root.Chmod(rel, mode)
-		case tar.TypeReg, tar.TypeRegA:
-			if parent := path.Dir(rel); parent != "." {
-				if err := root.MkdirAll(parent, 0o755); err != nil {
-					return total, entries, rootError(h.Name, err)
-				}
-			}
-			// Never write through an existing symlink at the final name.
-			if fi, err := root.Lstat(rel); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-				if err := root.Remove(rel); err != nil {
-					return total, entries, rootError(h.Name, err)
-				}
-			}
-			f, err := root.OpenFile(rel, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-			if err != nil {
-				return total, entries, rootError(h.Name, err)
-			}
-			n, err := io.Copy(f, tr)
-			total += n
-			cerr := f.Close()
-			if err != nil {
-				return total, entries, errdefs.Wrap(errdefs.Internal, err, "write %s", h.Name)
-			}
-			if cerr != nil {
-				return total, entries, errdefs.Wrap(errdefs.Internal, cerr, "write %s", h.Name)
-			}
-			_ = root.Chmod(rel, mode)
-		case tar.TypeSymlink:
-			if parent := path.Dir(rel); parent != "." {
-				if err := root.MkdirAll(parent, 0o755); err != nil {
-					return total, entries, rootError(h.Name, err)
-				}
-			}
-			_ = root.Remove(rel)
-			if err := root.Symlink(h.Linkname, rel); err != nil {
-				return total, entries, rootError(h.Name, err)
-			}
-		case tar.TypeLink:
-			target, ok, err := place(h.Linkname)
-			if err == nil && !ok {
-				err = errdefs.New(errdefs.InvalidArgument, "tar entry %q: a hard link to a directory", h.Name)
-			}
-			if err != nil {
-				return total, entries, err
-			}
-			_ = root.Remove(rel)
-			if err := root.Link(target, rel); err != nil {
-				return total, entries, rootError(h.Name, err)
-			}
-		default:
-			// Devices, fifos and the like are not copied into boxes.
-		}
-	}
+	return n, entries, err
 }
 
 // Download streams a path of the box as a tar stream whose top-level entry
