@@ -189,7 +189,7 @@ func (i *instance) State() json.RawMessage {
 }
 
 func (i *instance) Info() map[string]any {
-	return map[string]any{
+	info := map[string]any{
 		"accel":      i.accel,
 		"machine":    i.machine,
 		"pid":        i.pid(),
@@ -202,8 +202,11 @@ func (i *instance) Info() map[string]any {
 		"template":   i.template,
 		"resumed":    i.resumed,
 		"jail":       i.jail.info(),
-		"volumes":    volumesInfo(i.helpers),
 	}
+	if len(i.helpers) > 0 {
+		info["volumes"] = volumesInfo(i.helpers)
+	}
+	return info
 }
 
 // pid is QEMU's pid (under a root host's pid namespace init, not the
