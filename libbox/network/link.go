@@ -29,7 +29,16 @@ type link struct {
 	// file, frames are copied into wbuf first).
 	rc syscall.RawConn
 
-	wbuf []byte // guarded by Network.wmu
+	// The frame being written, guarded by Network.wmu (reused: a frame
+	// costs no allocation here).
+	wbuf   []byte
+	iov    [][]byte
+	whdr   [4]byte
+	wleft  int
+	werr   error
+	writev func(fd uintptr) bool
+
+	rhdr [4]byte // owned by readLoop
 }
 
 func newLink(n *Network, c io.ReadWriteCloser, stream bool) *link {
@@ -39,6 +48,7 @@ func newLink(n *Network, c io.ReadWriteCloser, stream bool) *link {
 			l.rc = rc
 		}
 	}
+	l.writev = l.writevFD
 	return l
 }
 
@@ -55,29 +65,40 @@ func (n *Network) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack
 	}
 	n.wmu.Lock()
 	defer n.wmu.Unlock()
-	bufs := pkt.AsSlices()
+	l.iov = l.iov[:0]
+	if l.stream {
+		l.iov = append(l.iov, l.whdr[:])
+	}
 	size := 0
-	for _, b := range bufs {
-		size += len(b)
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		l.iov = append(l.iov, b[off:])
+		size += len(b) - off
+		off = 0
 	}
 	if l.stream {
-		var hdr [4]byte
-		binary.BigEndian.PutUint32(hdr[:], uint32(size))
-		bufs = append([][]byte{hdr[:]}, bufs...)
-		size += len(hdr)
+		binary.BigEndian.PutUint32(l.whdr[:], uint32(size))
+		size += len(l.whdr)
 	}
-	if l.write(bufs, size) == nil {
+	err := l.write(size)
+	clear(l.iov) // hold no packet data past its release
+	if err == nil {
 		n.tx.Add(uint64(size))
 	}
 }
 
-// write sends one frame made of bufs (size bytes in all).
-func (l *link) write(bufs [][]byte, size int) error {
-	if l.rc == nil || len(bufs) == 1 {
-		b := bufs[0]
-		if len(bufs) > 1 {
+// write sends the frame in l.iov (size bytes in all).
+func (l *link) write(size int) error {
+	if l.rc == nil || len(l.iov) == 1 {
+		b := l.iov[0]
+		if len(l.iov) > 1 {
 			l.wbuf = l.wbuf[:0]
-			for _, p := range bufs {
+			for _, p := range l.iov {
 				l.wbuf = append(l.wbuf, p...)
 			}
 			b = l.wbuf
@@ -85,30 +106,32 @@ func (l *link) write(bufs [][]byte, size int) error {
 		_, err := l.c.Write(b)
 		return err
 	}
-	var werr error
-	err := l.rc.Write(func(fd uintptr) bool {
-		for {
-			k, err := unix.Writev(int(fd), bufs)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return false // wait until writable
-			case err != nil:
-				werr = err
-				return true
-			}
-			size -= k
-			if size <= 0 || !l.stream {
-				return true // a frame per write: a short one cannot be continued
-			}
-			bufs = advance(bufs, k)
-		}
-	})
-	if err != nil {
+	l.wleft, l.werr = size, nil
+	if err := l.rc.Write(l.writev); err != nil {
 		return err
 	}
-	return werr
+	return l.werr
+}
+
+// writevFD writes l.iov to fd (the RawConn's Write callback).
+func (l *link) writevFD(fd uintptr) bool {
+	for {
+		k, err := unix.Writev(int(fd), l.iov)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false // wait until writable
+		case err != nil:
+			l.werr = err
+			return true
+		}
+		l.wleft -= k
+		if l.wleft <= 0 || !l.stream {
+			return true // a frame per write: a short one cannot be continued
+		}
+		l.iov = advance(l.iov, k)
+	}
 }
 
 // advance drops the first k bytes of bufs.
@@ -134,11 +157,10 @@ func (l *link) readLoop() {
 	for {
 		var frame []byte
 		if l.stream {
-			var hdr [4]byte
-			if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if _, err := io.ReadFull(r, l.rhdr[:]); err != nil {
 				return
 			}
-			size := binary.BigEndian.Uint32(hdr[:])
+			size := binary.BigEndian.Uint32(l.rhdr[:])
 			if size > maxFrame {
 				l.n.logf("libbox: network: frame of %d bytes from the box: closing its link", size)
 				return
