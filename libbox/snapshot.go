@@ -202,8 +202,8 @@ func snapshotLabel(s snapshotRecord) string {
 func (r *Runtime) collectHidden() {
 	for {
 		snaps, err := r.loadSnapshots()
-		if err != nil {
-			return
+		if err != nil || !anyHidden(snaps) {
+			return // nothing hidden: no need to read every box's state
 		}
 		deps, err := r.dependents(snaps)
 		if err != nil {
@@ -223,6 +223,15 @@ func (r *Runtime) collectHidden() {
 			return
 		}
 	}
+}
+
+func anyHidden(snaps map[string]snapshotRecord) bool {
+	for _, s := range snaps {
+		if s.Name == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Runtime) deleteSnapshot(id string) error {

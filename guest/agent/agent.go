@@ -45,6 +45,9 @@ type Options struct {
 	// sets per thread (no_new_privs, capability bounding set) every child
 	// inherits.
 	SpawnSetup func() error
+	// SpawnGate, when not nil, holds the first spawn until it yields (see
+	// spawner.NewGated): boot work that may finish while the agent serves.
+	SpawnGate <-chan error
 	// SyncOnShutdown flushes filesystems on Shutdown (VMs: the guest's
 	// page cache holds the box's writes).
 	SyncOnShutdown bool
@@ -105,7 +108,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	sp, err := spawner.New(opts.SpawnSetup)
+	sp, err := spawner.NewGated(opts.SpawnSetup, opts.SpawnGate)
 	if err != nil {
 		froot.Close()
 		return nil, fmt.Errorf("agent: spawn thread setup: %w", err)

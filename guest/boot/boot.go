@@ -21,4 +21,8 @@ type SandboxConfig struct {
 	// SpawnSetup drops privileges on the agent's spawn thread (see
 	// agent.Options.SpawnSetup).
 	SpawnSetup func() error
+	// SpawnGate yields once the boot work still running in the background
+	// ended (nil) or failed; no process may be spawned before (see
+	// agent.Options.SpawnGate).
+	SpawnGate <-chan error
 }

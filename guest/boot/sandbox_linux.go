@@ -79,20 +79,29 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 			return SandboxConfig{}, fmt.Errorf("%s: %w", st.name, err)
 		}
 	}
+	cfg := SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}
 	if s.PidsLimit > 0 {
-		// The agent shares the box's pids budget: a fork bomb in the box
-		// must not leave it unable to make a thread (the Go runtime dies
-		// then), so it makes its threads now and keeps them idle.
-		if err := reserveThreads(reservedThreads); err != nil {
-			return SandboxConfig{}, fmt.Errorf("reserve threads: %w", err)
-		}
 		// Process-wide and inherited; counted per uid in this user namespace.
 		lim := unix.Rlimit{Cur: uint64(s.PidsLimit), Max: uint64(s.PidsLimit)}
 		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &lim); err != nil {
 			return SandboxConfig{}, fmt.Errorf("pids limit: %w", err)
 		}
+		// The agent shares the box's pids budget: a fork bomb in the box
+		// must not leave it unable to make a thread (the Go runtime dies
+		// then), so it makes its threads before the box's first process
+		// exists and keeps them idle. That takes a while: it runs while
+		// the agent starts serving, and the first spawn waits for it.
+		gate := make(chan error, 1)
+		go func() {
+			err := reserveThreads(reservedThreads)
+			if err != nil {
+				err = fmt.Errorf("reserve threads: %w", err)
+			}
+			gate <- err
+		}()
+		cfg.SpawnGate = gate
 	}
-	return SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}, nil
+	return cfg, nil
 }
 
 // reservedThreads is how many OS threads the agent makes at boot; it only

@@ -94,7 +94,13 @@ type Spawner struct {
 // New starts the spawn thread and the reaper. Close stops them. setup, if
 // not nil, runs first on the spawn thread: per-thread attributes it sets
 // (no_new_privs, the capability bounding set) are inherited by every child.
-func New(setup func() error) (*Spawner, error) {
+func New(setup func() error) (*Spawner, error) { return NewGated(setup, nil) }
+
+// NewGated is New with a gate: the first spawn waits until gate yields a
+// value (work the boot left running that must end before any child
+// exists); when that value is an error, every spawn fails with it. A nil
+// gate is open.
+func NewGated(setup func() error, gate <-chan error) (*Spawner, error) {
 	s := &Spawner{
 		jobs:  make(chan job),
 		quit:  make(chan struct{}),
@@ -103,7 +109,7 @@ func New(setup func() error) (*Spawner, error) {
 	}
 	ready := make(chan error, 1)
 	s.wg.Add(1)
-	go s.spawnLoop(setup, ready)
+	go s.spawnLoop(setup, gate, ready)
 	if err := <-ready; err != nil {
 		s.wg.Wait()
 		return nil, err
@@ -132,7 +138,7 @@ func (s *Spawner) Spawn(ctx context.Context, req *Request) (int, <-chan Exit, er
 
 var errClosed = errors.New("spawner closed")
 
-func (s *Spawner) spawnLoop(setup func() error, ready chan<- error) {
+func (s *Spawner) spawnLoop(setup func() error, gate <-chan error, ready chan<- error) {
 	defer s.wg.Done()
 	// This thread is never unlocked, so it is never reused by other
 	// goroutines nor exits while children started from it live
@@ -146,9 +152,23 @@ func (s *Spawner) spawnLoop(setup func() error, ready chan<- error) {
 		}
 	}
 	ready <- nil
+	var gateErr error
 	for {
 		select {
 		case j := <-s.jobs:
+			if gate != nil {
+				select {
+				case gateErr = <-gate:
+					gate = nil
+				case <-s.quit:
+					j.done <- result{err: errClosed}
+					return
+				}
+			}
+			if gateErr != nil {
+				j.done <- result{err: gateErr}
+				continue
+			}
 			j.done <- s.start(j.req)
 		case <-s.quit:
 			return

@@ -219,3 +219,58 @@ func TestSetupAndClose(t *testing.T) {
 		t.Fatalf("spawn after Close: %v", err)
 	}
 }
+
+// The gate holds the first spawn until it yields; an error it yields fails
+// every spawn; Close releases a spawn waiting at the gate.
+func TestGate(t *testing.T) {
+	testutil.RequireLinux(t)
+	gate := make(chan error, 1)
+	s, err := NewGated(nil, gate)
+	testutil.Must(t, err)
+	t.Cleanup(s.Close)
+	type res struct {
+		pid int
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		pid, exit, err := s.Spawn(testutil.Ctx(t, 30*time.Second), &Request{Path: "/bin/true", Args: []string{"true"}})
+		if err == nil {
+			<-exit
+		}
+		done <- res{pid, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("spawned through a closed gate: %+v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	gate <- nil
+	if r := <-done; r.err != nil || r.pid <= 0 {
+		t.Fatalf("spawn after the gate opened: %+v", r)
+	}
+
+	failed := make(chan error, 1)
+	failed <- errors.New("reserve threads: no")
+	s2, err := NewGated(nil, failed)
+	testutil.Must(t, err)
+	t.Cleanup(s2.Close)
+	for i := 0; i < 2; i++ {
+		if _, _, err := s2.Spawn(context.Background(), &Request{Path: "/bin/true", Args: []string{"true"}}); err == nil || err.Error() != "reserve threads: no" {
+			t.Fatalf("spawn %d through a failed gate: %v", i, err)
+		}
+	}
+
+	s3, err := NewGated(nil, make(chan error))
+	testutil.Must(t, err)
+	waiting := make(chan error, 1)
+	go func() {
+		_, _, err := s3.Spawn(context.Background(), &Request{Path: "/bin/true", Args: []string{"true"}})
+		waiting <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let it reach the gate (either way Close must release it)
+	s3.Close()
+	if err := <-waiting; !errors.Is(err, errClosed) {
+		t.Fatalf("spawn waiting at the gate after Close: %v", err)
+	}
+}

@@ -398,11 +398,15 @@ func (i *instance) Kill() error {
 	return nil
 }
 
+// Stop kills the agent at once: a sandbox agent keeps nothing worth a
+// graceful exit once it answered Shutdown (it killed the box's processes
+// then; their files are the host's upper dir, written through the host's
+// page cache), and SIGKILL spares its server's drain and the Go exit.
 func (i *instance) Stop(ctx context.Context) error {
+	_ = i.Kill()
 	select {
 	case <-i.done:
 	case <-ctx.Done():
-		_ = i.Kill()
 		t := time.NewTimer(10 * time.Second)
 		defer t.Stop()
 		select {

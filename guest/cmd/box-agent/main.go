@@ -54,6 +54,7 @@ func main() {
 		opts.PID1 = true
 		opts.Hostname = cfg.Hostname
 		opts.SpawnSetup = cfg.SpawnSetup
+		opts.SpawnGate = cfg.SpawnGate
 	case os.Getpid() == 1 && *listenAddr == "":
 		cfg, err := boot.VM()
 		if err != nil {
