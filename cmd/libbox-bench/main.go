@@ -159,6 +159,7 @@ func exeDir() string {
 // agentProc is box-agent running as a plain process on a unix socket.
 type agentProc struct {
 	cmd    *exec.Cmd
+	wait   func() error // cmd.Wait, through startOwned
 	conn   *grpc.ClientConn
 	client agentpb.AgentClient
 	dir    string
@@ -177,7 +178,8 @@ func startAgent() (*agentProc, error) {
 	cmd := exec.Command(bin, "--listen", "unix:"+sock)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	wait, err := startOwned(cmd)
+	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
@@ -185,7 +187,7 @@ func startAgent() (*agentProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &agentProc{cmd: cmd, conn: conn, client: agentpb.NewAgentClient(conn), dir: dir}
+	a := &agentProc{cmd: cmd, wait: wait, conn: conn, client: agentpb.NewAgentClient(conn), dir: dir}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := a.client.Ping(ctx, &agentpb.PingRequest{}, grpc.WaitForReady(true)); err != nil {
@@ -226,6 +228,29 @@ func (a *agentProc) exec(args ...string) error {
 	}
 }
 
+// startOwned starts cmd (whose Pdeathsig is set) from an OS thread kept
+// for it until it was waited for, and returns its Wait. The kernel sends
+// Pdeathsig when the thread that forked the child exits, and Go ends threads
+// (a box start locks one into the box's mount namespace and lets it go):
+// the bench's agent was killed that way in the middle of a run.
+func startOwned(cmd *exec.Cmd) (wait func() error, err error) {
+	started, waited := make(chan error, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		waited <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return sync.OnceValue(func() error { return <-waited }), nil
+}
+
 func (a *agentProc) rssKB() float64 { return rssKB(a.cmd.Process.Pid) }
 
 func rssKB(pid int) float64 {
@@ -247,7 +272,7 @@ func (a *agentProc) close() {
 	a.conn.Close()
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
-	go func() { a.cmd.Wait(); close(done) }()
+	go func() { a.wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -686,9 +711,10 @@ const cabiBatch = 10
 
 // cExec is bench/c/exec_p50.c in -serve mode.
 type cExec struct {
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
+	cmd  *exec.Cmd
+	wait func() error // cmd.Wait, through startOwned
+	in   io.WriteCloser
+	out  *bufio.Reader
 }
 
 func startCExec(bin, home string) (*cExec, error) {
@@ -703,10 +729,11 @@ func startCExec(bin, home string) (*cExec, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	wait, err := startOwned(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %v (build it with ./build.sh build)", bin, err)
 	}
-	c := &cExec{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	c := &cExec{cmd: cmd, wait: wait, in: in, out: bufio.NewReader(out)}
 	if line, err := c.out.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
 		c.close()
 		return nil, fmt.Errorf("%s -serve: no box (%q, %v)", bin, line, err)
@@ -742,7 +769,7 @@ func (c *cExec) batch(k int) ([]time.Duration, time.Duration, error) {
 func (c *cExec) close() {
 	c.in.Close()
 	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
+	go func() { c.wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(time.Minute):

@@ -18,6 +18,7 @@ import collections
 import ctypes
 import itertools
 import os
+import threading
 import weakref
 from ctypes import (
     CFUNCTYPE,
@@ -251,6 +252,30 @@ def inbox(loop: asyncio.AbstractEventLoop) -> Inbox:
     return box
 
 
+# --- library threads ---
+
+#: Library threads (by ident) that keep a Python thread state between
+#: callbacks; added to, never removed from, under the GIL.
+_kept_states: set[int] = set()
+_gil_ensure = ctypes.pythonapi.PyGILState_Ensure
+_gil_ensure.restype = ctypes.c_int
+_gil_ensure.argtypes = []
+
+
+def keep_thread_state() -> None:
+    """Called first in every callback: makes this library thread keep the
+    Python thread state ctypes made for it. Otherwise each callback creates
+    one and deletes it on return, which maps and unmaps its frame stack:
+    per exec that was a large share of this process's CPU (mmap, page
+    faults, TLB flushes). The library reuses a handful of threads, each
+    keeps one thread state; the runtimes close before the interpreter ends
+    (runtime.py's atexit), so no callback comes after it."""
+    ident = threading.get_ident()
+    if ident not in _kept_states:
+        _gil_ensure()  # never released: the thread state outlives this callback
+        _kept_states.add(ident)
+
+
 # --- completions (box_create, box_start, box_stop, box_remove, box_copy_*) ---
 
 _keys = itertools.count(1)
@@ -272,6 +297,7 @@ def _settle(fut: asyncio.Future[tuple[int, str | None]], status: int, message: s
 def _on_complete(user_data: int | None, status: int, message: bytes | None, handle: int,
                  doc: bytes | None) -> None:
     try:
+        keep_thread_state()
         entry = _completions.pop(user_data or 0, None)
         if entry is None:
             if handle:
@@ -355,6 +381,7 @@ def _deliver_progress(fn: Callable[[Any], None], ev: PullProgress) -> None:
 
 def _on_progress(user_data: int | None, layer: bytes | None, done: int, total: int) -> None:
     try:
+        keep_thread_state()
         entry = _progress.get(user_data or 0)
         if entry is None:
             return
@@ -383,6 +410,7 @@ execs: dict[int, ExecSink] = {}
 
 def _on_stdout(user_data: int | None, data: int | None, n: int) -> None:
     try:
+        keep_thread_state()
         sink = execs.get(user_data or 0)
         if sink is not None and n:
             sink._feed(1, ctypes.string_at(data or 0, n))
@@ -392,6 +420,7 @@ def _on_stdout(user_data: int | None, data: int | None, n: int) -> None:
 
 def _on_stderr(user_data: int | None, data: int | None, n: int) -> None:
     try:
+        keep_thread_state()
         sink = execs.get(user_data or 0)
         if sink is not None and n:
             sink._feed(2, ctypes.string_at(data or 0, n))
@@ -401,6 +430,7 @@ def _on_stderr(user_data: int | None, data: int | None, n: int) -> None:
 
 def _on_exit(user_data: int | None, ex: Any) -> None:
     try:
+        keep_thread_state()
         sink = execs.pop(user_data or 0, None)
         if sink is None:
             return

@@ -73,6 +73,7 @@ _reads: dict[int, list[bytes]] = {}
 
 def _on_read(user_data: Optional[int], data: Optional[int], n: int) -> None:
     try:
+        _ffi.keep_thread_state()
         chunks = _reads.get(user_data or 0)
         if chunks is not None and n:
             chunks.append(ctypes.string_at(data or 0, n))
@@ -88,6 +89,7 @@ _watches: dict[int, tuple[Any, "asyncio.Queue[Any]"]] = {}
 
 def _on_watch_event(user_data: Optional[int], data: Optional[int], n: int) -> None:
     try:
+        _ffi.keep_thread_state()
         entry = _watches.get(user_data or 0)
         if entry is None:
             return

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import unittest
 
 import libbox
@@ -50,6 +51,17 @@ class ExecTest(BoxTestCase):
         self.assertEqual((r.stdout_bytes, r.stderr_bytes), (b"out\n", b"err\n"))
         self.assertFalse(r.ok)
         self.assertGreaterEqual(r.duration, 0)
+
+    async def test_library_threads_keep_their_thread_state(self) -> None:
+        # Callbacks come from a handful of library threads; each keeps the
+        # thread state its first callback made instead of one per callback.
+        from libbox import _ffi
+
+        results = await asyncio.gather(*(self.box.exec("sh", "-c", "echo $$") for _ in range(40)))
+        self.assertTrue(all(r.ok and r.stdout.strip().isdigit() for r in results))
+        kept = set(_ffi._kept_states)
+        self.assertTrue(kept, "no library thread kept its thread state")
+        self.assertNotIn(threading.get_ident(), kept, "the loop's own thread is not a library thread")
 
     async def test_env_cwd_user(self) -> None:
         r = await self.box.exec("sh", "-c", 'echo "$GREETING $(pwd) $(id -u)"', env={"GREETING": "hi"},
