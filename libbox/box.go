@@ -236,6 +236,7 @@ func (b *Box) Start(ctx context.Context) error {
 	}
 	conn, client, err := b.connect(cctx, inst)
 	ccancel()
+	t3 := time.Now()
 	if err == nil {
 		if err = b.identify(ctx, inst, client, spec); err != nil {
 			conn.Close()
@@ -259,7 +260,10 @@ func (b *Box) Start(ctx context.Context) error {
 	b.mu.Lock()
 	b.inst, b.conn, b.client, b.net = inst, conn, client, nw
 	b.stopping = false
-	b.boot = []BootStage{{"prepare", t1.Sub(t0)}, {"launch", t2.Sub(t1)}, {"agent", time.Since(t2)}}
+	b.boot = []BootStage{{"prepare", t1.Sub(t0)}, {"launch", t2.Sub(t1)}, {"agent", t3.Sub(t2)}}
+	if restored(inst) {
+		b.boot = append(b.boot, BootStage{"identify", time.Since(t3)})
+	}
 	b.lastCPU = cpuSample{}
 	if prevState.State != StateRunning || b.st.StartedAt.IsZero() {
 		b.st.StartedAt = time.Now().UTC()

@@ -18,7 +18,7 @@ import (
 
 // BootStage is one step of the last start, as the host timed it.
 type BootStage struct {
-	Name     string        `json:"name"` // "prepare" (image, agent), "launch" (backend), "agent" (until it answers)
+	Name     string        `json:"name"` // "prepare" (image, agent), "launch" (backend), "agent" (until it answers), "identify" (a restored VM)
 	Duration time.Duration `json:"duration_ns"`
 }
 

@@ -48,8 +48,10 @@ type instance struct {
 	// resumed is the memory snapshot (its directory) the VM resumed ("":
 	// none).
 	resumed string
-	jail     *jail       // what confines QEMU; nil: nothing known (attached from an older state)
-	greeted  atomic.Bool // an agent answered a handshake: the VM is up
+	// stages time the steps of Start, in order.
+	stages  []startLap
+	jail    *jail       // what confines QEMU; nil: nothing known (attached from an older state)
+	greeted atomic.Bool // an agent answered a handshake: the VM is up
 	// bootTimeout bounds the first handshake (the boot); set before use.
 	bootTimeout time.Duration
 
@@ -201,6 +203,7 @@ func (i *instance) Info() map[string]any {
 		"rung_why":   i.rungWhy,
 		"template":   i.template,
 		"resumed":    i.resumed,
+		"start_us":   i.startUS(),
 		"jail":       i.jail.info(),
 	}
 	if len(i.helpers) > 0 {
@@ -316,4 +319,30 @@ func qmpRun(ctx context.Context, sock string, f *os.File, command string, argume
 		}
 	}
 	return nil, nil
+}
+
+// startTimer times the steps of a start.
+type startTimer struct {
+	t    time.Time
+	laps []startLap
+}
+
+type startLap struct {
+	name string
+	d    time.Duration
+}
+
+func (s *startTimer) lap(name string) {
+	now := time.Now()
+	s.laps = append(s.laps, startLap{name, now.Sub(s.t)})
+	s.t = now
+}
+
+// startUS is how long each step of Start took, in microseconds, by name.
+func (i *instance) startUS() map[string]int64 {
+	out := make(map[string]int64, len(i.stages))
+	for _, l := range i.stages {
+		out[l.name] = l.d.Microseconds()
+	}
+	return out
 }

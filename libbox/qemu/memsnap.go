@@ -88,7 +88,12 @@ func (b *Backend) SnapshotMemory(ctx context.Context, spec backend.Spec, inst ba
 	if _, err := qmp(ctx, in.files.qmpSock, "stop"); err != nil {
 		return backend.SnapshotResult{}, errdefs.Wrap(errdefs.Internal, err, "memory snapshot: pause box %s", spec.ID)
 	}
-	err = in.writeState(ctx, state)
+	// All of the RAM goes into the state, also that of a box restored from
+	// a template (whose QEMU had to ignore shared RAM to load it).
+	err = ignoreSharedRAM(ctx, in.files.qmpSock, false)
+	if err == nil {
+		err = in.writeState(ctx, state)
+	}
 	switched := false
 	if err == nil {
 		var q *qmpConn

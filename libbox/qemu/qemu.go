@@ -153,7 +153,8 @@ func (m machine) args(cpus, memMiB int) []string {
 // (evaluating the ACPI interrupt links under TCG costs over a second of
 // boot when virtio_pci loads). init_on_free zeroes freed pages, so the
 // initramfs the kernel unpacked and freed costs nothing in a VM template's
-// saved memory (zero pages are not stored): 108 MiB → 66 MiB for busybox.
+// RAM file (its zero pages become holes) nor in a memory snapshot (zero
+// pages are not stored): 108 MiB → 66 MiB for busybox.
 // debug logs the kernel and the agent's boot steps.
 func (m machine) cmdline(box *vmboot.Box, debug bool) string {
 	c := vmboot.Cmdline{Console: "ttyS0", Debug: debug, Machine: []string{"no_timer_check", "init_on_free=1"}, Box: box}
@@ -187,13 +188,21 @@ const maxSockPath = 107
 // Start boots a box and returns once QEMU runs the machine and the agent
 // socket can be dialled. ctx bounds the start only.
 func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	return b.start(ctx, spec, "")
+}
+
+// start is Start; a non-empty templateRAM is the file the guest's RAM is
+// to live in (a template being built: see template.go).
+func (b *Backend) start(ctx context.Context, spec backend.Spec, templateRAM string) (backend.Instance, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
+	st := startTimer{t: time.Now()}
 	pr, err := b.prepare(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
+	st.lap("1_prepare (QEMU, kernel, initramfs, base disk)")
 	qemuBin, k, r, why, initrd := pr.qemuBin, pr.kernel, pr.rung, pr.why, pr.initrd
 	if r != ladder[0] {
 		b.warn.Do(func() { b.logf("libbox: VMs run on %s%s (%s)", r.Name, slowNote(r), why) })
@@ -208,7 +217,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		_ = os.Remove(p)
 	}
 	m := r.machine()
-	args := m.args(cpus, mem)
+	args := ramArgs(m.args(cpus, mem), mem)
 	args = append(args,
 		"-name", qemuPath("libbox-"+spec.ID),
 		"-kernel", k.Image, "-initrd", initrd,
@@ -247,6 +256,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 
+	st.lap("2_disk (overlay, or a template's copy)")
 	j, err := newJail(spec, r.Accel, cpus, mem)
 	if err != nil {
 		stopHelpers(helpers)
@@ -255,7 +265,16 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	for _, h := range helpers {
 		j.join(h.PID)
 	}
-	bin, jargs, err := j.command(qemuBin, args)
+	// The arguments a template records, and a box restored from it
+	// compares, have the guest's RAM anonymous; the template's own QEMU and
+	// those of the boxes restored from it have it in the template's file.
+	largs := args
+	if templateRAM != "" {
+		largs = ramFile(args, templateRAM, true)
+	} else if tmpl != "" {
+		largs = ramFile(args, filepath.Join(b.templateRoot(), tmpl, templateRAMFile), false)
+	}
+	bin, jargs, err := j.command(qemuBin, largs)
 	var p *proc
 	if err == nil {
 		p, err = launch(bin, jargs, f.stderr, spec.Detach, nl.files()...)
@@ -266,6 +285,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return nil, err
 	}
 	j.join(p.pid)
+	st.lap("3_launch (jail, fork, exec)")
 	inst := newInstance(spec, p, f, r.Accel, m.name(), cpus, mem, k)
 	inst.args, inst.template, inst.resumed = args, tmpl, resume
 	inst.rung, inst.rungWhy = r.Name, why
@@ -276,12 +296,20 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err == nil {
 		err = j.started(ctx, p)
 	}
+	st.lap("4_qemu ready (sockets, QMP answers)")
+	if err == nil && tmpl != "" {
+		err = ignoreSharedRAM(ctx, inst.files.qmpSock, true)
+	}
 	if err == nil && tmpl != "" {
 		err = inst.waitRestored(ctx, filepath.Join(b.templateRoot(), tmpl, templateState))
 	}
 	if err == nil && resume != "" {
 		err = inst.waitRestored(ctx, filepath.Join(resume, memoryStateFile))
 	}
+	if tmpl != "" || resume != "" {
+		st.lap("5_state loaded (migrate-incoming, cont)")
+	}
+	inst.stages = st.laps
 	if err != nil {
 		inst.Kill()
 		t := time.NewTimer(killTimeout)
@@ -295,11 +323,11 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 			b.dropTemplate(tmpl, err)
 			_ = os.Remove(disk)
 			spec.FromTemplate = false
-			return b.Start(ctx, spec)
+			return b.start(ctx, spec, templateRAM)
 		}
 		if resume != "" && ctx.Err() == nil { // boot from the snapshot's disk instead
 			b.logf("libbox: box %s: resuming memory snapshot %s: %v: booting from its disk instead", spec.ID, resume, err)
-			return b.Start(ctx, spec)
+			return b.start(ctx, spec, templateRAM)
 		}
 		return nil, err
 	}

@@ -24,6 +24,7 @@ package qemu
 // Identify) before anything else runs in it.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,11 +50,17 @@ import (
 const (
 	// templateFormat is bumped when what a template holds or how a box
 	// is restored from it changes: every older template is then unused.
-	templateFormat = 1
+	templateFormat = 2
 	// templateHostname is the template machine's hostname; a restored box
 	// keeps it on its kernel command line and gets its own from Identify.
 	templateHostname = "libbox-template"
 	templateState    = "state"
+	// templateRAMFile holds the template's guest RAM: its QEMU maps it
+	// shared, so the RAM is the file when the state is saved (and the state
+	// leaves it out: x-ignore-shared); a restored box's QEMU maps it
+	// private, copy on write, so loading the state reads no RAM at all and
+	// the guest's pages come from the host's page cache as it touches them.
+	templateRAMFile  = "ram"
 	templateMetaFile = "template.json"
 	// templateSettle is how long a template's agent gets, after the host's
 	// handshake connection closed, to go back to waiting for the host. A
@@ -73,16 +80,18 @@ type templateMeta struct {
 	Key    string `json:"key"`
 	// Argv are the template QEMU's arguments with the box's own parts
 	// replaced (normalArgs): a box restores only with the same.
-	Argv       []string  `json:"argv"`
-	ImageID    string    `json:"image_id"`
-	CPUs       int       `json:"cpus"`
-	MemoryMiB  int       `json:"memory_mib"`
-	Rung       string    `json:"rung"`
-	Kernel     string    `json:"kernel"`
-	StateBytes int64     `json:"state_bytes"`
-	DiskBytes  int64     `json:"disk_bytes"`
-	BuildMS    int64     `json:"build_ms"`
-	CreatedAt  time.Time `json:"created_at"`
+	Argv       []string `json:"argv"`
+	ImageID    string   `json:"image_id"`
+	CPUs       int      `json:"cpus"`
+	MemoryMiB  int      `json:"memory_mib"`
+	Rung       string   `json:"rung"`
+	Kernel     string   `json:"kernel"`
+	StateBytes int64    `json:"state_bytes"`
+	DiskBytes  int64    `json:"disk_bytes"`
+	// RAMBytes is the disk space its RAM file takes (zero pages are holes).
+	RAMBytes  int64     `json:"ram_bytes"`
+	BuildMS   int64     `json:"build_ms"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // templateEligible says whether a box of spec can start from a template:
@@ -320,7 +329,7 @@ func (b *Backend) buildTemplate(ctx context.Context, spec backend.Spec, key stri
 	ts := spec
 	ts.ID, ts.Dir, ts.Hostname = "template-"+key[:12], tmp, templateHostname
 	ts.FromTemplate, ts.Detach = false, false
-	bi, err := b.Start(ctx, ts)
+	bi, err := b.start(ctx, ts, filepath.Join(tmp, templateRAMFile))
 	if err != nil {
 		return err
 	}
@@ -351,11 +360,15 @@ func (b *Backend) buildTemplate(ctx context.Context, spec backend.Spec, key stri
 	if err != nil {
 		return err
 	}
+	ram := filepath.Join(tmp, templateRAMFile)
+	if err := punchZeroPages(ram); err != nil { // it works without
+		b.logf("libbox: VM template %s: making its RAM file sparse: %v", key, err)
+	}
 	cpus, mem := vmboot.Limits(spec.CPUs, spec.MemoryMiB)
 	m := templateMeta{
 		Format: templateFormat, Key: key, Argv: normalArgs(inst.args, ts),
 		ImageID: spec.ImageID, CPUs: cpus, MemoryMiB: mem, Rung: inst.rung, Kernel: inst.kernel.Image,
-		StateBytes: fileSize(state), DiskBytes: fileSize(filepath.Join(tmp, diskName)),
+		StateBytes: fileSize(state), DiskBytes: fileSize(filepath.Join(tmp, diskName)), RAMBytes: allocated(ram),
 		CreatedAt: time.Now().UTC(),
 	}
 	m.BuildMS = time.Since(t0).Milliseconds()
@@ -368,7 +381,7 @@ func (b *Backend) buildTemplate(ctx context.Context, spec backend.Spec, key stri
 	if err := os.Rename(tmp, dir); err != nil {
 		return errdefs.Wrap(errdefs.Internal, err, "VM template")
 	}
-	b.logf("libbox: VM template %s built in %s (state %d MiB)", key, time.Since(t0).Round(time.Millisecond), m.StateBytes>>20)
+	b.logf("libbox: VM template %s built in %s (state %d KiB, RAM %d MiB on disk)", key, time.Since(t0).Round(time.Millisecond), m.StateBytes>>10, m.RAMBytes>>20)
 	return nil
 }
 
@@ -379,7 +392,51 @@ func (i *instance) saveState(ctx context.Context, path string) error {
 	if _, err := qmp(ctx, i.files.qmpSock, "stop"); err != nil {
 		return errdefs.Wrap(errdefs.Internal, err, "vm %s: saving its state", i.spec.ID)
 	}
+	if err := ignoreSharedRAM(ctx, i.files.qmpSock, true); err != nil {
+		return errdefs.Wrap(errdefs.Internal, err, "vm %s: saving its state", i.spec.ID)
+	}
 	return i.writeState(ctx, path)
+}
+
+// ramArgs puts the guest's RAM in a memory backend object of its own (id
+// "ram", anonymous memory), so that ramFile can swap it for a file with
+// nothing else of the machine changed.
+func ramArgs(args []string, memMiB int) []string {
+	out := make([]string, 0, len(args)+2)
+	for i, a := range args {
+		if i > 0 && args[i-1] == "-machine" {
+			a += ",memory-backend=ram"
+		}
+		out = append(out, a)
+	}
+	return append(out, "-object", fmt.Sprintf("memory-backend-ram,id=ram,size=%dM", memMiB))
+}
+
+// ramFile returns args (see ramArgs) with the guest's RAM in file, mapped
+// shared (the template's own QEMU) or private (copy on write: a restored
+// box's).
+func ramFile(args []string, file string, shared bool) []string {
+	out := slices.Clone(args)
+	share := "off"
+	if shared {
+		share = "on"
+	}
+	for i, a := range out {
+		if rest, ok := strings.CutPrefix(a, "memory-backend-ram,id=ram,"); ok {
+			out[i] = "memory-backend-file,id=ram," + rest + ",mem-path=" + file + ",share=" + share
+		}
+	}
+	return out
+}
+
+// ignoreSharedRAM leaves shared RAM out of a migration (the template's
+// RAM file), on the saving side and, so that both read the same stream,
+// on the restoring one.
+func ignoreSharedRAM(ctx context.Context, sock string, on bool) error {
+	_, err := qmpExec(ctx, sock, "migrate-set-capabilities", map[string]any{
+		"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": on}},
+	})
+	return err
 }
 
 // writeState writes the paused VM's memory and device state to path (see
@@ -502,4 +559,55 @@ func fileSize(p string) int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// punchZeroPages turns the all-zero pages of a template's RAM file into
+// holes: the guest zeroes what it frees (init_on_free), so most of its RAM
+// takes no disk space and no page cache.
+func punchZeroPages(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	const page = 4096
+	buf := make([]byte, 256*page)
+	var off int64
+	for {
+		n, err := io.ReadFull(f, buf)
+		for p := 0; p+page <= n; {
+			q := p
+			for q+page <= n && isZero(buf[q:q+page]) {
+				q += page
+			}
+			if q > p {
+				if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off+int64(p), int64(q-p)); err != nil {
+					return err
+				}
+				p = q
+			} else {
+				p += page
+			}
+		}
+		off += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+var zeroPage [4096]byte
+
+func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:]) }
+
+// allocated is the disk space a file takes.
+func allocated(path string) int64 {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }
