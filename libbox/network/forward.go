@@ -167,20 +167,31 @@ func (n *Network) pipe(box, up net.Conn, head []byte) {
 	n.release(up)
 }
 
-// copyBufSize is the copy buffer of a forwarded connection: a read of the
-// host's socket takes up to this much at once, which the box's side sends
-// as segments of up to the link's MTU.
-const copyBufSize = 256 << 10
+// A forwarded connection copies with a small buffer while it is quiet and
+// a large one while a read fills the small one (a bulk transfer: a read of
+// the host's socket then takes up to copyBufSize at once, which the box's
+// side sends as segments of up to the link's MTU). Idle connections thus
+// hold little memory.
+const (
+	copyBufSmall = 32 << 10
+	copyBufSize  = 256 << 10
+)
 
 var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
 
 // copyStream copies src to dst until either ends. (io.Copy would hand a
 // *net.TCPConn source its WriteTo, which copies in 32 KiB pieces.)
 func copyStream(dst io.Writer, src io.Reader) {
-	buf := copyBufs.Get().(*[copyBufSize]byte)
-	defer copyBufs.Put(buf)
+	small := make([]byte, copyBufSmall)
+	buf := small
+	var big *[copyBufSize]byte
+	defer func() {
+		if big != nil {
+			copyBufs.Put(big)
+		}
+	}()
 	for {
-		k, err := src.Read(buf[:])
+		k, err := src.Read(buf)
 		if k > 0 {
 			if _, werr := dst.Write(buf[:k]); werr != nil {
 				return
@@ -188,6 +199,14 @@ func copyStream(dst io.Writer, src io.Reader) {
 		}
 		if err != nil {
 			return
+		}
+		switch {
+		case big == nil && k == len(buf):
+			big = copyBufs.Get().(*[copyBufSize]byte)
+			buf = big[:]
+		case big != nil && k < copyBufSmall:
+			copyBufs.Put(big)
+			big, buf = nil, small
 		}
 	}
 }
