@@ -670,10 +670,10 @@ func benchCABI(ctx context.Context, e *env) error {
 	defer c.close()
 	goExec := func() error { return runOne(b, "true") }
 	// Warm-up: both sides, discarded.
-	if _, _, err := c.batch(cabiBatch); err != nil {
+	if _, _, err := c.batch(20); err != nil {
 		return err
 	}
-	if _, err := sequential(cabiBatch, 0, goExec); err != nil {
+	if _, err := sequential(20, 0, goExec); err != nil {
 		return err
 	}
 	const n = 600
@@ -706,8 +706,9 @@ func benchCABI(ctx context.Context, e *env) error {
 	return nil
 }
 
-// cabiBatch is how many execs one side runs before the other's turn.
-const cabiBatch = 10
+// cabiBatch is how many execs one side runs before the other's turn: one,
+// so each C exec has a Go exec next to it (A-B-A-B).
+const cabiBatch = 1
 
 // cExec is bench/c/exec_p50.c in -serve mode.
 type cExec struct {
