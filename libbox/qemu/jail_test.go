@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox/internal/hostid"
+	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
 // TestVMJail checks, from the host, what confines the shared box's QEMU:
@@ -200,6 +203,96 @@ func mustReadlink(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestVMJailNormalUser starts a VM box with the CLI run by the user
+// nobody (a normal user's host) and checks its QEMU from the host: it runs
+// as nobody, with the seccomp filter that forbids raising privileges, and
+// without -runas or -chroot (a normal user has nothing to drop to).
+func TestVMJailNormalUser(t *testing.T) {
+	requireVM(t)
+	testutil.RequireRoot(t, "switching to the user nobody (on a normal user's host TestVMJail checks the same)")
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	repo := filepath.Dir(strings.TrimSpace(string(out)))
+	cli, kit := filepath.Join(repo, "build", "bin", "box"), filepath.Join(repo, "build", "lib", vmboot.KitDirName)
+	if _, err := os.Stat(cli); err != nil {
+		t.Skipf("no CLI at %s: run ./build.sh build first", cli)
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv: apt-get install util-linux")
+	}
+	// The CLI and the kernel kit beside it, where nobody can read them.
+	top := filepath.Join(workDir, "normal-user")
+	const nobody = 65534
+	for _, d := range []string{top, filepath.Join(top, "bin"), filepath.Join(top, "lib"), filepath.Join(top, "home")} {
+		testutil.Must(t, os.MkdirAll(d, 0o755))
+		testutil.Must(t, os.Chmod(d, 0o755))
+	}
+	testutil.Must(t, os.Chown(filepath.Join(top, "home"), nobody, nobody))
+	testutil.Must(t, os.Chmod(workDir, 0o755)) // so nobody reaches top
+	if b, err := exec.Command("cp", "-a", cli, filepath.Join(top, "bin", "box")).CombinedOutput(); err != nil {
+		t.Fatalf("copy the CLI: %v %s", err, b)
+	}
+	if _, err := os.Stat(kit); err == nil {
+		if b, err := exec.Command("cp", "-a", kit, filepath.Join(top, "lib")).CombinedOutput(); err != nil {
+			t.Fatalf("copy the kernel kit: %v %s", err, b)
+		}
+	}
+	home := filepath.Join(top, "home")
+	box := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // a TCG boot under load
+		defer cancel()
+		cmd := exec.CommandContext(ctx, setpriv, append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", filepath.Join(top, "bin", "box")}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "TMPDIR="+home, "LIBBOX_HOME="+filepath.Join(home, "libbox"))
+		cmd.Dir = home
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	if out, err := box("run", "-d", "--name", "jailuser", "busybox", "sleep", "3600"); err != nil {
+		t.Fatalf("box run -d as nobody: %v\n%s", err, out)
+	}
+	defer func() {
+		if out, err := box("rm", "-f", "jailuser"); err != nil {
+			t.Errorf("box rm -f as nobody: %v\n%s", err, out)
+		}
+	}()
+	out2, err := box("inspect", "jailuser")
+	if err != nil {
+		t.Fatalf("box inspect as nobody: %v\n%s", err, out2)
+	}
+	var info struct {
+		Backend struct {
+			PID  int            `json:"pid"`
+			Jail map[string]any `json:"jail"`
+		} `json:"backend"`
+	}
+	if err := json.Unmarshal([]byte(out2[strings.Index(out2, "{"):]), &info); err != nil || info.Backend.PID == 0 {
+		t.Fatalf("box inspect: no QEMU pid (%v):\n%s", err, out2)
+	}
+	pid := info.Backend.PID
+	status := procStatus(t, pid)
+	if got := strings.Fields(status["Uid"]); len(got) != 4 || got[0] != "65534" || got[1] != "65534" || got[2] != "65534" || got[3] != "65534" {
+		t.Errorf("qemu %d: Uid %q, want nobody's 65534", pid, status["Uid"])
+	}
+	if status["Seccomp"] != "2" || status["NoNewPrivs"] != "1" {
+		t.Errorf("qemu %d: Seccomp %q NoNewPrivs %q, want 2 and 1", pid, status["Seccomp"], status["NoNewPrivs"])
+	}
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	argv := strings.Split(string(cmdline), "\x00")
+	want := seccompFlags(false)
+	if !slices.Contains(argv, want) || slices.Contains(argv, "-runas") || slices.Contains(argv, "-chroot") {
+		t.Errorf("qemu %d: argv %q, want -sandbox %s and no -runas or -chroot", pid, argv, want)
+	}
+	// The box's saved jail (what inspect shows of a box another process
+	// started): the filter, and no ids to drop to.
+	if info.Backend.Jail["seccomp"] != want || info.Backend.Jail["uid"] != nil {
+		t.Errorf("box info jail %v, want seccomp %s and no uid", info.Backend.Jail, want)
+	}
+	t.Logf("as nobody: qemu %d, Uid %s, Seccomp %s, jail %v", pid, status["Uid"], status["Seccomp"], info.Backend.Jail)
 }
 
 // procStatus reads /proc/<pid>/status into a map.
