@@ -32,6 +32,7 @@ func TestVMTemplateStart(t *testing.T) {
 	}
 	t.Logf("Warm of an existing template: %s", time.Since(t0).Round(time.Millisecond))
 	var random []string
+	var last *libbox.Box
 	for _, name := range []string{"restored-1", "restored-2"} {
 		b, err := rt.Create(ctx, libbox.BoxOptions{Name: name, Isolation: libbox.IsolationVM})
 		if err != nil {
@@ -51,9 +52,29 @@ func TestVMTemplateStart(t *testing.T) {
 			t.Fatalf("%s: hostname and $HOSTNAME: %q", name, out)
 		}
 		random = append(random, lines[2])
+		last = b
 	}
 	if random[0] == random[1] {
 		t.Errorf("two restored boxes read the same random bytes: %s", random[0])
+	}
+	// A memory snapshot of a restored box (whose RAM is the template's file,
+	// copy on write) holds all of its RAM: a clone resumes it.
+	sh(t, last, "echo from-restored > /tmp/mark")
+	if _, err := last.Snapshot(ctx, "of-restored", libbox.SnapshotOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := rt.Create(ctx, libbox.BoxOptions{From: "of-restored", Name: "resumed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Info().Backend["resumed"]; got == "" || got == nil {
+		t.Errorf("the clone booted instead of resuming (backend info %v)", c.Info().Backend)
+	}
+	if got := sh(t, c, "cat /tmp/mark /proc/sys/kernel/hostname"); got != "from-restored\nresumed\n" {
+		t.Errorf("clone of a restored box's memory snapshot: %q", got)
 	}
 
 	t.Setenv("LIBBOX_VM_TEMPLATES", "0")

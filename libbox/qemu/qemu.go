@@ -298,9 +298,6 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, templateRAM stri
 	}
 	st.lap("4_qemu ready (sockets, QMP answers)")
 	if err == nil && tmpl != "" {
-		err = ignoreSharedRAM(ctx, inst.files.qmpSock, true)
-	}
-	if err == nil && tmpl != "" {
 		err = inst.waitRestored(ctx, filepath.Join(b.templateRoot(), tmpl, templateState))
 	}
 	if err == nil && resume != "" {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/vmboot"
@@ -189,20 +191,36 @@ func (q *qmpConn) read() (qmpReply, error) {
 }
 
 func (q *qmpConn) run(command string, args any) error {
+	_, err := q.call(command, args)
+	return err
+}
+
+// call runs one command and returns its "return" value.
+func (q *qmpConn) call(command string, args any) (json.RawMessage, error) {
+	return q.callFD(command, args, nil)
+}
+
+// sendFD hands QEMU f under the name qmpFD (see qmpRun).
+func (q *qmpConn) sendFD(f *os.File) error {
+	_, err := q.callFD("getfd", map[string]any{"fdname": qmpFD}, unix.UnixRights(int(f.Fd())))
+	return err
+}
+
+func (q *qmpConn) callFD(command string, args any, rights []byte) (json.RawMessage, error) {
 	req := map[string]any{"execute": command}
 	if args != nil {
 		req["arguments"] = args
 	}
 	b, _ := json.Marshal(req)
-	if _, err := q.c.Write(append(b, '\n')); err != nil {
-		return err
+	if _, _, err := q.c.(*net.UnixConn).WriteMsgUnix(append(b, '\n'), rights, nil); err != nil {
+		return nil, err
 	}
 	rep, err := q.read()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if rep.Error != nil {
-		return fmt.Errorf("qmp %s: %s: %s", command, rep.Error.Class, rep.Error.Desc)
+		return nil, fmt.Errorf("qmp %s: %s: %s", command, rep.Error.Class, rep.Error.Desc)
 	}
-	return nil
+	return rep.Return, nil
 }

@@ -213,7 +213,8 @@ func (b *Backend) startDisk(ctx context.Context, spec backend.Spec, pr *prepared
 // waitRestored returns once QEMU loaded the template's state and runs the
 // machine: the status goes from "inmigrate" to "paused" (the template was
 // saved paused), then the machine is resumed. It fails when QEMU exits.
-// from is the state file: a template's or a memory snapshot's.
+// from is the state file: a template's or a memory snapshot's. One QMP
+// connection serves the whole conversation.
 func (i *instance) waitRestored(ctx context.Context, from string) error {
 	ctx, cancel := context.WithTimeout(ctx, i.bootTimeout)
 	defer cancel()
@@ -221,40 +222,56 @@ func (i *instance) waitRestored(ctx context.Context, from string) error {
 	if i.resumed != "" {
 		what = "memory snapshot " + i.resumed
 	}
+	fail := func(err error) error {
+		if i.p.exited() {
+			return i.unavailable()
+		}
+		if ctx.Err() != nil {
+			return errdefs.Wrap(errdefs.CodeOf(ctx.Err()), err, "vm %s: restoring %s", i.spec.ID, what)
+		}
+		return errdefs.Wrap(errdefs.Internal, err, "vm %s: restoring %s", i.spec.ID, what)
+	}
 	state, err := os.Open(from)
 	if err != nil {
 		return errdefs.Wrap(errdefs.Unavailable, err, "vm %s: %s", i.spec.ID, what)
 	}
-	_, err = qmpRun(ctx, i.files.qmpSock, state, "migrate-incoming", map[string]any{"uri": "fd:" + qmpFD})
-	state.Close()
-	if err != nil && !i.p.exited() {
-		return errdefs.Wrap(errdefs.Internal, err, "vm %s: restoring %s", i.spec.ID, what)
+	defer state.Close()
+	q, err := dialQMP(ctx, i.files.qmpSock)
+	if err != nil {
+		return fail(err)
 	}
-	for {
-		raw, err := qmp(ctx, i.files.qmpSock, "query-status")
-		if i.p.exited() {
-			return i.unavailable()
-		}
-		if err == nil {
-			var st struct{ Status string }
-			_ = json.Unmarshal(raw, &st)
-			switch st.Status {
-			case "running":
-				return nil
-			case "paused": // loaded; the template was saved paused
-				if _, err := qmp(ctx, i.files.qmpSock, "cont"); err != nil && !i.p.exited() {
-					return errdefs.Wrap(errdefs.Internal, err, "vm %s: resuming after restoring %s", i.spec.ID, what)
-				}
-				continue
-			case "inmigrate", "prelaunch", "restore-vm", "finish-migrate":
-			default:
-				return errdefs.New(errdefs.Internal, "vm %s: restoring %s: machine is %q", i.spec.ID, what, st.Status)
-			}
-		}
-		if err := vmboot.SleepCtx(ctx, 5*time.Millisecond); err != nil {
-			return errdefs.Wrap(errdefs.CodeOf(err), err, "vm %s: restoring %s", i.spec.ID, what)
-		}
+	defer q.close()
+	stop := context.AfterFunc(ctx, func() { q.c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if i.template != "" { // the template's RAM is its file, not in the state
+		err = q.run("migrate-set-capabilities", ignoreShared(true))
 	}
+	if err == nil {
+		err = q.sendFD(state)
+	}
+	if err == nil {
+		err = q.run("migrate-incoming", map[string]any{"uri": "fd:" + qmpFD})
+	}
+	for err == nil {
+		var raw json.RawMessage
+		if raw, err = q.call("query-status", nil); err != nil {
+			break
+		}
+		var st struct{ Status string }
+		_ = json.Unmarshal(raw, &st)
+		switch st.Status {
+		case "running":
+			return nil
+		case "paused": // loaded; it was saved paused
+			err = q.run("cont", nil)
+			continue
+		case "inmigrate", "prelaunch", "restore-vm", "finish-migrate":
+		default:
+			return errdefs.New(errdefs.Internal, "vm %s: restoring %s: machine is %q", i.spec.ID, what, st.Status)
+		}
+		err = vmboot.SleepCtx(ctx, 2*time.Millisecond)
+	}
+	return fail(err)
 }
 
 // Restored reports whether the VM started from a template or resumed a
@@ -433,10 +450,12 @@ func ramFile(args []string, file string, shared bool) []string {
 // RAM file), on the saving side and, so that both read the same stream,
 // on the restoring one.
 func ignoreSharedRAM(ctx context.Context, sock string, on bool) error {
-	_, err := qmpExec(ctx, sock, "migrate-set-capabilities", map[string]any{
-		"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": on}},
-	})
+	_, err := qmpExec(ctx, sock, "migrate-set-capabilities", ignoreShared(on))
 	return err
+}
+
+func ignoreShared(on bool) map[string]any {
+	return map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": on}}}
 }
 
 // writeState writes the paused VM's memory and device state to path (see
