@@ -3,6 +3,11 @@
 // so users get one artifact: box-agent (PID 1 of every box) and box-netd
 // (the network helper of detached boxes). It never runs them; it only
 // writes them out.
+//
+// The binaries stay in the library's read-only data: nothing copies them
+// into the heap (which would add their size to every process that loads
+// libbox, and to every copy the host forks of itself). They are streamed
+// once to hash them and once to write them out.
 package agentbin
 
 import (
@@ -10,8 +15,10 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // bin holds what build.sh built (and a README, so the pattern always
@@ -20,50 +27,82 @@ import (
 //go:embed bin
 var bin embed.FS
 
-var (
-	binary = load("box-agent")
-	netd   = load("box-netd")
-)
-
-// load returns an embedded binary, or nil when the build did not make it
-// (install then says to run ./build.sh build).
-func load(name string) []byte {
-	b, _ := bin.ReadFile("bin/" + name)
-	return b
+// blob is one embedded binary; its digest is computed on first use.
+type blob struct {
+	name string
+	once sync.Once
+	sum  string
+	size int64
+	err  error
 }
 
-// Digest is the sha256 of the embedded agent.
-func Digest() string { return digest(binary) }
+func newBlob(name string) *blob { return &blob{name: name} }
 
-func digest(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+func (b *blob) digest() (string, int64, error) {
+	b.once.Do(func() { b.sum, b.size, b.err = hashEmbedded(b.name) })
+	return b.sum, b.size, b.err
+}
+
+var (
+	agent = newBlob("box-agent")
+	netd  = newBlob("box-netd")
+)
+
+// hashEmbedded returns the sha256 and size of bin/name, or an error when
+// the build did not make it (install then says to run ./build.sh build).
+func hashEmbedded(name string) (string, int64, error) {
+	f, err := bin.Open("bin/" + name)
+	if err != nil {
+		return "", 0, fmt.Errorf("this build has no embedded %s: build with ./build.sh build", name)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	if n == 0 {
+		return "", 0, fmt.Errorf("this build has an empty embedded %s: build with ./build.sh build", name)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// Digest is the sha256 of the embedded agent ("" when there is none).
+func Digest() string {
+	d, _, _ := agent.digest()
+	return d
 }
 
 // Path writes the agent (once per content) into dir and returns its path.
-func Path(dir string) (string, error) { return install(dir, "box-agent", binary) }
+func Path(dir string) (string, error) { return agent.install(dir) }
 
 // NetdPath writes the network helper (once per content) into dir and
 // returns its path.
-func NetdPath(dir string) (string, error) { return install(dir, "box-netd", netd) }
+func NetdPath(dir string) (string, error) { return netd.install(dir) }
 
-func install(dir, name string, data []byte) (string, error) {
-	if len(data) == 0 {
-		return "", fmt.Errorf("this build has no embedded %s: build with ./build.sh build", name)
+func (b *blob) install(dir string) (string, error) {
+	sum, size, err := b.digest()
+	if err != nil {
+		return "", err
 	}
-	p := filepath.Join(dir, name+"-"+digest(data)[:16])
-	if st, err := os.Stat(p); err == nil && st.Size() == int64(len(data)) {
+	p := filepath.Join(dir, b.name+"-"+sum[:16])
+	if st, err := os.Stat(p); err == nil && st.Size() == size {
 		return p, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, "."+name+"-*")
+	src, err := bin.Open("bin/" + b.name)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(dir, "."+b.name+"-*")
 	if err != nil {
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
+	if _, err := io.Copy(tmp, src); err != nil {
 		tmp.Close()
 		return "", err
 	}
