@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/libbox/libbox/errdefs"
-	"github.com/libbox/libbox/internal/tarcopy"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/tarcopy"
 )
 
 // Copies follow docker cp's rules (users come from it): a box path may be
