@@ -3,7 +3,6 @@ package libbox
 import (
 	"context"
 	"encoding/json"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -216,17 +215,7 @@ func layerBytes(dir string) uint64 {
 	if syscall.Stat(filepath.Join(dir, "disk.qcow2"), &st) == nil {
 		return uint64(st.Blocks) * 512
 	}
-	var total uint64
-	_ = filepath.WalkDir(filepath.Join(dir, "upper"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if syscall.Lstat(p, &st) == nil {
-			total += uint64(st.Blocks) * 512
-		}
-		return nil
-	})
-	return total
+	return uint64(diskUsage(filepath.Join(dir, "upper")))
 }
 
 // ProcessInfo is one running exec of a box.
