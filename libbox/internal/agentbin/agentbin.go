@@ -36,16 +36,14 @@ type blob struct {
 	err  error
 }
 
-func newBlob(name string) *blob { return &blob{name: name} }
-
 func (b *blob) digest() (string, int64, error) {
 	b.once.Do(func() { b.sum, b.size, b.err = hashEmbedded(b.name) })
 	return b.sum, b.size, b.err
 }
 
 var (
-	agent = newBlob("box-agent")
-	netd  = newBlob("box-netd")
+	agent = &blob{name: "box-agent"}
+	netd  = &blob{name: "box-netd"}
 )
 
 // hashEmbedded returns the sha256 and size of bin/name, or an error when
@@ -65,12 +63,6 @@ func hashEmbedded(name string) (string, int64, error) {
 		return "", 0, fmt.Errorf("this build has an empty embedded %s: build with ./build.sh build", name)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// Digest is the sha256 of the embedded agent ("" when there is none).
-func Digest() string {
-	d, _, _ := agent.digest()
-	return d
 }
 
 // Path writes the agent (once per content) into dir and returns its path.
