@@ -3,17 +3,13 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
+	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
@@ -241,84 +237,27 @@ const qmpFD = "libbox"
 // can use it: QEMU then needs no path and no exec (its jail allows
 // neither).
 func qmpRun(ctx context.Context, sock string, f *os.File, command string, arguments any) (json.RawMessage, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", sock)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, qmpTimeout)
+		defer cancel()
+	}
+	q, err := dialQMP(ctx, sock)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	} else {
-		c.SetDeadline(time.Now().Add(qmpTimeout))
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	r := bufio.NewReader(c)
-	type reply struct {
-		QMP    json.RawMessage `json:"QMP"`
-		Return json.RawMessage `json:"return"`
-		Error  *struct {
-			Class string `json:"class"`
-			Desc  string `json:"desc"`
-		} `json:"error"`
-		Event string `json:"event"`
-	}
-	read := func() (reply, error) {
-		for {
-			line, err := r.ReadBytes('\n')
-			if err != nil {
-				return reply{}, err
-			}
-			var rep reply
-			if err := json.Unmarshal(line, &rep); err != nil {
-				return reply{}, fmt.Errorf("qmp: %w", err)
-			}
-			if rep.Event != "" {
-				continue
-			}
-			return rep, nil
-		}
-	}
-	if _, err := read(); err != nil { // greeting
-		return nil, err
-	}
-	cmds := []string{"qmp_capabilities", command}
+	defer q.close()
 	if f != nil {
-		cmds = []string{"qmp_capabilities", "getfd", command}
-	}
-	for _, cmd := range cmds {
-		req := map[string]any{"execute": cmd}
-		if cmd == command && arguments != nil {
-			req["arguments"] = arguments
-		}
-		var rights []byte
-		if cmd == "getfd" {
-			req["arguments"] = map[string]any{"fdname": qmpFD}
-			rights = unix.UnixRights(int(f.Fd()))
-		}
-		line, err := json.Marshal(req)
-		if err != nil {
+		if err := q.sendFD(f); err != nil {
 			return nil, err
-		}
-		if _, _, err := c.(*net.UnixConn).WriteMsgUnix(append(line, '\n'), rights, nil); err != nil {
-			return nil, err
-		}
-		rep, err := read()
-		if err != nil {
-			if cmd == "quit" {
-				return nil, nil // QEMU may close before answering
-			}
-			return nil, err
-		}
-		if rep.Error != nil {
-			return nil, fmt.Errorf("qmp %s: %s: %s", cmd, rep.Error.Class, rep.Error.Desc)
-		}
-		if cmd == command {
-			return rep.Return, nil
 		}
 	}
-	return nil, nil
+	ret, err := q.call(command, arguments)
+	var qe *qmpError
+	if err != nil && command == "quit" && !errors.As(err, &qe) {
+		return nil, nil // QEMU may close before answering
+	}
+	return ret, err
 }
 
 // startTimer times the steps of a start.

@@ -135,8 +135,9 @@ func (b *Backend) Reset(ctx context.Context, spec backend.Spec) error {
 // qmpConn is one QMP conversation of several commands (QMP serves one
 // client at a time).
 type qmpConn struct {
-	c net.Conn
-	r *bufio.Reader
+	c    net.Conn
+	r    *bufio.Reader
+	stop func() bool // ends the watch on the dial's context
 }
 
 func dialQMP(ctx context.Context, sock string) (*qmpConn, error) {
@@ -151,18 +152,28 @@ func dialQMP(ctx context.Context, sock string) (*qmpConn, error) {
 	}
 	_ = c.SetDeadline(dl)
 	q := &qmpConn{c: c, r: bufio.NewReader(c)}
+	// A canceled context ends a conversation at once, not at its deadline.
+	q.stop = context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	if _, err := q.read(); err != nil { // greeting
-		c.Close()
+		q.close()
 		return nil, err
 	}
 	if err := q.run("qmp_capabilities", nil); err != nil {
-		c.Close()
+		q.close()
 		return nil, err
 	}
 	return q, nil
 }
 
-func (q *qmpConn) close() { q.c.Close() }
+func (q *qmpConn) close() {
+	q.stop()
+	q.c.Close()
+}
+
+// qmpError is QEMU's answer refusing a command (not a transport error).
+type qmpError struct{ command, class, desc string }
+
+func (e *qmpError) Error() string { return fmt.Sprintf("qmp %s: %s: %s", e.command, e.class, e.desc) }
 
 type qmpReply struct {
 	Return json.RawMessage `json:"return"`
@@ -200,7 +211,8 @@ func (q *qmpConn) call(command string, args any) (json.RawMessage, error) {
 	return q.callFD(command, args, nil)
 }
 
-// sendFD hands QEMU f under the name qmpFD (see qmpRun).
+// sendFD hands QEMU f under the name qmpFD, so a command can use it ("fd:"
+// URIs): QEMU then needs no path and no exec (its jail allows neither).
 func (q *qmpConn) sendFD(f *os.File) error {
 	_, err := q.callFD("getfd", map[string]any{"fdname": qmpFD}, unix.UnixRights(int(f.Fd())))
 	return err
@@ -220,7 +232,7 @@ func (q *qmpConn) callFD(command string, args any, rights []byte) (json.RawMessa
 		return nil, err
 	}
 	if rep.Error != nil {
-		return nil, fmt.Errorf("qmp %s: %s: %s", command, rep.Error.Class, rep.Error.Desc)
+		return nil, &qmpError{command, rep.Error.Class, rep.Error.Desc}
 	}
 	return rep.Return, nil
 }
