@@ -150,11 +150,7 @@ func (a *Agent) Processes(ctx context.Context, _ *agentpb.ProcessesRequest) (*ag
 		if err != nil {
 			continue // exited meanwhile
 		}
-		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(cmdline) == 0 {
-			args = nil
-		}
+		args := procArgs(pid)
 		var sys syscall.Stat_t
 		uid := uint32(0)
 		if syscall.Stat("/proc/"+strconv.Itoa(pid), &sys) == nil {
@@ -174,6 +170,24 @@ func (a *Agent) Processes(ctx context.Context, _ *agentpb.ProcessesRequest) (*ag
 		})
 	}
 	return resp, nil
+}
+
+// procArgs is pid's command line. A process caught inside execve (its new
+// memory in place, its arguments not yet: the moment a vfork spawner's
+// parent resumes and reports the exec started) shows an empty one for a
+// moment; that is waited out, briefly. Zombies and kernel threads have none.
+func procArgs(pid int) []string {
+	for try := 0; ; try++ {
+		cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if len(cmdline) > 0 {
+			return strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		}
+		st, err := procstat.Read(pid)
+		if try == 50 || err != nil || st.State == 'Z' || st.Flags&procstat.PFKthread != 0 {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Kill signals a process started by Exec or one of its descendants; any
