@@ -15,7 +15,8 @@ package network
 //     session (so no process has to reap it) and reads the box's Config as
 //     one JSON line on stdin. It builds the network (publishing the
 //     ports), listens on DIR/net.sock (SOCK_SEQPACKET, mode 0600) and
-//     writes one JSON reply line on stdout: ready, or the error.
+//     writes one JSON reply line on stdout: ready, or the error (after
+//     which it exits, and stdout ends only with the process).
 //   - Each request is one connection carrying one message (a JSON request,
 //     plus the link fd for "attach") answered by one message; any process
 //     may connect, so a later process of the same user follows the box's
@@ -100,10 +101,12 @@ func ServeHelper(dir string, in io.Reader, out io.WriteCloser, logf func(string,
 	br := bufio.NewReader(in)
 	n, ln, err := startHelper(dir, br, logf)
 	_ = json.NewEncoder(out).Encode(replyOf(err))
-	out.Close()
 	if err != nil {
+		// out stays open until the process exits: its end is how the
+		// starter knows a helper that failed is gone.
 		return err
 	}
+	out.Close()
 	defer n.Close()
 	defer ln.Close() // unlinks the socket
 
@@ -311,6 +314,9 @@ func StartHelper(ctx context.Context, bin, dir string, cfg Config) (*Helper, err
 	}
 	if err := rep.err(); err != nil {
 		inW.Close()
+		// The helper exits after a failure; its stdout ends with it, so
+		// nothing it holds (a port, the socket) outlives the failed start.
+		_, _ = io.Copy(io.Discard, outR)
 		return nil, err
 	}
 	return h, nil
