@@ -108,6 +108,25 @@ func TestRunExitCodes(t *testing.T) {
 	if r := box(t, home, "", "ls", "-a", "--json"); strings.TrimSpace(r.out) != "[]" {
 		t.Errorf("--rm left boxes: %s", r.out)
 	}
+	// Without --rm the box is kept, stopped once its command ends, and
+	// runs again with start.
+	if r := box(t, home, "", "run", "--name", "kept", "--isolation", "sandbox", "busybox", "sh", "-c", "exit 4"); r.code != 4 {
+		t.Fatalf("run without --rm: %+v", r)
+	}
+	var list []struct{ Name, State string }
+	if r := box(t, home, "", "ls", "-a", "--json"); json.Unmarshal([]byte(r.out), &list) != nil ||
+		len(list) != 1 || list[0].Name != "kept" || list[0].State != string(libbox.StateStopped) {
+		t.Fatalf("after run without --rm: %s", r.out)
+	}
+	if r := box(t, home, "", "start", "kept"); r.code != 0 {
+		t.Fatalf("start the kept box: %+v", r)
+	}
+	if r := box(t, home, "", "exec", "kept", "echo", "again"); r.code != 0 || r.out != "again\n" {
+		t.Fatalf("exec in the restarted box: %+v", r)
+	}
+	if r := box(t, home, "", "rm", "-f", "kept"); r.code != 0 {
+		t.Fatalf("rm -f: %+v", r)
+	}
 }
 
 func TestLibboxErrors(t *testing.T) {

@@ -152,10 +152,16 @@ func (c *cli) run(args []string) error {
 		cmd, ef.imageCmd = append([]string{f.entrypoint}, cmd...), false
 	}
 	err = c.execIn(context.Background(), b, cmd, ef, sigs.ch)
+	// As docker run: the box ends with its command. Without --rm it is
+	// kept, stopped (`box start` runs it again, `box rm` removes it).
+	var rerr error
 	if f.rm {
-		if rerr := c.rt.Remove(context.Background(), b.ID(), true); rerr != nil && err == nil {
-			err = rerr
-		}
+		rerr = c.rt.Remove(context.Background(), b.ID(), true)
+	} else {
+		rerr = b.Stop(context.Background())
+	}
+	if rerr != nil && err == nil {
+		err = rerr
 	}
 	return err
 }
