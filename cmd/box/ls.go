@@ -18,26 +18,39 @@ func (c *cli) ls(args []string) error {
 	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
 		return err
 	}
+	return listing(c, *asJSON, (*libbox.Runtime).List,
+		func(b libbox.BoxInfo) bool { return *all || b.State == libbox.StateRunning },
+		"ID\tNAME\tIMAGE\tISOLATION\tSTATE\tCREATED",
+		func(b libbox.BoxInfo) string {
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", b.ID[:12], b.Name, b.Image, b.Isolation, b.State, ago(b.CreatedAt))
+		})
+}
+
+// listing is the body of a list command: the runtime's items that keep
+// allows (all when nil), as JSON (an array, never null) or as a table of
+// header and one row per item.
+func listing[T any](c *cli, asJSON bool, get func(*libbox.Runtime, context.Context) ([]T, error),
+	keep func(T) bool, header string, row func(T) string) error {
 	rt, err := c.runtime()
 	if err != nil {
 		return err
 	}
-	list, err := rt.List(context.Background())
+	list, err := get(rt, context.Background())
 	if err != nil {
 		return err
 	}
-	shown := []libbox.BoxInfo{} // never null in --json
-	for _, b := range list {
-		if *all || b.State == libbox.StateRunning {
-			shown = append(shown, b)
+	shown := []T{}
+	for _, v := range list {
+		if keep == nil || keep(v) {
+			shown = append(shown, v)
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		return c.printJSON(shown)
 	}
-	tw := c.table("ID\tNAME\tIMAGE\tISOLATION\tSTATE\tCREATED")
-	for _, b := range shown {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", b.ID[:12], b.Name, b.Image, b.Isolation, b.State, ago(b.CreatedAt))
+	tw := c.table(header)
+	for _, v := range shown {
+		fmt.Fprintln(tw, row(v))
 	}
 	return tw.Flush()
 }

@@ -55,31 +55,20 @@ func (c *cli) snapshotLs(args []string) error {
 	if err := parseArgs(fs, args, 0, 0, "takes no arguments"); err != nil {
 		return err
 	}
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	list, err := rt.Snapshots(context.Background())
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return c.printJSON(list)
-	}
-	tw := c.table("NAME\tBOX\tISOLATION\tIMAGE\tPARENT\tSIZE\tUSED BY\tCREATED")
-	for _, s := range list {
-		box := s.BoxName
-		if box == "" {
-			box = s.Box[:12]
-		}
-		iso := s.Isolation
-		if s.Memory {
-			iso += "+memory"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\t%s\n", s.Name, box, iso, s.Image,
-			dash(s.Parent), float64(s.Size)/1e6, dash(strings.Join(s.UsedBy, ", ")), ago(s.CreatedAt))
-	}
-	return tw.Flush()
+	return listing(c, *asJSON, (*libbox.Runtime).Snapshots, nil,
+		"NAME\tBOX\tISOLATION\tIMAGE\tPARENT\tSIZE\tUSED BY\tCREATED",
+		func(s libbox.SnapshotInfo) string {
+			box := s.BoxName
+			if box == "" {
+				box = s.Box[:12]
+			}
+			iso := s.Isolation
+			if s.Memory {
+				iso += "+memory"
+			}
+			return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\t%s", s.Name, box, iso, s.Image,
+				dash(s.Parent), float64(s.Size)/1e6, dash(strings.Join(s.UsedBy, ", ")), ago(s.CreatedAt))
+		})
 }
 
 func dash(s string) string {
