@@ -123,7 +123,7 @@ func (b *Box) persistLocked() {
 	if _, err := os.Stat(filepath.Join(b.dir, "config.json")); err != nil {
 		return // removed, possibly by another process sharing the home
 	}
-	if err := writeJSONAtomic(filepath.Join(b.dir, "state.json"), &b.st); err != nil {
+	if err := writeState(b.dir, &b.st); err != nil {
 		b.rt.logf("libbox: box %s: write state: %v", b.cfg.ID, err)
 	}
 }

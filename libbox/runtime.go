@@ -268,12 +268,13 @@ func (r *Runtime) commitBox(cfg boxConfig, st boxState) (*Box, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "create box dir")
 	}
-	if err := writeJSONAtomic(filepath.Join(dir, "state.json"), &st); err != nil {
+	if err := writeState(dir, &st); err != nil {
 		os.RemoveAll(dir)
 		return nil, errdefs.Wrap(errdefs.Internal, err, "write box state")
 	}
-	// config.json last: a box exists once its config does.
-	if err := writeJSONAtomic(filepath.Join(dir, "config.json"), &cfg); err != nil {
+	// config.json last: a box exists once its config does. It is
+	// written once and is the box, so it is fsynced.
+	if err := writeJSONAtomic(filepath.Join(dir, "config.json"), &cfg, true); err != nil {
 		os.RemoveAll(dir)
 		return nil, errdefs.Wrap(errdefs.Internal, err, "write box config")
 	}

@@ -356,7 +356,7 @@ func (b *Box) snapshotLocked(ctx context.Context, name string, memory bool) (sna
 		// The box runs on the layer already: keep it as a hidden disk
 		// snapshot under the box.
 		rec.Name, rec.Size = "", diskUsage(dir)
-		if werr := writeJSONAtomic(filepath.Join(dir, "snapshot.json"), &rec); werr != nil {
+		if werr := writeJSONAtomic(filepath.Join(dir, "snapshot.json"), &rec, true); werr != nil {
 			b.rt.logf("libbox: box %s: write snapshot record: %v", b.cfg.ID, werr)
 		}
 		b.setBase(rec.ID)
@@ -368,7 +368,7 @@ func (b *Box) snapshotLocked(ctx context.Context, name string, memory bool) (sna
 	}
 	rec.Written = res.Written
 	rec.Size = diskUsage(dir)
-	if err := writeJSONAtomic(filepath.Join(dir, "snapshot.json"), &rec); err != nil {
+	if err := writeJSONAtomic(filepath.Join(dir, "snapshot.json"), &rec, true); err != nil {
 		// Too late to undo a moved layer: keep it, hidden, under the box.
 		b.rt.logf("libbox: box %s: write snapshot record: %v", b.cfg.ID, err)
 		if !res.OnTop {
@@ -496,7 +496,7 @@ func (r *Runtime) RemoveSnapshot(ctx context.Context, name string, force bool) e
 			return errdefs.New(errdefs.FailedPrecondition, "snapshot %q is in use by %v: remove those first, or remove with force (its layer stays until they are gone)", name, d)
 		}
 		s.Name = ""
-		if err := writeJSONAtomic(filepath.Join(r.snapshotDir(s.ID), "snapshot.json"), &s); err != nil {
+		if err := writeJSONAtomic(filepath.Join(r.snapshotDir(s.ID), "snapshot.json"), &s, true); err != nil {
 			return errdefs.Wrap(errdefs.Internal, err, "hide snapshot %q", name)
 		}
 		return nil
