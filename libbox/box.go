@@ -138,6 +138,7 @@ func (b *Box) spec(agentPath string, img *image.Image) backend.Spec {
 		CPUs: b.cfg.CPUs, MemoryMiB: b.cfg.MemoryMiB, Volumes: b.cfg.Volumes,
 		Detach: b.cfg.Detach, Hostname: host,
 		FromTemplate: b.cfg.Isolation == IsolationVM && !b.rt.opts.NoVMTemplates && !b.cfg.ColdBoot,
+		ColdBoot:     b.cfg.ColdBoot,
 	}
 }
 

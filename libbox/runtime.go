@@ -75,7 +75,8 @@ type BoxOptions struct {
 	AutoRemove bool // remove the box when it stops
 	Detach     bool // the box outlives this process and this Runtime
 	// ColdBoot makes a VM box boot its kernel even when a VM template of
-	// its configuration exists (see Runtime.Warm).
+	// its configuration exists (see Runtime.Warm), or, for a clone, when
+	// the snapshot it comes from holds the source's memory.
 	ColdBoot bool
 	// From clones a snapshot (by name) or a box (by id or name; a hidden
 	// snapshot of it is taken, also while it runs): the new box's file

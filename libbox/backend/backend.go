@@ -40,6 +40,9 @@ type Spec struct {
 	// new. The caller must then give the agent its identity (agentpb
 	// Identify) before anything else runs: see Templates.
 	FromTemplate bool
+	// ColdBoot: a VM boots its kernel, even when its disk sits on a memory
+	// snapshot it could resume (see MemorySnapshotter).
+	ColdBoot bool
 	// Layers are the box's read-only layers, topmost first: directories of
 	// snapshots (see Snapshotter). Empty: the box runs on the image alone.
 	Layers []string

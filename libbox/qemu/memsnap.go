@@ -162,7 +162,8 @@ func markResume(spec backend.Spec) error {
 // box's disk was just reset onto, and that snapshot's directory; or args
 // and "" to boot (no marker: the disk was used since, or the snapshot
 // does not fit the box's configuration: a clone with other CPUs or
-// memory, a network, another kernel or agent). The marker is consumed.
+// memory, a network, another kernel or agent; or the box is to boot cold).
+// The marker is consumed.
 func (b *Backend) resumeArgs(ctx context.Context, spec backend.Spec, pr *prepared, args []string) ([]string, string) {
 	marker := filepath.Join(spec.Dir, resumeMarker)
 	raw, err := os.ReadFile(marker)
@@ -172,6 +173,9 @@ func (b *Backend) resumeArgs(ctx context.Context, spec backend.Spec, pr *prepare
 	_ = os.Remove(marker)
 	dir := strings.TrimSpace(string(raw))
 	why := func() error {
+		if spec.ColdBoot {
+			return fmt.Errorf("the box was made to boot cold")
+		}
 		if len(spec.Layers) == 0 || spec.Layers[0] != dir {
 			return fmt.Errorf("the box is no longer on it")
 		}

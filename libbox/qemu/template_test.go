@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -253,5 +254,31 @@ func TestVMTemplateKey(t *testing.T) {
 	}
 	if b.readTemplate(k1) != nil {
 		t.Errorf("a template with other arguments was kept")
+	}
+}
+
+// TestResumeColdBoot: a box made to boot cold boots even when its disk sits
+// on a memory snapshot, and the resume marker is consumed either way.
+func TestResumeColdBoot(t *testing.T) {
+	dir, snap := t.TempDir(), t.TempDir()
+	testutil.Must(t, os.WriteFile(filepath.Join(snap, memoryMetaFile), []byte(`{"format":1}`), 0o600))
+	spec := backend.Spec{ID: "cold", Dir: dir, Layers: []string{snap}}
+	testutil.Must(t, markResume(spec))
+	if _, err := os.Stat(filepath.Join(dir, resumeMarker)); err != nil {
+		t.Fatalf("no resume marker after a reset onto a memory snapshot: %v", err)
+	}
+	var logged []string
+	b := &Backend{opts: Options{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }}}
+	spec.ColdBoot = true
+	args := []string{"-name", "cold"}
+	got, resume := b.resumeArgs(context.Background(), spec, nil, slices.Clone(args))
+	if resume != "" || !slices.Equal(got, args) {
+		t.Fatalf("a cold-boot box resumes %q with %v", resume, got)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "boot cold") {
+		t.Fatalf("log says %q", logged)
+	}
+	if _, err := os.Stat(filepath.Join(dir, resumeMarker)); !os.IsNotExist(err) {
+		t.Fatalf("resume marker left: %v", err)
 	}
 }
