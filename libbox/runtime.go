@@ -3,6 +3,7 @@ package libbox
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -475,6 +476,19 @@ func (r *Runtime) Close() error {
 	}
 	wg.Wait()
 	r.warm.close()
+	// A backend may hold processes of its own (the sandbox's fork server):
+	// they go once every box is stopped or released.
+	r.mu.Lock()
+	var closers []io.Closer
+	for _, be := range r.backends {
+		if c, ok := be.(io.Closer); ok {
+			closers = append(closers, c)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range closers {
+		_ = c.Close()
+	}
 	r.images.Close()
 	for _, err := range errs {
 		if err != nil {

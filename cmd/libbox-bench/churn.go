@@ -4,6 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,14 +104,28 @@ func startAndRun(ctx context.Context, b *libbox.Box) error {
 	return nil
 }
 
-// cpuTime is the user + system time of this process and of every child it
-// reaped.
+// cpuTime is the user + system time of this process, of every child it
+// reaped, and of every child still running with the children that child
+// reaped: a sandbox box's agent is forked and reaped by the runtime's
+// fork server, a child of this process that lives until the runtime
+// closes. Between two samples a child that was reaped meanwhile is
+// counted once (its running total leaves the sum as its reaped total
+// enters RUSAGE_CHILDREN).
 func cpuTime() time.Duration {
 	var total time.Duration
 	for _, who := range []int{unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN} {
 		var ru unix.Rusage
 		if unix.Getrusage(who, &ru) == nil {
 			total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+	for _, k := range kids {
+		b, _ := os.ReadFile(k)
+		for _, f := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(f)
+			u, s := procCPUSplit(pid)
+			total += u + s
 		}
 	}
 	return total

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/forkserver"
 	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/cgroup"
@@ -68,6 +69,88 @@ type Options struct {
 // Backend implements backend.Backend.
 type Backend struct {
 	opts Options
+
+	mu sync.Mutex
+	// srv forks the box agents (see package forkserver), started on the
+	// first box; nil before that, after Close, or when it failed. Guarded
+	// by mu.
+	srv *launch.Server
+	// srvPath is the agent binary srv runs. Guarded by mu.
+	srvPath string
+	// closed is set by Close: no new server. Guarded by mu.
+	closed bool
+}
+
+// Close stops the backend's fork server (the Runtime calls it once every
+// box it started is stopped or released; a detached box keeps running).
+// Idempotent.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	srv := b.srv
+	b.srv, b.closed = nil, true
+	b.mu.Unlock()
+	if srv != nil {
+		return srv.Close()
+	}
+	return nil
+}
+
+// forkExec starts a box agent through the backend's fork server, started
+// from agentPath on first use, and reports whether this process is the
+// agent's parent. A server that cannot start or has died is replaced by a
+// fork from this process (through launch), which is slower for a large
+// host process but otherwise the same.
+func (b *Backend) forkExec(agentPath, argv0 string, argv []string, attr *syscall.ProcAttr) (pid, pidfd int, child bool, err error) {
+	if srv := b.server(agentPath); srv != nil {
+		pid, pidfd, err = srv.ForkExec(argv0, argv, attr)
+		if !errors.Is(err, forkserver.ErrServerGone) {
+			return pid, pidfd, false, err
+		}
+		b.dropServer(srv)
+		b.opts.logf("libbox: sandbox fork server: %v; forking here", err)
+	}
+	pidfd = -1
+	attr.Sys.PidFD = &pidfd
+	pid, err = launch.ForkExec(argv0, argv, attr)
+	return pid, pidfd, true, err
+}
+
+// server returns the running fork server, starting it when there is none.
+func (b *Backend) server(agentPath string) *launch.Server {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	if b.srv != nil && b.srvPath == agentPath {
+		return b.srv
+	}
+	if b.srv != nil {
+		go b.srv.Close() // a new agent binary; its boxes keep running
+		b.srv = nil
+	}
+	srv, err := launch.StartServer(agentPath)
+	if err != nil {
+		b.opts.logf("libbox: sandbox fork server %s: %v; forking here", agentPath, err)
+		return nil
+	}
+	b.srv, b.srvPath = srv, agentPath
+	return srv
+}
+
+func (b *Backend) dropServer(srv *launch.Server) {
+	b.mu.Lock()
+	if b.srv == srv {
+		b.srv = nil
+	}
+	b.mu.Unlock()
+	srv.Close()
+}
+
+func (o Options) logf(format string, args ...any) {
+	if o.Logf != nil {
+		o.Logf(format, args...)
+	}
 }
 
 // New checks that this host can run sandboxes.
@@ -245,8 +328,6 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		sys.UseCgroupFD = true
 		sys.CgroupFD = cg.FD
 	}
-	pidfd := -1
-	sys.PidFD = &pidfd
 	attr := &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -256,7 +337,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if f := nl.agentFile(); f != nil {
 		attr.Files = append(attr.Files, f.Fd()) // netFD
 	}
-	pid, err := launch.ForkExec("/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
+	pid, pidfd, child, err := b.forkExec(spec.AgentPath, "/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.CloseFD()
 	if err != nil {
 		cg.Remove()
@@ -276,8 +357,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}()
 	if err != nil {
 		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
-		var info unix.Siginfo
-		_ = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED, nil)
+		waitExit(pid, pidfd, child)
 		unix.Close(pidfd)
 		cg.Remove()
 		return nil, err
@@ -285,11 +365,29 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	st, _ := backend.ProcStartTime(pid)
 	inst := &instance{
 		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.Path, CgroupV1: cg.V1Dirs()},
-		child: true, pidfd: pidfd, done: make(chan struct{}), cg: cg,
+		child: child, pidfd: pidfd, done: make(chan struct{}), cg: cg,
 		limits: describeLimits(cg, lim), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
 	return inst, nil
+}
+
+// waitExit waits for a process that was sent SIGKILL to be gone: reaped
+// when it is this process's child, else exited (its parent, the fork
+// server, reaps it).
+func waitExit(pid, pidfd int, child bool) {
+	if child {
+		var info unix.Siginfo
+		for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED, nil) == unix.EINTR {
+		}
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if n, err := unix.Poll(fds, -1); n > 0 || (err != nil && err != unix.EINTR) {
+			return
+		}
+	}
 }
 
 // stage makes the empty dir or file a volume is attached on in the box dir.

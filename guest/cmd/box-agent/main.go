@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/libbox/libbox/forkserver"
 	"github.com/libbox/libbox/guest/agent"
 	"github.com/libbox/libbox/guest/boot"
 	"github.com/libbox/libbox/guest/listen"
@@ -25,6 +26,14 @@ var version = "dev"
 
 func main() {
 	mainAt := time.Now()
+	if len(os.Args) == 3 && os.Args[1] == "--fork-server" && os.Args[2] == "fd:3" {
+		// Not an agent: the host's fork server (see package forkserver).
+		if err := forkserver.Serve(3); err != nil {
+			fmt.Fprintln(os.Stderr, "box-agent:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	listenAddr := flag.String("listen", "", "unix:PATH | fd:N | vsock:PORT | serial:DEV")
 	root := flag.String("root", "", "directory processes see as / (spawned with chroot)")
 	sandbox := flag.String("sandbox", "", "sandbox config (a file or fd:N): become PID 1 of a namespace sandbox")

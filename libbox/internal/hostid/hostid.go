@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,8 +83,8 @@ func hostRanges() (uids, gids idRange, source string) {
 }
 
 // Alloc returns the slice of the box whose directory is dir, taking the
-// lowest free one on first use, and a sentence that describes it. Slices of
-// box dirs that no longer exist are freed first.
+// lowest free one on first use, and a sentence that describes it. The slice
+// of a box dir that no longer exists is free.
 func Alloc(dir string) (Slice, string, error) {
 	uids, gids, source := hostRanges()
 	n := min(uids.count, gids.count) / SliceSize
@@ -103,39 +102,37 @@ func Alloc(dir string) (Slice, string, error) {
 			return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "user namespace id table %s is corrupt (remove it when no box runs)", Table)
 		}
 	}
-	used := map[uint32]bool{}
-	idx := ^uint32(0)
+	slice := func(idx uint32) (Slice, string, error) {
+		s := Slice{UID: uids.base + idx*SliceSize, GID: gids.base + idx*SliceSize, Index: idx, Source: source}
+		return s, fmt.Sprintf("box uid 0 = host uid %d, gid 0 = host gid %d (%d ids, slice %d of the %s)", s.UID, s.GID, SliceSize, idx, source), nil
+	}
+	// The box's own slice (a restart, a snapshot): nothing to write.
 	for k, d := range table {
-		i, err := strconv.ParseUint(k, 10, 32)
-		if err != nil {
-			delete(table, k)
-			continue
+		if i, err := strconv.ParseUint(k, 10, 32); err == nil && d == dir && i < uint64(n) {
+			return slice(uint32(i))
 		}
-		if d == dir {
-			idx = uint32(i)
+	}
+	// A new slice: the lowest one that is free or whose box dir is gone.
+	// Only the slices below it are checked (one stat each), so the table
+	// keeps the entries of removed boxes above it until they are reused:
+	// it never holds more entries than the most boxes that lived at once.
+	for k, d := range table {
+		if _, err := strconv.ParseUint(k, 10, 32); err != nil || d == dir {
+			delete(table, k)
+		}
+	}
+	idx := uint32(0)
+	for ; idx < n; idx++ {
+		d, ok := table[strconv.FormatUint(uint64(idx), 10)]
+		if !ok {
+			break
 		}
 		if _, err := os.Stat(d); err != nil {
-			delete(table, k)
-			continue
+			break
 		}
-		used[uint32(i)] = true
 	}
-	if idx == ^uint32(0) || uint32(idx) >= n {
-		keys := make([]uint32, 0, len(used))
-		for k := range used {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(a, b int) bool { return keys[a] < keys[b] })
-		idx = 0
-		for _, k := range keys {
-			if k != idx {
-				break
-			}
-			idx++
-		}
-		if idx >= n {
-			return Slice{}, "", errdefs.New(errdefs.Unavailable, "no free user namespace id slice: %d boxes hold all of %s (add a larger root range to /etc/subuid and /etc/subgid)", n, source)
-		}
+	if idx >= n {
+		return Slice{}, "", errdefs.New(errdefs.Unavailable, "no free user namespace id slice: %d boxes hold all of %s (add a larger root range to /etc/subuid and /etc/subgid)", n, source)
 	}
 	table[strconv.FormatUint(uint64(idx), 10)] = dir
 	b, _ := json.Marshal(table)
@@ -146,8 +143,7 @@ func Alloc(dir string) (Slice, string, error) {
 	if err := os.Rename(tmp, Table); err != nil {
 		return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
 	}
-	s := Slice{UID: uids.base + idx*SliceSize, GID: gids.base + idx*SliceSize, Index: idx, Source: source}
-	return s, fmt.Sprintf("box uid 0 = host uid %d, gid 0 = host gid %d (%d ids, slice %d of the %s)", s.UID, s.GID, SliceSize, idx, source), nil
+	return slice(idx)
 }
 
 func flock(path string) (func(), error) {

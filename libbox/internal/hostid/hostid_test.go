@@ -1,6 +1,8 @@
 package hostid
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,5 +50,36 @@ func TestAlloc(t *testing.T) {
 	}
 	if s, _, _ := Alloc(dirs[2]); s != got[dirs[2]] {
 		t.Fatalf("slices moved: %+v, want %+v", s, got[dirs[2]])
+	}
+	// Churn: boxes come and go; the table holds no more entries than
+	// boxes lived at once, and the new boxes take the lowest slices.
+	for round := 0; round < 3; round++ {
+		var made []string
+		for i := 0; i < 8; i++ {
+			d := filepath.Join(tmp, fmt.Sprintf("churn-%d-%d", round, i))
+			os.Mkdir(d, 0o700)
+			s, _, err := Alloc(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Index > 10 {
+				t.Fatalf("round %d box %d got slice %d: freed slices were not reused", round, i, s.Index)
+			}
+			made = append(made, d)
+		}
+		for _, d := range made {
+			os.Remove(d)
+		}
+	}
+	b, err := os.ReadFile(Table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table map[string]string
+	if err := json.Unmarshal(b, &table); err != nil {
+		t.Fatal(err)
+	}
+	if len(table) > 11 {
+		t.Fatalf("table grew to %d entries for at most 11 boxes at once", len(table))
 	}
 }

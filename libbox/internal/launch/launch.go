@@ -6,12 +6,21 @@
 // libbox and may exit later) would kill the child with that thread. This
 // package must never be used for short-lived commands whose exit status is
 // needed through os/exec's Wait on the same thread.
+//
+// Forks from here copy this process's page tables whenever Go cannot take
+// its vfork path (CLONE_NEWUSER): for many boxes, start a fork server
+// (StartServer) once from here and fork the boxes from it.
 package launch
 
 import (
+	"os"
 	"runtime"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/forkserver"
 )
 
 type job struct {
@@ -49,4 +58,72 @@ func ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) 
 	jobs <- j
 	r := <-j.done
 	return r.pid, r.err
+}
+
+// Server is a fork server (see package forkserver) started by this
+// process: its child, started from the launcher thread through Go's
+// vfork path with Pdeathsig SIGKILL, so it dies with this process.
+type Server struct {
+	*forkserver.Client
+	pid     int
+	pidfd   int
+	endOnce sync.Once
+}
+
+// StartServer starts path (a box agent binary) as a fork server.
+func StartServer(path string) (*Server, error) {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(sp[1])
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		unix.Close(sp[0])
+		return nil, err
+	}
+	defer devnull.Close()
+	pidfd := -1
+	attr := &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd(), uintptr(sp[1])},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
+	}
+	pid, err := ForkExec(path, []string{"box-agent", "--fork-server", "fd:3"}, attr)
+	if err != nil {
+		unix.Close(sp[0])
+		return nil, err
+	}
+	s := &Server{pid: pid, pidfd: pidfd}
+	if s.Client, err = forkserver.NewClient(sp[0]); err != nil {
+		s.end()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the server's socket and waits for it to exit (it is killed
+// when it has not within a few seconds). The children it started keep
+// running until their own end (a child that asked for a Pdeathsig gets
+// it now). Idempotent.
+func (s *Server) Close() error {
+	if s.Client != nil {
+		s.Client.Close()
+	}
+	s.end()
+	return nil
+}
+
+func (s *Server) end() {
+	s.endOnce.Do(func() {
+		fds := []unix.PollFd{{Fd: int32(s.pidfd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 5000); n <= 0 {
+			_ = unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0)
+		}
+		var info unix.Siginfo
+		for unix.Waitid(unix.P_PID, s.pid, &info, unix.WEXITED, nil) == unix.EINTR {
+		}
+		unix.Close(s.pidfd)
+	})
 }
