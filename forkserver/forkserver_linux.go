@@ -85,16 +85,9 @@ func Serve(fd int) error {
 	signal.Notify(sigs, unix.SIGCHLD)
 	go reap(sigs)
 	signal.Ignore(unix.SIGPIPE)
-	f := os.NewFile(uintptr(fd), "fork-server")
-	c, err := net.FileConn(f)
-	f.Close()
+	conn, err := unixConn(fd)
 	if err != nil {
 		return err
-	}
-	conn, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return errors.New("fork server: fd is not a unix socket")
 	}
 	defer conn.Close()
 	buf := make([]byte, maxMsg)
@@ -132,6 +125,22 @@ func Serve(fd int) error {
 			return nil
 		}
 	}
+}
+
+// unixConn takes fd, one end of a unix socket, into the net poller.
+func unixConn(fd int) (*net.UnixConn, error) {
+	f := os.NewFile(uintptr(fd), "fork-server")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("fork server: fd is not a unix socket")
+	}
+	return conn, nil
 }
 
 func parseFDs(oob []byte) ([]int, error) {
@@ -216,16 +225,9 @@ type Client struct {
 
 // NewClient wraps the host's end of the server's socket (it takes fd).
 func NewClient(fd int) (*Client, error) {
-	f := os.NewFile(uintptr(fd), "fork-server")
-	c, err := net.FileConn(f)
-	f.Close()
+	conn, err := unixConn(fd)
 	if err != nil {
 		return nil, err
-	}
-	conn, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, errors.New("fork server: fd is not a unix socket")
 	}
 	return &Client{conn: conn, buf: make([]byte, 4096), oob: make([]byte, unix.CmsgSpace(4))}, nil
 }
