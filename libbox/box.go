@@ -511,17 +511,19 @@ func (b *Box) removeLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer unlock()
 	b.mu.Lock()
 	b.removed = true
 	b.mu.Unlock()
-	// config.json first: a box without config does not exist.
+	// config.json first: a box without config does not exist (its name is
+	// free, no snapshot depends on it). The rest of its dir, named by an
+	// id never used again, goes after the store lock.
 	_ = os.Remove(filepath.Join(b.dir, "config.json"))
+	b.rt.forget(b.cfg.ID)
+	b.rt.collectHidden() // the hidden snapshot a clone sat on
+	unlock()
 	if err := removeBoxDir(b.dir); err != nil {
 		return errdefs.Wrap(errdefs.Internal, err, "remove box %s", b.cfg.ID)
 	}
-	b.rt.forget(b.cfg.ID)
-	b.rt.collectHidden() // the hidden snapshot a clone sat on
 	return nil
 }
 

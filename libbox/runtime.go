@@ -245,6 +245,12 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 	if cfg.WorkingDir == "" {
 		cfg.WorkingDir = img.Config.WorkingDir
 	}
+	if cfg.Name == "" {
+		// Nothing to check against other boxes: its dir, named by a new
+		// random id, is its own (boxes come and go without waiting
+		// for each other's disk writes).
+		return r.commitBox(cfg, boxState{State: StateCreated})
+	}
 	unlock, err := r.storeLock()
 	if err != nil {
 		return nil, err
@@ -253,7 +259,9 @@ func (r *Runtime) Create(ctx context.Context, o BoxOptions) (*Box, error) {
 	return r.commitBox(cfg, boxState{State: StateCreated})
 }
 
-// commitBox writes a new box to the store. The caller holds the store lock.
+// commitBox writes a new box to the store. The caller holds the store lock
+// when the box has a name (unique in the home) or a base snapshot (which
+// removing a box may collect).
 func (r *Runtime) commitBox(cfg boxConfig, st boxState) (*Box, error) {
 	if cfg.Name != "" {
 		cfgs, err := r.loadConfigs()
