@@ -140,6 +140,7 @@ typedef uint64_t box_t;
 typedef uint64_t box_exec_t;
 typedef uint64_t box_pull_t;
 typedef uint64_t box_watch_t;
+typedef uint64_t box_queue_t;
 
 /* An error. Allocated by the library; free with box_error_free. */
 typedef struct box_error {
@@ -198,6 +199,42 @@ typedef struct box_exec_callbacks {
   box_exit_fn on_exit;
 } box_exec_callbacks_t;
 
+/* ---- Event queues: exec events without callbacks ----
+   An alternative to box_exec_callbacks_t for callers with an event loop
+   (the Python and Node packages use it): instead of calling into the caller
+   on a library thread for every output chunk and exit, the library appends
+   the events of execs started with box_exec_queued to a queue and makes the
+   queue's file descriptor readable; the caller watches the descriptor in its
+   loop (epoll, poll, asyncio add_reader, libuv uv_poll) and takes many
+   events with one box_queue_poll, on its own thread. No library thread ever
+   waits for the caller, except as backpressure: while one exec has
+   BOX_QUEUE_LIMIT bytes of output not yet polled, its output waits (the box
+   is slowed by flow control) until a poll takes them, the queue closes or
+   the exec's runtime closes. */
+
+/* What a box_event_t carries. */
+enum { BOX_EVENT_STDOUT = 1, BOX_EVENT_STDERR = 2, BOX_EVENT_EXIT = 3 };
+
+/* Output bytes of one exec that may wait in a queue unpolled. */
+#define BOX_QUEUE_LIMIT (1 << 20)
+
+/* box_exec_queued flags: drop that stream instead of queueing it. */
+#define BOX_EXEC_DISCARD_STDOUT 1u
+#define BOX_EXEC_DISCARD_STDERR 2u
+
+/* One event of an exec. Pointers (data, exit.message, exit.reason) point
+   into a buffer of the queue, valid until the next box_queue_poll or
+   box_queue_close of that queue; copy what you keep. For one exec, events
+   come in order (its output, then exactly one BOX_EVENT_EXIT, as on_exit
+   would), and nothing of the exec comes after its exit. */
+typedef struct box_event {
+  uint64_t tag;        /* the tag given to box_exec_queued */
+  int32_t kind;        /* BOX_EVENT_* */
+  const uint8_t *data; /* STDOUT/STDERR: the bytes (NULL when len is 0) */
+  size_t len;
+  box_exit_t exit;     /* EXIT: how the exec ended, as on_exit gets it */
+} box_event_t;
+
 /* LIBBOX_TYPES_ONLY: the library's own build declares its functions itself. */
 #ifndef LIBBOX_TYPES_ONLY
 
@@ -208,8 +245,9 @@ uint32_t box_abi_version(void);
 /* Library version string, static storage: do not free. Never blocks. */
 const char *box_version(void);
 
-/* Number of live handles of every kind (runtimes, boxes, execs). 0 after
-   every runtime is closed and every handle released. Never blocks. */
+/* Number of live handles of every kind (runtimes, boxes, execs, pulls,
+   watches, event queues). 0 after every runtime and queue is closed and
+   every handle released. Never blocks. */
 int64_t box_live_handles(void);
 
 /* Opens a runtime on a home directory. *out receives the handle. Blocks
@@ -270,6 +308,36 @@ box_status_t box_remove(box_runtime_t rt, const char *id_or_name, int32_t force,
 box_status_t box_exec_async(box_t box, const char *request_json,
                             const box_exec_callbacks_t *cbs, void *user_data,
                             box_exec_t *out, box_error_t **err);
+
+/* Opens an event queue. *out receives its handle (close it with
+   box_queue_close, not box_release; it belongs to no runtime), *fd a file
+   descriptor that is readable while events wait (level-triggered: it stays
+   readable until a poll takes the last one). The descriptor is owned by the
+   queue: only watch it, never read, write or close it. Never blocks. */
+box_status_t box_queue_open(box_queue_t *out, int32_t *fd, box_error_t **err);
+
+/* Runs a command as box_exec_async does, delivering its events to `queue`
+   with `tag` (any value; the caller's key for the exec) instead of calling
+   callbacks. flags: 0 or BOX_EXEC_DISCARD_* bits. Everything else (the
+   request, *out, control, release, errors, exactly one exit event, also
+   when the spawn fails) is as for box_exec_async. */
+box_status_t box_exec_queued(box_t box, const char *request_json,
+                             box_queue_t queue, uint64_t tag, uint32_t flags,
+                             box_exec_t *out, box_error_t **err);
+
+/* Takes up to `capacity` events, oldest first, into `events` (caller's
+   array); *count receives how many (0 when none wait). Never blocks. The
+   previous poll's pointers become invalid. Polls of one queue must not run
+   concurrently (one thread, the loop's, polls it). */
+box_status_t box_queue_poll(box_queue_t queue, box_event_t *events,
+                            size_t capacity, size_t *count, box_error_t **err);
+
+/* Closes a queue: its waiting events are dropped, later events of execs
+   still running are dropped, and its descriptor is closed (stop watching it
+   first). Close it after the runtimes whose execs deliver to it (their
+   exit events are all queued once box_runtime_close returns), or when you
+   no longer care. Not during a poll of it. Never blocks. */
+box_status_t box_queue_close(box_queue_t queue, box_error_t **err);
 
 /* Exec control (signal, resize, close stdin, cancel) never waits behind
    stdin or output, nor for a spawn in progress: it travels apart from the
@@ -569,8 +637,9 @@ box_status_t box_processes(box_t box, box_complete_fn done, void *user_data,
 box_status_t box_process_kill(box_t box, const char *request_json,
                               box_complete_fn done, void *user_data, box_error_t **err);
 
-/* Releases a box, exec, pull or watch handle. Releasing twice, or a handle that was never
-   issued, returns BOX_E_INVALID_ARGUMENT. Never blocks. */
+/* Releases a box, exec, pull or watch handle. Releasing twice, a handle that was never
+   issued, a runtime or a queue (box_runtime_close, box_queue_close) returns
+   BOX_E_INVALID_ARGUMENT. Never blocks. */
 box_status_t box_release(uint64_t handle, box_error_t **err);
 
 /* Frees a string returned by the library. NULL is a no-op. */

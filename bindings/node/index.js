@@ -848,7 +848,7 @@ class Box {
         },
       };
       try {
-        ctx = native.execStart(h, this.#runtime._handle, req.json, id, true, true);
+        ctx = native.execStart(h, this.#runtime._handle, req.json, id, true, true, true);
       } catch (err) {
         reject(err);
         return;

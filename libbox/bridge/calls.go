@@ -63,25 +63,14 @@ func RuntimeOpen(optsJSON string) (uint64, error) {
 // RuntimeClose cancels the runtime's execs, waits for its asynchronous
 // calls to complete, closes it and drops every handle that came from it.
 func RuntimeClose(h uint64) error {
-	mu.Lock()
-	e, ok := handles[h]
-	if ok && e.kind == kindRuntime {
-		delete(handles, h)
-	}
-	mu.Unlock()
-	if !ok {
-		return fail(errdefs.InvalidArgument, "unknown or released runtime handle %d", h)
-	}
-	if e.kind != kindRuntime {
-		mu.Lock()
-		handles[h] = e
-		mu.Unlock()
-		return fail(errdefs.InvalidArgument, "handle %d is a %s handle, not a runtime handle", h, e.kind)
+	e, err := remove(h, kindRuntime)
+	if err != nil {
+		return err
 	}
 	re := e.rt
 	re.cancel()
 	re.ops.Wait()
-	err := re.rt.Close()
+	err = re.rt.Close()
 	mu.Lock()
 	for k, v := range handles {
 		if v.rt == re {

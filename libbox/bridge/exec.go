@@ -75,6 +75,11 @@ func (ee *execEntry) started(p *libbox.Process) {
 // Exec starts a command asynchronously. Callbacks come from goroutines of
 // the bridge: output in order, then exactly one Exit.
 func Exec(boxH uint64, reqJSON string, cbs ExecCallbacks) (uint64, error) {
+	return execWith(boxH, reqJSON, cbs, func(f func()) { go f() })
+}
+
+// execWith is Exec with the exec's goroutine started by start.
+func execWith(boxH uint64, reqJSON string, cbs ExecCallbacks, start func(func())) (uint64, error) {
 	e, err := lookup(boxH, kindBox)
 	if err != nil {
 		return 0, err
@@ -92,7 +97,7 @@ func Exec(boxH uint64, reqJSON string, cbs ExecCallbacks) (uint64, error) {
 	ee := &execEntry{ready: make(chan struct{}), cancel: cancel, tty: cmd.TTY, stdin: cmd.OpenStdin}
 	h := add(&entry{kind: kindExec, rt: re, exec: ee})
 	re.ops.Add(1)
-	go func() {
+	start(func() {
 		defer re.ops.Done()
 		defer cancel()
 		info := ExitInfo{ExitCode: -1}
@@ -117,7 +122,7 @@ func Exec(boxH uint64, reqJSON string, cbs ExecCallbacks) (uint64, error) {
 		if cbs.Exit != nil {
 			cbs.Exit(info)
 		}
-	}()
+	})
 	return h, nil
 }
 

@@ -20,17 +20,19 @@ const (
 	kindExec
 	kindPull
 	kindWatch
+	kindQueue
 )
 
 func (k kind) String() string {
-	return [...]string{"", "runtime", "box", "exec", "pull", "watch"}[k]
+	return [...]string{"", "runtime", "box", "exec", "pull", "watch", "queue"}[k]
 }
 
 type entry struct {
-	kind kind
-	rt   *runtimeEntry // owning runtime
-	box  *libbox.Box   // kindBox
-	exec *execEntry    // kindExec
+	kind  kind
+	rt    *runtimeEntry // owning runtime
+	box   *libbox.Box   // kindBox
+	exec  *execEntry    // kindExec
+	queue *Queue        // kindQueue
 	// cancel stops the pull of a kindPull handle and ends a kindWatch.
 	cancel context.CancelFunc
 }
@@ -75,6 +77,21 @@ func lookup(h uint64, k kind) (*entry, error) {
 	return e, nil
 }
 
+// remove takes handle h of kind k out of the table (closing it).
+func remove(h uint64, k kind) (*entry, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	e, ok := handles[h]
+	if !ok {
+		return nil, fail(errdefs.InvalidArgument, "unknown or released %s handle %d", k, h)
+	}
+	if e.kind != k {
+		return nil, fail(errdefs.InvalidArgument, "handle %d is a %s handle, not a %s handle", h, e.kind, k)
+	}
+	delete(handles, h)
+	return e, nil
+}
+
 // LiveHandles counts live handles of every kind.
 func LiveHandles() int64 {
 	mu.Lock()
@@ -92,6 +109,9 @@ func Release(h uint64) error {
 	}
 	if e.kind == kindRuntime {
 		return fail(errdefs.InvalidArgument, "handle %d is a runtime: close it with box_runtime_close", h)
+	}
+	if e.kind == kindQueue {
+		return fail(errdefs.InvalidArgument, "handle %d is an event queue: close it with box_queue_close", h)
 	}
 	delete(handles, h)
 	return nil

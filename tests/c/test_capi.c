@@ -12,6 +12,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 
 static int passed, failed;
 #define EXPECT(cond, ...) do { if (cond) passed++; else { failed++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); } } while (0)
@@ -108,6 +111,16 @@ static double now_s(void) {
 
 /* fault_row records one measured row of the fault table: printed, and
    appended to $LIBBOX_FAULT_LOG (JSON lines) for tools/faulttable. */
+/* count_fds counts this process's open file descriptors. */
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  for (struct dirent *e; (e = readdir(d));) if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n - 1; /* the directory's own */
+}
+
 static void fault_row(int row, const char *what, double settle_s) {
   printf("FAULT-ROW %d | %s | %.1fms\n", row, what, settle_s * 1000);
   const char *p = getenv("LIBBOX_FAULT_LOG");
@@ -155,6 +168,136 @@ static box_status_t expect_err(box_status_t st, box_error_t *err, box_status_t w
 }
 
 #define EXPECT_ERR(call, want, sub, row) do { err = NULL; box_status_t s_ = (call); expect_err(s_, err, want, sub, row); } while (0)
+
+
+/* ---- event queues (box_queue_*, box_exec_queued) ---- */
+
+struct qtask { size_t out, err; int exits, after_exit; box_exit_t exit; char reason[32]; char first[64]; };
+
+/* qdrain waits (poll(2) on the queue's fd, 60 s at most) until `want`
+   exits were taken, filing each event under its tag (an index into t). */
+static int qdrain(box_queue_t q, int fd, struct qtask *t, int ntasks, int want) {
+  static box_event_t evs[64];
+  int got = 0;
+  double end = now_s() + 60;
+  while (got < want && now_s() < end) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 1000) <= 0) continue;
+    size_t n = 0;
+    if (box_queue_poll(q, evs, 64, &n, NULL) != BOX_OK) return -1;
+    for (size_t i = 0; i < n; i++) {
+      if (evs[i].tag >= (uint64_t)ntasks) return -1;
+      struct qtask *k = &t[evs[i].tag];
+      if (k->exits) k->after_exit++;
+      if (evs[i].kind == BOX_EVENT_EXIT) {
+        k->exits++;
+        k->exit = evs[i].exit;
+        k->exit.message = NULL;
+        snprintf(k->reason, sizeof k->reason, "%s", evs[i].exit.reason ? evs[i].exit.reason : "");
+        got++;
+      } else {
+        if (evs[i].kind == BOX_EVENT_STDOUT && k->out == 0)
+          snprintf(k->first, sizeof k->first, "%.*s", (int)evs[i].len, (const char *)evs[i].data);
+        if (evs[i].kind == BOX_EVENT_STDOUT) k->out += evs[i].len; else k->err += evs[i].len;
+      }
+    }
+  }
+  return got;
+}
+
+static void test_queue(box_runtime_t rt, box_t box) {
+  box_error_t *err = NULL;
+  box_queue_t q = 0;
+  int32_t fd = -1;
+  /* The first queue starts what the library keeps for the process: count
+     fds after one queue came and went. */
+  EXPECT_ERR(box_queue_open(&q, &fd, &err), BOX_OK, "", "queue open");
+  EXPECT_ERR(box_queue_close(q, &err), BOX_OK, "", "queue close");
+  int fds_before = count_fds();
+  EXPECT_ERR(box_queue_open(&q, &fd, &err), BOX_OK, "", "queue open");
+  EXPECT(fd >= 0 && fcntl(fd, F_GETFD) >= 0, "queue fd %d", fd);
+  EXPECT_ERR(box_queue_open(NULL, &fd, &err), BOX_E_INVALID_ARGUMENT, "NULL", "queue open NULL out");
+  box_event_t ev[4];
+  size_t n = 9;
+  EXPECT_ERR(box_queue_poll(q, ev, 4, &n, &err), BOX_OK, "", "poll empty");
+  EXPECT(n == 0, "empty queue gave %zu events", n);
+  struct pollfd p = {fd, POLLIN, 0};
+  EXPECT(poll(&p, 1, 0) == 0, "an empty queue's fd is readable");
+  EXPECT_ERR(box_queue_poll(q, NULL, 4, &n, &err), BOX_E_INVALID_ARGUMENT, "NULL", "poll NULL events");
+  EXPECT_ERR(box_queue_poll(q, ev, 0, &n, &err), BOX_E_INVALID_ARGUMENT, "capacity", "poll capacity 0");
+  EXPECT_ERR(box_queue_poll(box, ev, 4, &n, &err), BOX_E_INVALID_ARGUMENT, "not a queue", "poll a box handle");
+  EXPECT_ERR(box_release(q, &err), BOX_E_INVALID_ARGUMENT, "box_queue_close", "release a queue");
+  box_exec_t e = 0;
+  EXPECT_ERR(box_exec_queued(box, "{\"args\": [\"true\"]}", box, 0, 0, &e, &err), BOX_E_INVALID_ARGUMENT, "not a queue", "exec on a box as queue");
+  EXPECT_ERR(box_exec_queued(box, "{\"args\": []}", q, 0, 0, &e, &err), BOX_E_INVALID_ARGUMENT, "args", "queued exec bad request");
+  EXPECT_ERR(box_exec_queued(box, NULL, q, 0, 0, &e, &err), BOX_E_INVALID_ARGUMENT, "request_json", "queued exec NULL request");
+
+  /* 256 concurrent execs: output and exit of each, in order, by tag. */
+  enum { QN = 256, BIG = 3, CANCEL = BIG, MISSING = BIG + 1, DISCARD = BIG + 2, ALL = BIG + 3 };
+  static struct qtask t[QN + ALL];
+  static box_exec_t ex[QN + ALL];
+  memset(t, 0, sizeof t);
+  for (int i = 0; i < QN; i++) {
+    char req[160];
+    snprintf(req, sizeof req, "{\"args\": [\"sh\", \"-c\", \"echo task %d; echo e >&2; exit %d\"]}", i, i % 5);
+    EXPECT_ERR(box_exec_queued(box, req, q, i, 0, &ex[i], &err), BOX_OK, "", "queued exec");
+  }
+  EXPECT(qdrain(q, fd, t, QN, QN) == QN, "queued execs did not all exit");
+  int good = 0;
+  for (int i = 0; i < QN; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "task %d\n", i);
+    if (t[i].exits == 1 && t[i].after_exit == 0 && t[i].exit.status == BOX_OK && t[i].exit.exit_code == i % 5 &&
+        t[i].out == strlen(want) && t[i].err == 2 && strcmp(t[i].first, want) == 0 && t[i].reason[0] == 0) good++;
+    else fprintf(stderr, "queued exec %d: exits %d status %d code %d out %zu err %zu first %s\n", i, t[i].exits,
+                 t[i].exit.status, t[i].exit.exit_code, t[i].out, t[i].err, t[i].first);
+    box_release(ex[i], NULL);
+  }
+  EXPECT(good == QN, "%d of %d queued execs correct", good, QN);
+  EXPECT(poll(&p, 1, 0) == 0, "a drained queue's fd stays readable");
+
+  /* Large outputs (3 x 4 MiB, more than BOX_QUEUE_LIMIT each: the producers
+     wait for polls), a cancelled exec, a missing command, discarded output. */
+  struct qtask *u = t + QN;
+  for (int i = 0; i < BIG; i++)
+    EXPECT_ERR(box_exec_queued(box, "{\"args\": [\"sh\", \"-c\", \"head -c 4194304 /dev/zero; head -c 1000 /dev/zero >&2\"]}",
+                               q, QN + i, 0, &ex[QN + i], &err), BOX_OK, "", "queued big exec");
+  EXPECT_ERR(box_exec_queued(box, "{\"args\": [\"sleep\", \"100\"]}", q, QN + CANCEL, 0, &ex[QN + CANCEL], &err), BOX_OK, "", "queued sleep");
+  EXPECT_ERR(box_exec_cancel(ex[QN + CANCEL], &err), BOX_OK, "", "cancel queued");
+  EXPECT_ERR(box_exec_queued(box, "{\"args\": [\"no-such-cmd\"]}", q, QN + MISSING, 0, &ex[QN + MISSING], &err), BOX_OK, "", "queued missing");
+  EXPECT_ERR(box_exec_queued(box, "{\"args\": [\"sh\", \"-c\", \"echo out; echo err >&2\"]}", q, QN + DISCARD,
+                             BOX_EXEC_DISCARD_STDOUT | BOX_EXEC_DISCARD_STDERR, &ex[QN + DISCARD], &err), BOX_OK, "", "queued discard");
+  EXPECT(qdrain(q, fd, t, QN + ALL, ALL) == ALL, "big/cancel/missing/discard did not all exit: %d %d %d %d %d %d (out %zu %zu %zu)",
+         u[0].exits, u[1].exits, u[2].exits, u[CANCEL].exits, u[MISSING].exits, u[DISCARD].exits, u[0].out, u[1].out, u[2].out);
+  for (int i = 0; i < BIG; i++)
+    EXPECT(u[i].exits == 1 && u[i].exit.status == BOX_OK && u[i].out == 4194304 && u[i].err == 1000 && u[i].after_exit == 0,
+           "big %d: status %d out %zu err %zu", i, u[i].exit.status, u[i].out, u[i].err);
+  EXPECT(u[CANCEL].exit.status == BOX_E_CANCELED, "cancelled queued exec: %d", u[CANCEL].exit.status);
+  EXPECT(u[MISSING].exit.status == BOX_E_NOT_FOUND && strcmp(u[MISSING].reason, "not_found") == 0,
+         "missing queued command: %d %s", u[MISSING].exit.status, u[MISSING].reason);
+  EXPECT(u[DISCARD].exit.status == BOX_OK && u[DISCARD].out == 0 && u[DISCARD].err == 0, "discarded output came: %zu %zu",
+         u[DISCARD].out, u[DISCARD].err);
+  for (int i = QN; i < QN + ALL; i++) box_release(ex[i], NULL);
+
+  /* A box removed mid-exec: its exec's exit says so. */
+  struct done c2 = {0}, s2 = {0}, r2 = {0};
+  EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"name\": \"ctest-queue\"}", NULL, on_done, &c2, &err), BOX_OK, "", "create 2");
+  EXPECT(wait_for(&c2.fired, 1) && c2.status == BOX_OK, "create 2: %s", c2.msg);
+  EXPECT_ERR(box_start(c2.handle, on_done, &s2, &err), BOX_OK, "", "start 2");
+  EXPECT(wait_for(&s2.fired, 1) && s2.status == BOX_OK, "start 2: %s", s2.msg);
+  memset(t, 0, sizeof(struct qtask));
+  EXPECT_ERR(box_exec_queued(c2.handle, "{\"args\": [\"sh\", \"-c\", \"echo up; sleep 100\"]}", q, 0, 0, &e, &err), BOX_OK, "", "queued on box 2");
+  EXPECT_ERR(box_remove(rt, "ctest-queue", 1, on_done, &r2, &err), BOX_OK, "", "force remove mid-exec");
+  EXPECT(wait_for(&r2.fired, 1) && r2.status == BOX_OK, "remove 2: %s", r2.msg);
+  EXPECT(qdrain(q, fd, t, 1, 1) == 1 && t[0].exit.status == BOX_E_UNAVAILABLE, "exec of a removed box: status %d", t[0].exit.status);
+  box_release(e, NULL);
+  box_release(c2.handle, NULL);
+
+  EXPECT_ERR(box_queue_close(q, &err), BOX_OK, "", "queue close");
+  EXPECT_ERR(box_queue_close(q, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "queue close twice");
+  EXPECT_ERR(box_queue_poll(q, ev, 4, &n, &err), BOX_E_INVALID_ARGUMENT, "unknown", "poll a closed queue");
+  EXPECT(count_fds() == fds_before, "fds: %d before the queue, %d after its close", fds_before, count_fds());
+}
 
 int main(void) {
   char home[] = "/tmp/libbox-ctest-XXXXXX";
@@ -255,6 +398,7 @@ int main(void) {
     EXPECT(wait_for(&exits, 1) && t.exit.status == BOX_E_CANCELED, "cancel status %d %s", t.exit.status, t.msg);
     box_release(e, NULL);
   }
+  test_queue(rt, box);
 
   /* Fault row 1: control while stdin is full and unread returns at once;
      the blocked writer is woken when the process dies. Control made before
@@ -618,8 +762,29 @@ int main(void) {
     }
   }
 
+  /* A queued exec running when its runtime closes: its exit is queued
+     by the time box_runtime_close returns. */
+  box_queue_t q = 0;
+  int32_t qfd = -1;
+  box_exec_t qe = 0;
+  struct done cc = {0}, cs = {0};
+  EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\"}", NULL, on_done, &cc, &err), BOX_OK, "", "create for close");
+  EXPECT(wait_for(&cc.fired, 1) && cc.status == BOX_OK, "create for close: %s", cc.msg);
+  EXPECT_ERR(box_start(cc.handle, on_done, &cs, &err), BOX_OK, "", "start for close");
+  EXPECT(wait_for(&cs.fired, 1) && cs.status == BOX_OK, "start for close: %s", cs.msg);
+  EXPECT_ERR(box_queue_open(&q, &qfd, &err), BOX_OK, "", "queue open before close");
+  EXPECT_ERR(box_exec_queued(cc.handle, "{\"args\": [\"sleep\", \"100\"]}", q, 7, 0, &qe, &err), BOX_OK, "", "queued before close");
   EXPECT_ERR(box_runtime_close(rt, &err), BOX_OK, "", "close");
   EXPECT_ERR(box_runtime_close(rt, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "close twice");
+  {
+    box_event_t ev[4];
+    size_t n = 0;
+    EXPECT_ERR(box_queue_poll(q, ev, 4, &n, &err), BOX_OK, "", "poll after runtime close");
+    EXPECT(n == 1 && ev[0].tag == 7 && ev[0].kind == BOX_EVENT_EXIT && ev[0].exit.status != BOX_OK && ev[0].exit.message,
+           "exit after runtime close: %zu events, status %d", n, n ? ev[0].exit.status : -1);
+    EXPECT(box_live_handles() == 1, "live handles with the queue open: %lld", (long long)box_live_handles());
+    EXPECT_ERR(box_queue_close(q, &err), BOX_OK, "", "queue close after runtime close");
+  }
   EXPECT(box_live_handles() == 0, "live handles after close: %lld", (long long)box_live_handles());
 
   EXPECT(json_cut == 0, "%d completion documents were longer than the test's buffer", json_cut);

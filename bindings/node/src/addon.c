@@ -15,6 +15,7 @@
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <uv.h>
 
 #include <pthread.h>
 #include <stdint.h>
@@ -37,8 +38,17 @@ enum {
   M_DATA = 6,     /* id, buffer: file bytes of a read, or one watch event (JSON) */
 };
 
+/* The event queue of one runtime's execs started with execQueued: watched
+ * by a uv_poll on the JS thread, which drains it with box_queue_poll. */
+typedef struct equeue {
+  uv_poll_t poll; /* first: the uv handle's close callback frees the struct */
+  napi_env env;
+  box_queue_t q;
+} equeue;
+
 typedef struct runtime_node {
   box_runtime_t rt;
+  equeue *queue; /* NULL until its first queued exec */
   struct runtime_node *next;
 } runtime_node;
 
@@ -48,6 +58,8 @@ typedef struct runtime_node {
 typedef struct envstate {
   napi_threadsafe_function tsfn; /* JS thread creates it; Node deletes it at teardown */
   napi_ref mkerr;                /* JS thread only */
+  napi_ref dispatch;             /* JS thread only: the JS side's dispatch */
+  napi_async_context actx;       /* JS thread only: queue deliveries run in it */
   int closing;                   /* guarded by g_mu */
   runtime_node *runtimes;        /* JS thread only: open runtimes, closed at teardown */
 } envstate;
@@ -349,13 +361,9 @@ static napi_value str_or_null(napi_env env, const char *s) {
 
 /* ---- delivery on the JS thread ---- */
 
-static void call_js(napi_env env, napi_value fn, void *context, void *data) {
-  (void)context;
-  msg *m = data;
-  if (env == NULL || fn == NULL) { /* the environment is going away */
-    free_msg(m);
-    return;
-  }
+/* deliver calls the JS dispatch fn with message m's arguments; returns its
+ * result (NULL when it threw: the throw becomes uncaught). */
+static napi_value deliver(napi_env env, napi_value fn, const msg *m) {
   napi_value argv[8], undef, result = NULL;
   napi_get_undefined(env, &undef);
   for (int i = 0; i < 8; i++) argv[i] = undef;
@@ -370,6 +378,7 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     break;
   case M_STDOUT:
   case M_STDERR:
+  case M_DATA:
     napi_create_buffer_copy(env, m->len, m->data, NULL, &argv[2]);
     break;
   case M_EXIT:
@@ -380,16 +389,24 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
     napi_create_int64(env, m->duration_us, &argv[6]);
     argv[7] = str_or_null(env, m->reason);
     break;
-  case M_DATA:
-    napi_create_buffer_copy(env, m->len, m->data, NULL, &argv[2]);
-    break;
   case M_PROGRESS:
     argv[2] = str_or_null(env, m->message);
     napi_create_int64(env, m->done, &argv[3]);
     napi_create_int64(env, m->total, &argv[4]);
     break;
   }
-  napi_call_function(env, undef, fn, 8, argv, &result); /* a throw becomes uncaught */
+  napi_call_function(env, undef, fn, 8, argv, &result);
+  return result;
+}
+
+static void call_js(napi_env env, napi_value fn, void *context, void *data) {
+  (void)context;
+  msg *m = data;
+  if (env == NULL || fn == NULL) { /* the environment is going away */
+    free_msg(m);
+    return;
+  }
+  napi_value result = deliver(env, fn, m);
 
   if (m->kind == M_STDOUT || m->kind == M_STDERR) {
     int s = m->kind - M_STDOUT;
@@ -409,6 +426,117 @@ static void call_js(napi_env env, napi_value fn, void *context, void *data) {
   free_msg(m);
 }
 
+/* ---- event queues (JS thread) ---- */
+
+static void queue_freed(uv_handle_t *h) { free(h); } /* the equeue starts with its uv_poll_t */
+
+/* queue_drain takes every waiting event of eq; with call, each reaches the
+ * JS dispatch (in one callback scope, so promise reactions run after the
+ * batch). An exit releases the exec handle and the library's reference. */
+static void queue_drain(equeue *eq, int call) {
+  napi_env env = eq->env;
+  envstate *st = state(env);
+  napi_handle_scope hs = NULL;
+  napi_callback_scope cs = NULL;
+  napi_value fn = NULL, resource;
+  if (call && !is_closing(st) && napi_open_handle_scope(env, &hs) == napi_ok) {
+    if (napi_get_reference_value(env, st->dispatch, &fn) != napi_ok || fn == NULL ||
+        napi_create_object(env, &resource) != napi_ok ||
+        napi_open_callback_scope(env, resource, st->actx, &cs) != napi_ok) {
+      fn = NULL;
+      cs = NULL;
+    }
+  }
+  box_event_t evs[128];
+  for (;;) {
+    size_t n = 0;
+    if (box_queue_poll(eq->q, evs, 128, &n, NULL) != BOX_OK) break;
+    for (size_t i = 0; i < n; i++) {
+      execctx *c = (execctx *)(uintptr_t)evs[i].tag;
+      msg m;
+      memset(&m, 0, sizeof m);
+      m.id = c->id;
+      if (evs[i].kind == BOX_EVENT_EXIT) {
+        const box_exit_t *e = &evs[i].exit;
+        m.kind = M_EXIT;
+        m.status = e->status;
+        m.message = (char *)e->message;
+        m.exit_code = e->exit_code;
+        m.signal = e->signal;
+        m.duration_us = e->duration_us;
+        m.reason = (char *)e->reason;
+      } else {
+        m.kind = evs[i].kind == BOX_EVENT_STDOUT ? M_STDOUT : M_STDERR;
+        m.data = evs[i].data;
+        m.len = evs[i].len;
+      }
+      if (fn != NULL && (m.kind == M_EXIT || m.len > 0)) {
+        napi_handle_scope inner;
+        napi_open_handle_scope(env, &inner);
+        deliver(env, fn, &m);
+        bool thrown = false;
+        napi_value exc;
+        if (napi_is_exception_pending(env, &thrown) == napi_ok && thrown &&
+            napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+          napi_fatal_exception(env, exc); /* as an uncaught exception, like a tsfn call */
+        napi_close_handle_scope(env, inner);
+      }
+      if (m.kind == M_EXIT) {
+        if (c->handle != 0) {
+          box_release(c->handle, NULL); /* every exec handle is released after its exit */
+          c->handle = 0;
+        }
+        ctx_unref(c); /* the library's reference: nothing of this exec comes after */
+      }
+    }
+    if (n < 128) break;
+  }
+  if (cs != NULL) napi_close_callback_scope(env, cs);
+  if (hs != NULL) napi_close_handle_scope(env, hs);
+}
+
+static void queue_ready(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  queue_drain((equeue *)h, 1);
+}
+
+/* runtime_queue: the event queue of runtime rt of this environment, opened
+ * on first use; NULL when rt is not one of its open runtimes. */
+static equeue *runtime_queue(napi_env env, box_runtime_t rt) {
+  runtime_node *n = state(env)->runtimes;
+  while (n && n->rt != rt) n = n->next;
+  if (n == NULL) return NULL;
+  if (n->queue) return n->queue;
+  equeue *eq = calloc(1, sizeof *eq);
+  uv_loop_t *loop = NULL;
+  int32_t fd = -1;
+  if (!eq || napi_get_uv_event_loop(env, &loop) != napi_ok || box_queue_open(&eq->q, &fd, NULL) != BOX_OK) {
+    free(eq);
+    return NULL;
+  }
+  eq->env = env;
+  if (uv_poll_init(loop, &eq->poll, fd) != 0) {
+    box_queue_close(eq->q, NULL);
+    free(eq);
+    return NULL;
+  }
+  uv_poll_start(&eq->poll, UV_READABLE, queue_ready);
+  uv_unref((uv_handle_t *)&eq->poll); /* pending execs hold the loop through the tsfn (ref/unref) */
+  n->queue = eq;
+  return eq;
+}
+
+/* queue_close delivers (with call) or drops what waits, stops watching and
+ * closes the queue. Its runtime is closed: every exit is queued already. */
+static void queue_close(equeue *eq, int call) {
+  if (eq == NULL) return;
+  queue_drain(eq, call);
+  uv_poll_stop(&eq->poll);
+  uv_close((uv_handle_t *)&eq->poll, queue_freed); /* forgets the fd before the queue closes it */
+  box_queue_close(eq->q, NULL);
+}
+
 /* ---- exported functions ---- */
 
 static void cleanup_hook(void *arg);
@@ -423,6 +551,10 @@ static napi_value js_init(napi_env env, napi_callback_info info) {
     return NULL;
   }
   CHECK(napi_create_reference(env, argv[1], 1, &st->mkerr));
+  CHECK(napi_create_reference(env, argv[0], 1, &st->dispatch));
+  napi_value aname;
+  CHECK(napi_create_string_utf8(env, "libbox.exec", NAPI_AUTO_LENGTH, &aname));
+  CHECK(napi_async_init(env, NULL, aname, &st->actx));
   CHECK(napi_create_string_utf8(env, "libbox", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL,
                                         call_js, &st->tsfn));
@@ -472,6 +604,7 @@ static napi_value js_runtime_open(napi_env env, napi_callback_info info) {
   if (n) {
     envstate *st = state(env);
     n->rt = rt;
+    n->queue = NULL;
     n->next = st->runtimes;
     st->runtimes = n;
   }
@@ -482,6 +615,7 @@ typedef struct close_work {
   napi_async_work work;
   napi_deferred deferred;
   box_runtime_t rt;
+  equeue *queue;
   box_status_t status;
   box_error_t *err;
 } close_work;
@@ -495,6 +629,7 @@ static void close_execute(napi_env env, void *data) {
 static void close_complete(napi_env env, napi_status status, void *data) {
   (void)status;
   close_work *w = data;
+  queue_close(w->queue, 1); /* the runtime's last exits reach JS before its close settles */
   settle(env, w->deferred, w->status, w->err, undefined(env));
   napi_delete_async_work(env, w->work);
   free(w);
@@ -517,18 +652,24 @@ static napi_value js_runtime_close(napi_env env, napi_callback_info info) {
   uint64_t rt;
   if (!get_u64(env, argv[0], &rt)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad runtime handle");
   envstate *st = state(env);
+  equeue *queue = NULL;
   for (runtime_node **p = &st->runtimes; *p; p = &(*p)->next) {
     if ((*p)->rt == rt) {
       runtime_node *n = *p;
       *p = n->next;
+      queue = n->queue;
       free(n);
       break;
     }
   }
   flush_execs(rt, 0);
   close_work *w = calloc(1, sizeof *w);
-  if (!w) return throw_status(env, BOX_E_INTERNAL, "out of memory");
+  if (!w) {
+    queue_close(queue, 0); /* unreachable in practice; never leave it watched */
+    return throw_status(env, BOX_E_INTERNAL, "out of memory");
+  }
   w->rt = rt;
+  w->queue = queue;
   CHECK(napi_create_promise(env, &w->deferred, &promise));
   CHECK(napi_create_string_utf8(env, "libbox.runtimeClose", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_async_work(env, NULL, name, close_execute, close_complete, w, &w->work));
@@ -549,6 +690,7 @@ static void shutdown_env(envstate *st) {
     runtime_node *n = st->runtimes;
     st->runtimes = n->next;
     box_runtime_close(n->rt, NULL);
+    queue_close(n->queue, 0);
     free(n);
   }
 }
@@ -800,13 +942,16 @@ static void ctx_finalize(napi_env env, void *data, void *hint) {
   ctx_unref(data);
 }
 
-/* execStart(box, rt, requestJson, id, wantStdout, wantStderr) -> ctx (external) */
+/* execStart(box, rt, requestJson, id, wantStdout, wantStderr, queued) -> ctx
+ * (external). queued: the events come through the runtime's event queue
+ * (no flow control: for execs that collect all their output), else through
+ * callbacks and the tsfn (paused streams hold the library thread back). */
 static napi_value js_exec_start(napi_env env, napi_callback_info info) {
-  napi_value argv[6], ext;
-  if (!get_args(env, info, 6, argv)) return NULL;
+  napi_value argv[7], ext;
+  if (!get_args(env, info, 7, argv)) return NULL;
   uint64_t box, rt;
   uint32_t id = 0;
-  bool want_out = true, want_err = true;
+  bool want_out = true, want_err = true, queued = false;
   if (!get_u64(env, argv[0], &box)) return throw_status(env, BOX_E_INVALID_ARGUMENT, "bad box handle");
   if (!get_u64(env, argv[1], &rt)) rt = 0;
   char *json = get_str(env, argv[2], "request must be a string");
@@ -814,6 +959,7 @@ static napi_value js_exec_start(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[3], &id);
   napi_get_value_bool(env, argv[4], &want_out);
   napi_get_value_bool(env, argv[5], &want_err);
+  napi_get_value_bool(env, argv[6], &queued);
   execctx *c = calloc(1, sizeof *c);
   if (!c) {
     free(json);
@@ -829,10 +975,17 @@ static napi_value js_exec_start(napi_env env, napi_callback_info info) {
   if (g_execs) g_execs->prev = c;
   g_execs = c;
   pthread_mutex_unlock(&g_mu);
-  box_exec_callbacks_t cbs = {want_out ? on_stdout : NULL, want_err ? on_stderr : NULL, on_exit_cb};
   box_exec_t h = 0;
   box_error_t *err = NULL;
-  box_status_t s = box_exec_async(box, json, &cbs, c, &h, &err);
+  box_status_t s;
+  equeue *eq = queued && rt ? runtime_queue(env, rt) : NULL;
+  if (eq != NULL) {
+    uint32_t flags = (want_out ? 0 : BOX_EXEC_DISCARD_STDOUT) | (want_err ? 0 : BOX_EXEC_DISCARD_STDERR);
+    s = box_exec_queued(box, json, eq->q, (uint64_t)(uintptr_t)c, flags, &h, &err);
+  } else {
+    box_exec_callbacks_t cbs = {want_out ? on_stdout : NULL, want_err ? on_stderr : NULL, on_exit_cb};
+    s = box_exec_async(box, json, &cbs, c, &h, &err);
+  }
   free(json);
   if (s != BOX_OK) {
     pthread_mutex_lock(&g_mu);

@@ -6,9 +6,11 @@ version, and owns the C callbacks. The callbacks are module-level CFUNCTYPE
 objects that live as long as the process, so none can be collected while
 the library may call it; ``user_data`` is a key into the tables below.
 
-Callbacks run on library threads. They must never block, never touch an
-event loop except through ``call_soon_threadsafe``, and never raise: a
-callback whose loop has closed is dropped silently.
+Callbacks (completions, pull progress, file reads and watches) run on
+library threads. They must never block, never touch an event loop except
+through ``call_soon_threadsafe``, and never raise: a callback whose loop has
+closed is dropped silently. Exec events need no callback: they come from an
+``EventQueue`` the loop drains on its own thread.
 """
 
 from __future__ import annotations
@@ -59,15 +61,23 @@ class BoxExit(Structure):
 COMPLETE_FN = CFUNCTYPE(None, c_void_p, c_int32, c_char_p, c_uint64, c_char_p)
 PROGRESS_FN = CFUNCTYPE(None, c_void_p, c_char_p, c_int64, c_int64)
 OUTPUT_FN = CFUNCTYPE(None, c_void_p, c_void_p, c_size_t)
-EXIT_FN = CFUNCTYPE(None, c_void_p, POINTER(BoxExit))
 
 
 #: A NULL progress callback (box_create without progress reports).
 NO_PROGRESS = PROGRESS_FN()
 
 
-class ExecCallbacks(Structure):
-    _fields_ = [("on_stdout", OUTPUT_FN), ("on_stderr", OUTPUT_FN), ("on_exit", EXIT_FN)]
+class BoxEvent(Structure):
+    _fields_ = [
+        ("tag", c_uint64),
+        ("kind", c_int32),
+        ("data", c_void_p),
+        ("len", c_size_t),
+        ("exit", BoxExit),
+    ]
+
+
+EVENT_STDOUT, EVENT_STDERR, EVENT_EXIT = 1, 2, 3
 
 
 _ERR = POINTER(POINTER(BoxError))
@@ -139,7 +149,10 @@ _sig("box_info", c_int32, _H, POINTER(c_void_p), _ERR)
 _sig("box_start", c_int32, _H, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_stop", c_int32, _H, COMPLETE_FN, c_void_p, _ERR)
 _sig("box_remove", c_int32, _H, c_char_p, c_int32, COMPLETE_FN, c_void_p, _ERR)
-_sig("box_exec_async", c_int32, _H, c_char_p, POINTER(ExecCallbacks), c_void_p, POINTER(_H), _ERR)
+_sig("box_queue_open", c_int32, POINTER(_H), POINTER(c_int32), _ERR)
+_sig("box_queue_poll", c_int32, _H, POINTER(BoxEvent), c_size_t, POINTER(c_size_t), _ERR)
+_sig("box_queue_close", c_int32, _H, _ERR)
+_sig("box_exec_queued", c_int32, _H, c_char_p, _H, c_uint64, c_uint32, POINTER(_H), _ERR)
 _sig("box_exec_write_stdin", c_int32, _H, c_char_p, c_size_t, _ERR)
 _sig("box_exec_close_stdin", c_int32, _H, _ERR)
 _sig("box_exec_signal", c_int32, _H, c_int32, _ERR)
@@ -395,54 +408,109 @@ def _on_progress(user_data: int | None, layer: bytes | None, done: int, total: i
 on_progress = PROGRESS_FN(_on_progress)
 
 
-# --- exec callbacks ---
+# --- exec events ---
 
 
 class ExecSink(Protocol):
+    """The loop-thread side of one exec (process.Process)."""
+
     def _feed(self, fd: int, data: bytes) -> None: ...
-    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: str | None,
-              reason: str | None) -> None: ...
+    def _finish(self, ex: tuple) -> None: ...
 
 
-#: Execs whose on_exit has not come yet, by user_data key.
-execs: dict[int, ExecSink] = {}
+#: Events taken per box_queue_poll.
+_BATCH = 256
 
 
-def _on_stdout(user_data: int | None, data: int | None, n: int) -> None:
-    try:
-        keep_thread_state()
-        sink = execs.get(user_data or 0)
-        if sink is not None and n:
-            sink._feed(1, ctypes.string_at(data or 0, n))
-    except BaseException:
-        pass
+class EventQueue:
+    """One library event queue watched by one event loop: the events of the
+    execs started with :meth:`exec` reach their sinks on the loop's thread,
+    many per call into the library, and no library thread ever waits for
+    the GIL. Owned by a Runtime (one per loop it ran execs on), which closes
+    it after the runtime itself (every exit event is queued by then)."""
 
+    __slots__ = ("loop", "_handle", "_fd", "_sinks", "_events", "_count")
 
-def _on_stderr(user_data: int | None, data: int | None, n: int) -> None:
-    try:
-        keep_thread_state()
-        sink = execs.get(user_data or 0)
-        if sink is not None and n:
-            sink._feed(2, ctypes.string_at(data or 0, n))
-    except BaseException:
-        pass
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        out, fd = c_uint64(), c_int32()
+        check(lib.box_queue_open, byref(out), byref(fd))
+        self._handle, self._fd = out.value, fd.value
+        #: Execs whose exit has not been taken yet, by tag. Loop thread only.
+        self._sinks: dict[int, ExecSink] = {}
+        self._events = (BoxEvent * _BATCH)()
+        self._count = c_size_t()
+        try:
+            loop.add_reader(self._fd, self._drain)
+        except BaseException:
+            lib.box_queue_close(self._handle, None)
+            raise
 
+    def exec(self, box: int, request: bytes, sink: ExecSink, key: int) -> int:
+        """Loop thread: box_exec_queued; returns the exec handle."""
+        out = c_uint64()
+        self._sinks[key] = sink
+        try:
+            check(lib.box_exec_queued, box, request, self._handle, key, 0, byref(out))
+        except BaseException:
+            del self._sinks[key]
+            raise
+        return out.value
 
-def _on_exit(user_data: int | None, ex: Any) -> None:
-    try:
-        keep_thread_state()
-        sink = execs.pop(user_data or 0, None)
-        if sink is None:
+    def _drain(self) -> None:
+        """Loop thread: delivers every waiting event."""
+        events, count, sinks = self._events, self._count, self._sinks
+        while self._handle:
+            if lib.box_queue_poll(self._handle, events, _BATCH, byref(count), None) != 0:
+                return
+            n = count.value
+            for i in range(n):
+                ev = events[i]
+                try:
+                    if ev.kind == EVENT_EXIT:
+                        sink = sinks.pop(ev.tag, None)
+                        if sink is not None:
+                            e = ev.exit
+                            msg = e.message.decode("utf-8", "replace") if e.message else None
+                            reason = e.reason.decode("utf-8", "replace") if e.reason else None
+                            sink._finish((e.status, e.exit_code, e.signal, e.duration_us, msg, reason))
+                    else:
+                        sink = sinks.get(ev.tag)
+                        if sink is not None and ev.len:
+                            sink._feed(ev.kind, ctypes.string_at(ev.data, ev.len))
+                except Exception as exc:  # a bug here must not lose the other events
+                    self.loop.call_exception_handler({"message": "libbox: exec event delivery failed",
+                                                      "exception": exc})
+            if n < _BATCH:
+                return
+
+    def close(self) -> None:
+        """Delivers what waits and closes the queue: on the loop's thread
+        directly, else through the loop while it runs. Idempotent."""
+        loop = self.loop
+        try:
+            running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(self._close)
+                return
+            except RuntimeError:  # closed meanwhile
+                pass
+        self._close()
+
+    def _close(self) -> None:
+        if not self._handle:
             return
-        e = ex.contents
-        msg = e.message.decode("utf-8", "replace") if e.message else None
-        reason = e.reason.decode("utf-8", "replace") if e.reason else None
-        sink._exit(e.status, e.exit_code, e.signal, e.duration_us, msg, reason)
-    except BaseException:
-        pass
-
-
-callbacks = ExecCallbacks(OUTPUT_FN(_on_stdout), OUTPUT_FN(_on_stderr), EXIT_FN(_on_exit))
+        if not self.loop.is_closed():
+            self._drain()
+            try:
+                self.loop.remove_reader(self._fd)
+            except Exception:
+                pass
+        h, self._handle = self._handle, 0
+        lib.box_queue_close(h, None)
 
 
 def new_key() -> int:

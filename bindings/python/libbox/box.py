@@ -11,7 +11,6 @@ with an argument it did not check first.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 from types import TracebackType
@@ -274,16 +273,9 @@ class Box:
             req["stdin"] = True
         handle = self._require()
         loop = asyncio.get_running_loop()
-        proc = Process(loop=loop, collect=collect, timeout=t, blocking=self._rt()._blocking)
-        _ffi.execs[proc._key] = proc
-        out = ctypes.c_uint64()
-        try:
-            _ffi.check(_ffi.lib.box_exec_async, handle, json.dumps(req).encode(), ctypes.byref(_ffi.callbacks),
-                       proc._key, ctypes.byref(out))
-        except BaseException:
-            _ffi.execs.pop(proc._key, None)
-            raise
-        proc._handle = out.value
+        rt = self._rt()
+        proc = Process(loop=loop, collect=collect, timeout=t, blocking=rt._blocking)
+        proc._handle = rt._queue(loop).exec(handle, json.dumps(req).encode(), proc, proc._key)
         return proc
 
     async def exec(self, cmd: str, *args: str, env: Optional[Mapping[str, str]] = None,

@@ -1,11 +1,11 @@
 """Processes running in a box: results, output streams, stdin, signals.
 
-A :class:`Process` is the Python side of one ``box_exec_async`` call. Library
-threads deliver its output and exit; this module copies the bytes and hands
-them to the owning event loop with ``call_soon_threadsafe``. It must never
-block a library thread, never let a callback raise, and never use an exec
-handle after releasing it (the handle is released on the loop thread once
-the exit arrived and no stdin write is in flight).
+A :class:`Process` is the Python side of one ``box_exec_queued`` call. Its
+output and exit reach it on the owning event loop's thread, from the
+runtime's event queue for that loop (``_ffi.EventQueue``), so no library
+thread ever waits for the GIL. It must never use an exec handle after
+releasing it (the handle is released on the loop thread once the exit
+arrived and no stdin write is in flight).
 """
 
 from __future__ import annotations
@@ -165,7 +165,6 @@ class Process:
                  blocking: Blocking) -> None:
         self._blocking = blocking
         self._loop = loop
-        self._inbox = _ffi.inbox(loop)
         self._collect = collect
         self._timeout = timeout
         self._handle = 0
@@ -179,23 +178,13 @@ class Process:
         self._inflight = 0
         self._stdin_lock = asyncio.Lock()
 
-    # --- library threads ---
+    # --- loop thread (the runtime's event queue delivers here) ---
 
     def _feed(self, fd: int, data: bytes) -> None:
         if self._collect:
-            self._bufs[fd - 1].append(data)  # list.append is atomic under the GIL
+            self._bufs[fd - 1].append(data)
         else:
-            self._inbox.post((self.stdout if fd == 1 else self.stderr)._push, data)
-
-    def _exit(self, status: int, exit_code: int, sig: int, duration_us: int, message: Optional[str],
-              reason: Optional[str]) -> None:
-        if not self._inbox.post(self._finish, (status, exit_code, sig, duration_us, message, reason)):
-            # Nobody will run the loop again: release the handle from here.
-            if self._handle and not self._released:
-                self._released = True
-                _ffi.release(self._handle)
-
-    # --- loop thread ---
+            (self.stdout if fd == 1 else self.stderr)._push(data)
 
     def _finish(self, ex: _Exit) -> None:
         self._exited = True

@@ -145,6 +145,8 @@ class Runtime:
         self._threads_lock = threading.Lock()
         # Threads running a blocking library call (stdin writes). Guarded by _threads_lock.
         self._threads: "set[threading.Thread]" = set()
+        # The event queue of each loop that ran execs (closed after the runtime).
+        self._queues: "dict[asyncio.AbstractEventLoop, _ffi.EventQueue]" = {}
         with _lock:
             _open.add(self)
 
@@ -156,6 +158,13 @@ class Runtime:
     @property
     def closed(self) -> bool:
         return not self._handle
+
+    def _queue(self, loop: asyncio.AbstractEventLoop) -> "_ffi.EventQueue":
+        """The event queue of ``loop`` (its thread only), opened on first use."""
+        q = self._queues.get(loop)
+        if q is None:
+            q = self._queues[loop] = _ffi.EventQueue(loop)
+        return q
 
     def _blocking(self, fn: Callable[..., Any], *args: Any) -> "asyncio.Future[Any]":
         """Runs a library call that may block on its own daemon thread and
@@ -341,6 +350,10 @@ class Runtime:
         try:
             _ffi.check(_ffi.lib.box_runtime_close, handle)
         finally:
+            # Every exit is queued now: deliver and close each loop's queue.
+            queues, self._queues = list(self._queues.values()), {}
+            for q in queues:
+                q.close()
             with self._threads_lock:
                 threads = list(self._threads)
             for t in threads:

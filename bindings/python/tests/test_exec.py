@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import unittest
 
 import libbox
@@ -52,16 +51,44 @@ class ExecTest(BoxTestCase):
         self.assertFalse(r.ok)
         self.assertGreaterEqual(r.duration, 0)
 
-    async def test_library_threads_keep_their_thread_state(self) -> None:
-        # Callbacks come from a handful of library threads; each keeps the
-        # thread state its first callback made instead of one per callback.
+    async def test_exec_events_come_through_the_loops_queue(self) -> None:
+        # Output and exits reach Python on the loop's thread, from the
+        # runtime's event queue for this loop: no library thread calls in.
         from libbox import _ffi
 
-        results = await asyncio.gather(*(self.box.exec("sh", "-c", "echo $$") for _ in range(40)))
-        self.assertTrue(all(r.ok and r.stdout.strip().isdigit() for r in results))
         kept = set(_ffi._kept_states)
-        self.assertTrue(kept, "no library thread kept its thread state")
-        self.assertNotIn(threading.get_ident(), kept, "the loop's own thread is not a library thread")
+        results = await asyncio.gather(*(self.box.exec("sh", "-c", "echo $$; echo e >&2") for _ in range(40)))
+        self.assertTrue(all(r.ok and r.stdout.strip().isdigit() and r.stderr == "e\n" for r in results))
+        self.assertEqual(set(_ffi._kept_states), kept, "a library thread called into Python for an exec")
+        q = self.rt._queues[asyncio.get_running_loop()]
+        self.assertEqual(q._sinks, {}, "an exec's sink outlived its exit")
+
+    async def test_streamed_output_beyond_the_queue_limit(self) -> None:
+        # 8 MiB through a stream read slowly: the library holds the exec
+        # back at BOX_QUEUE_LIMIT unpolled bytes; nothing is lost or reordered.
+        n = 8 << 20
+        p = await self.box.spawn("sh", "-c", f"head -c {n} /dev/zero; echo done >&2")
+        got, chunks = 0, 0
+        async for chunk in p.stdout:
+            self.assertEqual(chunk.count(0), len(chunk))
+            got += len(chunk)
+            chunks += 1
+            if chunks % 16 == 0:
+                await asyncio.sleep(0.01)
+        self.assertEqual(got, n)
+        self.assertEqual(await p.stderr.read(), b"done\n")
+        self.assertEqual((await p.wait()).exit_code, 0)
+
+    async def test_box_removed_mid_exec(self) -> None:
+        other = self.sandbox(name="removed-mid-exec")
+        await other.start()
+        running = asyncio.ensure_future(other.exec("sh", "-c", "echo up; sleep 100"))
+        await asyncio.sleep(0.5)
+        await self.rt.remove("removed-mid-exec", force=True)
+        with self.assertRaises(libbox.UnavailableError):
+            await running
+        other.close()
+        self.assertEqual((await self.box.exec("echo", "still fine")).stdout, "still fine\n")
 
     async def test_env_cwd_user(self) -> None:
         r = await self.box.exec("sh", "-c", 'echo "$GREETING $(pwd) $(id -u)"', env={"GREETING": "hi"},
@@ -253,6 +280,41 @@ class LifecycleTest(BoxTestCase):
         [info] = await self.rt.list()
         self.assertEqual((info["name"], info["state"]), ("keep", "stopped"))
         await self.rt.remove("keep")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class QueueLifetimeTest(unittest.TestCase):
+    """Each loop that runs execs gets an event queue of the runtime; closing
+    the runtime delivers what waits and closes every queue."""
+
+    def cycle(self) -> None:
+        home = tempfile.mkdtemp(prefix="libbox-pytest-")
+        rt = libbox.Runtime(home=home)
+        try:
+            async def run() -> None:
+                async with libbox.Box(isolation="sandbox", runtime=rt) as box:
+                    rs = await asyncio.wait_for(asyncio.gather(*(box.exec("echo", str(i)) for i in range(16))), 60)
+                    self.assertEqual([r.stdout for r in rs], [f"{i}\n" for i in range(16)])
+
+            asyncio.run(run())
+            asyncio.run(run())  # a second loop: a second queue
+            self.assertEqual(len(rt._queues), 2)
+        finally:
+            rt.close()
+            import shutil
+
+            shutil.rmtree(home)
+        self.assertEqual(rt._queues, {})
+        self.assertEqual(libbox.live_handles(), 0)
+
+    def test_no_fd_or_handle_left(self) -> None:
+        self.cycle()  # what the library keeps for the process starts here
+        before = _open_fds()
+        self.cycle()
+        self.assertEqual(_open_fds(), before, "file descriptors left after the runtime closed")
 
 
 class LoopLifetimeTest(unittest.TestCase):
