@@ -80,6 +80,18 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 		}
 	}
 	cfg := SandboxConfig{Listen: s.Listen, Hostname: s.Hostname, SpawnSetup: func() error { return dropPrivileges(&s) }}
+	if s.PidsGroupFD > 0 {
+		// Only the spawn thread joins the box's pids group (it runs
+		// SpawnSetup), so only what it forks is counted there: the agent's
+		// other threads are outside the box's budget.
+		unix.CloseOnExec(s.PidsGroupFD)
+		cfg.SpawnSetup = func() error {
+			if err := joinGroup(s.PidsGroupFD); err != nil {
+				return err
+			}
+			return dropPrivileges(&s)
+		}
+	}
 	if s.PidsLimit > 0 {
 		// Process-wide and inherited; counted per uid in this user namespace.
 		lim := unix.Rlimit{Cur: uint64(s.PidsLimit), Max: uint64(s.PidsLimit)}
@@ -102,6 +114,17 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 		cfg.SpawnGate = gate
 	}
 	return cfg, nil
+}
+
+// joinGroup moves the calling thread into the cgroup whose tasks file is
+// fd, then closes fd.
+func joinGroup(fd int) error {
+	_, err := unix.Write(fd, []byte("0"))
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("join the box's pids group: %w", err)
+	}
+	return nil
 }
 
 // reservedThreads is how many OS threads the agent makes at boot; it only

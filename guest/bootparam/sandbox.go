@@ -27,6 +27,12 @@ type SandboxSpec struct {
 	// PidsLimit is the RLIMIT_NPROC of the box's processes (counted per
 	// uid of the box's user namespace); 0: none.
 	PidsLimit int `json:"pids_limit,omitempty"`
+	// PidsGroupFD, when not 0, is an inherited fd of the box's pids group
+	// that the agent's spawn thread joins by writing "0" to it (cgroup v1
+	// "tasks", v2 "cgroup.threads" of a threaded group): what it spawns is
+	// counted there, the agent's other threads are not. The host then sets
+	// no PidsLimit.
+	PidsGroupFD int `json:"pids_group_fd,omitempty"`
 	// CloseFDs are inherited fds the agent closes once booted (the spec
 	// file, the agent binary), so no box process inherits them.
 	CloseFDs []int    `json:"close_fds,omitempty"`

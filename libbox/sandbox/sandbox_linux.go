@@ -51,10 +51,10 @@ var DefaultCaps = []int{
 const DefaultPidsLimit = 4096
 
 // describeLimits says, for every limit, what enforces it; the agent adds
-// RLIMIT_NPROC for the box's uid beside the pids group.
-func describeLimits(cg *cgroup.Group, l cgroup.Limits) map[string]string {
+// RLIMIT_NPROC for the box's uid when no pids group leaves it out.
+func describeLimits(cg *cgroup.Group, l cgroup.Limits, rlimit bool) map[string]string {
 	out := cg.Describe(l)
-	if l.Pids > 0 {
+	if rlimit {
 		out["pids"] += "; RLIMIT_NPROC per box uid"
 	}
 	return out
@@ -208,7 +208,6 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	sspec := bootparam.SandboxSpec{
 		Lower: "lower", Upper: "upper", Work: "work", Rootfs: "rootfs", Hostname: spec.Hostname,
 		Volumes: vols, Listen: "fd:3", UserNS: true, KeepCaps: DefaultCaps, BootSocket: 4,
-		PidsLimit: DefaultPidsLimit,
 	}
 	var mounts []hostMount
 	ids := hostIDs{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), size: 1, desc: "box uid 0 = your uid (no other ids)"}
@@ -262,6 +261,27 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	defer nl.close()
 	sspec.Net = netSpec
+	// The agent's spawn thread joins the box's pids group: the agent's own
+	// threads stay out of the box's count. Without one, the agent shares
+	// its budget through RLIMIT_NPROC.
+	lim := cgroup.Limits{CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Pids: DefaultPidsLimit, SpawnerPids: true}
+	cg := cgroup.New(spec.ID, lim)
+	defer cg.CloseFD()
+	launched := false
+	defer func() {
+		if !launched {
+			cg.Remove()
+		}
+	}()
+	if cg.SpawnFD >= 0 {
+		// The agent's next fd after 0-6 and netFD, if any (see attr).
+		sspec.PidsGroupFD = netFD
+		if nl.agentFile() != nil {
+			sspec.PidsGroupFD++
+		}
+	} else {
+		sspec.PidsLimit = DefaultPidsLimit
+	}
 	b2, _ := json.Marshal(&sspec)
 	var files openFiles
 	defer files.close()
@@ -306,8 +326,6 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	defer devnull.Close()
 
-	lim := cgroup.Limits{CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Pids: DefaultPidsLimit}
-	cg := cgroup.New(spec.ID, lim)
 	sys := &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
 		Setsid:      true,
@@ -337,12 +355,15 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if f := nl.agentFile(); f != nil {
 		attr.Files = append(attr.Files, f.Fd()) // netFD
 	}
+	if cg.SpawnFD >= 0 {
+		attr.Files = append(attr.Files, uintptr(cg.SpawnFD)) // sspec.PidsGroupFD
+	}
 	pid, pidfd, child, err := b.forkExec(spec.AgentPath, "/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.CloseFD()
 	if err != nil {
-		cg.Remove()
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
 	}
+	launched = true
 	// The agent forks nothing before its first request: joining the v1
 	// groups now covers every process of the box.
 	cg.Join(pid)
@@ -366,7 +387,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	inst := &instance{
 		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.Path, CgroupV1: cg.V1Dirs()},
 		child: child, pidfd: pidfd, done: make(chan struct{}), cg: cg,
-		limits: describeLimits(cg, lim), ids: ids.desc, mounts: mdesc,
+		limits: describeLimits(cg, lim, sspec.PidsLimit > 0), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
 	return inst, nil

@@ -26,6 +26,13 @@ import (
 // Limits are what a box asks for; 0 means none.
 type Limits struct {
 	CPUs, MemoryMiB, Pids int
+	// SpawnerPids puts the pids limit on a child group, "box", that only
+	// a spawn thread joins (through SpawnFD), so the processes it forks are
+	// counted there and the other threads of the group's process are not:
+	// a box's agent stays able to make threads while the box is at its
+	// limit. A single thread may join a v1 group, or a threaded v2 one.
+	// Where that fails SpawnFD stays -1 and the whole process is limited.
+	SpawnerPids bool
 }
 
 // Group is the box's control group: one cgroup v2 group when this host
@@ -38,7 +45,12 @@ type Limits struct {
 type Group struct {
 	Path string // v2 group
 	FD   int    // v2 group dir, for CLONE_INTO_CGROUP; -1 when none
-	v1   map[string]string
+	// SpawnFD is the spawn group's "tasks" (v1) or "cgroup.threads" (v2)
+	// file, opened for writing (see Limits.SpawnerPids): a thread that
+	// writes "0" to it joins that group, and what it forks is born there.
+	// -1 when none.
+	SpawnFD int
+	v1      map[string]string
 	// how records, for each limit, what enforces it or why nothing does.
 	how map[string]string
 }
@@ -48,7 +60,7 @@ const cgroupRoot = "/sys/fs/cgroup"
 // New makes the groups of box id with limits l. What it cannot enforce is
 // recorded, not returned: Describe says it.
 func New(id string, l Limits) *Group {
-	cg := &Group{FD: -1, how: map[string]string{}}
+	cg := &Group{FD: -1, SpawnFD: -1, how: map[string]string{}}
 	want := map[string]string{} // controller -> limit name
 	if l.Pids > 0 {
 		want["pids"] = "pids"
@@ -123,7 +135,8 @@ func (cg *Group) setupV2(id string, l Limits, want map[string]string) {
 	_ = os.WriteFile(filepath.Join(parent, "cgroup.subtree_control"), []byte(ctl), 0)
 	p := filepath.Join(parent, id)
 	fail := func(err error) {
-		os.Remove(p)
+		cg.CloseFD()
+		removeGroup(p)
 		for _, c := range need {
 			cg.how[want[c]] = "not enforced: cgroup v2: " + err.Error()
 		}
@@ -132,7 +145,11 @@ func (cg *Group) setupV2(id string, l Limits, want map[string]string) {
 		fail(err)
 		return
 	}
+	split := slices.Contains(need, "pids") && l.SpawnerPids && cg.spawnV2(p, l)
 	for _, c := range need {
+		if c == "pids" && split {
+			continue
+		}
 		if err := writeControls(p, controlFiles(c, l, true)); err != nil {
 			fail(err)
 			return
@@ -147,7 +164,42 @@ func (cg *Group) setupV2(id string, l Limits, want map[string]string) {
 	for _, c := range need {
 		cg.how[want[c]] = "cgroup v2 " + p
 	}
+	if split {
+		cg.how["pids"] = "cgroup v2 " + filepath.Join(p, spawnGroup) + spawnHow
+	}
 }
+
+// spawnV2 makes the spawn group of Limits.SpawnerPids under the v2 group
+// p: a threaded child (so a single thread may join it; pids is a threaded
+// controller, memory and cpu stay on p for the whole process) with the
+// pids limit, and sets SpawnFD to its cgroup.threads. False when this
+// host cannot; p is then as before.
+func (cg *Group) spawnV2(p string, l Limits) bool {
+	box := filepath.Join(p, spawnGroup)
+	err := os.Mkdir(box, 0o755)
+	if err == nil {
+		err = writeControls(box, [][2]string{{"cgroup.type", "threaded"}})
+	}
+	if err == nil {
+		err = writeControls(p, [][2]string{{"cgroup.subtree_control", "+pids"}})
+	}
+	if err == nil {
+		err = writeControls(box, controlFiles("pids", l, true))
+	}
+	if err == nil {
+		cg.SpawnFD, err = unix.Open(filepath.Join(box, "cgroup.threads"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		cg.SpawnFD = -1
+		_ = os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte("-pids"), 0)
+		_ = os.Remove(box)
+		return false
+	}
+	return true
+}
+
+// spawnHow ends the description of a split pids limit.
+const spawnHow = " (what the spawn thread forks; the rest of the process is outside it)"
 
 func (cg *Group) setupV1(id string, l Limits, want map[string]string) {
 	self := selfCgroupsV1()
@@ -161,19 +213,45 @@ func (cg *Group) setupV1(id string, l Limits, want map[string]string) {
 		}
 		p := filepath.Join(mount, rel, "libbox", id)
 		err := os.MkdirAll(p, 0o755)
+		limited := p
+		if err == nil && c == "pids" && l.SpawnerPids {
+			limited = filepath.Join(p, spawnGroup)
+			err = os.Mkdir(limited, 0o755)
+		}
 		if err == nil {
-			err = writeControls(p, controlFiles(c, l, false))
+			err = writeControls(limited, controlFiles(c, l, false))
+		}
+		if err == nil && limited != p {
+			cg.SpawnFD, err = unix.Open(filepath.Join(limited, "tasks"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				os.Remove(p)
+				cg.SpawnFD = -1
 			}
 		}
 		if err != nil {
+			removeGroup(p)
 			cg.how[name] = "not enforced: cgroup v1 " + c + ": " + err.Error()
 			continue
 		}
 		cg.v1[c] = p
-		cg.how[name] = "cgroup v1 " + p
+		cg.how[name] = "cgroup v1 " + limited
+		if limited != p {
+			cg.how[name] += spawnHow
+		}
 	}
+}
+
+// spawnGroup is the child group of Limits.SpawnerPids.
+const spawnGroup = "box"
+
+// removeGroup removes a group and its spawn group, if any; false while
+// one is still busy (an exiting process keeps it so for a moment).
+func removeGroup(p string) bool {
+	for _, d := range []string{filepath.Join(p, spawnGroup), p} {
+		if err := os.Remove(d); errors.Is(err, unix.EBUSY) {
+			return false
+		}
+	}
+	return true
 }
 
 // selfCgroupsV1 maps each v1 controller to this process's group in it.
@@ -200,7 +278,7 @@ func selfCgroupsV1() map[string]string {
 // Attach is the group of a box started by an earlier process, from its
 // Path and V1Dirs.
 func Attach(v2 string, v1 []string) *Group {
-	cg := &Group{FD: -1, Path: v2, v1: map[string]string{}, how: map[string]string{}}
+	cg := &Group{FD: -1, SpawnFD: -1, Path: v2, v1: map[string]string{}, how: map[string]string{}}
 	for _, p := range v1 {
 		// .../<controller>/<rel>/libbox/<id>
 		rest := strings.TrimPrefix(p, cgroupRoot+"/")
@@ -211,7 +289,8 @@ func Attach(v2 string, v1 []string) *Group {
 }
 
 // Join moves pid (all its threads) into the groups: the v1 groups, and
-// the v2 group unless pid was started in it (FD).
+// the v2 group unless pid was started in it (FD). The spawn group of
+// Limits.SpawnerPids is not joined here: its thread joins it (SpawnFD).
 func (cg *Group) Join(pid int) {
 	if cg.Path != "" {
 		if err := os.WriteFile(filepath.Join(cg.Path, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
@@ -286,11 +365,13 @@ func (cg *Group) OOMKills() (int, bool) {
 	return 0, false
 }
 
-// CloseFD closes FD once the first process started.
+// CloseFD closes FD and SpawnFD once the first process started.
 func (cg *Group) CloseFD() {
-	if cg.FD >= 0 {
-		unix.Close(cg.FD)
-		cg.FD = -1
+	for _, fd := range []*int{&cg.FD, &cg.SpawnFD} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
 	}
 }
 
@@ -302,11 +383,7 @@ func (cg *Group) Remove() {
 		dirs = append(dirs, cg.Path)
 	}
 	for _, d := range dirs {
-		for i := 0; i < 50; i++ {
-			err := os.Remove(d)
-			if err == nil || os.IsNotExist(err) || !errors.Is(err, unix.EBUSY) {
-				break
-			}
+		for i := 0; i < 50 && !removeGroup(d); i++ {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}

@@ -125,6 +125,7 @@ var attacks = map[string]func(arg string) (string, error){
 	"ptrace":      func(p string) (string, error) { return "", ptraceAttach(p) },
 	"sethostname": func(h string) (string, error) { return "", unix.Sethostname([]byte(h)) },
 	"threadbomb":  threadBomb,
+	"fill":        fill,
 	"alloc":       alloc,
 	"settimeofday": func(string) (string, error) {
 		tv := unix.Timeval{}
@@ -180,6 +181,35 @@ func threadBomb(string) (string, error) {
 	}
 	time.Sleep(time.Minute)
 	return "", fmt.Errorf("no thread limit reached")
+}
+
+// fill forks processes until the kernel refuses one (the box's pids
+// limit), says how many on stderr, then holds them until its process group
+// is killed. Unlike threadBomb it survives the refusal: the box stays at its
+// limit. The children are bare forks (no exec, which would cost more than
+// the fork): each only waits for a signal in raw system calls, touching
+// none of the Go runtime's state.
+func fill(string) (string, error) {
+	n := 0
+	for {
+		pid, _, errno := syscall.RawSyscall(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0)
+		if errno == syscall.EAGAIN {
+			break
+		}
+		if errno != 0 {
+			return "", errno
+		}
+		if pid == 0 {
+			for {
+				syscall.RawSyscall6(unix.SYS_PPOLL, 0, 0, 0, 0, 0, 0)
+			}
+		}
+		n++
+	}
+	fmt.Fprintf(os.Stderr, "filled: %d processes, then EAGAIN\n", n)
+	for {
+		unix.Pause()
+	}
 }
 
 // alloc touches the given number of MiB, one at a time, printing each.

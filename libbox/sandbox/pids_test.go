@@ -1,0 +1,157 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/internal/testutil"
+	"github.com/libbox/libbox/libbox"
+)
+
+// TestAgentServesAtPidsLimit: while the box's processes hold it at its
+// pids limit, the agent still makes the threads its requests need. Reads
+// of a FIFO nobody writes block one agent thread each in open(2); with the
+// agent outside the box's pids group (the spawn thread alone joins it) 64
+// of them at once must not kill it, as they killed an agent that shared
+// the box's budget and had reserved 48 threads at boot. An exec at the
+// limit fails with an error; once the holder is killed, execs work again.
+func TestAgentServesAtPidsLimit(t *testing.T) {
+	requireSandbox(t)
+	probeDir := buildProbe(t)
+	rt, err := libbox.Open(libbox.Options{Home: t.TempDir(), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	b, err := rt.Create(ctx(t, 60*time.Second), libbox.BoxOptions{Isolation: libbox.IsolationSandbox,
+		Volumes: []libbox.Volume{{HostPath: probeDir, BoxPath: "/probe", ReadOnly: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Remove(context.Background(), b.ID(), true) })
+	if err := b.Start(ctx(t, 60*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (libbox.Result, error) {
+		return b.Run(ctx(t, 60*time.Second), libbox.Command{Args: args})
+	}
+	if r, err := run("mkfifo", "/fifo"); err != nil || r.ExitCode != 0 {
+		t.Fatalf("mkfifo: %v %d %q", err, r.ExitCode, r.Stderr)
+	}
+	how := limitHow(b, "pids")
+	if !strings.Contains(how, "spawn thread") {
+		testutil.SkipOrFail(t, "the box's pids limit (%s) has no group the agent stays out of: run as root, or delegate a cgroup with the pids controller to this user", how)
+	}
+	const readers = 64
+	t.Logf("pids limit: %s", how)
+
+	t0 := time.Now()
+	filled := &lineWaiter{want: []byte("filled: "), seen: make(chan struct{})}
+	holder, err := b.Exec(ctx(t, 5*time.Minute), libbox.Command{Args: []string{"/probe/probe", "fill"}, Stderr: filled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-filled.seen:
+	case <-holder.Done():
+		st, err := holder.Wait(context.Background())
+		t.Fatalf("the holder ended before the limit: %+v %v %q", st, err, filled.text())
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the box did not reach its pids limit in 3 minutes")
+	}
+	t.Logf("holder: %s (%.1fs)", strings.TrimSpace(filled.text()), time.Since(t0).Seconds())
+
+	// At the limit: an exec fails (nothing can be forked), and does so
+	// with an error, not a hang.
+	if r, err := run("true"); err == nil {
+		t.Fatalf("an exec at the pids limit ran: exit %d", r.ExitCode)
+	} else {
+		t.Logf("exec at the limit: %v", err)
+	}
+	// The blocked reads, each on an agent thread of its own.
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := b.ReadFile(ctx(t, 3*time.Minute), "/fifo")
+			errs <- err
+		}()
+	}
+	time.Sleep(2 * time.Second) // let them all block in the agent
+	// The agent answers meanwhile.
+	ps, err := b.Processes(ctx(t, 30*time.Second))
+	if err != nil {
+		t.Fatalf("processes at the limit: %v", err)
+	}
+	if len(ps) == 0 {
+		t.Fatal("processes at the limit: none listed")
+	}
+	if _, err := b.ReadFile(ctx(t, 30*time.Second), "/etc/passwd"); err != nil {
+		t.Fatalf("read a file at the limit: %v", err)
+	}
+
+	t.Logf("answered at the limit (%.1fs)", time.Since(t0).Seconds())
+	holder.Cancel() // kills its process group: every sleep it started
+	if _, err := holder.Wait(ctx(t, 60*time.Second)); err == nil {
+		t.Log("holder exited cleanly after Cancel")
+	}
+	// Below the limit again: a writer wakes every blocked read (the FIFO
+	// is no regular file, so each read then fails as such).
+	var r libbox.Result
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		r, err = run("sh", "-c", ": > /fifo")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the killed processes are still being reaped
+	}
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("exec after the holder was killed: %v %d %q", err, r.ExitCode, r.Stderr)
+	}
+	t.Logf("below the limit (%.1fs)", time.Since(t0).Seconds())
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errdefs.IsFailedPrecondition(err) {
+			t.Fatalf("a blocked read ended with %v, want the FIFO's not-a-regular-file error", err)
+		}
+	}
+	if r, err := run("echo", "alive"); err != nil || string(r.Stdout) != "alive\n" {
+		t.Fatalf("box unusable after the limit: %q %v", r.Stdout, err)
+	}
+	if !b.Running() {
+		t.Fatal("the box stopped")
+	}
+}
+
+// lineWaiter is a Stderr that closes seen once want was written.
+type lineWaiter struct {
+	want []byte
+	seen chan struct{}
+	mu   sync.Mutex
+	buf  bytes.Buffer // guarded by mu
+	once sync.Once
+}
+
+func (w *lineWaiter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if bytes.Contains(w.buf.Bytes(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *lineWaiter) text() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
