@@ -45,6 +45,9 @@ type Box struct {
 	removed bool
 	// procs are the processes running through this Box. Guarded by mu.
 	procs map[*Process]struct{}
+	// noRun is the agent client whose agent predates the Run call (see
+	// startExec). Guarded by mu.
+	noRun agentpb.AgentClient
 
 	// boot times the stages of the last start; lastCPU is the previous
 	// Stats reading. Guarded by mu.

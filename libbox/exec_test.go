@@ -245,3 +245,72 @@ func TestVMExecControl(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// firstWrite is a writer that reports its first write.
+type firstWrite struct {
+	mu    sync.Mutex
+	buf   []byte
+	first chan struct{}
+}
+
+func (w *firstWrite) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) == 0 && len(b) > 0 {
+		close(w.first)
+	}
+	w.buf = append(w.buf, b...)
+	return len(b), nil
+}
+
+// Command.Batch: a short process comes back whole with its start (its pid
+// known, its output and exit delivered when Exec returns); a long one still
+// streams, its pid known when Exec returns too.
+func TestExecBatch(t *testing.T) {
+	rt := openRT(t, "")
+	b := startBox(t, rt, libbox.BoxOptions{AutoRemove: true})
+	ctx := ctxT(t, 2*time.Minute)
+
+	p, err := b.Exec(ctx, libbox.Command{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Batch: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("a process that ends within its batch time was still running when Exec returned")
+	}
+	st, err := p.Wait(ctx)
+	out, errOut := p.Output()
+	if err != nil || st.ExitCode != 3 || string(out) != "out\n" || string(errOut) != "err\n" || p.Pid() <= 0 {
+		t.Fatalf("batched: pid %d, %+v %v, %q %q", p.Pid(), st, err, out, errOut)
+	}
+
+	w := &firstWrite{first: make(chan struct{})}
+	p, err = b.Exec(ctx, libbox.Command{
+		Args:   []string{"sh", "-c", "echo first; while [ ! -e /tmp/batch-gate ]; do sleep 0.01; done; echo second"},
+		Batch:  50 * time.Millisecond,
+		Stdout: w,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Pid() <= 0 {
+		t.Fatalf("pid %d after Exec", p.Pid())
+	}
+	select {
+	case <-w.first: // streamed while the process waits for the gate
+	case <-p.Done():
+		t.Fatal("the process ended before its gate opened")
+	case <-ctx.Done():
+		t.Fatal("no output from a process that outlived its batch time")
+	}
+	sh(t, b, "touch /tmp/batch-gate")
+	if st, err := p.Wait(ctx); err != nil || st.ExitCode != 0 || string(w.buf) != "first\nsecond\n" {
+		t.Fatalf("streamed: %+v %v %q", st, err, w.buf)
+	}
+
+	if _, err := b.Exec(ctx, libbox.Command{Args: []string{"true"}, Batch: -time.Second}); !errors.Is(err, libbox.ErrInvalidArgument) {
+		t.Fatalf("negative batch: %v", err)
+	}
+}

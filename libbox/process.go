@@ -53,7 +53,22 @@ type Command struct {
 	// does: its Entrypoint followed by Args, or by its Cmd when Args is
 	// empty.
 	UseImageCmd bool
+
+	// Batch lets the box hold the process's start and first output for up
+	// to this long after the spawn, to report them together with its exit
+	// when it ends by then: one message for a short command instead of
+	// three or more. A longer process pays for it: Exec returns, and its
+	// first output arrives, up to Batch after the spawn. 0: each is
+	// reported as it happens. Run, whose caller sees nothing before the
+	// end, batches up to RunBatch when 0. No effect with Stdin or OpenStdin.
+	Batch time.Duration
 }
+
+// RunBatch is the Batch Run uses when the command sets none. It also bounds
+// how long a Run cancelled early waits for nothing: a cancel before the box
+// reported the start drops the exec's stream, and the box kills the process
+// group when it sees that, without a confirmation Run could wait for.
+const RunBatch = 50 * time.Millisecond
 
 // ExitStatus is how a process ended.
 type ExitStatus struct {
@@ -103,7 +118,8 @@ type Process struct {
 	pid    int
 	execID uint64 // the agent's name for this exec
 	client agentpb.AgentClient
-	stream agentpb.Agent_ExecClient
+	events *execEvents
+	stdin  agentpb.Agent_ExecClient // the Exec stream; nil on Run
 	cancel context.CancelFunc
 	tty    bool
 
@@ -120,6 +136,9 @@ type Process struct {
 
 	stdout, stderr io.Writer
 	outBuf, errBuf *bytes.Buffer // when collecting
+	// writeErr is the first error of stdout or stderr (then output is
+	// dropped). Used by the receiving goroutine only.
+	writeErr error
 
 	// oomBefore is the box's OOM kill count before the spawn, when oomKnown.
 	oomBefore int
@@ -143,8 +162,9 @@ type Process struct {
 
 // Exec starts a command in the running box and returns once it has been
 // spawned (or failed to spawn: a missing command is ErrNotFound, a bad
-// working dir or user ErrInvalidArgument). Cancelling ctx at any time
-// kills the process group in the box.
+// working dir or user ErrInvalidArgument); with Command.Batch, once it
+// ended or Batch after the spawn, whichever comes first. Cancelling ctx at
+// any time kills the process group in the box.
 func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	cmd, err := b.imageCommand(cmd)
 	if err != nil {
@@ -182,23 +202,19 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	if cmd.Timeout > 0 {
 		start.TimeoutMs = max(1, cmd.Timeout.Milliseconds())
 	}
+	if cmd.Batch < 0 {
+		return nil, errdefs.New(errdefs.InvalidArgument, "batch %s is negative", cmd.Batch)
+	}
+	if cmd.Batch > 0 && !start.Stdin {
+		start.HoldUs = max(1, cmd.Batch.Microseconds())
+	}
 	oomBefore, oomKnown := b.oomKills()
 	// The stream outlives ctx: once the process runs, cancelling ctx kills
 	// it through the agent and waits for its end (see kill).
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel) // until Started: abandon the spawn
 	defer stop()
-	stream, err := client.Exec(sctx, grpc.WaitForReady(false))
-	if err != nil {
-		cancel()
-		return nil, b.execError(ctx, err)
-	}
-	if err := stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil {
-		cancel()
-		_, rerr := stream.Recv()
-		return nil, b.execError(ctx, rerr)
-	}
-	ev, err := stream.Recv()
+	events, ev, err := b.startExec(sctx, client, start)
 	if err != nil {
 		cancel()
 		return nil, b.execError(ctx, err)
@@ -218,7 +234,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 		return nil, errdefs.New(errdefs.Internal, "agent protocol: expected started, got %v", ev)
 	}
 	p := &Process{
-		box: b, pid: int(started.Pid), execID: started.ExecId, client: client, stream: stream, cancel: cancel, tty: cmd.TTY,
+		box: b, pid: int(started.Pid), execID: started.ExecId, client: client, events: events, stdin: events.exec, cancel: cancel, tty: cmd.TTY,
 		oomBefore: oomBefore, oomKnown: oomKnown,
 		openStdin: cmd.OpenStdin && cmd.Stdin == nil,
 		stdout:    cmd.Stdout, stderr: cmd.Stderr,
@@ -232,6 +248,19 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	if p.stderr == nil {
 		p.errBuf = &bytes.Buffer{}
 		p.stderr = p.errBuf
+	}
+	// A short process's output and exit may have come with its start.
+	// Collected output cannot block: deliver it here, and when the exit
+	// was among it, the process is done without a goroutine of its own.
+	// (A caller's writer may block until Exec returns: it is only written
+	// from the receiving goroutine.)
+	for p.outBuf != nil && p.errBuf != nil && events.buffered() {
+		ev, err := events.Recv()
+		if err == nil && p.handle(ev) {
+			p.drain()
+			p.finish()
+			return p, nil
+		}
 	}
 	b.mu.Lock()
 	b.procs[p] = struct{}{}
@@ -248,6 +277,77 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	go p.receive(ctx)
 	return p, nil
 }
+
+// startExec sends start to the agent and returns the exec's events with
+// the first one read. An exec without stdin is one Run call (one message
+// each way for a short process); with stdin, or when the agent predates
+// Run (a box restored from a memory snapshot of an older libbox, or
+// started by one and reattached), it is an Exec stream. An agent without
+// Run says so before running anything, so the exec is then retried on
+// Exec, and every later exec on that connection uses Exec at once.
+func (b *Box) startExec(ctx context.Context, client agentpb.AgentClient, start *agentpb.ExecStart) (*execEvents, *agentpb.ExecEvent, error) {
+	if !start.Stdin && b.agentRuns(client) {
+		run, err := client.Run(ctx, start, grpc.WaitForReady(false))
+		if err != nil {
+			return nil, nil, err
+		}
+		events := &execEvents{run: run}
+		ev, err := events.Recv()
+		if !errdefs.IsUnsupported(err) {
+			return events, ev, err
+		}
+		b.mu.Lock()
+		b.noRun = client
+		b.mu.Unlock()
+	}
+	start.HoldUs = 0
+	stream, err := client.Exec(ctx, grpc.WaitForReady(false))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Start{Start: start}}); err != nil {
+		_, rerr := stream.Recv()
+		return nil, nil, rerr
+	}
+	events := &execEvents{exec: stream}
+	ev, err := events.Recv()
+	return events, ev, err
+}
+
+// agentRuns reports whether the agent behind client may serve Run.
+func (b *Box) agentRuns(client agentpb.AgentClient) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.noRun != client
+}
+
+// execEvents reads one exec's events one at a time: from an Exec stream
+// (one per message) or a Run stream (one or more per message).
+type execEvents struct {
+	exec agentpb.Agent_ExecClient // one of exec and run is set
+	run  agentpb.Agent_RunClient
+	// queued are the events of the last Run message not read yet.
+	queued []*agentpb.ExecEvent
+}
+
+func (s *execEvents) Recv() (*agentpb.ExecEvent, error) {
+	if s.exec != nil {
+		return s.exec.Recv()
+	}
+	for len(s.queued) == 0 {
+		m, err := s.run.Recv()
+		if err != nil {
+			return nil, err
+		}
+		s.queued = m.GetEvents()
+	}
+	ev := s.queued[0]
+	s.queued = s.queued[1:]
+	return ev, nil
+}
+
+// buffered reports whether events already received wait to be read.
+func (s *execEvents) buffered() bool { return len(s.queued) > 0 }
 
 // execError classifies a stream error for the box.
 func (b *Box) execError(ctx context.Context, err error) error {
@@ -300,9 +400,8 @@ func exitError(ex *agentpb.Exit) error {
 // receive delivers output in order and records the terminal event.
 func (p *Process) receive(ctx context.Context) {
 	defer p.finish()
-	var writeErr error
 	for {
-		ev, err := p.stream.Recv()
+		ev, err := p.events.Recv()
 		if err != nil {
 			p.cancelMu.Lock()
 			reason := p.cancelReason
@@ -323,50 +422,63 @@ func (p *Process) receive(ctx context.Context) {
 			p.status = ExitStatus{ExitCode: -1}
 			return
 		}
-		switch e := ev.Event.(type) {
-		case *agentpb.ExecEvent_Output:
-			w := p.stdout
-			if e.Output.Stream == agentpb.Output_STDERR {
-				w = p.stderr
+		if p.handle(ev) {
+			p.drain()
+			return
+		}
+	}
+}
+
+// handle delivers one event after Started; true once it was the exit,
+// whose status and error it recorded.
+func (p *Process) handle(ev *agentpb.ExecEvent) bool {
+	switch e := ev.Event.(type) {
+	case *agentpb.ExecEvent_Output:
+		w := p.stdout
+		if e.Output.Stream == agentpb.Output_STDERR {
+			w = p.stderr
+		}
+		if p.writeErr == nil {
+			if _, werr := w.Write(e.Output.Data); werr != nil {
+				p.writeErr = werr
 			}
-			if writeErr == nil {
-				if _, werr := w.Write(e.Output.Data); werr != nil {
-					writeErr = werr
-				}
+		}
+	case *agentpb.ExecEvent_Exit:
+		ex := e.Exit
+		p.trace.ExitReceived = time.Now()
+		p.trace.setAgent(ex.Times)
+		p.status = ExitStatus{ExitCode: int(ex.ExitCode), Signal: int(ex.Signal), Duration: time.Duration(ex.DurationUs) * time.Microsecond}
+		if ex.Status == agentpb.Exit_SIGNALED && ex.Signal == int32(syscall.SIGKILL) && p.oomKnown {
+			n, ok := p.box.oomKills()
+			p.status.OOMKilled = ok && n > p.oomBefore
+		}
+		switch ex.Status {
+		case agentpb.Exit_EXITED, agentpb.Exit_SIGNALED:
+			if p.writeErr != nil {
+				p.err = errdefs.Wrap(errdefs.Internal, p.writeErr, "write output of process %d", p.pid)
 			}
-		case *agentpb.ExecEvent_Exit:
-			ex := e.Exit
-			p.trace.ExitReceived = time.Now()
-			p.trace.setAgent(ex.Times)
-			p.status = ExitStatus{ExitCode: int(ex.ExitCode), Signal: int(ex.Signal), Duration: time.Duration(ex.DurationUs) * time.Microsecond}
-			if ex.Status == agentpb.Exit_SIGNALED && ex.Signal == int32(syscall.SIGKILL) && p.oomKnown {
-				n, ok := p.box.oomKills()
-				p.status.OOMKilled = ok && n > p.oomBefore
-			}
-			switch ex.Status {
-			case agentpb.Exit_EXITED, agentpb.Exit_SIGNALED:
-				if writeErr != nil {
-					p.err = errdefs.Wrap(errdefs.Internal, writeErr, "write output of process %d", p.pid)
-				}
-			case agentpb.Exit_CANCELED:
-				p.err = errdefs.New(errdefs.Canceled, "%s", ex.Error)
-			case agentpb.Exit_STOPPED:
-				p.status = ExitStatus{ExitCode: -1, Duration: p.status.Duration}
-				p.err = p.box.stoppedError(p.what())
-			default:
-				p.err = exitError(ex)
-			}
-			p.cancelMu.Lock()
-			if p.cancelReason != nil && ex.Status != agentpb.Exit_EXITED {
-				p.err = p.cancelReason
-			}
-			p.cancelMu.Unlock()
-			// The stream ends after the exit; drain it.
-			for {
-				if _, err := p.stream.Recv(); err != nil {
-					break
-				}
-			}
+		case agentpb.Exit_CANCELED:
+			p.err = errdefs.New(errdefs.Canceled, "%s", ex.Error)
+		case agentpb.Exit_STOPPED:
+			p.status = ExitStatus{ExitCode: -1, Duration: p.status.Duration}
+			p.err = p.box.stoppedError(p.what())
+		default:
+			p.err = exitError(ex)
+		}
+		p.cancelMu.Lock()
+		if p.cancelReason != nil && ex.Status != agentpb.Exit_EXITED {
+			p.err = p.cancelReason
+		}
+		p.cancelMu.Unlock()
+		return true
+	}
+	return false
+}
+
+// drain reads the stream to its end, which follows the exit.
+func (p *Process) drain() {
+	for {
+		if _, err := p.events.Recv(); err != nil {
 			return
 		}
 	}
@@ -430,7 +542,7 @@ func (p *Process) sendStdin(chunk []byte) error {
 	}
 	p.stdinSent += uint64(len(chunk))
 	p.stdinMu.Unlock()
-	if err := p.stream.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: chunk}}); err != nil {
+	if err := p.stdin.Send(&agentpb.ExecRequest{Msg: &agentpb.ExecRequest_Stdin{Stdin: chunk}}); err != nil {
 		return p.endedError("write stdin")
 	}
 	return nil
@@ -644,6 +756,9 @@ type Result struct {
 // Run executes cmd and waits for it, collecting its output.
 func (b *Box) Run(ctx context.Context, cmd Command) (Result, error) {
 	cmd.Stdout, cmd.Stderr = nil, nil
+	if cmd.Batch == 0 {
+		cmd.Batch = RunBatch
+	}
 	p, err := b.Exec(ctx, cmd)
 	if err != nil {
 		return Result{ExitStatus: ExitStatus{ExitCode: -1}}, err

@@ -30,16 +30,34 @@ const (
 	firstChunk = 4 << 10
 )
 
-// execStream is the server side of one Exec.
-type execStream interface {
-	Send(*agentpb.ExecEvent) error
+// stdinStream is where an Exec's stdin comes from: the client's side of
+// its stream.
+type stdinStream interface {
 	Recv() (*agentpb.ExecRequest, error)
-	Context() context.Context
 }
 
 // Exec runs one process (see agent.proto).
 func (a *Agent) Exec(stream agentpb.Agent_ExecServer) error {
-	return a.exec(stream)
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	received := time.Now()
+	start := first.GetStart()
+	if start == nil {
+		return errdefs.New(errdefs.InvalidArgument, "the first Exec message must be a start")
+	}
+	return a.exec(stream.Context(), start, received, &events{one: stream.Send}, stream)
+}
+
+// Run runs one process whose stdin is /dev/null, its events packed into
+// as few messages as it allows (see agent.proto).
+func (a *Agent) Run(start *agentpb.ExecStart, stream agentpb.Agent_RunServer) error {
+	received := time.Now()
+	if start.GetStdin() {
+		return errdefs.New(errdefs.InvalidArgument, "Run takes no stdin: use Exec to feed a process's input")
+	}
+	return a.exec(stream.Context(), start, received, &events{batch: stream.Send}, nil)
 }
 
 // proc is one process being run for an Exec.
@@ -49,8 +67,8 @@ type proc struct {
 	tty     *os.File // master, when tty
 	stdinW  *os.File // nil when stdin is /dev/null
 	outputs []*os.File
-	sendMu  sync.Mutex
-	stream  execStream
+	out     *events
+	in      stdinStream // nil for Run
 	exited  atomic.Bool // set once the exit is known (output drains)
 	started time.Time
 	// firstOutput is when the first output chunk was read (unix ns; 0: none).
@@ -108,12 +126,6 @@ func (t *execTable) get(id uint64) (*proc, error) {
 	return nil, errdefs.New(errdefs.NotFound, "exec %d is not running (it ended, or never started)", id)
 }
 
-func (p *proc) send(ev *agentpb.ExecEvent) error {
-	p.sendMu.Lock()
-	defer p.sendMu.Unlock()
-	return p.stream.Send(ev)
-}
-
 func exitEvent(ex *agentpb.Exit) *agentpb.ExecEvent {
 	return &agentpb.ExecEvent{Event: &agentpb.ExecEvent_Exit{Exit: ex}}
 }
@@ -129,25 +141,16 @@ func spawnFailed(err error) *agentpb.ExecEvent {
 	})
 }
 
-func (a *Agent) exec(stream execStream) error {
-	first, err := stream.Recv()
-	if err != nil {
-		return err
-	}
-	received := time.Now()
-	start := first.GetStart()
-	if start == nil {
-		return errdefs.New(errdefs.InvalidArgument, "the first Exec message must be a start")
-	}
-	ctx := stream.Context()
+// exec runs start, its events going out, its stdin (if any) coming from in.
+func (a *Agent) exec(ctx context.Context, start *agentpb.ExecStart, received time.Time, out *events, in stdinStream) error {
 	if a.stoppingSince() != 0 {
 		return errdefs.New(errdefs.Unavailable, "the box is stopping: no new processes")
 	}
 	p, req, closeChild, err := a.prepare(start)
 	if err != nil {
-		return stream.Send(spawnFailed(err))
+		return out.last(spawnFailed(err))
 	}
-	p.stream = stream
+	p.out, p.in = out, in
 	times := &spawner.Times{}
 	req.Times = times
 	p.started = time.Now()
@@ -158,7 +161,7 @@ func (a *Agent) exec(stream execStream) error {
 		if ctx.Err() != nil {
 			return errdefs.Wrap(errdefs.Canceled, ctx.Err(), "exec canceled before spawn")
 		}
-		return stream.Send(spawnFailed(spawnError(req, err)))
+		return out.last(spawnFailed(spawnError(req, err)))
 	}
 	defer a.trim.execEnded()
 	p.pid = pid
@@ -169,7 +172,15 @@ func (a *Agent) exec(stream execStream) error {
 		// Shutdown began while this spawned; its kill may have missed it.
 		_ = spawner.KillGroup(pid, syscall.SIGKILL)
 	}
-	if err := p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Started{Started: &agentpb.Started{Pid: int32(pid), ExecId: p.id}}}); err != nil {
+	var holdEnd *time.Timer
+	if hold := time.Duration(start.GetHoldUs()) * time.Microsecond; hold > 0 {
+		// Started and output wait for the exit, at most this long (the
+		// wait began at the spawn).
+		out.hold()
+		holdEnd = time.AfterFunc(hold-time.Since(times.Spawned), func() { _ = out.release() })
+		defer holdEnd.Stop()
+	}
+	if err := out.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Started{Started: &agentpb.Started{Pid: int32(pid), ExecId: p.id}}}); err != nil {
 		// The client is gone: the process must not outlive it.
 		_ = spawner.KillGroup(pid, syscall.SIGKILL)
 	}
@@ -197,11 +208,13 @@ func (a *Agent) exec(stream execStream) error {
 		close(p.stdinDone)
 	}
 	// Stdin reader: owned by the agent (it ends when the stream does).
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		p.readStdin()
-	}()
+	if in != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			p.readStdin()
+		}()
+	}
 
 	var timeout <-chan time.Time
 	if start.GetTimeoutMs() > 0 {
@@ -231,6 +244,11 @@ func (a *Agent) exec(stream execStream) error {
 	if !start.GetKeepBackground() {
 		_ = spawner.KillGroup(pid, syscall.SIGKILL)
 	}
+	// Output drained from now on goes with the exit (Run).
+	if holdEnd != nil {
+		holdEnd.Stop()
+	}
+	out.hold()
 	// Stop reading once the pipes run dry (see pump).
 	p.exited.Store(true)
 	for _, f := range p.outputs {
@@ -282,7 +300,7 @@ func (a *Agent) exec(stream execStream) error {
 		return nil // nobody to tell
 	}
 	res.Times.ExitSent = time.Now().UnixNano()
-	return p.send(exitEvent(res))
+	return out.last(exitEvent(res))
 }
 
 // pump copies one output to the stream until EOF, or until the process has
@@ -295,7 +313,7 @@ func (p *proc) pump(f *os.File, s agentpb.Output_Stream) {
 		}
 		data := make([]byte, n)
 		copy(data, buf[:n])
-		return p.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Output{Output: &agentpb.Output{Stream: s, Data: data}}}) == nil
+		return p.out.send(&agentpb.ExecEvent{Event: &agentpb.ExecEvent_Output{Output: &agentpb.Output{Stream: s, Data: data}}}) == nil
 	}
 	for {
 		if p.exited.Load() {
@@ -369,7 +387,7 @@ func (p *proc) sendDiscard(f *os.File, buf []byte) {
 func (p *proc) readStdin() {
 	var received uint64
 	for {
-		msg, err := p.stream.Recv()
+		msg, err := p.in.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				p.closeStdinAfter(received)

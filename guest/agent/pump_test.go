@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"sync"
 	"testing"
@@ -22,8 +21,6 @@ func (c *captureStream) Send(ev *agentpb.ExecEvent) error {
 	c.out.Write(ev.GetOutput().GetData())
 	return nil
 }
-func (c *captureStream) Recv() (*agentpb.ExecRequest, error) { select {} }
-func (c *captureStream) Context() context.Context            { return context.Background() }
 
 // TestPumpKeepsOutputWhenTheDeadlineWinsTheRace: on a busy machine the
 // drain deadline can fire before the poller noticed data written before the
@@ -45,7 +42,7 @@ func TestPumpKeepsOutputWhenTheDeadlineWinsTheRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs := &captureStream{}
-	p := &proc{stream: cs}
+	p := &proc{out: &events{one: cs.Send}}
 	p.pump(r, agentpb.Output_STDOUT)
 	if got := cs.out.Bytes(); !bytes.Equal(got, want) {
 		t.Fatalf("pump delivered %d of %d bytes", len(got), len(want))

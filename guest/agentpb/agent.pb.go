@@ -72,7 +72,7 @@ func (x Output_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Output_Stream.Descriptor instead.
 func (Output_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15, 0}
+	return file_agent_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type Exit_Status int32
@@ -133,7 +133,7 @@ func (x Exit_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Exit_Status.Descriptor instead.
 func (Exit_Status) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16, 0}
+	return file_agent_proto_rawDescGZIP(), []int{17, 0}
 }
 
 // Why a SPAWN_FAILED exec never ran; SPAWN_REASON_UNSPECIFIED for every
@@ -190,7 +190,7 @@ func (x Exit_SpawnReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Exit_SpawnReason.Descriptor instead.
 func (Exit_SpawnReason) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16, 1}
+	return file_agent_proto_rawDescGZIP(), []int{17, 1}
 }
 
 type FileInfo_Type int32
@@ -242,7 +242,7 @@ func (x FileInfo_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FileInfo_Type.Descriptor instead.
 func (FileInfo_Type) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29, 0}
+	return file_agent_proto_rawDescGZIP(), []int{30, 0}
 }
 
 type WatchEvent_Type int32
@@ -303,7 +303,7 @@ func (x WatchEvent_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchEvent_Type.Descriptor instead.
 func (WatchEvent_Type) EnumDescriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40, 0}
+	return file_agent_proto_rawDescGZIP(), []int{41, 0}
 }
 
 type PingRequest struct {
@@ -987,8 +987,15 @@ type ExecStart struct {
 	TimeoutMs      int64                  `protobuf:"varint,7,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`                // 0: none. On expiry the process group is killed.
 	Stdin          bool                   `protobuf:"varint,8,opt,name=stdin,proto3" json:"stdin,omitempty"`                                         // false: stdin is /dev/null
 	KeepBackground bool                   `protobuf:"varint,9,opt,name=keep_background,json=keepBackground,proto3" json:"keep_background,omitempty"` // false: the process group is killed when the process exits
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Run only: how long after the spawn (µs) the agent may hold Started and
+	// output, to send them in the Exit's message when the process ends by
+	// then. Held output is sent as soon as it fills a chunk (32 KiB), and
+	// all that is held when the time is up; what follows streams as usual.
+	// 0: every event is sent as it happens (output read after the exit
+	// still travels with the Exit).
+	HoldUs        int64 `protobuf:"varint,10,opt,name=hold_us,json=holdUs,proto3" json:"hold_us,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecStart) Reset() {
@@ -1082,6 +1089,13 @@ func (x *ExecStart) GetKeepBackground() bool {
 		return x.KeepBackground
 	}
 	return false
+}
+
+func (x *ExecStart) GetHoldUs() int64 {
+	if x != nil {
+		return x.HoldUs
+	}
+	return 0
 }
 
 type ExecEvent struct {
@@ -1182,6 +1196,51 @@ func (*ExecEvent_Output) isExecEvent_Event() {}
 
 func (*ExecEvent_Exit) isExecEvent_Event() {}
 
+// ExecEvents are events of one Run, in order, sent in one message.
+type ExecEvents struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*ExecEvent           `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecEvents) Reset() {
+	*x = ExecEvents{}
+	mi := &file_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecEvents) ProtoMessage() {}
+
+func (x *ExecEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecEvents.ProtoReflect.Descriptor instead.
+func (*ExecEvents) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ExecEvents) GetEvents() []*ExecEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 type Started struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Pid   int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -1193,7 +1252,7 @@ type Started struct {
 
 func (x *Started) Reset() {
 	*x = Started{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1264,7 @@ func (x *Started) String() string {
 func (*Started) ProtoMessage() {}
 
 func (x *Started) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1277,7 @@ func (x *Started) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Started.ProtoReflect.Descriptor instead.
 func (*Started) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Started) GetPid() int32 {
@@ -1245,7 +1304,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1316,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1329,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Output) GetStream() Output_Stream {
@@ -1306,7 +1365,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1377,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1390,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Exit) GetStatus() Exit_Status {
@@ -1405,7 +1464,7 @@ type ExecTimes struct {
 
 func (x *ExecTimes) Reset() {
 	*x = ExecTimes{}
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1476,7 @@ func (x *ExecTimes) String() string {
 func (*ExecTimes) ProtoMessage() {}
 
 func (x *ExecTimes) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[17]
+	mi := &file_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1489,7 @@ func (x *ExecTimes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecTimes.ProtoReflect.Descriptor instead.
 func (*ExecTimes) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecTimes) GetReceived() int64 {
@@ -1493,7 +1552,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1564,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[18]
+	mi := &file_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1577,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UploadRequest) GetDir() string {
@@ -1559,7 +1618,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1630,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[19]
+	mi := &file_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1643,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UploadResponse) GetBytes() int64 {
@@ -1610,7 +1669,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1681,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[20]
+	mi := &file_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1694,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DownloadRequest) GetPath() string {
@@ -1654,7 +1713,7 @@ type DownloadChunk struct {
 
 func (x *DownloadChunk) Reset() {
 	*x = DownloadChunk{}
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1725,7 @@ func (x *DownloadChunk) String() string {
 func (*DownloadChunk) ProtoMessage() {}
 
 func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[21]
+	mi := &file_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1738,7 @@ func (x *DownloadChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunk.ProtoReflect.Descriptor instead.
 func (*DownloadChunk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DownloadChunk) GetTar() []byte {
@@ -1702,7 +1761,7 @@ type MountRequest struct {
 
 func (x *MountRequest) Reset() {
 	*x = MountRequest{}
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1773,7 @@ func (x *MountRequest) String() string {
 func (*MountRequest) ProtoMessage() {}
 
 func (x *MountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[22]
+	mi := &file_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1786,7 @@ func (x *MountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountRequest.ProtoReflect.Descriptor instead.
 func (*MountRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MountRequest) GetSource() string {
@@ -1773,7 +1832,7 @@ type MountResponse struct {
 
 func (x *MountResponse) Reset() {
 	*x = MountResponse{}
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1844,7 @@ func (x *MountResponse) String() string {
 func (*MountResponse) ProtoMessage() {}
 
 func (x *MountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[23]
+	mi := &file_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1857,7 @@ func (x *MountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountResponse.ProtoReflect.Descriptor instead.
 func (*MountResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_proto_rawDescGZIP(), []int{24}
 }
 
 type ReadFileRequest struct {
@@ -1812,7 +1871,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1883,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[24]
+	mi := &file_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1896,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadFileRequest) GetPath() string {
@@ -1870,7 +1929,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +1941,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[25]
+	mi := &file_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +1954,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FileChunk) GetData() []byte {
@@ -1918,7 +1977,7 @@ type WriteFileHeader struct {
 
 func (x *WriteFileHeader) Reset() {
 	*x = WriteFileHeader{}
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +1989,7 @@ func (x *WriteFileHeader) String() string {
 func (*WriteFileHeader) ProtoMessage() {}
 
 func (x *WriteFileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[26]
+	mi := &file_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2002,7 @@ func (x *WriteFileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileHeader.ProtoReflect.Descriptor instead.
 func (*WriteFileHeader) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WriteFileHeader) GetPath() string {
@@ -1991,7 +2050,7 @@ type WriteFileRequest struct {
 
 func (x *WriteFileRequest) Reset() {
 	*x = WriteFileRequest{}
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2062,7 @@ func (x *WriteFileRequest) String() string {
 func (*WriteFileRequest) ProtoMessage() {}
 
 func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[27]
+	mi := &file_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2075,7 @@ func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
 func (*WriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WriteFileRequest) GetHeader() *WriteFileHeader {
@@ -2043,7 +2102,7 @@ type WriteFileResponse struct {
 
 func (x *WriteFileResponse) Reset() {
 	*x = WriteFileResponse{}
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2114,7 @@ func (x *WriteFileResponse) String() string {
 func (*WriteFileResponse) ProtoMessage() {}
 
 func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[28]
+	mi := &file_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2127,7 @@ func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
 func (*WriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WriteFileResponse) GetBytes() int64 {
@@ -2102,7 +2161,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2173,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[29]
+	mi := &file_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2186,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FileInfo) GetName() string {
@@ -2203,7 +2262,7 @@ type ListDirRequest struct {
 
 func (x *ListDirRequest) Reset() {
 	*x = ListDirRequest{}
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2274,7 @@ func (x *ListDirRequest) String() string {
 func (*ListDirRequest) ProtoMessage() {}
 
 func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[30]
+	mi := &file_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2287,7 @@ func (x *ListDirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirRequest.ProtoReflect.Descriptor instead.
 func (*ListDirRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListDirRequest) GetPath() string {
@@ -2254,7 +2313,7 @@ type ListDirResponse struct {
 
 func (x *ListDirResponse) Reset() {
 	*x = ListDirResponse{}
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2325,7 @@ func (x *ListDirResponse) String() string {
 func (*ListDirResponse) ProtoMessage() {}
 
 func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[31]
+	mi := &file_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2338,7 @@ func (x *ListDirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDirResponse.ProtoReflect.Descriptor instead.
 func (*ListDirResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListDirResponse) GetEntries() []*FileInfo {
@@ -2298,7 +2357,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2369,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[32]
+	mi := &file_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2382,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StatRequest) GetPath() string {
@@ -2345,7 +2404,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2416,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[33]
+	mi := &file_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2429,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MkdirRequest) GetPath() string {
@@ -2409,7 +2468,7 @@ type MkdirResponse struct {
 
 func (x *MkdirResponse) Reset() {
 	*x = MkdirResponse{}
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2421,7 +2480,7 @@ func (x *MkdirResponse) String() string {
 func (*MkdirResponse) ProtoMessage() {}
 
 func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[34]
+	mi := &file_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2434,7 +2493,7 @@ func (x *MkdirResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirResponse.ProtoReflect.Descriptor instead.
 func (*MkdirResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_proto_rawDescGZIP(), []int{35}
 }
 
 type RemoveRequest struct {
@@ -2447,7 +2506,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2518,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[35]
+	mi := &file_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2531,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveRequest) GetPath() string {
@@ -2497,7 +2556,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2568,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[36]
+	mi := &file_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2581,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_proto_rawDescGZIP(), []int{37}
 }
 
 type RenameRequest struct {
@@ -2535,7 +2594,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2547,7 +2606,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[37]
+	mi := &file_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2560,7 +2619,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RenameRequest) GetSrc() string {
@@ -2585,7 +2644,7 @@ type RenameResponse struct {
 
 func (x *RenameResponse) Reset() {
 	*x = RenameResponse{}
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2656,7 @@ func (x *RenameResponse) String() string {
 func (*RenameResponse) ProtoMessage() {}
 
 func (x *RenameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[38]
+	mi := &file_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2669,7 @@ func (x *RenameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameResponse.ProtoReflect.Descriptor instead.
 func (*RenameResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_proto_rawDescGZIP(), []int{39}
 }
 
 type WatchRequest struct {
@@ -2623,7 +2682,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2694,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[39]
+	mi := &file_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2707,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchRequest) GetPath() string {
@@ -2676,7 +2735,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2747,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[40]
+	mi := &file_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2760,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WatchEvent) GetType() WatchEvent_Type {
@@ -2733,7 +2792,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +2804,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[41]
+	mi := &file_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +2817,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_proto_rawDescGZIP(), []int{42}
 }
 
 type StatsResponse struct {
@@ -2778,7 +2837,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2790,7 +2849,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[42]
+	mi := &file_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2803,7 +2862,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StatsResponse) GetMemTotalBytes() uint64 {
@@ -2877,7 +2936,7 @@ type ProcessesRequest struct {
 
 func (x *ProcessesRequest) Reset() {
 	*x = ProcessesRequest{}
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +2948,7 @@ func (x *ProcessesRequest) String() string {
 func (*ProcessesRequest) ProtoMessage() {}
 
 func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[43]
+	mi := &file_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +2961,7 @@ func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{43}
+	return file_agent_proto_rawDescGZIP(), []int{44}
 }
 
 type ProcessInfo struct {
@@ -2919,7 +2978,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_agent_proto_msgTypes[44]
+	mi := &file_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +2990,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[44]
+	mi := &file_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3003,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{44}
+	return file_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ProcessInfo) GetPid() int32 {
@@ -2998,7 +3057,7 @@ type ProcessesResponse struct {
 
 func (x *ProcessesResponse) Reset() {
 	*x = ProcessesResponse{}
-	mi := &file_agent_proto_msgTypes[45]
+	mi := &file_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3069,7 @@ func (x *ProcessesResponse) String() string {
 func (*ProcessesResponse) ProtoMessage() {}
 
 func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[45]
+	mi := &file_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3082,7 @@ func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{45}
+	return file_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProcessesResponse) GetProcesses() []*ProcessInfo {
@@ -3043,7 +3102,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_agent_proto_msgTypes[46]
+	mi := &file_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3055,7 +3114,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[46]
+	mi := &file_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3068,7 +3127,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{46}
+	return file_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *KillRequest) GetPid() int32 {
@@ -3093,7 +3152,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_agent_proto_msgTypes[47]
+	mi := &file_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3105,7 +3164,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[47]
+	mi := &file_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3118,7 +3177,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{47}
+	return file_agent_proto_rawDescGZIP(), []int{48}
 }
 
 type IdentifyRequest struct {
@@ -3133,7 +3192,7 @@ type IdentifyRequest struct {
 
 func (x *IdentifyRequest) Reset() {
 	*x = IdentifyRequest{}
-	mi := &file_agent_proto_msgTypes[48]
+	mi := &file_agent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3204,7 @@ func (x *IdentifyRequest) String() string {
 func (*IdentifyRequest) ProtoMessage() {}
 
 func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[48]
+	mi := &file_agent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3217,7 @@ func (x *IdentifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyRequest.ProtoReflect.Descriptor instead.
 func (*IdentifyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{48}
+	return file_agent_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *IdentifyRequest) GetSeed() []byte {
@@ -3198,7 +3257,7 @@ type IdentifyResponse struct {
 
 func (x *IdentifyResponse) Reset() {
 	*x = IdentifyResponse{}
-	mi := &file_agent_proto_msgTypes[49]
+	mi := &file_agent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3210,7 +3269,7 @@ func (x *IdentifyResponse) String() string {
 func (*IdentifyResponse) ProtoMessage() {}
 
 func (x *IdentifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[49]
+	mi := &file_agent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3223,7 +3282,7 @@ func (x *IdentifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentifyResponse.ProtoReflect.Descriptor instead.
 func (*IdentifyResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{49}
+	return file_agent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *IdentifyResponse) GetClockStepNanos() int64 {
@@ -3281,7 +3340,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x0fControlResponse\"1\n" +
 	"\aTtySize\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
-	"\x04cols\x18\x02 \x01(\rR\x04cols\"\xfc\x01\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"\x95\x02\n" +
 	"\tExecStart\x12\x12\n" +
 	"\x04args\x18\x01 \x03(\tR\x04args\x12\x10\n" +
 	"\x03env\x18\x02 \x03(\tR\x03env\x12\x10\n" +
@@ -3292,12 +3351,17 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\x12\x14\n" +
 	"\x05stdin\x18\b \x01(\bR\x05stdin\x12'\n" +
-	"\x0fkeep_background\x18\t \x01(\bR\x0ekeepBackground\"\xaa\x01\n" +
+	"\x0fkeep_background\x18\t \x01(\bR\x0ekeepBackground\x12\x17\n" +
+	"\ahold_us\x18\n" +
+	" \x01(\x03R\x06holdUs\"\xaa\x01\n" +
 	"\tExecEvent\x124\n" +
 	"\astarted\x18\x01 \x01(\v2\x18.libbox.agent.v1.StartedH\x00R\astarted\x121\n" +
 	"\x06output\x18\x02 \x01(\v2\x17.libbox.agent.v1.OutputH\x00R\x06output\x12+\n" +
 	"\x04exit\x18\x03 \x01(\v2\x15.libbox.agent.v1.ExitH\x00R\x04exitB\a\n" +
-	"\x05event\"4\n" +
+	"\x05event\"@\n" +
+	"\n" +
+	"ExecEvents\x122\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.libbox.agent.v1.ExecEventR\x06events\"4\n" +
 	"\aStarted\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\x04R\x06execId\"v\n" +
@@ -3469,12 +3533,13 @@ const file_agent_proto_rawDesc = "" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x15\n" +
 	"\x06box_id\x18\x04 \x01(\tR\x05boxId\"<\n" +
 	"\x10IdentifyResponse\x12(\n" +
-	"\x10clock_step_nanos\x18\x01 \x01(\x03R\x0eclockStepNanos2\x81\r\n" +
+	"\x10clock_step_nanos\x18\x01 \x01(\x03R\x0eclockStepNanos2\xc3\r\n" +
 	"\x05Agent\x12C\n" +
 	"\x04Ping\x12\x1c.libbox.agent.v1.PingRequest\x1a\x1d.libbox.agent.v1.PingResponse\x12C\n" +
 	"\x04Info\x12\x1c.libbox.agent.v1.InfoRequest\x1a\x1d.libbox.agent.v1.InfoResponse\x12O\n" +
 	"\bShutdown\x12 .libbox.agent.v1.ShutdownRequest\x1a!.libbox.agent.v1.ShutdownResponse\x12D\n" +
-	"\x04Exec\x12\x1c.libbox.agent.v1.ExecRequest\x1a\x1a.libbox.agent.v1.ExecEvent(\x010\x01\x12J\n" +
+	"\x04Exec\x12\x1c.libbox.agent.v1.ExecRequest\x1a\x1a.libbox.agent.v1.ExecEvent(\x010\x01\x12@\n" +
+	"\x03Run\x12\x1a.libbox.agent.v1.ExecStart\x1a\x1b.libbox.agent.v1.ExecEvents0\x01\x12J\n" +
 	"\x06Signal\x12\x1e.libbox.agent.v1.SignalRequest\x1a .libbox.agent.v1.ControlResponse\x12J\n" +
 	"\x06Resize\x12\x1e.libbox.agent.v1.ResizeRequest\x1a .libbox.agent.v1.ControlResponse\x12R\n" +
 	"\n" +
@@ -3508,7 +3573,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_agent_proto_goTypes = []any{
 	(Output_Stream)(0),        // 0: libbox.agent.v1.Output.Stream
 	(Exit_Status)(0),          // 1: libbox.agent.v1.Exit.Status
@@ -3529,110 +3594,114 @@ var file_agent_proto_goTypes = []any{
 	(*TtySize)(nil),           // 16: libbox.agent.v1.TtySize
 	(*ExecStart)(nil),         // 17: libbox.agent.v1.ExecStart
 	(*ExecEvent)(nil),         // 18: libbox.agent.v1.ExecEvent
-	(*Started)(nil),           // 19: libbox.agent.v1.Started
-	(*Output)(nil),            // 20: libbox.agent.v1.Output
-	(*Exit)(nil),              // 21: libbox.agent.v1.Exit
-	(*ExecTimes)(nil),         // 22: libbox.agent.v1.ExecTimes
-	(*UploadRequest)(nil),     // 23: libbox.agent.v1.UploadRequest
-	(*UploadResponse)(nil),    // 24: libbox.agent.v1.UploadResponse
-	(*DownloadRequest)(nil),   // 25: libbox.agent.v1.DownloadRequest
-	(*DownloadChunk)(nil),     // 26: libbox.agent.v1.DownloadChunk
-	(*MountRequest)(nil),      // 27: libbox.agent.v1.MountRequest
-	(*MountResponse)(nil),     // 28: libbox.agent.v1.MountResponse
-	(*ReadFileRequest)(nil),   // 29: libbox.agent.v1.ReadFileRequest
-	(*FileChunk)(nil),         // 30: libbox.agent.v1.FileChunk
-	(*WriteFileHeader)(nil),   // 31: libbox.agent.v1.WriteFileHeader
-	(*WriteFileRequest)(nil),  // 32: libbox.agent.v1.WriteFileRequest
-	(*WriteFileResponse)(nil), // 33: libbox.agent.v1.WriteFileResponse
-	(*FileInfo)(nil),          // 34: libbox.agent.v1.FileInfo
-	(*ListDirRequest)(nil),    // 35: libbox.agent.v1.ListDirRequest
-	(*ListDirResponse)(nil),   // 36: libbox.agent.v1.ListDirResponse
-	(*StatRequest)(nil),       // 37: libbox.agent.v1.StatRequest
-	(*MkdirRequest)(nil),      // 38: libbox.agent.v1.MkdirRequest
-	(*MkdirResponse)(nil),     // 39: libbox.agent.v1.MkdirResponse
-	(*RemoveRequest)(nil),     // 40: libbox.agent.v1.RemoveRequest
-	(*RemoveResponse)(nil),    // 41: libbox.agent.v1.RemoveResponse
-	(*RenameRequest)(nil),     // 42: libbox.agent.v1.RenameRequest
-	(*RenameResponse)(nil),    // 43: libbox.agent.v1.RenameResponse
-	(*WatchRequest)(nil),      // 44: libbox.agent.v1.WatchRequest
-	(*WatchEvent)(nil),        // 45: libbox.agent.v1.WatchEvent
-	(*StatsRequest)(nil),      // 46: libbox.agent.v1.StatsRequest
-	(*StatsResponse)(nil),     // 47: libbox.agent.v1.StatsResponse
-	(*ProcessesRequest)(nil),  // 48: libbox.agent.v1.ProcessesRequest
-	(*ProcessInfo)(nil),       // 49: libbox.agent.v1.ProcessInfo
-	(*ProcessesResponse)(nil), // 50: libbox.agent.v1.ProcessesResponse
-	(*KillRequest)(nil),       // 51: libbox.agent.v1.KillRequest
-	(*KillResponse)(nil),      // 52: libbox.agent.v1.KillResponse
-	(*IdentifyRequest)(nil),   // 53: libbox.agent.v1.IdentifyRequest
-	(*IdentifyResponse)(nil),  // 54: libbox.agent.v1.IdentifyResponse
-	nil,                       // 55: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	(*ExecEvents)(nil),        // 19: libbox.agent.v1.ExecEvents
+	(*Started)(nil),           // 20: libbox.agent.v1.Started
+	(*Output)(nil),            // 21: libbox.agent.v1.Output
+	(*Exit)(nil),              // 22: libbox.agent.v1.Exit
+	(*ExecTimes)(nil),         // 23: libbox.agent.v1.ExecTimes
+	(*UploadRequest)(nil),     // 24: libbox.agent.v1.UploadRequest
+	(*UploadResponse)(nil),    // 25: libbox.agent.v1.UploadResponse
+	(*DownloadRequest)(nil),   // 26: libbox.agent.v1.DownloadRequest
+	(*DownloadChunk)(nil),     // 27: libbox.agent.v1.DownloadChunk
+	(*MountRequest)(nil),      // 28: libbox.agent.v1.MountRequest
+	(*MountResponse)(nil),     // 29: libbox.agent.v1.MountResponse
+	(*ReadFileRequest)(nil),   // 30: libbox.agent.v1.ReadFileRequest
+	(*FileChunk)(nil),         // 31: libbox.agent.v1.FileChunk
+	(*WriteFileHeader)(nil),   // 32: libbox.agent.v1.WriteFileHeader
+	(*WriteFileRequest)(nil),  // 33: libbox.agent.v1.WriteFileRequest
+	(*WriteFileResponse)(nil), // 34: libbox.agent.v1.WriteFileResponse
+	(*FileInfo)(nil),          // 35: libbox.agent.v1.FileInfo
+	(*ListDirRequest)(nil),    // 36: libbox.agent.v1.ListDirRequest
+	(*ListDirResponse)(nil),   // 37: libbox.agent.v1.ListDirResponse
+	(*StatRequest)(nil),       // 38: libbox.agent.v1.StatRequest
+	(*MkdirRequest)(nil),      // 39: libbox.agent.v1.MkdirRequest
+	(*MkdirResponse)(nil),     // 40: libbox.agent.v1.MkdirResponse
+	(*RemoveRequest)(nil),     // 41: libbox.agent.v1.RemoveRequest
+	(*RemoveResponse)(nil),    // 42: libbox.agent.v1.RemoveResponse
+	(*RenameRequest)(nil),     // 43: libbox.agent.v1.RenameRequest
+	(*RenameResponse)(nil),    // 44: libbox.agent.v1.RenameResponse
+	(*WatchRequest)(nil),      // 45: libbox.agent.v1.WatchRequest
+	(*WatchEvent)(nil),        // 46: libbox.agent.v1.WatchEvent
+	(*StatsRequest)(nil),      // 47: libbox.agent.v1.StatsRequest
+	(*StatsResponse)(nil),     // 48: libbox.agent.v1.StatsResponse
+	(*ProcessesRequest)(nil),  // 49: libbox.agent.v1.ProcessesRequest
+	(*ProcessInfo)(nil),       // 50: libbox.agent.v1.ProcessInfo
+	(*ProcessesResponse)(nil), // 51: libbox.agent.v1.ProcessesResponse
+	(*KillRequest)(nil),       // 52: libbox.agent.v1.KillRequest
+	(*KillResponse)(nil),      // 53: libbox.agent.v1.KillResponse
+	(*IdentifyRequest)(nil),   // 54: libbox.agent.v1.IdentifyRequest
+	(*IdentifyResponse)(nil),  // 55: libbox.agent.v1.IdentifyResponse
+	nil,                       // 56: libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	55, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
+	56, // 0: libbox.agent.v1.InfoResponse.boot_unix_nanos:type_name -> libbox.agent.v1.InfoResponse.BootUnixNanosEntry
 	17, // 1: libbox.agent.v1.ExecRequest.start:type_name -> libbox.agent.v1.ExecStart
 	16, // 2: libbox.agent.v1.ResizeRequest.size:type_name -> libbox.agent.v1.TtySize
 	16, // 3: libbox.agent.v1.ExecStart.tty_size:type_name -> libbox.agent.v1.TtySize
-	19, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
-	20, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
-	21, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
-	0,  // 7: libbox.agent.v1.Output.stream:type_name -> libbox.agent.v1.Output.Stream
-	1,  // 8: libbox.agent.v1.Exit.status:type_name -> libbox.agent.v1.Exit.Status
-	22, // 9: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
-	2,  // 10: libbox.agent.v1.Exit.spawn_reason:type_name -> libbox.agent.v1.Exit.SpawnReason
-	31, // 11: libbox.agent.v1.WriteFileRequest.header:type_name -> libbox.agent.v1.WriteFileHeader
-	3,  // 12: libbox.agent.v1.FileInfo.type:type_name -> libbox.agent.v1.FileInfo.Type
-	34, // 13: libbox.agent.v1.ListDirResponse.entries:type_name -> libbox.agent.v1.FileInfo
-	4,  // 14: libbox.agent.v1.WatchEvent.type:type_name -> libbox.agent.v1.WatchEvent.Type
-	49, // 15: libbox.agent.v1.ProcessesResponse.processes:type_name -> libbox.agent.v1.ProcessInfo
-	5,  // 16: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
-	7,  // 17: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
-	9,  // 18: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
-	11, // 19: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
-	12, // 20: libbox.agent.v1.Agent.Signal:input_type -> libbox.agent.v1.SignalRequest
-	13, // 21: libbox.agent.v1.Agent.Resize:input_type -> libbox.agent.v1.ResizeRequest
-	14, // 22: libbox.agent.v1.Agent.CloseStdin:input_type -> libbox.agent.v1.CloseStdinRequest
-	23, // 23: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
-	25, // 24: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
-	27, // 25: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
-	29, // 26: libbox.agent.v1.Agent.ReadFile:input_type -> libbox.agent.v1.ReadFileRequest
-	32, // 27: libbox.agent.v1.Agent.WriteFile:input_type -> libbox.agent.v1.WriteFileRequest
-	35, // 28: libbox.agent.v1.Agent.ListDir:input_type -> libbox.agent.v1.ListDirRequest
-	37, // 29: libbox.agent.v1.Agent.Stat:input_type -> libbox.agent.v1.StatRequest
-	38, // 30: libbox.agent.v1.Agent.Mkdir:input_type -> libbox.agent.v1.MkdirRequest
-	40, // 31: libbox.agent.v1.Agent.Remove:input_type -> libbox.agent.v1.RemoveRequest
-	42, // 32: libbox.agent.v1.Agent.Rename:input_type -> libbox.agent.v1.RenameRequest
-	44, // 33: libbox.agent.v1.Agent.Watch:input_type -> libbox.agent.v1.WatchRequest
-	46, // 34: libbox.agent.v1.Agent.Stats:input_type -> libbox.agent.v1.StatsRequest
-	48, // 35: libbox.agent.v1.Agent.Processes:input_type -> libbox.agent.v1.ProcessesRequest
-	51, // 36: libbox.agent.v1.Agent.Kill:input_type -> libbox.agent.v1.KillRequest
-	53, // 37: libbox.agent.v1.Agent.Identify:input_type -> libbox.agent.v1.IdentifyRequest
-	6,  // 38: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
-	8,  // 39: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
-	10, // 40: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
-	18, // 41: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
-	15, // 42: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
-	15, // 43: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
-	15, // 44: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
-	24, // 45: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
-	26, // 46: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
-	28, // 47: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
-	30, // 48: libbox.agent.v1.Agent.ReadFile:output_type -> libbox.agent.v1.FileChunk
-	33, // 49: libbox.agent.v1.Agent.WriteFile:output_type -> libbox.agent.v1.WriteFileResponse
-	36, // 50: libbox.agent.v1.Agent.ListDir:output_type -> libbox.agent.v1.ListDirResponse
-	34, // 51: libbox.agent.v1.Agent.Stat:output_type -> libbox.agent.v1.FileInfo
-	39, // 52: libbox.agent.v1.Agent.Mkdir:output_type -> libbox.agent.v1.MkdirResponse
-	41, // 53: libbox.agent.v1.Agent.Remove:output_type -> libbox.agent.v1.RemoveResponse
-	43, // 54: libbox.agent.v1.Agent.Rename:output_type -> libbox.agent.v1.RenameResponse
-	45, // 55: libbox.agent.v1.Agent.Watch:output_type -> libbox.agent.v1.WatchEvent
-	47, // 56: libbox.agent.v1.Agent.Stats:output_type -> libbox.agent.v1.StatsResponse
-	50, // 57: libbox.agent.v1.Agent.Processes:output_type -> libbox.agent.v1.ProcessesResponse
-	52, // 58: libbox.agent.v1.Agent.Kill:output_type -> libbox.agent.v1.KillResponse
-	54, // 59: libbox.agent.v1.Agent.Identify:output_type -> libbox.agent.v1.IdentifyResponse
-	38, // [38:60] is the sub-list for method output_type
-	16, // [16:38] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	20, // 4: libbox.agent.v1.ExecEvent.started:type_name -> libbox.agent.v1.Started
+	21, // 5: libbox.agent.v1.ExecEvent.output:type_name -> libbox.agent.v1.Output
+	22, // 6: libbox.agent.v1.ExecEvent.exit:type_name -> libbox.agent.v1.Exit
+	18, // 7: libbox.agent.v1.ExecEvents.events:type_name -> libbox.agent.v1.ExecEvent
+	0,  // 8: libbox.agent.v1.Output.stream:type_name -> libbox.agent.v1.Output.Stream
+	1,  // 9: libbox.agent.v1.Exit.status:type_name -> libbox.agent.v1.Exit.Status
+	23, // 10: libbox.agent.v1.Exit.times:type_name -> libbox.agent.v1.ExecTimes
+	2,  // 11: libbox.agent.v1.Exit.spawn_reason:type_name -> libbox.agent.v1.Exit.SpawnReason
+	32, // 12: libbox.agent.v1.WriteFileRequest.header:type_name -> libbox.agent.v1.WriteFileHeader
+	3,  // 13: libbox.agent.v1.FileInfo.type:type_name -> libbox.agent.v1.FileInfo.Type
+	35, // 14: libbox.agent.v1.ListDirResponse.entries:type_name -> libbox.agent.v1.FileInfo
+	4,  // 15: libbox.agent.v1.WatchEvent.type:type_name -> libbox.agent.v1.WatchEvent.Type
+	50, // 16: libbox.agent.v1.ProcessesResponse.processes:type_name -> libbox.agent.v1.ProcessInfo
+	5,  // 17: libbox.agent.v1.Agent.Ping:input_type -> libbox.agent.v1.PingRequest
+	7,  // 18: libbox.agent.v1.Agent.Info:input_type -> libbox.agent.v1.InfoRequest
+	9,  // 19: libbox.agent.v1.Agent.Shutdown:input_type -> libbox.agent.v1.ShutdownRequest
+	11, // 20: libbox.agent.v1.Agent.Exec:input_type -> libbox.agent.v1.ExecRequest
+	17, // 21: libbox.agent.v1.Agent.Run:input_type -> libbox.agent.v1.ExecStart
+	12, // 22: libbox.agent.v1.Agent.Signal:input_type -> libbox.agent.v1.SignalRequest
+	13, // 23: libbox.agent.v1.Agent.Resize:input_type -> libbox.agent.v1.ResizeRequest
+	14, // 24: libbox.agent.v1.Agent.CloseStdin:input_type -> libbox.agent.v1.CloseStdinRequest
+	24, // 25: libbox.agent.v1.Agent.Upload:input_type -> libbox.agent.v1.UploadRequest
+	26, // 26: libbox.agent.v1.Agent.Download:input_type -> libbox.agent.v1.DownloadRequest
+	28, // 27: libbox.agent.v1.Agent.Mount:input_type -> libbox.agent.v1.MountRequest
+	30, // 28: libbox.agent.v1.Agent.ReadFile:input_type -> libbox.agent.v1.ReadFileRequest
+	33, // 29: libbox.agent.v1.Agent.WriteFile:input_type -> libbox.agent.v1.WriteFileRequest
+	36, // 30: libbox.agent.v1.Agent.ListDir:input_type -> libbox.agent.v1.ListDirRequest
+	38, // 31: libbox.agent.v1.Agent.Stat:input_type -> libbox.agent.v1.StatRequest
+	39, // 32: libbox.agent.v1.Agent.Mkdir:input_type -> libbox.agent.v1.MkdirRequest
+	41, // 33: libbox.agent.v1.Agent.Remove:input_type -> libbox.agent.v1.RemoveRequest
+	43, // 34: libbox.agent.v1.Agent.Rename:input_type -> libbox.agent.v1.RenameRequest
+	45, // 35: libbox.agent.v1.Agent.Watch:input_type -> libbox.agent.v1.WatchRequest
+	47, // 36: libbox.agent.v1.Agent.Stats:input_type -> libbox.agent.v1.StatsRequest
+	49, // 37: libbox.agent.v1.Agent.Processes:input_type -> libbox.agent.v1.ProcessesRequest
+	52, // 38: libbox.agent.v1.Agent.Kill:input_type -> libbox.agent.v1.KillRequest
+	54, // 39: libbox.agent.v1.Agent.Identify:input_type -> libbox.agent.v1.IdentifyRequest
+	6,  // 40: libbox.agent.v1.Agent.Ping:output_type -> libbox.agent.v1.PingResponse
+	8,  // 41: libbox.agent.v1.Agent.Info:output_type -> libbox.agent.v1.InfoResponse
+	10, // 42: libbox.agent.v1.Agent.Shutdown:output_type -> libbox.agent.v1.ShutdownResponse
+	18, // 43: libbox.agent.v1.Agent.Exec:output_type -> libbox.agent.v1.ExecEvent
+	19, // 44: libbox.agent.v1.Agent.Run:output_type -> libbox.agent.v1.ExecEvents
+	15, // 45: libbox.agent.v1.Agent.Signal:output_type -> libbox.agent.v1.ControlResponse
+	15, // 46: libbox.agent.v1.Agent.Resize:output_type -> libbox.agent.v1.ControlResponse
+	15, // 47: libbox.agent.v1.Agent.CloseStdin:output_type -> libbox.agent.v1.ControlResponse
+	25, // 48: libbox.agent.v1.Agent.Upload:output_type -> libbox.agent.v1.UploadResponse
+	27, // 49: libbox.agent.v1.Agent.Download:output_type -> libbox.agent.v1.DownloadChunk
+	29, // 50: libbox.agent.v1.Agent.Mount:output_type -> libbox.agent.v1.MountResponse
+	31, // 51: libbox.agent.v1.Agent.ReadFile:output_type -> libbox.agent.v1.FileChunk
+	34, // 52: libbox.agent.v1.Agent.WriteFile:output_type -> libbox.agent.v1.WriteFileResponse
+	37, // 53: libbox.agent.v1.Agent.ListDir:output_type -> libbox.agent.v1.ListDirResponse
+	35, // 54: libbox.agent.v1.Agent.Stat:output_type -> libbox.agent.v1.FileInfo
+	40, // 55: libbox.agent.v1.Agent.Mkdir:output_type -> libbox.agent.v1.MkdirResponse
+	42, // 56: libbox.agent.v1.Agent.Remove:output_type -> libbox.agent.v1.RemoveResponse
+	44, // 57: libbox.agent.v1.Agent.Rename:output_type -> libbox.agent.v1.RenameResponse
+	46, // 58: libbox.agent.v1.Agent.Watch:output_type -> libbox.agent.v1.WatchEvent
+	48, // 59: libbox.agent.v1.Agent.Stats:output_type -> libbox.agent.v1.StatsResponse
+	51, // 60: libbox.agent.v1.Agent.Processes:output_type -> libbox.agent.v1.ProcessesResponse
+	53, // 61: libbox.agent.v1.Agent.Kill:output_type -> libbox.agent.v1.KillResponse
+	55, // 62: libbox.agent.v1.Agent.Identify:output_type -> libbox.agent.v1.IdentifyResponse
+	40, // [40:63] is the sub-list for method output_type
+	17, // [17:40] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -3655,7 +3724,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Agent_Info_FullMethodName       = "/libbox.agent.v1.Agent/Info"
 	Agent_Shutdown_FullMethodName   = "/libbox.agent.v1.Agent/Shutdown"
 	Agent_Exec_FullMethodName       = "/libbox.agent.v1.Agent/Exec"
+	Agent_Run_FullMethodName        = "/libbox.agent.v1.Agent/Run"
 	Agent_Signal_FullMethodName     = "/libbox.agent.v1.Agent/Signal"
 	Agent_Resize_FullMethodName     = "/libbox.agent.v1.Agent/Resize"
 	Agent_CloseStdin_FullMethodName = "/libbox.agent.v1.Agent/CloseStdin"
@@ -70,6 +71,17 @@ type AgentClient interface {
 	// stopping (Shutdown began), new execs fail with UNAVAILABLE and running
 	// ones end with Exit status STOPPED.
 	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecEvent], error)
+	// Run runs one process whose stdin is /dev/null: the request is all the
+	// input there is, so the client's side of the call is one message that
+	// also ends it. Events follow Exec's rules (Started first unless the
+	// spawn fails, output in order, exactly one Exit, last), packed into
+	// ExecEvents messages of one or more events each: output read once the
+	// process has exited travels with its Exit, and ExecStart.hold_us lets
+	// the agent hold a short process's Started and output until its Exit,
+	// so that the whole exec is one message each way. A start with stdin set
+	// is INVALID_ARGUMENT (use Exec). Agents older than Run answer
+	// UNIMPLEMENTED, before running anything; the host then uses Exec.
+	Run(ctx context.Context, in *ExecStart, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvents], error)
 	// Signal sends a signal to the process group of an exec. It never waits
 	// for stdin or output. NOT_FOUND: no such exec; FAILED_PRECONDITION: the
 	// process has exited.
@@ -179,6 +191,25 @@ func (c *agentClient) Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.B
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_ExecClient = grpc.BidiStreamingClient[ExecRequest, ExecEvent]
 
+func (c *agentClient) Run(ctx context.Context, in *ExecStart, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvents], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Run_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecStart, ExecEvents]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_RunClient = grpc.ServerStreamingClient[ExecEvents]
+
 func (c *agentClient) Signal(ctx context.Context, in *SignalRequest, opts ...grpc.CallOption) (*ControlResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ControlResponse)
@@ -211,7 +242,7 @@ func (c *agentClient) CloseStdin(ctx context.Context, in *CloseStdinRequest, opt
 
 func (c *agentClient) Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[1], Agent_Upload_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_Upload_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +255,7 @@ type Agent_UploadClient = grpc.ClientStreamingClient[UploadRequest, UploadRespon
 
 func (c *agentClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[2], Agent_Download_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[3], Agent_Download_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +284,7 @@ func (c *agentClient) Mount(ctx context.Context, in *MountRequest, opts ...grpc.
 
 func (c *agentClient) ReadFile(ctx context.Context, in *ReadFileRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FileChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[3], Agent_ReadFile_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[4], Agent_ReadFile_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +303,7 @@ type Agent_ReadFileClient = grpc.ServerStreamingClient[FileChunk]
 
 func (c *agentClient) WriteFile(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteFileRequest, WriteFileResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[4], Agent_WriteFile_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[5], Agent_WriteFile_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +366,7 @@ func (c *agentClient) Rename(ctx context.Context, in *RenameRequest, opts ...grp
 
 func (c *agentClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[5], Agent_Watch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Agent_ServiceDesc.Streams[6], Agent_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -411,6 +442,17 @@ type AgentServer interface {
 	// stopping (Shutdown began), new execs fail with UNAVAILABLE and running
 	// ones end with Exit status STOPPED.
 	Exec(grpc.BidiStreamingServer[ExecRequest, ExecEvent]) error
+	// Run runs one process whose stdin is /dev/null: the request is all the
+	// input there is, so the client's side of the call is one message that
+	// also ends it. Events follow Exec's rules (Started first unless the
+	// spawn fails, output in order, exactly one Exit, last), packed into
+	// ExecEvents messages of one or more events each: output read once the
+	// process has exited travels with its Exit, and ExecStart.hold_us lets
+	// the agent hold a short process's Started and output until its Exit,
+	// so that the whole exec is one message each way. A start with stdin set
+	// is INVALID_ARGUMENT (use Exec). Agents older than Run answer
+	// UNIMPLEMENTED, before running anything; the host then uses Exec.
+	Run(*ExecStart, grpc.ServerStreamingServer[ExecEvents]) error
 	// Signal sends a signal to the process group of an exec. It never waits
 	// for stdin or output. NOT_FOUND: no such exec; FAILED_PRECONDITION: the
 	// process has exited.
@@ -488,6 +530,9 @@ func (UnimplementedAgentServer) Shutdown(context.Context, *ShutdownRequest) (*Sh
 }
 func (UnimplementedAgentServer) Exec(grpc.BidiStreamingServer[ExecRequest, ExecEvent]) error {
 	return status.Error(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedAgentServer) Run(*ExecStart, grpc.ServerStreamingServer[ExecEvents]) error {
+	return status.Error(codes.Unimplemented, "method Run not implemented")
 }
 func (UnimplementedAgentServer) Signal(context.Context, *SignalRequest) (*ControlResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Signal not implemented")
@@ -624,6 +669,17 @@ func _Agent_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Agent_ExecServer = grpc.BidiStreamingServer[ExecRequest, ExecEvent]
+
+func _Agent_Run_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExecStart)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServer).Run(m, &grpc.GenericServerStream[ExecStart, ExecEvents]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Agent_RunServer = grpc.ServerStreamingServer[ExecEvents]
 
 func _Agent_Signal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SignalRequest)
@@ -984,6 +1040,11 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Agent_Exec_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Run",
+			Handler:       _Agent_Run_Handler,
+			ServerStreams: true,
 		},
 		{
 			StreamName:    "Upload",

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox"
@@ -92,6 +93,11 @@ func execWith(boxH uint64, reqJSON string, cbs ExecCallbacks, start func(func())
 		return 0, fail(errdefs.FailedPrecondition, "box %s is not running: start it first", e.box.ID())
 	}
 	cmd.Stdout, cmd.Stderr = callbackWriter(cbs.Stdout), callbackWriter(cbs.Stderr)
+	if !cmd.OpenStdin && !cmd.TTY {
+		// Nothing here needs the pid: a short command's start, output and
+		// exit come in one message (and its output in fewer callbacks).
+		cmd.Batch = execBatch
+	}
 	re := e.rt
 	ctx, cancel := context.WithCancel(re.ctx)
 	ee := &execEntry{ready: make(chan struct{}), cancel: cancel, tty: cmd.TTY, stdin: cmd.OpenStdin}
@@ -125,6 +131,12 @@ func execWith(boxH uint64, reqJSON string, cbs ExecCallbacks, start func(func())
 	})
 	return h, nil
 }
+
+// execBatch is how long an exec without stdin or terminal may have its
+// start and first output held to come with its exit (libbox.Command.Batch):
+// control made meanwhile is queued, and a long process's first output is
+// that much later.
+const execBatch = 20 * time.Millisecond
 
 // callbackWriter turns an output callback into an io.Writer (nil: discard).
 func callbackWriter(fn func([]byte)) io.Writer {
