@@ -279,4 +279,3 @@ func TestRunConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
-
