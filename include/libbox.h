@@ -218,9 +218,14 @@ enum { BOX_EVENT_STDOUT = 1, BOX_EVENT_STDERR = 2, BOX_EVENT_EXIT = 3 };
 /* Output bytes of one exec that may wait in a queue unpolled. */
 #define BOX_QUEUE_LIMIT (1 << 20)
 
-/* box_exec_queued flags: drop that stream instead of queueing it. */
+/* box_exec_queued flags. DISCARD_*: drop that stream instead of queueing
+   it. RELEASE_ON_EXIT: the box_queue_poll that takes the exec's exit event
+   releases its handle (do not box_release it; after that poll, calls on it
+   return BOX_E_INVALID_ARGUMENT); saves a call per exec. A handle whose exit
+   was dropped (the queue closed first) is released with its runtime. */
 #define BOX_EXEC_DISCARD_STDOUT 1u
 #define BOX_EXEC_DISCARD_STDERR 2u
+#define BOX_EXEC_RELEASE_ON_EXIT 4u
 
 /* One event of an exec. Pointers (data, exit.message, exit.reason) point
    into a buffer of the queue, valid until the next box_queue_poll or

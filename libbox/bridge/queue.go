@@ -66,8 +66,15 @@ type queuedExec struct {
 	q   *Queue
 	tag uint64
 	rt  context.Context // the runtime's: a closing runtime ends any wait
+	// release: the poll taking the exit releases the exec handle.
+	release bool
 	// pending is the exec's output bytes in q.events. Guarded by q.mu.
 	pending int
+	// h is the exec handle once ExecQueued has it. Guarded by q.mu.
+	h uint64
+	// exitTaken is set when a poll took the exit before h was known.
+	// Guarded by q.mu.
+	exitTaken bool
 }
 
 // QueueOpen makes a queue; it returns its handle and the read end of its
@@ -125,8 +132,14 @@ func QueuePoll(h uint64, max int, take func([]Event)) error {
 	n := min(max, len(q.events))
 	batch := q.events[:n]
 	for i := range batch {
-		if batch[i].Kind != EventExit {
-			batch[i].src.pending -= len(batch[i].Data)
+		x := batch[i].src
+		switch {
+		case batch[i].Kind != EventExit:
+			x.pending -= len(batch[i].Data)
+		case x.release && x.h != 0:
+			Release(x.h)
+		case x.release:
+			x.exitTaken = true
 		}
 	}
 	take(batch)
@@ -201,7 +214,9 @@ func (x *queuedExec) exit(info ExitInfo) {
 
 // ExecQueued starts a command as Exec does, delivering its output (except
 // a discarded stream's) and its exit to the queue qh as events carrying tag.
-func ExecQueued(boxH uint64, reqJSON string, qh uint64, tag uint64, discardStdout, discardStderr bool) (uint64, error) {
+// With release, the poll that takes the exit releases the exec handle (at
+// once, when that poll came before this call returned).
+func ExecQueued(boxH uint64, reqJSON string, qh uint64, tag uint64, discardStdout, discardStderr, release bool) (uint64, error) {
 	q, err := queueOf(qh)
 	if err != nil {
 		return 0, err
@@ -210,7 +225,7 @@ func ExecQueued(boxH uint64, reqJSON string, qh uint64, tag uint64, discardStdou
 	if err != nil {
 		return 0, err
 	}
-	x := &queuedExec{q: q, tag: tag, rt: e.rt.ctx}
+	x := &queuedExec{q: q, tag: tag, rt: e.rt.ctx, release: release}
 	cbs := ExecCallbacks{Exit: x.exit}
 	if !discardStdout {
 		cbs.Stdout = func(b []byte) { x.output(EventStdout, b) }
@@ -218,7 +233,17 @@ func ExecQueued(boxH uint64, reqJSON string, qh uint64, tag uint64, discardStdou
 	if !discardStderr {
 		cbs.Stderr = func(b []byte) { x.output(EventStderr, b) }
 	}
-	return execWith(boxH, reqJSON, cbs, launch.start)
+	h, err := execWith(boxH, reqJSON, cbs, launch.start)
+	if err == nil && release {
+		q.mu.Lock()
+		if x.exitTaken {
+			Release(h)
+		} else {
+			x.h = h
+		}
+		q.mu.Unlock()
+	}
+	return h, err
 }
 
 // launcher starts goroutines for calls made on threads that are not Go's

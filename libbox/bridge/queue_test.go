@@ -122,20 +122,20 @@ func TestQueue(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", r.name, r.err)
 		}
 	}
-	if _, err := bridge.ExecQueued(box, `{"args":["true"]}`, box, 1, false, false); statusOf(err) != errdefs.InvalidArgument {
+	if _, err := bridge.ExecQueued(box, `{"args":["true"]}`, box, 1, false, false, false); statusOf(err) != errdefs.InvalidArgument {
 		t.Errorf("exec on a box as queue: %v", err)
 	}
 
 	const n, big = 32, 3 << 20
 	var execs []uint64
 	for i := range n {
-		h, err := bridge.ExecQueued(box, fmt.Sprintf(`{"args":["sh","-c","echo %d; echo e%d >&2; exit %d"]}`, i, i, i%4), q, uint64(i), false, false)
+		h, err := bridge.ExecQueued(box, fmt.Sprintf(`{"args":["sh","-c","echo %d; echo e%d >&2; exit %d"]}`, i, i, i%4), q, uint64(i), false, false, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		execs = append(execs, h)
 	}
-	h, err := bridge.ExecQueued(box, fmt.Sprintf(`{"args":["head","-c","%d","/dev/zero"]}`, big), q, n, false, false)
+	h, err := bridge.ExecQueued(box, fmt.Sprintf(`{"args":["head","-c","%d","/dev/zero"]}`, big), q, n, false, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestQueue(t *testing.T) {
 
 	// A producer waiting for room when the queue closes: its exec ends and
 	// the runtime closes without waiting for a poll that never comes.
-	if _, err := bridge.ExecQueued(box, fmt.Sprintf(`{"args":["head","-c","%d","/dev/zero"]}`, big), q, 0, false, false); err != nil {
+	if _, err := bridge.ExecQueued(box, fmt.Sprintf(`{"args":["head","-c","%d","/dev/zero"]}`, big), q, 0, false, false, false); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)

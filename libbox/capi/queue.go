@@ -139,7 +139,7 @@ func box_exec_queued(box C.box_t, req *C.char, q C.box_queue_t, tag C.uint64_t, 
 		return nullArg("out", errOut)
 	}
 	h, err := bridge.ExecQueued(uint64(box), C.GoString(req), uint64(q), uint64(tag),
-		flags&C.BOX_EXEC_DISCARD_STDOUT != 0, flags&C.BOX_EXEC_DISCARD_STDERR != 0)
+		flags&C.BOX_EXEC_DISCARD_STDOUT != 0, flags&C.BOX_EXEC_DISCARD_STDERR != 0, flags&C.BOX_EXEC_RELEASE_ON_EXIT != 0)
 	if err == nil {
 		*out = C.box_exec_t(h)
 	}

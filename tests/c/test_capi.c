@@ -279,6 +279,16 @@ static void test_queue(box_runtime_t rt, box_t box) {
          u[DISCARD].out, u[DISCARD].err);
   for (int i = QN; i < QN + ALL; i++) box_release(ex[i], NULL);
 
+  /* BOX_EXEC_RELEASE_ON_EXIT: the poll taking the exit releases the handle. */
+  {
+    int64_t live = box_live_handles();
+    memset(t, 0, sizeof(struct qtask));
+    EXPECT_ERR(box_exec_queued(box, "{\"args\": [\"echo\", \"r\"]}", q, 0, BOX_EXEC_RELEASE_ON_EXIT, &e, &err), BOX_OK, "", "queued release-on-exit");
+    EXPECT(qdrain(q, fd, t, 1, 1) == 1 && t[0].exit.status == BOX_OK && t[0].out == 2, "release-on-exit exec: %d %zu", t[0].exit.status, t[0].out);
+    EXPECT(box_live_handles() == live, "live handles after a release-on-exit exec: %lld, want %lld", (long long)box_live_handles(), (long long)live);
+    EXPECT_ERR(box_release(e, &err), BOX_E_INVALID_ARGUMENT, "unknown or released", "release after release-on-exit");
+  }
+
   /* A box removed mid-exec: its exec's exit says so. */
   struct done c2 = {0}, s2 = {0}, r2 = {0};
   EXPECT_ERR(box_create(rt, "{\"isolation\": \"sandbox\", \"name\": \"ctest-queue\"}", NULL, on_done, &c2, &err), BOX_OK, "", "create 2");

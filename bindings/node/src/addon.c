@@ -432,7 +432,8 @@ static void queue_freed(uv_handle_t *h) { free(h); } /* the equeue starts with i
 
 /* queue_drain takes every waiting event of eq; with call, each reaches the
  * JS dispatch (in one callback scope, so promise reactions run after the
- * batch). An exit releases the exec handle and the library's reference. */
+ * batch). An exit drops the library's reference; the poll that took it
+ * released the exec handle. */
 static void queue_drain(equeue *eq, int call) {
   napi_env env = eq->env;
   envstate *st = state(env);
@@ -470,6 +471,7 @@ static void queue_drain(equeue *eq, int call) {
         m.data = evs[i].data;
         m.len = evs[i].len;
       }
+      if (m.kind == M_EXIT) c->handle = 0; /* released by this poll (BOX_EXEC_RELEASE_ON_EXIT) */
       if (fn != NULL && (m.kind == M_EXIT || m.len > 0)) {
         napi_handle_scope inner;
         napi_open_handle_scope(env, &inner);
@@ -481,13 +483,7 @@ static void queue_drain(equeue *eq, int call) {
           napi_fatal_exception(env, exc); /* as an uncaught exception, like a tsfn call */
         napi_close_handle_scope(env, inner);
       }
-      if (m.kind == M_EXIT) {
-        if (c->handle != 0) {
-          box_release(c->handle, NULL); /* every exec handle is released after its exit */
-          c->handle = 0;
-        }
-        ctx_unref(c); /* the library's reference: nothing of this exec comes after */
-      }
+      if (m.kind == M_EXIT) ctx_unref(c); /* the library's reference: nothing of this exec comes after */
     }
     if (n < 128) break;
   }
@@ -980,7 +976,8 @@ static napi_value js_exec_start(napi_env env, napi_callback_info info) {
   box_status_t s;
   equeue *eq = queued && rt ? runtime_queue(env, rt) : NULL;
   if (eq != NULL) {
-    uint32_t flags = (want_out ? 0 : BOX_EXEC_DISCARD_STDOUT) | (want_err ? 0 : BOX_EXEC_DISCARD_STDERR);
+    uint32_t flags = BOX_EXEC_RELEASE_ON_EXIT | (want_out ? 0 : BOX_EXEC_DISCARD_STDOUT) |
+                     (want_err ? 0 : BOX_EXEC_DISCARD_STDERR);
     s = box_exec_queued(box, json, eq->q, (uint64_t)(uintptr_t)c, flags, &h, &err);
   } else {
     box_exec_callbacks_t cbs = {want_out ? on_stdout : NULL, want_err ? on_stderr : NULL, on_exit_cb};

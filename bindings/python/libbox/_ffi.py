@@ -78,6 +78,8 @@ class BoxEvent(Structure):
 
 
 EVENT_STDOUT, EVENT_STDERR, EVENT_EXIT = 1, 2, 3
+#: box_exec_queued flag: the poll taking the exit releases the exec handle.
+EXEC_RELEASE_ON_EXIT = 4
 
 
 _ERR = POINTER(POINTER(BoxError))
@@ -447,11 +449,12 @@ class EventQueue:
             raise
 
     def exec(self, box: int, request: bytes, sink: ExecSink, key: int) -> int:
-        """Loop thread: box_exec_queued; returns the exec handle."""
+        """Loop thread: box_exec_queued; returns the exec handle, which the
+        poll that takes the exit releases (just before ``sink._finish``)."""
         out = c_uint64()
         self._sinks[key] = sink
         try:
-            check(lib.box_exec_queued, box, request, self._handle, key, 0, byref(out))
+            check(lib.box_exec_queued, box, request, self._handle, key, EXEC_RELEASE_ON_EXIT, byref(out))
         except BaseException:
             del self._sinks[key]
             raise

@@ -5,7 +5,7 @@ output and exit reach it on the owning event loop's thread, from the
 runtime's event queue for that loop (``_ffi.EventQueue``), so no library
 thread ever waits for the GIL. It must never use an exec handle after
 releasing it (the handle is released on the loop thread once the exit
-arrived and no stdin write is in flight).
+arrived: the library releases it then).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal as _signal
 from typing import Any, AsyncIterator, Callable, Optional
 
 from . import _check, _ffi
-from .errors import Error, FailedPreconditionError, UnavailableError, error_from_status
+from .errors import Error, FailedPreconditionError, InvalidArgumentError, UnavailableError, error_from_status
 
 #: Runs a library call that may block off the event loop and returns a
 #: future of its result (``Runtime._blocking`` of the owning runtime).
@@ -175,7 +175,6 @@ class Process:
         self._done: asyncio.Future[_Exit] = loop.create_future()
         self._exited = False
         self._released = False
-        self._inflight = 0
         self._stdin_lock = asyncio.Lock()
 
     # --- loop thread (the runtime's event queue delivers here) ---
@@ -190,14 +189,9 @@ class Process:
         self._exited = True
         self.stdout._close()
         self.stderr._close()
+        self._released = True  # by the poll that took the exit
         if not self._done.done():
             self._done.set_result(ex)
-        self._maybe_release()
-
-    def _maybe_release(self) -> None:
-        if self._exited and self._inflight == 0 and not self._released and self._handle:
-            self._released = True
-            _ffi.release(self._handle)
 
     @property
     def returncode(self) -> Optional[int]:
@@ -263,13 +257,13 @@ class Process:
                 raise FailedPreconditionError("the process has exited: its stdin is closed")
             if not buf:
                 return
-            self._inflight += 1
             try:
                 await self._blocking(_ffi.check, _ffi.lib.box_exec_write_stdin, self._handle, buf,
                                               len(buf))
-            finally:
-                self._inflight -= 1
-                self._maybe_release()
+            except InvalidArgumentError:
+                if self._exited:  # its handle went with the exit while the write started
+                    raise FailedPreconditionError("the process has exited: its stdin is closed") from None
+                raise
 
     async def close_stdin(self) -> None:
         """Closes stdin: the process reads what was written, then EOF. Never
