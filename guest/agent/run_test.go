@@ -114,6 +114,20 @@ func waitingScript(t *testing.T, before string) (*agentpb.ExecStart, func()) {
 	}
 }
 
+// runFirst calls Run and reads its first message.
+func runFirst(t *testing.T, ctx context.Context, c agentpb.AgentClient, start *agentpb.ExecStart) (agentpb.Agent_RunClient, *agentpb.ExecEvents) {
+	t.Helper()
+	st, err := c.Run(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, first
+}
+
 // readUntilExit reads Run messages after the first and returns them all.
 func readUntilExit(t *testing.T, st agentpb.Agent_RunClient, first *agentpb.ExecEvents) []*agentpb.ExecEvents {
 	t.Helper()
@@ -135,14 +149,7 @@ func TestRunLongProcessStreams(t *testing.T) {
 	ctx := within(t, 30*time.Second)
 	start, release := waitingScript(t, "echo before")
 	start.HoldUs = (20 * time.Millisecond).Microseconds()
-	st, err := h.client.Run(ctx, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := st.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, first := runFirst(t, ctx, h.client, start)
 	// The process cannot have ended: the hold ended by its time.
 	evs := first.GetEvents()
 	if evs[0].GetStarted() == nil || evs[len(evs)-1].GetExit() != nil {
@@ -164,14 +171,7 @@ func TestRunHeldOutputFlushesAtAChunk(t *testing.T) {
 	ctx := within(t, 30*time.Second)
 	start, release := waitingScript(t, "head -c 100000 /dev/zero")
 	start.HoldUs = time.Hour.Microseconds()
-	st, err := h.client.Run(ctx, start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := st.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, first := runFirst(t, ctx, h.client, start)
 	if n := len(output([]*agentpb.ExecEvents{first}, agentpb.Output_STDOUT)); n < chunkSize || first.Events[0].GetStarted() == nil {
 		t.Fatalf("first message: Started %v and %d bytes; want Started and at least a chunk", first.Events[0].GetStarted(), n)
 	}
