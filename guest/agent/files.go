@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
@@ -224,7 +226,9 @@ func (a *Agent) addTar(tw *tar.Writer, rel, name string, fi fs.FileInfo) error {
 	if !fi.Mode().IsRegular() {
 		return nil
 	}
-	f, err := a.froot.Open(rel)
+	// Non-blocking: a FIFO put in its place since the walk must not
+	// hold the copy (and an agent thread) until a writer comes.
+	f, err := a.froot.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return rootError("/"+rel, err)
 	}

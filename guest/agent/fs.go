@@ -36,7 +36,9 @@ func (a *Agent) ReadFile(req *agentpb.ReadFileRequest, stream agentpb.Agent_Read
 	if err != nil {
 		return err
 	}
-	f, err := a.froot.Open(rel)
+	// Non-blocking: opening a FIFO for reading would otherwise wait for a
+	// writer, holding an agent thread for as long as the box likes.
+	f, err := a.froot.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fsError(p, err)
 	}
@@ -181,9 +183,21 @@ func (a *Agent) openWrite(h *agentpb.WriteFileHeader) (*pendingFile, error) {
 	}
 	if h.GetAppend() {
 		pf.chown = pf.chown && existing == nil
-		pf.f, err = a.froot.OpenFile(rel, os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
+		// Non-blocking, then only a regular file: opening a FIFO to write
+		// would wait for a reader.
+		pf.f, err = a.froot.OpenFile(rel, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, mode)
+		if errors.Is(err, syscall.ENXIO) {
+			return nil, errdefs.New(errdefs.FailedPrecondition, "write %q: not a regular file", p)
+		}
 		if err != nil {
 			return nil, fsError(p, err)
+		}
+		if fi, err := pf.f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			pf.f.Close()
+			if err != nil {
+				return nil, fsError(p, err)
+			}
+			return nil, errdefs.New(errdefs.FailedPrecondition, "write %q: not a regular file", p)
 		}
 		if existing != nil {
 			pf.mode = 0 // keep the mode of the file appended to
@@ -348,7 +362,7 @@ func (a *Agent) ListDir(_ context.Context, req *agentpb.ListDirRequest) (*agentp
 }
 
 func (a *Agent) listInto(resp *agentpb.ListDirResponse, p, rel, abs string, depth int) error {
-	d, err := a.froot.Open(rel)
+	d, err := a.froot.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY, 0) // never blocks on a FIFO
 	if err != nil {
 		return fsError(p, err)
 	}

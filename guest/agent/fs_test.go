@@ -15,6 +15,7 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
+	"golang.org/x/sys/unix"
 )
 
 // fsHarness is an agent whose box root is a temp dir.
@@ -358,5 +359,57 @@ func TestProcessesAndKill(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestFSFifo: a FIFO in the box neither holds a read or an append (and an
+// agent thread) until another process opens its other end, nor breaks a
+// listing; the calls say it is not a regular file.
+func TestFSFifo(t *testing.T) {
+	h, root := fsHarness(t)
+	if err := unix.Mkfifo(filepath.Join(root, "pipe"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	// One call at a time: a read and an append at once would open both
+	// ends of the FIFO for each other.
+	calls := []func() error{
+		func() error { _, err := h.read("/pipe", 0, 0); return err },
+		func() error { return h.write(t, &agentpb.WriteFileHeader{Path: "/pipe", Append: true}, []byte("x")) },
+		func() error {
+			resp, err := h.client.ListDir(context.Background(), &agentpb.ListDirRequest{Path: "/"})
+			if err == nil && (len(resp.GetEntries()) != 1 || resp.GetEntries()[0].GetPath() != "/pipe") {
+				err = fmt.Errorf("listing: %v", resp.GetEntries())
+			}
+			return errgrpc.FromGRPC(err)
+		},
+	}
+	var errs []error
+	for i, call := range calls {
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		select {
+		case err := <-done:
+			errs = append(errs, err)
+		case <-time.After(20 * time.Second):
+			// Open both ends, so the waiting call (and the agent's
+			// shutdown) can end, then fail.
+			if f, err := os.OpenFile(filepath.Join(root, "pipe"), os.O_RDWR, 0); err == nil {
+				defer f.Close()
+			}
+			t.Fatalf("call %d on a FIFO is still waiting", i)
+		}
+	}
+	refused := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errdefs.IsFailedPrecondition(err) && strings.Contains(err.Error(), "not a regular file"):
+			refused++
+		default:
+			t.Errorf("call on a FIFO: %v", err)
+		}
+	}
+	if refused != 2 {
+		t.Fatalf("read and append of a FIFO: %v", errs)
 	}
 }

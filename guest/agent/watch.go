@@ -141,7 +141,7 @@ func (w *watcher) add(abs, rel string, report bool) error {
 	if !w.recursive {
 		return nil
 	}
-	d, err := w.a.froot.Open(rel)
+	d, err := w.a.froot.OpenFile(rel, os.O_RDONLY|unix.O_DIRECTORY, 0) // never blocks on a FIFO
 	if err != nil {
 		return nil
 	}
