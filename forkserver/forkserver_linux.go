@@ -37,6 +37,7 @@ import (
 	"os/signal"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -90,6 +91,10 @@ func Serve(fd int) error {
 		return err
 	}
 	defer conn.Close()
+	// The first message says the server is serving (see Client.WaitReady).
+	if _, err := conn.Write([]byte(`{}`)); err != nil {
+		return nil
+	}
 	buf := make([]byte, maxMsg)
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
 	for {
@@ -216,11 +221,39 @@ func reap(sigs <-chan os.Signal) {
 // Client is the host's end of a fork server. Its calls are safe from many
 // goroutines; the server answers one request at a time.
 type Client struct {
-	mu sync.Mutex
-	// conn is the socket to the server; nil once closed. Guarded by mu.
-	conn *net.UnixConn
-	buf  []byte // guarded by mu
-	oob  []byte // guarded by mu
+	conn   *net.UnixConn // the socket to the server; Close may close it at any time
+	closed atomic.Bool
+
+	mu sync.Mutex // one request at a time
+	// ready: the server's first message was read. Guarded by mu.
+	ready bool
+	buf   []byte // guarded by mu
+	oob   []byte // guarded by mu
+}
+
+// WaitReady waits for the server to start serving (its runtime is up),
+// which a caller that has another way to fork need not wait for; ForkExec
+// waits for it too. It returns ErrServerGone when the server died first.
+func (c *Client) WaitReady() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waitReadyLocked()
+}
+
+func (c *Client) waitReadyLocked() error {
+	if c.closed.Load() {
+		return ErrServerGone
+	}
+	if c.ready {
+		return nil
+	}
+	n, err := c.conn.Read(c.buf)
+	if err != nil || n == 0 {
+		c.shutdown()
+		return fmt.Errorf("%w: %v", ErrServerGone, err)
+	}
+	c.ready = true
+	return nil
 }
 
 // NewClient wraps the host's end of the server's socket (it takes fd).
@@ -276,11 +309,11 @@ func (c *Client) ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.conn == nil {
-		return 0, -1, ErrServerGone
+	if err := c.waitReadyLocked(); err != nil {
+		return 0, -1, err
 	}
 	if _, _, err := c.conn.WriteMsgUnix(b, unix.UnixRights(fds...), nil); err != nil {
-		c.closeLocked()
+		c.shutdown()
 		return 0, -1, fmt.Errorf("%w: %v", ErrServerGone, err)
 	}
 	n, oobn, _, _, err := c.conn.ReadMsgUnix(c.buf, c.oob)
@@ -288,7 +321,7 @@ func (c *Client) ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (
 		err = errors.New("EOF")
 	}
 	if err != nil {
-		c.closeLocked()
+		c.shutdown()
 		return 0, -1, fmt.Errorf("%w: %v", ErrServerGone, err)
 	}
 	got, perr := parseFDs(c.oob[:oobn])
@@ -297,7 +330,7 @@ func (c *Client) ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (
 		for _, fd := range got {
 			unix.Close(fd)
 		}
-		c.closeLocked()
+		c.shutdown()
 		return 0, -1, fmt.Errorf("%w: bad reply", ErrServerGone)
 	}
 	switch {
@@ -314,17 +347,15 @@ func (c *Client) ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (
 	return rep.Pid, got[0], nil
 }
 
-// Close closes the host's end; the server then exits. Idempotent.
+// Close closes the host's end, also under a call that waits for the
+// server; the server then exits. Idempotent.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closeLocked()
+	c.shutdown()
 	return nil
 }
 
-func (c *Client) closeLocked() {
-	if c.conn != nil {
+func (c *Client) shutdown() {
+	if !c.closed.Swap(true) {
 		c.conn.Close()
-		c.conn = nil
 	}
 }

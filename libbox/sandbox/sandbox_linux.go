@@ -71,14 +71,21 @@ type Backend struct {
 	opts Options
 
 	mu sync.Mutex
-	// srv forks the box agents (see package forkserver), started on the
-	// first box; nil before that, after Close, or when it failed. Guarded
-	// by mu.
+	// srv forks the box agents (see package forkserver) once it serves;
+	// nil before that, after Close, or when it died. Guarded by mu.
 	srv *launch.Server
 	// srvPath is the agent binary srv runs. Guarded by mu.
 	srvPath string
+	// pending is a server still starting (its Go runtime coming up); the
+	// boxes meanwhile are forked here. Guarded by mu.
+	pending *launch.Server
+	// starting: a goroutine is starting a server. Guarded by mu.
+	starting bool
+	// noServer: a server could not start; boxes are forked here. Guarded by mu.
+	noServer bool
 	// closed is set by Close: no new server. Guarded by mu.
 	closed bool
+	wg     sync.WaitGroup // startServer and old servers' Close
 }
 
 // Close stops the backend's fork server (the Runtime calls it once every
@@ -86,20 +93,26 @@ type Backend struct {
 // Idempotent.
 func (b *Backend) Close() error {
 	b.mu.Lock()
-	srv := b.srv
+	srv, pending := b.srv, b.pending
 	b.srv, b.closed = nil, true
 	b.mu.Unlock()
-	if srv != nil {
-		return srv.Close()
+	if pending != nil {
+		pending.Client.Close() // its starter sees it gone and ends it
 	}
+	if srv != nil {
+		srv.Close()
+	}
+	b.wg.Wait()
 	return nil
 }
 
-// forkExec starts a box agent through the backend's fork server, started
-// from agentPath on first use, and reports whether this process is the
-// agent's parent. A server that cannot start or has died is replaced by a
-// fork from this process (through launch), which is slower for a large
-// host process but otherwise the same.
+// forkExec starts a box agent through the backend's fork server and
+// reports whether this process is the agent's parent. The first box starts
+// the server, from agentPath, in the background: until it serves (and
+// when it cannot start or has died) boxes are forked from this process
+// through launch, which is slower for a large host process (Go copies its
+// page tables to fork into a new user namespace) but otherwise the same;
+// so a process that starts one box never waits for the server.
 func (b *Backend) forkExec(agentPath, argv0 string, argv []string, attr *syscall.ProcAttr) (pid, pidfd int, child bool, err error) {
 	if srv := b.server(agentPath); srv != nil {
 		pid, pidfd, err = srv.ForkExec(argv0, argv, attr)
@@ -115,27 +128,64 @@ func (b *Backend) forkExec(agentPath, argv0 string, argv []string, attr *syscall
 	return pid, pidfd, true, err
 }
 
-// server returns the running fork server, starting it when there is none.
+// server returns the fork server when it serves; otherwise it has one
+// started and returns nil.
 func (b *Backend) server(agentPath string) *launch.Server {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil
-	}
 	if b.srv != nil && b.srvPath == agentPath {
 		return b.srv
 	}
-	if b.srv != nil {
-		go b.srv.Close() // a new agent binary; its boxes keep running
-		b.srv = nil
-	}
-	srv, err := launch.StartServer(agentPath)
-	if err != nil {
-		b.opts.logf("libbox: sandbox fork server %s: %v; forking here", agentPath, err)
+	if b.closed || b.starting || b.noServer {
 		return nil
 	}
-	b.srv, b.srvPath = srv, agentPath
-	return srv
+	if old := b.srv; old != nil { // a new agent binary; its boxes keep running
+		b.srv = nil
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			old.Close()
+		}()
+	}
+	b.starting = true
+	b.wg.Add(1)
+	go b.startServer(agentPath)
+	return nil
+}
+
+// startServer starts a fork server and, once it serves, makes it the
+// backend's.
+func (b *Backend) startServer(agentPath string) {
+	defer b.wg.Done()
+	srv, err := launch.StartServer(agentPath)
+	if err == nil {
+		b.mu.Lock()
+		b.pending = srv
+		closed := b.closed
+		b.mu.Unlock()
+		if closed {
+			srv.Client.Close()
+		}
+		if err = srv.WaitReady(); err != nil {
+			srv.Close()
+		}
+	}
+	b.mu.Lock()
+	b.starting, b.pending = false, nil
+	closed := b.closed
+	if err == nil && !closed {
+		b.srv, b.srvPath = srv, agentPath
+	}
+	if err != nil && !closed {
+		b.noServer = true
+	}
+	b.mu.Unlock()
+	switch {
+	case err != nil && !closed:
+		b.opts.logf("libbox: sandbox fork server %s: %v; forking here", agentPath, err)
+	case err == nil && closed:
+		srv.Close()
+	}
 }
 
 func (b *Backend) dropServer(srv *launch.Server) {
