@@ -382,6 +382,11 @@ func TestIsolation(t *testing.T) {
 	if got := sh(t, b, "grep CapBnd /proc/self/status"); !strings.Contains(got, "00000000a80425fb") {
 		t.Fatalf("capabilities: %q", got)
 	}
+	// Signals the agent ignores (SIGPIPE) are not ignored in what it runs:
+	// `yes | head` must end yes with SIGPIPE.
+	if r := run(t, b, "grep", "SigIgn", "/proc/self/status"); string(r.Stdout) != "SigIgn:\t0000000000000000\n" {
+		t.Fatalf("a box process starts with ignored signals: %q", r.Stdout)
+	}
 }
 
 func concurrentExecs(t *testing.T, b *libbox.Box, n int, tag string) {

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/libbox/libbox/forkserver"
+	"github.com/libbox/libbox/internal/forkserver"
 	"github.com/libbox/libbox/guest/agent"
 	"github.com/libbox/libbox/guest/boot"
 	"github.com/libbox/libbox/guest/listen"
@@ -47,9 +47,12 @@ func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	log.SetPrefix("box-agent: ")
 
-	// SIGPIPE from a closed client socket must not kill the agent, and
-	// SIGURG is Go's preemption signal.
-	signal.Ignore(syscall.SIGPIPE, syscall.SIGURG)
+	// SIGPIPE on the agent's stdout or stderr must not kill it (on other
+	// fds Go turns it into EPIPE). Notify, not Ignore: an ignored signal
+	// stays ignored in every process the agent spawns (a box's `yes | head`
+	// would never end), while a handled one is reset to the default. The
+	// channel is never read: a signal that finds it full is dropped.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
 	opts := agent.Options{Root: *root, Hostname: *hostname, Version: version, Logf: log.Printf}
 	powerOff := false

@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/libbox/libbox/forkserver"
+	"github.com/libbox/libbox/internal/forkserver"
 )
 
 type job struct {
