@@ -715,6 +715,10 @@ func spawnError(req *spawner.Request, err error) error {
 			return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.New(errdefs.InvalidArgument, "spawn %s: %v", req.Path, err))
 		case syscall.ENOEXEC:
 			return withReason(agentpb.Exit_NOT_EXECUTABLE, errdefs.New(errdefs.InvalidArgument, "spawn %s: not an executable for this box (%v)", req.Path, err))
+		case syscall.EAGAIN:
+			return errdefs.New(errdefs.Unavailable, "spawn %s: the box is at its process limit (%v); retry once some of its processes end", req.Path, err)
+		case syscall.ENOMEM:
+			return errdefs.New(errdefs.Unavailable, "spawn %s: the box is out of memory (%v)", req.Path, err)
 		}
 	}
 	return errdefs.Wrap(errdefs.Internal, err, "spawn %s", req.Path)
