@@ -47,12 +47,22 @@ func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	log.SetPrefix("box-agent: ")
 
-	// SIGPIPE on the agent's stdout or stderr must not kill it (on other
-	// fds Go turns it into EPIPE). Notify, not Ignore: an ignored signal
-	// stays ignored in every process the agent spawns (a box's `yes | head`
-	// would never end), while a handled one is reset to the default. The
-	// channel is never read: a signal that finds it full is dropped.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// Box processes start with every signal at its default action. A
+	// signal the agent ignores stays ignored in every process it spawns (a
+	// box's `yes | head` would never end), while a handled one is reset
+	// in the child. So SIGPIPE, which must not kill the agent on its
+	// stdout or stderr (on other fds Go turns it into EPIPE), is handled,
+	// not ignored; and so are SIGHUP and SIGINT when the agent was started
+	// with them ignored (a host run under nohup), which Go would otherwise
+	// keep ignored. The channel is never read: a signal that finds it full
+	// is dropped.
+	sigs := []os.Signal{syscall.SIGPIPE}
+	for _, s := range []os.Signal{syscall.SIGHUP, syscall.SIGINT} {
+		if signal.Ignored(s) {
+			sigs = append(sigs, s)
+		}
+	}
+	signal.Notify(make(chan os.Signal, 1), sigs...)
 
 	opts := agent.Options{Root: *root, Hostname: *hostname, Version: version, Logf: log.Printf}
 	powerOff := false
