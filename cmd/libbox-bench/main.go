@@ -524,17 +524,17 @@ func benchStart(ctx context.Context, e *env) error {
 			for r := 0; r < e.rounds; r++ {
 				var ss, bs, cs, cb []float64
 				for i := 0; i < 6; i++ {
-					c0, t := cpuTime(), time.Now()
+					c0, t := cpuTimeAll(), time.Now()
 					if out, err := bw().CombinedOutput(); err != nil {
 						return fmt.Errorf("bwrap: %v: %s", err, out)
 					}
-					bms, bcpu := float64(time.Since(t).Microseconds())/1000, cpuTime()-c0
-					c0 = cpuTime()
+					bms, bcpu := float64(time.Since(t).Microseconds())/1000, cpuTimeAll()-c0
+					c0 = cpuTimeAll()
 					sms, err := startOnce(libbox.IsolationSandbox)
 					if err != nil {
 						return err
 					}
-					scpu := cpuTime() - c0
+					scpu := cpuTimeAll() - c0
 					if i > 0 { // the first pair warms caches
 						ss, bs = append(ss, sms), append(bs, bms)
 						cs, cb = append(cs, float64(scpu.Microseconds())/1000), append(cb, float64(bcpu.Microseconds())/1000)

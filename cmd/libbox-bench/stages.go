@@ -80,7 +80,7 @@ func since(a, b time.Time) time.Duration {
 func startStages(ctx context.Context, e *env, iso string, n int) error {
 	var s, cpu stageSet
 	for i := 0; i < n+1; i++ {
-		self0, all0 := selfCPU(), cpuTime()
+		self0, all0 := selfCPU(), cpuTimeAll()
 		t0 := time.Now()
 		b, err := e.rt.Create(ctx, libbox.BoxOptions{Isolation: iso})
 		if err != nil {
@@ -105,7 +105,7 @@ func startStages(ctx context.Context, e *env, iso string, n int) error {
 		agentUser, agentSys := procCPUSplit(pid)
 		self1 := selfCPU()
 		_ = e.rt.Remove(context.WithoutCancel(ctx), b.ID(), true)
-		selfAll, all := selfCPU()-self0, cpuTime()-all0
+		selfAll, all := selfCPU()-self0, cpuTimeAll()-all0
 		if err != nil {
 			return err
 		}
