@@ -30,8 +30,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/errdefs"
-	"github.com/libbox/libbox/internal/forkserver"
 	"github.com/libbox/libbox/guest/bootparam"
+	"github.com/libbox/libbox/internal/forkserver"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/cgroup"
 	"github.com/libbox/libbox/libbox/internal/hostid"

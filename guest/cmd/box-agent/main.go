@@ -15,11 +15,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/libbox/libbox/internal/forkserver"
 	"github.com/libbox/libbox/guest/agent"
 	"github.com/libbox/libbox/guest/boot"
 	"github.com/libbox/libbox/guest/listen"
 	"github.com/libbox/libbox/guest/spawner"
+	"github.com/libbox/libbox/internal/forkserver"
 )
 
 var version = "dev"
