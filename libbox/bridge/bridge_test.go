@@ -514,3 +514,73 @@ func TestBadJSON(t *testing.T) {
 	}
 	cs.check(map[*call]bool{created: true}) // every create of the rows was rejected: none completed
 }
+
+// TestControlBeforeSpawnIsOrdered: a resize made before the spawn finished
+// reaches the terminal before a stdin write made after it, as it does once
+// the process runs (the Node binding's spawn resizes, then writes, at once).
+func TestControlBeforeSpawnIsOrdered(t *testing.T) {
+	requireSandbox(t)
+	rt := openRuntime(t)
+	cs := &completions{t: t}
+	box, _ := createBox(t, cs, rt, `{"isolation": "sandbox", "name": "order"}`)
+	c := cs.track("start")
+	if err := bridge.Start(box, c.done()); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.wait(t); r.st != 0 {
+		t.Fatalf("start: %s %q", errdefs.Code(r.st), r.msg)
+	}
+	const n = 16 // at once: the spawns take long enough that control queues
+	type run struct {
+		exit *call
+		h    uint64
+		mu   sync.Mutex
+		out  []byte
+	}
+	runs := make([]*run, n)
+	for i := range runs {
+		r := &run{exit: cs.track("exec")}
+		cbs := r.exit.execCallbacks()
+		cbs.Stdout = func(b []byte) {
+			r.mu.Lock()
+			r.out = append(r.out, b...)
+			r.mu.Unlock()
+		}
+		h, err := bridge.Exec(box, `{"args":["sh","-c","read x; stty size"],"tty":true,"stdin":true,"rows":10,"cols":20}`, cbs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.h = h
+		if err := bridge.Resize(h, 40, 120); err != nil {
+			t.Fatal(err)
+		}
+		runs[i] = r
+	}
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bridge.WriteStdin(r.h, []byte("go\n")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, r := range runs {
+		if e := r.exit.wait(t); e.st != 0 || e.exit.ExitCode != 0 {
+			t.Errorf("exec %d: %+v", i, e.exit)
+		}
+		r.mu.Lock()
+		if got := string(r.out); got != "go\r\n40 120\r\n" {
+			t.Errorf("exec %d printed %q, want the size set before the write", i, got)
+		}
+		r.mu.Unlock()
+		if err := bridge.Release(r.h); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := bridge.RuntimeClose(rt); err != nil {
+		t.Fatal(err)
+	}
+}

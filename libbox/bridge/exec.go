@@ -58,19 +58,22 @@ func (ee *execEntry) control(h uint64, f func(*libbox.Process) error) error {
 	return f(p)
 }
 
-// started records the end of the spawn and applies the queued control.
+// started records the end of the spawn and applies the queued control
+// before a waiting stdin write may go: a caller that resized the terminal
+// (or signalled) and then wrote, all before the spawn finished, sees them
+// reach the process in that order.
 func (ee *execEntry) started(p *libbox.Process) {
 	ee.mu.Lock()
 	ee.proc, ee.spawned = p, true
 	pending := ee.pending
 	ee.pending = nil
 	ee.mu.Unlock()
-	close(ee.ready)
 	if p != nil {
 		for _, f := range pending {
 			f(p)
 		}
 	}
+	close(ee.ready)
 }
 
 // Exec starts a command asynchronously. Callbacks come from goroutines of
