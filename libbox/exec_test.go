@@ -1,8 +1,10 @@
 package libbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,6 +265,14 @@ func (w *firstWrite) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// slowWriter takes 50 ms per write.
+type slowWriter struct{ w io.Writer }
+
+func (s slowWriter) Write(b []byte) (int, error) {
+	time.Sleep(50 * time.Millisecond)
+	return s.w.Write(b)
+}
+
 // Command.Batch: a short process comes back whole with its start (its pid
 // known, its output and exit delivered when Exec returns); a long one still
 // streams, its pid known when Exec returns too.
@@ -284,6 +294,27 @@ func TestExecBatch(t *testing.T) {
 	out, errOut := p.Output()
 	if err != nil || st.ExitCode != 3 || string(out) != "out\n" || string(errOut) != "err\n" || p.Pid() <= 0 {
 		t.Fatalf("batched: pid %d, %+v %v, %q %q", p.Pid(), st, err, out, errOut)
+	}
+
+	// WriteInExec: the caller's writers get a short process's output
+	// before Exec returns, and the process is done by then. The writers
+	// are slow, so that a receiving goroutine would not be done yet.
+	var wout, werr bytes.Buffer
+	p, err = b.Exec(ctx, libbox.Command{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 4"}, Batch: time.Minute,
+		Stdout: slowWriter{&wout}, Stderr: slowWriter{&werr}, WriteInExec: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("WriteInExec: a process that ends within its batch time was still running when Exec returned")
+	}
+	if wout.String() != "out\n" || werr.String() != "err\n" {
+		t.Fatalf("WriteInExec: when Exec returned the writers had %q %q", wout.String(), werr.String())
+	}
+	if st, err := p.Wait(ctx); err != nil || st.ExitCode != 4 {
+		t.Fatalf("WriteInExec: %+v %v", st, err)
 	}
 
 	w := &firstWrite{first: make(chan struct{})}

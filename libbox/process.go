@@ -41,6 +41,12 @@ type Command struct {
 	// process (backpressure), it never grows memory.
 	Stdout io.Writer
 	Stderr io.Writer
+	// WriteInExec lets Exec itself write the output that came with the
+	// start (see Batch) to Stdout and Stderr before it returns, and end a
+	// process whose exit came too without a receiving goroutine. Set it
+	// when the writers may be called before Exec returned; by default only
+	// the receiving goroutine writes, so a writer may wait for Exec.
+	WriteInExec bool
 
 	// Timeout kills the process group after this long; Wait then returns an
 	// error of class DeadlineExceeded.
@@ -254,7 +260,7 @@ func (b *Box) Exec(ctx context.Context, cmd Command) (*Process, error) {
 	// was among it, the process is done without a goroutine of its own.
 	// (A caller's writer may block until Exec returns: it is only written
 	// from the receiving goroutine.)
-	for p.outBuf != nil && p.errBuf != nil && events.buffered() {
+	for (cmd.WriteInExec || p.outBuf != nil && p.errBuf != nil) && events.buffered() {
 		ev, err := events.Recv()
 		if err == nil && p.handle(ev) {
 			p.drain()

@@ -101,6 +101,9 @@ func execWith(boxH uint64, reqJSON string, cbs ExecCallbacks, start func(func())
 		// exit come in one message (and its output in fewer callbacks).
 		cmd.Batch = execBatch
 	}
+	// The writers are the callbacks, which may run on this goroutine
+	// before Exec returns: a short command then ends without another.
+	cmd.WriteInExec = true
 	re := e.rt
 	ctx, cancel := context.WithCancel(re.ctx)
 	ee := &execEntry{ready: make(chan struct{}), cancel: cancel, tty: cmd.TTY, stdin: cmd.OpenStdin}
