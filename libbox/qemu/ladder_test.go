@@ -111,7 +111,7 @@ type fakeHost struct {
 }
 
 // newFakeHost copies this test binary as the host's QEMU, makes a fake
-// guest kernel and KVM device, and a backend with a short probe deadline.
+// guest kernel and KVM device, and a backend (decide sets its probe deadline).
 func newFakeHost(t *testing.T) *fakeHost {
 	agent, err := exec.LookPath("busybox")
 	if err != nil {
@@ -129,7 +129,7 @@ func newFakeHost(t *testing.T) *fakeHost {
 	testutil.Must(t, os.WriteFile(h.kvm, nil, 0o666))
 	h.b, err = New(Options{Home: filepath.Join(dir, "home")})
 	testutil.Must(t, err)
-	h.b.kvmDevice, h.b.probeTimeout = h.kvm, 3*time.Second
+	h.b.kvmDevice = h.kvm
 	t.Setenv("LIBBOX_FAKE_QEMU", "1")
 	t.Setenv("LIBBOX_FAKE_QEMU_LOG", h.log)
 	return h
@@ -140,7 +140,14 @@ func newFakeHost(t *testing.T) *fakeHost {
 func (h *fakeHost) decide(fail string) (rung, string, []string, error) {
 	h.t.Setenv("LIBBOX_FAKE_QEMU_FAIL", fail)
 	_ = os.Remove(h.log)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// The fake is this (race-instrumented) test binary, which a loaded
+	// host may take seconds to start: a rung that hangs waits out a short
+	// deadline, other decisions get a generous one.
+	h.b.probeTimeout = 30 * time.Second
+	if strings.Contains(fail, "=timeout") {
+		h.b.probeTimeout = 8 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, why, err := h.b.accel(ctx, h.qemu, h.kernel, h.agent)
 	var ran []string
@@ -186,7 +193,7 @@ func TestLadderDecisions(t *testing.T) {
 		{fail: "microvm-kvm=msr", want: "pc-kvm", ran: "microvm-kvm pc-kvm",
 			whyHas: []string{"microvm-kvm:", "failed to set MSR", "killed by signal aborted"}},
 		{fail: "microvm-kvm=timeout,pc-kvm=crash", want: "pc-tcg", ran: "microvm-kvm pc-kvm",
-			whyHas: []string{"microvm-kvm: did not reach the agent within 3s", "pc-kvm: QEMU killed by signal segmentation fault"}},
+			whyHas: []string{"microvm-kvm: did not reach the agent within 8s", "pc-kvm: QEMU killed by signal segmentation fault"}},
 		{fail: "microvm-kvm=crash,pc-kvm=msr", want: "pc-tcg", ran: "microvm-kvm pc-kvm",
 			whyHas: []string{"segmentation fault", "failed to set MSR"}},
 	} {
@@ -223,7 +230,7 @@ func TestLadderCache(t *testing.T) {
 	// A fresh home on the same host reuses the user-wide answer.
 	b2, err := New(Options{Home: t.TempDir()})
 	testutil.Must(t, err)
-	b2.kvmDevice, b2.probeTimeout = h.kvm, 3*time.Second
+	b2.kvmDevice = h.kvm
 	h.b, b2 = b2, h.b
 	if r, _, ran, err := h.decide(""); err != nil || r.Name != "pc-kvm" || len(ran) != 0 {
 		t.Fatalf("fresh home: %s after %v: %v", r.Name, ran, err)
