@@ -175,8 +175,9 @@ type sandboxBoot struct {
 	hostMounts map[string]bool // names of the mounts the host attached
 }
 
-// handshake lets the host attach its mounts (see
-// bootparam.SandboxSpec.BootSocket).
+// handshake waits for the host to attach its mounts (see
+// bootparam.SandboxSpec.BootSocket); the host starts on them as soon as
+// the agent exists, so they are usually there by now.
 func (b *sandboxBoot) handshake(s *bootparam.SandboxSpec) error {
 	if s.BootSocket < 0 {
 		return nil
@@ -184,9 +185,6 @@ func (b *sandboxBoot) handshake(s *bootparam.SandboxSpec) error {
 	defer unix.Close(s.BootSocket)
 	if len(s.HostMounts) == 0 {
 		return nil
-	}
-	if _, err := unix.Write(s.BootSocket, []byte{'r'}); err != nil {
-		return err
 	}
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))

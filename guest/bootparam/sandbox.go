@@ -15,12 +15,13 @@ type SandboxSpec struct {
 	Listen   string          `json:"listen"`    // e.g. "fd:3"
 	UserNS   bool            `json:"user_ns"`   // running in a user namespace
 	KeepCaps []int           `json:"keep_caps"` // capability numbers kept in the bounding set
-	// BootSocket is an fd the agent, once its mounts are private, writes
-	// one byte to and then reads one byte from: meanwhile the host attaches
-	// HostMounts in the agent's mount namespace, each on the dir of the same
-	// name in the box dir ("lower": the image, id-mapped to the box's user
-	// namespace, used as Lower; "layer.N": Layers[N], id-mapped the same way;
-	// "volume.N": Volumes[N], bound from there).
+	// BootSocket is an fd the agent reads one byte (and the box dir, as an
+	// fd) from before it mounts anything: the host sends them once it has
+	// attached HostMounts in the agent's mount namespace, each on the dir
+	// of the same name in the box dir ("lower": the image, id-mapped to the
+	// box's user namespace, used as Lower; "layer.N": Layers[N], id-mapped
+	// the same way; "volume.N": Volumes[N], bound from there). The host does
+	// that as soon as the agent exists, while the agent's runtime starts.
 	// -1: none.
 	BootSocket int      `json:"boot_socket"`
 	HostMounts []string `json:"host_mounts,omitempty"`

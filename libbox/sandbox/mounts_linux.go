@@ -1,11 +1,9 @@
 package sandbox
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"runtime"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -79,18 +77,17 @@ type hostMount struct {
 }
 
 // attachMounts makes the id-mapped mounts and attaches them in the mount
-// namespace of the agent pid at dir/<name>, while the agent waits on sock
-// (see bootparam.SandboxSpec.BootSocket), then sends it the box dir, opened
-// in its namespace, to work in; it closes sock. A volume whose
-// filesystem cannot be id-mapped is attached as it is (its files appear
-// to the box as nobody) and the description says so.
-func attachMounts(ctx context.Context, pid, sock int, dir string, mounts []hostMount) ([]string, error) {
+// namespace of the agent pid at dir/<name>, then sends the agent, which
+// waits on sock before it mounts anything (see
+// bootparam.SandboxSpec.BootSocket), the box dir, opened in its namespace,
+// to work in; it closes sock. It runs as soon as the agent is forked: the
+// namespaces exist from then on, and the agent's runtime starts meanwhile.
+// A volume whose filesystem cannot be id-mapped is attached as it is (its
+// files appear to the box as nobody) and the description says so.
+func attachMounts(pid, sock int, dir string, mounts []hostMount) ([]string, error) {
 	defer unix.Close(sock)
 	if len(mounts) == 0 {
 		return nil, nil
-	}
-	if err := waitByte(ctx, sock); err != nil {
-		return nil, errdefs.Wrap(errdefs.Unavailable, err, "sandbox agent did not get ready for its mounts")
 	}
 	userns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -168,32 +165,4 @@ func inNamespace(pid int, kind string, fn func() error) error {
 		}()
 	}()
 	return <-errc
-}
-
-// waitByte reads one byte from fd, bounded by ctx.
-func waitByte(ctx context.Context, fd int) error {
-	ms := -1
-	if d, ok := ctx.Deadline(); ok {
-		ms = max(int(time.Until(d).Milliseconds()), 0)
-	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, ms)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("timed out")
-		}
-		break
-	}
-	buf := make([]byte, 1)
-	n, err := unix.Read(fd, buf)
-	if err == nil && n != 1 {
-		err = fmt.Errorf("the agent exited")
-	}
-	return err
 }

@@ -424,7 +424,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 			unix.Close(sp[0])
 			return nil, err
 		}
-		return attachMounts(ctx, pid, sp[0], spec.Dir, mounts)
+		return attachMounts(pid, sp[0], spec.Dir, mounts)
 	}()
 	if err != nil {
 		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)

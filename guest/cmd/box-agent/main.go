@@ -34,6 +34,13 @@ func main() {
 		}
 		return
 	}
+	// The protobuf runtime's lazy per-type setup runs while the agent
+	// boots, not on its first requests; joined before it serves.
+	warmed := make(chan struct{})
+	go func() {
+		defer close(warmed)
+		agent.Warm()
+	}()
 	listenAddr := flag.String("listen", "", "unix:PATH | fd:N | vsock:PORT | serial:DEV")
 	root := flag.String("root", "", "directory processes see as / (spawned with chroot)")
 	sandbox := flag.String("sandbox", "", "sandbox config (a file or fd:N): become PID 1 of a namespace sandbox")
@@ -108,6 +115,7 @@ func main() {
 		}
 		os.Exit(1)
 	}
+	<-warmed
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err = agent.Serve(ctx, ln, opts)
