@@ -18,6 +18,19 @@ const ROUNDS = 3;
 const RATIO = 'Node all 1000 / Go 1000, interleaved';
 const TARGET = 1.1;
 
+// loopCpuMs is the CPU ms the JavaScript (event loop) thread used so far,
+// from /proc (Linux; NaN elsewhere): the rest of the process's CPU is the
+// library's and Node's other threads.
+function loopCpuMs() {
+  try {
+    const stat = fs.readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in USER_HZ (100) ticks
+  } catch {
+    return NaN;
+  }
+}
+
 async function runAll(box, n = N) {
   let next = 0;
   const worker = async () => {
@@ -29,9 +42,12 @@ async function runAll(box, n = N) {
   };
   const t0 = process.hrtime.bigint();
   const c0 = process.cpuUsage();
+  const l0 = loopCpuMs();
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   const c = process.cpuUsage(c0);
-  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, cpuMs: (c.user + c.system) / 1000 };
+  return {
+    ms: Number(process.hrtime.bigint() - t0) / 1e6, cpuMs: (c.user + c.system) / 1000, loopCpuMs: loopCpuMs() - l0,
+  };
 }
 
 // goExecs drives `libbox-bench -serve-go-execs`: run(n) resolves to
@@ -89,6 +105,8 @@ async function main() {
     'binding.node.all1000_ms': round1(ms),
     'binding.node.cpu_us_per_exec': round1((median(node.map((x) => x.cpuMs)) * 1000) / N),
   };
+  const loop = round1((median(node.map((x) => x.loopCpuMs)) * 1000) / N);
+  if (Number.isFinite(loop)) metric['binding.node.loop_cpu_us_per_exec'] = loop;
   let ratio;
   if (go) {
     const rounds = node.map((x, i) => Math.round((x.ms / gos[i].ms) * 1000) / 1000);
@@ -115,6 +133,7 @@ async function main() {
   if (ratio) {
     line += ` (${ratio.median.toFixed(2)}x Go [${ratio.min.toFixed(2)}..${ratio.max.toFixed(2)}] interleaved,` +
       ` target <= ${TARGET}x: ${ratio.status}; host CPU/exec ${metric['binding.node.cpu_us_per_exec']} us` +
+      (Number.isFinite(loop) ? `, of which the event loop thread ${loop} us,` : '') +
       ` vs Go ${metric['binding.go.node_cpu_us_per_exec']} us)`;
   } else if (doc.metrics['binding.go.1000_ms']) {
     const g = doc.metrics['binding.go.1000_ms'];
