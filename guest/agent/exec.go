@@ -208,7 +208,8 @@ func (a *Agent) exec(ctx context.Context, start *agentpb.ExecStart, received tim
 		close(p.stdinDone)
 	}
 	// Stdin reader: owned by the agent (it ends when the stream does).
-	if in != nil {
+	// Without stdin nothing on the stream is for the process.
+	if in != nil && p.stdinW != nil {
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()

@@ -144,6 +144,7 @@ func (s *Spawner) spawnLoop(setup func() error, gate <-chan error, ready chan<- 
 	// goroutines nor exits while children started from it live
 	// (Pdeathsig is tied to the thread that forked).
 	runtime.LockOSThread()
+	restoreTimerSlack()
 	if setup != nil {
 		if err := setup(); err != nil {
 			// The thread's attributes are half-set: let it exit with us.
@@ -276,6 +277,20 @@ func (s *Spawner) Close() {
 		close(s.quit)
 		s.wg.Wait()
 	})
+}
+
+// startSlack is the timer slack this process started with, read on the
+// main thread before anything could change it (package initialization runs
+// there): what children get.
+var startSlack, _ = unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+
+// restoreTimerSlack gives the calling thread the timer slack the process
+// started with. Children inherit their parent thread's slack: a coarser one
+// the agent sets for its own threads must not reach box processes.
+func restoreTimerSlack() {
+	if startSlack > 0 {
+		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(startSlack), 0, 0, 0)
+	}
 }
 
 // KillGroup sends sig to the process group led by pid.
