@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -385,25 +384,23 @@ func withIn(root, target string, fn func(string) error) error {
 	return fn(fdPath(fd))
 }
 
+// pivot makes the box's root the root, with the old root stacked on it
+// (pivot_root with the same new and put-old directory) and then detached:
+// no directory for the old root is made in, or removed from, the box's
+// writable layer.
 func pivot(s *bootparam.SandboxSpec) error {
-	old := filepath.Join(s.Rootfs, ".oldroot")
-	if err := os.MkdirAll(old, 0o700); err != nil {
-		return err
-	}
 	// Runs once at boot, before any request: the only chdir of the agent.
 	if err := unix.Chdir(s.Rootfs); err != nil {
 		return err
 	}
-	if err := unix.PivotRoot(".", ".oldroot"); err != nil {
+	if err := unix.PivotRoot(".", "."); err != nil {
 		return err
 	}
-	if err := unix.Chdir("/"); err != nil {
+	// "." is now the old root, mounted on top of the new one.
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return err
 	}
-	if err := unix.Unmount("/.oldroot", unix.MNT_DETACH); err != nil {
-		return err
-	}
-	return os.Remove("/.oldroot")
+	return unix.Chdir("/")
 }
 
 func loUp() error {
