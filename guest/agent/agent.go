@@ -78,6 +78,8 @@ type Agent struct {
 
 	// execs names running execs for Signal, Resize and CloseStdin.
 	execs execTable
+	// devNull is the stdin of processes started without one.
+	devNull nullFile
 	// stopAt is when Shutdown began (unix nanoseconds), 0 before.
 	stopAt atomic.Int64
 
@@ -143,6 +145,7 @@ func (a *Agent) Close() {
 	a.wg.Wait()
 	a.trim.stop()
 	a.sp.Close()
+	a.devNull.close()
 	a.froot.Close()
 }
 
