@@ -165,6 +165,20 @@ func createBox(t *testing.T, cs *completions, rt uint64, opts string) (uint64, *
 	return r.handle, c
 }
 
+// startedBox makes a sandbox box and starts it; it returns its handle.
+func startedBox(t *testing.T, cs *completions, rt uint64, opts string) uint64 {
+	t.Helper()
+	box, _ := createBox(t, cs, rt, opts)
+	c := cs.track("start")
+	if err := bridge.Start(box, c.done()); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.wait(t); r.st != 0 {
+		t.Fatalf("start: %s %q", errdefs.Code(r.st), r.msg)
+	}
+	return box
+}
+
 // TestAsyncExactlyOnce: every accepted asynchronous call completes exactly
 // once — when it succeeds, when the library rejects its input, when the
 // runtime closes under it — and a rejected call (bad handle, bad JSON, a
@@ -335,14 +349,7 @@ func TestHandleRules(t *testing.T) {
 	base := bridge.LiveHandles()
 	rt := openRuntime(t)
 	cs := &completions{t: t}
-	box, _ := createBox(t, cs, rt, `{"isolation": "sandbox", "name": "h1"}`)
-	c := cs.track("start")
-	if err := bridge.Start(box, c.done()); err != nil {
-		t.Fatal(err)
-	}
-	if r := c.wait(t); r.st != 0 {
-		t.Fatalf("start: %s %q", errdefs.Code(r.st), r.msg)
-	}
+	box := startedBox(t, cs, rt, `{"isolation": "sandbox", "name": "h1"}`)
 	exit := cs.track("exec")
 	ex, err := bridge.Exec(box, `{"args":["sleep","30"],"stdin":true}`, exit.execCallbacks())
 	if err != nil {
@@ -522,14 +529,7 @@ func TestControlBeforeSpawnIsOrdered(t *testing.T) {
 	requireSandbox(t)
 	rt := openRuntime(t)
 	cs := &completions{t: t}
-	box, _ := createBox(t, cs, rt, `{"isolation": "sandbox", "name": "order"}`)
-	c := cs.track("start")
-	if err := bridge.Start(box, c.done()); err != nil {
-		t.Fatal(err)
-	}
-	if r := c.wait(t); r.st != 0 {
-		t.Fatalf("start: %s %q", errdefs.Code(r.st), r.msg)
-	}
+	box := startedBox(t, cs, rt, `{"isolation": "sandbox", "name": "order"}`)
 	const n = 16 // at once: the spawns take long enough that control queues
 	type run struct {
 		exit *call
