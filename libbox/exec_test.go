@@ -273,6 +273,22 @@ func (s slowWriter) Write(b []byte) (int, error) {
 	return s.w.Write(b)
 }
 
+// execDone runs cmd, a process that ends within its batch time, and fails
+// unless it was done when Exec returned.
+func execDone(t *testing.T, ctx context.Context, b *libbox.Box, what string, cmd libbox.Command) *libbox.Process {
+	t.Helper()
+	p, err := b.Exec(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal(what + "a process that ends within its batch time was still running when Exec returned")
+	}
+	return p
+}
+
 // Command.Batch: a short process comes back whole with its start (its pid
 // known, its output and exit delivered when Exec returns); a long one still
 // streams, its pid known when Exec returns too.
@@ -281,15 +297,7 @@ func TestExecBatch(t *testing.T) {
 	b := startBox(t, rt, libbox.BoxOptions{AutoRemove: true})
 	ctx := ctxT(t, 2*time.Minute)
 
-	p, err := b.Exec(ctx, libbox.Command{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Batch: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.Done():
-	default:
-		t.Fatal("a process that ends within its batch time was still running when Exec returned")
-	}
+	p := execDone(t, ctx, b, "", libbox.Command{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Batch: time.Minute})
 	st, err := p.Wait(ctx)
 	out, errOut := p.Output()
 	if err != nil || st.ExitCode != 3 || string(out) != "out\n" || string(errOut) != "err\n" || p.Pid() <= 0 {
@@ -300,16 +308,8 @@ func TestExecBatch(t *testing.T) {
 	// before Exec returns, and the process is done by then. The writers
 	// are slow, so that a receiving goroutine would not be done yet.
 	var wout, werr bytes.Buffer
-	p, err = b.Exec(ctx, libbox.Command{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 4"}, Batch: time.Minute,
+	p = execDone(t, ctx, b, "WriteInExec: ", libbox.Command{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 4"}, Batch: time.Minute,
 		Stdout: slowWriter{&wout}, Stderr: slowWriter{&werr}, WriteInExec: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.Done():
-	default:
-		t.Fatal("WriteInExec: a process that ends within its batch time was still running when Exec returned")
-	}
 	if wout.String() != "out\n" || werr.String() != "err\n" {
 		t.Fatalf("WriteInExec: when Exec returned the writers had %q %q", wout.String(), werr.String())
 	}

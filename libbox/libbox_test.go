@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libbox/libbox/internal/testutil"
 	"github.com/libbox/libbox/libbox"
 )
 
@@ -611,11 +612,6 @@ func parentOf(pid int) int {
 	return ppid
 }
 
-func countFDs() int {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	return len(ents)
-}
-
 func countMounts() int {
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	return bytes.Count(b, []byte("\n"))
@@ -636,7 +632,7 @@ func TestNoLeaks(t *testing.T) {
 		rt.Close()
 	}()
 	runtime.GC()
-	fds, mounts, gor := countFDs(), countMounts(), runtime.NumGoroutine()
+	fds, mounts, gor := testutil.FDs(), countMounts(), runtime.NumGoroutine()
 	rt, err := libbox.Open(libbox.Options{Home: home})
 	if err != nil {
 		t.Fatal(err)
@@ -662,7 +658,7 @@ func TestNoLeaks(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		runtime.GC()
-		gotF, gotM, gotG := countFDs(), countMounts(), runtime.NumGoroutine()
+		gotF, gotM, gotG := testutil.FDs(), countMounts(), runtime.NumGoroutine()
 		kids, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
 		nkids := 0
 		for _, k := range kids {

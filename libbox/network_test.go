@@ -413,7 +413,7 @@ func TestNetworkNoLeaks(t *testing.T) {
 		run(t, b, "true")
 		rt.Close()
 	}()
-	fds, gor := countFDs(), runtime.NumGoroutine()
+	fds, gor := testutil.FDs(), runtime.NumGoroutine()
 	rt, err := libbox.Open(libbox.Options{Home: home})
 	if err != nil {
 		t.Fatal(err)
@@ -438,7 +438,7 @@ func TestNetworkNoLeaks(t *testing.T) {
 	rt.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		gotF, gotG, helpers := countFDs(), runtime.NumGoroutine(), netHelpers(home)
+		gotF, gotG, helpers := testutil.FDs(), runtime.NumGoroutine(), netHelpers(home)
 		if gotF <= fds && gotG <= gor+2 && len(helpers) == 0 {
 			break
 		}

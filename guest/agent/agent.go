@@ -78,8 +78,9 @@ type Agent struct {
 
 	// execs names running execs for Signal, Resize and CloseStdin.
 	execs execTable
-	// devNull is the stdin of processes started without one.
-	devNull nullFile
+	// devNull is /dev/null, read-only: the stdin of every process started
+	// without one (a child gets its own copy as fd 0).
+	devNull int
 	// stopAt is when Shutdown began (unix nanoseconds), 0 before.
 	stopAt atomic.Int64
 
@@ -110,8 +111,14 @@ func New(opts Options) (*Agent, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	devNull, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		froot.Close()
+		return nil, fmt.Errorf("agent: open %s: %w", os.DevNull, err)
+	}
 	sp, err := spawner.NewGated(opts.SpawnSetup, opts.SpawnGate)
 	if err != nil {
+		unix.Close(devNull)
 		froot.Close()
 		return nil, fmt.Errorf("agent: spawn thread setup: %w", err)
 	}
@@ -125,6 +132,7 @@ func New(opts Options) (*Agent, error) {
 		root:      root,
 		sp:        sp,
 		froot:     froot,
+		devNull:   devNull,
 		startedAt: time.Now(),
 		shutdown:  make(chan struct{}),
 		boot:      boot,
@@ -145,7 +153,7 @@ func (a *Agent) Close() {
 	a.wg.Wait()
 	a.trim.stop()
 	a.sp.Close()
-	a.devNull.close()
+	unix.Close(a.devNull)
 	a.froot.Close()
 }
 

@@ -657,11 +657,7 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 		}
 		p.stdinW, stdinFd = w, fd
 	} else {
-		fd, err := a.devNull.get()
-		if err != nil {
-			return failRaw(err)
-		}
-		stdinFd = fd // shared: not the child's to close
+		stdinFd = a.devNull // shared: not the child's to close
 	}
 	or, ofd, err := pipe(true)
 	if err != nil {
@@ -675,41 +671,6 @@ func (a *Agent) prepare(s *agentpb.ExecStart) (*proc, *spawner.Request, func(), 
 	p.outputs = append(p.outputs, er)
 	req.Files = []uintptr{uintptr(stdinFd), uintptr(ofd), uintptr(efd)}
 	return p, req, closeRaw, nil
-}
-
-// nullFile is /dev/null opened once, read-only, for the stdin of every
-// process started without one (a child gets its own copy as fd 0).
-type nullFile struct {
-	mu sync.Mutex
-	// fd is the open file once open is set. Guarded by mu.
-	fd           int
-	open, closed bool // guarded by mu
-}
-
-func (n *nullFile) get() (int, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return -1, errdefs.New(errdefs.Unavailable, "the agent is closed")
-	}
-	if !n.open {
-		fd, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return -1, err
-		}
-		n.fd, n.open = fd, true
-	}
-	return n.fd, nil
-}
-
-// close releases the file; get fails from then on. Idempotent.
-func (n *nullFile) close() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.open && !n.closed {
-		unix.Close(n.fd)
-	}
-	n.closed = true
 }
 
 func (p *proc) closeParent() {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/internal/testutil"
 )
 
 // The test binary is its own fork server when asked.
@@ -53,14 +55,6 @@ func startServer(t *testing.T) (*Client, *exec.Cmd) {
 	return c, cmd
 }
 
-func countFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // waitGone waits until the process of pidfd has exited.
 func waitGone(t *testing.T, pidfd int, what string) {
 	t.Helper()
@@ -91,7 +85,7 @@ func TestForkExec(t *testing.T) {
 	defer r.Close()
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	before := countFDs(t)
+	before := testutil.FDs()
 	// In new user and uts namespaces, as a sandbox is: the child is root
 	// of its own user namespace.
 	attr := &syscall.ProcAttr{
@@ -121,7 +115,7 @@ func TestForkExec(t *testing.T) {
 		t.Fatalf("child said %q", buf[:n])
 	}
 	waitGone(t, pidfd, "child")
-	if got := countFDs(t); got != before { // w closed, the pidfd received
+	if got := testutil.FDs(); got != before { // w closed, the pidfd received
 		t.Fatalf("fds %d -> %d, want the same (the write end closed, the pidfd received)", before, got)
 	}
 }
@@ -131,7 +125,7 @@ func TestForkExecFails(t *testing.T) {
 	c, _ := startServer(t)
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	before := countFDs(t)
+	before := testutil.FDs()
 	attr := &syscall.ProcAttr{Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()}, Sys: &syscall.SysProcAttr{Setsid: true}}
 	_, _, err := c.ForkExec("/no/such/binary", []string{"x"}, attr)
 	if !errors.Is(err, syscall.ENOENT) {
@@ -142,7 +136,7 @@ func TestForkExecFails(t *testing.T) {
 	if _, _, err := c.ForkExec("/bin/true", []string{"true"}, attr); err == nil || !strings.Contains(err.Error(), "unsupported") {
 		t.Fatalf("got %v, want an unsupported attribute error", err)
 	}
-	if got := countFDs(t); got != before {
+	if got := testutil.FDs(); got != before {
 		t.Fatalf("fds %d -> %d", before, got)
 	}
 	// The server still serves after both.
