@@ -36,6 +36,9 @@ func Sandbox(specPath string) (SandboxConfig, error) {
 	for _, fd := range s.CloseFDs {
 		unix.Close(fd)
 	}
+	if err := hello(&s); err != nil {
+		return SandboxConfig{}, err
+	}
 	// Started through an fd ("/proc/self/fd/N"), the process is named "N".
 	_ = os.WriteFile("/proc/self/comm", []byte("box-agent"), 0)
 	b2 := &sandboxBoot{}
@@ -167,6 +170,28 @@ func readSpec(p string) ([]byte, error) {
 	f := os.NewFile(uintptr(fd), "sandbox spec")
 	defer f.Close()
 	return io.ReadAll(f)
+}
+
+// hello tells the host which launch protocol this agent speaks (see
+// bootparam.LaunchProtocol) and refuses a host that speaks another one. The
+// host reads it once it has done its part, so it costs no round trip.
+func hello(s *bootparam.SandboxSpec) error {
+	if s.BootSocket >= 0 {
+		// An older host may have closed its end: it checks nothing then.
+		_ = unix.Sendmsg(s.BootSocket, bootparam.Hello(bootparam.LaunchProtocol), nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+	}
+	if s.Protocol != bootparam.LaunchProtocol {
+		return fmt.Errorf("this box agent speaks launch protocol %d, the host library %s: rebuild both from one source (./build.sh build)",
+			bootparam.LaunchProtocol, hostProtocol(s.Protocol))
+	}
+	return nil
+}
+
+func hostProtocol(v int) string {
+	if v == 0 {
+		return "states none (it is older)"
+	}
+	return fmt.Sprintf("speaks %d", v)
 }
 
 // sandboxBoot holds what the steps share.

@@ -22,3 +22,14 @@ func TestParseVolumesRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestHello(t *testing.T) {
+	if v, ok := ParseHello(Hello(LaunchProtocol)); !ok || v != LaunchProtocol {
+		t.Fatalf("ParseHello(Hello(%d)) = %d, %v", LaunchProtocol, v, ok)
+	}
+	for _, bad := range []string{"", "r", "box-agent launch protocol ", "box-agent launch protocol x", "box-agent launch protocol 0"} {
+		if v, ok := ParseHello([]byte(bad)); ok {
+			t.Errorf("ParseHello(%q) = %d, true", bad, v)
+		}
+	}
+}

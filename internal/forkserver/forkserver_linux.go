@@ -41,6 +41,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/guest/bootparam"
 )
 
 // maxFDs is the most fds one request may carry (the kernel's SCM_MAX_FD
@@ -68,6 +70,11 @@ type request struct {
 	CgroupFD   bool                   `json:"cgroup_fd,omitempty"`
 }
 
+// ready is the server's first message.
+type ready struct {
+	Protocol int `json:"protocol"` // bootparam.LaunchProtocol; 0: an older server
+}
+
 // reply is the answer to one request; a pidfd comes with it when Pid > 0.
 type reply struct {
 	Pid   int    `json:"pid,omitempty"`
@@ -91,8 +98,10 @@ func Serve(fd int) error {
 		return err
 	}
 	defer conn.Close()
-	// The first message says the server is serving (see Client.WaitReady).
-	if _, err := conn.Write([]byte(`{}`)); err != nil {
+	// The first message says the server is serving and which launch
+	// protocol it speaks (see Client.WaitReady).
+	b, _ := json.Marshal(&ready{Protocol: bootparam.LaunchProtocol})
+	if _, err := conn.Write(b); err != nil {
 		return nil
 	}
 	buf := make([]byte, maxMsg)
@@ -233,7 +242,9 @@ type Client struct {
 
 // WaitReady waits for the server to start serving (its runtime is up),
 // which a caller that has another way to fork need not wait for; ForkExec
-// waits for it too. It returns ErrServerGone when the server died first.
+// waits for it too. It returns ErrServerGone when the server died first,
+// or when it speaks another launch protocol (bootparam.LaunchProtocol;
+// the client is closed then).
 func (c *Client) WaitReady() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -251,6 +262,11 @@ func (c *Client) waitReadyLocked() error {
 	if err != nil || n == 0 {
 		c.shutdown()
 		return fmt.Errorf("%w: %v", ErrServerGone, err)
+	}
+	var r ready
+	if err := json.Unmarshal(c.buf[:n], &r); err != nil || r.Protocol != bootparam.LaunchProtocol {
+		c.shutdown()
+		return fmt.Errorf("%w: it speaks launch protocol %d, this library %d (rebuild both from one source)", ErrServerGone, r.Protocol, bootparam.LaunchProtocol)
 	}
 	c.ready = true
 	return nil

@@ -201,3 +201,31 @@ func TestClose(t *testing.T) {
 		t.Fatalf("got %v, want ErrServerGone", err)
 	}
 }
+
+// TestOtherLaunchProtocol: a server that speaks another launch protocol
+// (an older agent binary says {}) is refused as gone, so the host forks
+// its boxes itself, and the error names both versions.
+func TestOtherLaunchProtocol(t *testing.T) {
+	for _, first := range []string{`{}`, `{"protocol":9999}`} {
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := NewClient(sp[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(sp[1], []byte(first)); err != nil {
+			t.Fatal(err)
+		}
+		err = c.WaitReady()
+		if !errors.Is(err, ErrServerGone) || !strings.Contains(err.Error(), "launch protocol") {
+			t.Errorf("server saying %s: WaitReady = %v, want ErrServerGone naming the launch protocols", first, err)
+		}
+		if _, _, err := c.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{}); !errors.Is(err, ErrServerGone) {
+			t.Errorf("server saying %s: ForkExec = %v, want ErrServerGone", first, err)
+		}
+		c.Close()
+		unix.Close(sp[1])
+	}
+}

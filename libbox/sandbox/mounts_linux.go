@@ -1,13 +1,20 @@
 package sandbox
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/guest/bootparam"
 )
 
 // hostIDs is the host id range box ids 0..size-1 map to.
@@ -44,6 +51,14 @@ func (o *openFiles) memfd(name string, data []byte) (int, error) {
 	return fd, nil
 }
 
+// closeFD closes fd, one of o's, now.
+func (o *openFiles) closeFD(fd int) {
+	if i := slices.Index(o.fds, fd); i >= 0 {
+		o.fds = slices.Delete(o.fds, i, i+1)
+		unix.Close(fd)
+	}
+}
+
 func (o *openFiles) close() {
 	for _, fd := range o.fds {
 		unix.Close(fd)
@@ -76,16 +91,62 @@ type hostMount struct {
 	box    string // box path, for messages
 }
 
+// helloTimeout bounds the wait for the agent's Hello (an agent that is
+// neither gone nor saying anything is not one of this library's).
+const helloTimeout = 2 * time.Minute
+
+// readHello reads the agent's first message on the boot socket (see
+// bootparam.SandboxSpec.BootSocket), waiting at most timeout and as long
+// as ctx lasts; nil: the agent closed its end without one.
+func readHello(ctx context.Context, sock *os.File, timeout time.Duration) ([]byte, error) {
+	dl := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	if err := sock.SetReadDeadline(dl); err != nil {
+		return nil, errdefs.Wrap(errdefs.Internal, err, "boot socket")
+	}
+	stop := context.AfterFunc(ctx, func() { _ = sock.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 128)
+	n, err := sock.Read(buf)
+	switch {
+	case err == nil:
+		return buf[:n], nil
+	case errors.Is(err, io.EOF), errors.Is(err, unix.ECONNRESET):
+		return nil, nil // ECONNRESET: it closed its end with the host's message unread
+	case ctx.Err() != nil:
+		return nil, errdefs.Wrap(errdefs.CodeOf(ctx.Err()), ctx.Err(), "wait for the agent's launch protocol")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, errdefs.New(errdefs.Unavailable, "the agent did not state its launch protocol within %s (see agent.log)", timeout)
+	}
+	return nil, errdefs.Wrap(errdefs.Unavailable, err, "boot socket")
+}
+
+// checkHello checks that the agent at path, which sent hello (nil: none),
+// speaks this library's launch protocol (bootparam.LaunchProtocol).
+func checkHello(hello []byte, path string) error {
+	v, ok := bootparam.ParseHello(hello)
+	if ok && v == bootparam.LaunchProtocol {
+		return nil
+	}
+	speaks := fmt.Sprintf("speaks launch protocol %d", v)
+	if !ok {
+		speaks = "states no launch protocol (it is older, or it failed at once: see agent.log)"
+	}
+	return errdefs.New(errdefs.FailedPrecondition, "the box agent at %s %s, this library speaks %d: rebuild both from one source (./build.sh build), or set LIBBOX_AGENT to a matching box-agent",
+		path, speaks, bootparam.LaunchProtocol)
+}
+
 // attachMounts makes the id-mapped mounts and attaches them in the mount
 // namespace of the agent pid at dir/<name>, then sends the agent, which
 // waits on sock before it mounts anything (see
 // bootparam.SandboxSpec.BootSocket), the box dir, opened in its namespace,
-// to work in; it closes sock. It runs as soon as the agent is forked: the
+// to work in. It runs as soon as the agent is forked: the
 // namespaces exist from then on, and the agent's runtime starts meanwhile.
 // A volume whose filesystem cannot be id-mapped is attached as it is (its
 // files appear to the box as nobody) and the description says so.
 func attachMounts(pid, sock int, dir string, mounts []hostMount) ([]string, error) {
-	defer unix.Close(sock)
 	if len(mounts) == 0 {
 		return nil, nil
 	}

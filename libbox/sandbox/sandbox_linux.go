@@ -21,7 +21,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -258,6 +257,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	sspec := bootparam.SandboxSpec{
 		Lower: "lower", Upper: "upper", Work: "work", Rootfs: "rootfs", Hostname: spec.Hostname,
 		Volumes: vols, Listen: "fd:3", UserNS: true, KeepCaps: DefaultCaps, BootSocket: 4,
+		Protocol: bootparam.LaunchProtocol,
 	}
 	var mounts []hostMount
 	ids := hostIDs{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), size: 1, desc: "box uid 0 = your uid (no other ids)"}
@@ -349,7 +349,10 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.Internal, err, "boot socket")
 	}
-	files.fds = append(files.fds, sp[0], sp[1])
+	files.fds = append(files.fds, sp[1])
+	_ = unix.SetNonblock(sp[0], true) // the host's end polls: its reads have deadlines
+	bootSock := os.NewFile(uintptr(sp[0]), "boot socket")
+	defer bootSock.Close()
 
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
@@ -410,6 +413,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	pid, pidfd, child, err := b.forkExec(spec.AgentPath, "/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.CloseFD()
+	files.closeFD(sp[1]) // the boot socket reads EOF once the agent is gone
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
 	}
@@ -417,20 +421,34 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	// The agent forks nothing before its first request: joining the v1
 	// groups now covers every process of the box.
 	cg.Join(pid)
-	files.fds = slices.DeleteFunc(files.fds, func(fd int) bool { return fd == sp[0] })
 	mdesc, err := func() ([]string, error) {
 		// The tap first: the agent configures it once it has its mounts.
 		if err := nl.attach(ctx, pid); err != nil {
-			unix.Close(sp[0])
 			return nil, err
 		}
-		return attachMounts(pid, sp[0], spec.Dir, mounts)
+		desc, err := attachMounts(pid, sp[0], spec.Dir, mounts)
+		if err != nil {
+			return nil, err
+		}
+		// Only now: the agent's runtime came up while the host worked.
+		hello, err := readHello(ctx, bootSock, helloTimeout)
+		if err != nil {
+			return nil, errdefs.Wrap(errdefs.CodeOf(err), err, "sandbox agent %s", spec.AgentPath)
+		}
+		return desc, checkHello(hello, spec.AgentPath)
 	}()
 	if err != nil {
 		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
 		waitExit(pid, pidfd, child)
 		unix.Close(pidfd)
 		cg.Remove()
+		_ = os.Remove(sock)
+		// An agent of another build may fail anywhere: say so first.
+		if hello, _ := readHello(context.WithoutCancel(ctx), bootSock, time.Second); hello != nil {
+			if herr := checkHello(hello, spec.AgentPath); herr != nil {
+				err = herr
+			}
+		}
 		return nil, err
 	}
 	st, _ := backend.ProcStartTime(pid)
