@@ -199,7 +199,7 @@ func (b *Backend) probeRung(ctx context.Context, qemuBin string, k vmboot.Kernel
 		"-device", "virtserialport,bus=vser.0,chardev=agent,name="+PortName,
 	)
 	start := time.Now()
-	p, err := launch(qemuBin, args, logPath, false)
+	p, err := spawn(qemuBin, args, logPath, false)
 	if err != nil {
 		return 0, err
 	}

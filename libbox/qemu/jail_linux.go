@@ -133,7 +133,7 @@ func newJail(spec backend.Spec, accel string, cpus, memMiB int) (*jail, error) {
 		lim.CPUs = 0 // an emulated guest's clock falls behind when QEMU is throttled
 	}
 	j.cg = cgroup.New(spec.ID, lim)
-	j.cg.CloseFD() // QEMU joins after it starts (launch forks it)
+	j.cg.CloseFD() // QEMU joins after it starts (spawn forks it)
 	j.Cgroup, j.CgroupV1, j.Limits = j.cg.Path, j.cg.V1Dirs(), j.cg.Describe(lim)
 	if lim.CPUs == 0 {
 		j.Limits["cpus"] = fmt.Sprintf("%d vCPUs, no CPU time limit under TCG (throttling the emulator puts the guest's clock behind)", cpus)
@@ -156,7 +156,7 @@ func (j *jail) args() []string {
 	return a
 }
 
-// command is what launch runs for QEMU with args (the box's, which a
+// command is what spawn runs for QEMU with args (the box's, which a
 // template records) and the jail's: QEMU itself, or on a root host QEMU as
 // the child of the init of a new pid namespace (see above).
 //

@@ -15,7 +15,7 @@ import (
 )
 
 // netFD is QEMU's fd number of its end of the network link: the first of
-// launch's extra files.
+// spawn's extra files.
 const netFD = 3
 
 // netLink is a VM's network link: a unix stream socket pair, one end

@@ -277,7 +277,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, templateRAM stri
 	bin, jargs, err := j.command(qemuBin, largs)
 	var p *proc
 	if err == nil {
-		p, err = launch(bin, jargs, f.stderr, spec.Detach, nl.files()...)
+		p, err = spawn(bin, jargs, f.stderr, spec.Detach, nl.files()...)
 	}
 	if err != nil {
 		stopHelpers(helpers)

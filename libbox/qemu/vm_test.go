@@ -75,9 +75,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// The spawn thread lives for good by design; every watcher and dial
+	// The launcher thread (package launch) lives for good by design; every watcher and dial
 	// goroutine must have ended, and fds be back.
-	testutil.Main(m, stopShared, goleak.IgnoreTopFunction("github.com/libbox/libbox/libbox/qemu.spawnLoop"))
+	testutil.Main(m, stopShared, goleak.IgnoreTopFunction("github.com/libbox/libbox/libbox/internal/launch.loop"))
 }
 
 // stopShared stops the shared VM and removes the test files.

@@ -320,7 +320,7 @@ func (vj *volumeJail) start(ctx context.Context, unshare, daemon string, v backe
 		vj.nsenter, fmt.Sprintf("--user=/proc/%d/fd/%d", os.Getpid(), vj.userns.Fd()), "--setuid", "0", "--setgid", "0", "--",
 		daemon, "--fd=4", "--rlimit-nofile=" + strconv.FormatUint(nofile, 10),
 		"-o", "source=" + volumeMount, "-o", "cache=auto", "-o", "sandbox=chroot"}
-	p, err := launch(unshare, cmd, logPath, detach, theirs, lsock)
+	p, err := spawn(unshare, cmd, logPath, detach, theirs, lsock)
 	theirs.Close()
 	if err != nil {
 		return h, err

@@ -112,19 +112,25 @@ func (b *Backend) Close() error {
 // through launch, which is slower for a large host process (Go copies its
 // page tables to fork into a new user namespace) but otherwise the same;
 // so a process that starts one box never waits for the server.
-func (b *Backend) forkExec(agentPath, argv0 string, argv []string, attr *syscall.ProcAttr) (pid, pidfd int, child bool, err error) {
+func (b *Backend) forkExec(agentPath, argv0 string, argv []string, attr *syscall.ProcAttr) (*launch.Proc, error) {
 	if srv := b.server(agentPath); srv != nil {
-		pid, pidfd, err = srv.ForkExec(argv0, argv, attr)
+		pid, pidfd, err := srv.ForkExec(argv0, argv, attr)
+		if err == nil {
+			return launch.NewProc(pid, pidfd, false), nil
+		}
 		if !errors.Is(err, forkserver.ErrServerGone) {
-			return pid, pidfd, false, err
+			return nil, err
 		}
 		b.dropServer(srv)
 		b.opts.logf("libbox: sandbox fork server: %v; forking here", err)
 	}
-	pidfd = -1
+	pidfd := -1
 	attr.Sys.PidFD = &pidfd
-	pid, err = launch.ForkExec(argv0, argv, attr)
-	return pid, pidfd, true, err
+	pid, err := launch.ForkExec(argv0, argv, attr)
+	if err != nil {
+		return nil, err
+	}
+	return launch.NewProc(pid, pidfd, true), nil
 }
 
 // server returns the fork server when it serves; otherwise it has one
@@ -411,13 +417,14 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	if cg.SpawnFD >= 0 {
 		attr.Files = append(attr.Files, uintptr(cg.SpawnFD)) // sspec.PidsGroupFD
 	}
-	pid, pidfd, child, err := b.forkExec(spec.AgentPath, "/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
+	proc, err := b.forkExec(spec.AgentPath, "/proc/self/fd/6", []string{"box-agent", "--sandbox", "fd:5"}, attr)
 	cg.CloseFD()
 	files.closeFD(sp[1]) // the boot socket reads EOF once the agent is gone
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "start sandbox agent %s", spec.AgentPath)
 	}
 	launched = true
+	pid := proc.Pid
 	// The agent forks nothing before its first request: joining the v1
 	// groups now covers every process of the box.
 	cg.Join(pid)
@@ -438,9 +445,7 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 		return desc, checkHello(hello, spec.AgentPath)
 	}()
 	if err != nil {
-		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
-		waitExit(pid, pidfd, child)
-		unix.Close(pidfd)
+		proc.Stop(0)
 		cg.Remove()
 		_ = os.Remove(sock)
 		// An agent of another build may fail anywhere: say so first.
@@ -453,30 +458,12 @@ func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Instanc
 	}
 	st, _ := backend.ProcStartTime(pid)
 	inst := &instance{
-		st:    state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.Path, CgroupV1: cg.V1Dirs()},
-		child: child, pidfd: pidfd, done: make(chan struct{}), cg: cg,
+		st:   state{ProcState: backend.ProcState{Pid: pid, StartTime: st}, Socket: sock, Cgroup: cg.Path, CgroupV1: cg.V1Dirs()},
+		proc: proc, done: make(chan struct{}), cg: cg,
 		limits: describeLimits(cg, lim, sspec.PidsLimit > 0), ids: ids.desc, mounts: mdesc,
 	}
 	inst.watch()
 	return inst, nil
-}
-
-// waitExit waits for a process that was sent SIGKILL to be gone: reaped
-// when it is this process's child, else exited (its parent, the fork
-// server, reaps it).
-func waitExit(pid, pidfd int, child bool) {
-	if child {
-		var info unix.Siginfo
-		for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED, nil) == unix.EINTR {
-		}
-		return
-	}
-	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		if n, err := unix.Poll(fds, -1); n > 0 || (err != nil && err != unix.EINTR) {
-			return
-		}
-	}
 }
 
 // stage makes the empty dir or file a volume is attached on in the box dir.
@@ -500,19 +487,20 @@ func (b *Backend) Attach(ctx context.Context, spec backend.Spec, raw json.RawMes
 	if !backend.ProcAlive(raw) {
 		return nil, errdefs.New(errdefs.NotFound, "box %s: its sandbox is no longer running", spec.ID)
 	}
-	pidfd, err := unix.PidfdOpen(st.Pid, 0)
+	// Not started by this Runtime, but possibly by this process earlier
+	// (detached, then released): its parent reaps it.
+	proc, err := launch.OpenProc(st.Pid, false)
 	if err != nil {
 		return nil, errdefs.Wrap(errdefs.NotFound, err, "box %s: its sandbox is no longer running", spec.ID)
 	}
-	inst := &instance{st: st, pidfd: pidfd, done: make(chan struct{}), cg: cgroup.Attach(st.Cgroup, st.CgroupV1)}
+	inst := &instance{st: st, proc: proc, done: make(chan struct{}), cg: cgroup.Attach(st.Cgroup, st.CgroupV1)}
 	inst.watch()
 	return inst, nil
 }
 
 type instance struct {
 	st     state
-	child  bool // started by this process: reaped here
-	pidfd  int
+	proc   *launch.Proc // the agent; reaped here when this process started it
 	cg     *cgroup.Group
 	limits map[string]string // limit -> what enforces it
 	ids    string            // the box's host id range
@@ -520,45 +508,28 @@ type instance struct {
 
 	done     chan struct{}
 	mu       sync.Mutex
-	released bool     // guarded by mu
-	pidf     *os.File // pollable pidfd; guarded by mu
+	released bool // guarded by mu
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 }
 
 // watch waits (in a goroutine it owns) for the agent to exit, then reaps it.
 func (i *instance) watch() {
-	_ = unix.SetNonblock(i.pidfd, true)
-	i.pidf = os.NewFile(uintptr(i.pidfd), "pidfd")
-	rc, err := i.pidf.SyscallConn()
 	i.wg.Add(1)
 	go func() {
 		defer i.wg.Done()
 		defer close(i.done)
-		if err == nil {
-			_ = rc.Read(func(fd uintptr) bool {
-				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-				n, _ := unix.Poll(fds, 0)
-				return n > 0
-			})
-		}
+		i.proc.Wait(-1) // until it exits or Release closes it
 		i.mu.Lock()
 		released := i.released
 		i.mu.Unlock()
 		if released {
 			return
 		}
-		// Reap it when it is our child (also one started detached by an
-		// earlier Runtime of this process); otherwise its parent does.
-		var info unix.Siginfo
-		flags := unix.WEXITED
-		if !i.child {
-			flags |= unix.WNOHANG
-		}
-		_ = unix.Waitid(unix.P_PID, i.st.Pid, &info, flags, nil)
+		i.proc.Reap()
 		_ = os.Remove(i.st.Socket)
 		i.cg.Remove()
-		i.pidf.Close()
+		i.proc.Close()
 	}()
 }
 
@@ -579,10 +550,7 @@ func (i *instance) Kill() error {
 		return nil
 	default:
 	}
-	if err := unix.PidfdSendSignal(i.pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return err
-	}
-	return nil
+	return i.proc.Kill()
 }
 
 // Stop kills the agent at once: a sandbox agent keeps nothing worth a
@@ -614,7 +582,7 @@ func (i *instance) Release() {
 	}
 	i.released = true
 	i.mu.Unlock()
-	i.pidf.Close() // wakes the watcher
+	i.proc.Close() // wakes the watcher
 	i.wg.Wait()
 }
 

@@ -1,5 +1,6 @@
 // Package launch starts host helper processes (sandbox agents, QEMU) from
-// one goroutine locked to its own OS thread that never exits.
+// one goroutine locked to its own OS thread that never exits, and follows
+// them through pidfds (Proc).
 //
 // Pdeathsig is tied to the thread that forked the child, not the process:
 // forking from a caller's thread (a Python or Node thread that calls into
@@ -17,47 +18,44 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/internal/forkserver"
 )
 
-type job struct {
-	argv0 string
-	argv  []string
-	attr  *syscall.ProcAttr
-	done  chan result
-}
-
-type result struct {
-	pid int
-	err error
-}
-
 var (
 	once sync.Once
-	jobs chan job
+	jobs chan func()
 )
 
 func loop() {
 	runtime.LockOSThread() // never unlocked: this thread lives as long as the process
-	for j := range jobs {
-		pid, err := syscall.ForkExec(j.argv0, j.argv, j.attr)
-		j.done <- result{pid, err}
+	for f := range jobs {
+		f()
 	}
 }
 
-// ForkExec runs syscall.ForkExec on the launcher thread.
-func ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+// Do runs f on the launcher thread and waits for it: f forks (os/exec's
+// Start, syscall.ForkExec) what must die with this process.
+func Do(f func()) {
 	once.Do(func() {
-		jobs = make(chan job)
+		jobs = make(chan func())
 		go loop()
 	})
-	j := job{argv0: argv0, argv: argv, attr: attr, done: make(chan result, 1)}
-	jobs <- j
-	r := <-j.done
-	return r.pid, r.err
+	done := make(chan struct{})
+	jobs <- func() {
+		defer close(done)
+		f()
+	}
+	<-done
+}
+
+// ForkExec runs syscall.ForkExec on the launcher thread.
+func ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (pid int, err error) {
+	Do(func() { pid, err = syscall.ForkExec(argv0, argv, attr) })
+	return pid, err
 }
 
 // Server is a fork server (see package forkserver) started by this
@@ -65,8 +63,7 @@ func ForkExec(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) 
 // vfork path with Pdeathsig SIGKILL, so it dies with this process.
 type Server struct {
 	*forkserver.Client
-	pid     int
-	pidfd   int
+	proc    *Proc
 	endOnce sync.Once
 }
 
@@ -95,7 +92,7 @@ func StartServer(path string) (*Server, error) {
 		unix.Close(sp[0])
 		return nil, err
 	}
-	s := &Server{pid: pid, pidfd: pidfd}
+	s := &Server{proc: NewProc(pid, pidfd, true)}
 	if s.Client, err = forkserver.NewClient(sp[0]); err != nil {
 		s.end()
 		return nil, err
@@ -116,14 +113,5 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) end() {
-	s.endOnce.Do(func() {
-		fds := []unix.PollFd{{Fd: int32(s.pidfd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(fds, 5000); n <= 0 {
-			_ = unix.PidfdSendSignal(s.pidfd, unix.SIGKILL, nil, 0)
-		}
-		var info unix.Siginfo
-		for unix.Waitid(unix.P_PID, s.pid, &info, unix.WEXITED, nil) == unix.EINTR {
-		}
-		unix.Close(s.pidfd)
-	})
+	s.endOnce.Do(func() { s.proc.Stop(5 * time.Second) })
 }

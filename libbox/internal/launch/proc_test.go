@@ -1,0 +1,88 @@
+package launch
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/libbox/libbox/internal/testutil"
+)
+
+// startSleep forks sleep from the launcher thread with a pidfd.
+func startSleep(t *testing.T) *Proc {
+	t.Helper()
+	pidfd := -1
+	attr := &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd}}
+	pid, err := ForkExec("/bin/sleep", []string{"sleep", "60"}, attr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewProc(pid, pidfd, true)
+}
+
+// TestProc: a Wait with a timeout returns false while the process runs;
+// Kill ends it, Wait sees it, Reap collects SIGKILL; Close wakes a Wait in
+// progress; a Proc closed, or of a process gone, signals nothing and
+// fails nothing; Stop ends a process that ignores its grace; no fd stays.
+func TestProc(t *testing.T) {
+	fds := testutil.FDs()
+
+	p := startSleep(t)
+	if p.Wait(20 * time.Millisecond) {
+		t.Fatal("Wait: a running process reported exited")
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Wait(-1) || !p.Wait(0) {
+		t.Fatal("Wait after Kill: not exited")
+	}
+	if err := p.Kill(); err != nil {
+		t.Errorf("Kill of an exited process: %v", err)
+	}
+	if ws, ok := p.Reap(); !ok || !ws.Signaled() || ws.Signal() != unix.SIGKILL {
+		t.Errorf("Reap = %v, %v; want killed by SIGKILL", ws, ok)
+	}
+	p.Close()
+	p.Close()
+	if err := p.Kill(); err != nil {
+		t.Errorf("Kill after Close: %v", err)
+	}
+
+	q := startSleep(t)
+	woke := make(chan bool)
+	go func() { woke <- q.Wait(-1) }()
+	time.Sleep(10 * time.Millisecond) // let Wait block (it returns false either way)
+	q.Close()
+	if <-woke {
+		t.Error("Wait woken by Close reported the process exited")
+	}
+	// Closed: q cannot kill it any more; its pid still can.
+	if err := syscall.Kill(q.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := q.Reap(); !ok {
+		t.Error("Reap of a closed Proc's child failed")
+	}
+
+	r := startSleep(t)
+	r.Stop(10 * time.Millisecond) // sleep does not exit within its grace
+	if err := syscall.Kill(r.Pid, 0); err != syscall.ESRCH {
+		t.Errorf("after Stop, pid %d: kill 0 = %v, want ESRCH (killed and reaped)", r.Pid, err)
+	}
+
+	self, err := OpenProc(os.Getpid(), false)
+	if err != nil {
+		t.Fatalf("OpenProc of this process: %v", err)
+	}
+	if self.Wait(0) {
+		t.Error("Wait: this process reported exited")
+	}
+	self.Close()
+	if now := testutil.FDs(); now > fds {
+		t.Errorf("fds: %d open, %d before", now, fds)
+	}
+}
