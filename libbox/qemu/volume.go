@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/hostid"
+	"github.com/libbox/libbox/libbox/internal/launch"
 	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
@@ -238,32 +238,6 @@ func volumeTree(path string, userns int, ro bool) (fd int, mapErr, err error) {
 	return fd, mapErr, nil
 }
 
-// attachIn attaches the detached mount tree at target in the mount
-// namespace of pid, from a thread that joins it and then exits (it is never
-// unlocked, so the runtime discards it).
-func attachIn(pid, tree int, target string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- func() error {
-			// A thread sharing its fs struct cannot change mount namespace.
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("unshare fs: %w", err)
-			}
-			ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(ns)
-			if err := unix.Setns(ns, unix.CLONE_NEWNS); err != nil {
-				return fmt.Errorf("join mount namespace: %w", err)
-			}
-			return unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
-		}()
-	}()
-	return <-errc
-}
-
 // listenUnix makes the listening vhost-user socket at path.
 func listenUnix(path string) (*os.File, error) {
 	_ = os.Remove(path)
@@ -336,7 +310,11 @@ func (vj *volumeJail) start(ctx context.Context, unshare, daemon string, v backe
 	if sh == 0 {
 		return fail(errdefs.New(errdefs.Unavailable, "no pid namespace init under %d", p.pid), "start")
 	}
-	if err := attachIn(sh, tree, volumeMount); err != nil {
+	// Attached in sh's mount namespace, where virtiofsd will serve it.
+	err = launch.InNamespace(sh, "mnt", func() error {
+		return unix.MoveMount(tree, "", unix.AT_FDCWD, volumeMount, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	})
+	if err != nil {
 		return fail(errdefs.Wrap(errdefs.Internal, err, "attach"), "volume mount")
 	}
 	if _, err := ours.Write([]byte("g\n")); err != nil {

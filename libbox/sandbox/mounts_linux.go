@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/bootparam"
+	"github.com/libbox/libbox/libbox/internal/launch"
 )
 
 // hostIDs is the host id range box ids 0..size-1 map to.
@@ -179,7 +179,7 @@ func attachMounts(pid, sock int, dir string, mounts []hostMount) ([]string, erro
 		fds = append(fds, fd)
 	}
 	dirFD := -1
-	if err := inNamespace(pid, "mnt", func() error {
+	if err := launch.InNamespace(pid, "mnt", func() error {
 		for i, m := range mounts {
 			if err := unix.MoveMount(fds[i], "", unix.AT_FDCWD, filepath.Join(dir, m.name), unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 				return fmt.Errorf("attach %s: %w", m.source, err)
@@ -196,34 +196,4 @@ func attachMounts(pid, sock int, dir string, mounts []hostMount) ([]string, erro
 		return nil, errdefs.Wrap(errdefs.Unavailable, err, "sandbox agent")
 	}
 	return desc, nil
-}
-
-// inNamespace runs fn on a new OS thread that joins the namespace kind
-// ("mnt", "net") of pid; the thread exits afterwards (it is never
-// unlocked, so the runtime discards it), so no other goroutine ever runs
-// in that namespace.
-func inNamespace(pid int, kind string, fn func() error) error {
-	flag := map[string]int{"mnt": unix.CLONE_NEWNS, "net": unix.CLONE_NEWNET}[kind]
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- func() error {
-			if flag == unix.CLONE_NEWNS {
-				// A thread sharing its fs struct cannot change mount namespace.
-				if err := unix.Unshare(unix.CLONE_FS); err != nil {
-					return fmt.Errorf("unshare fs: %w", err)
-				}
-			}
-			ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(ns)
-			if err := unix.Setns(ns, flag); err != nil {
-				return fmt.Errorf("join %s namespace: %w", kind, err)
-			}
-			return fn()
-		}()
-	}()
-	return <-errc
 }

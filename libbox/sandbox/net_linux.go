@@ -11,6 +11,7 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/launch"
 )
 
 // netFD is the agent's fd number of its socket to the host for the tap fd
@@ -99,10 +100,10 @@ func (nl *netLink) attach(ctx context.Context, pid int) error {
 // makeTap opens /dev/net/tun in the network namespace of pid and makes the
 // tap bootparam.NetIface there (one Ethernet frame per read and write, no
 // packet information header). The thread that joined the namespace is
-// discarded (see inNamespace).
+// discarded (see launch.InNamespace).
 func makeTap(pid int) (*os.File, error) {
 	fd := -1
-	err := inNamespace(pid, "net", func() error {
+	err := launch.InNamespace(pid, "net", func() error {
 		// The tap belongs to the network namespace of the thread opening it.
 		var err error
 		fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)

@@ -1,6 +1,8 @@
 package launch
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -84,5 +86,42 @@ func TestProc(t *testing.T) {
 	self.Close()
 	if now := testutil.FDs(); now > fds {
 		t.Errorf("fds: %d open, %d before", now, fds)
+	}
+}
+
+// TestInNamespace: fn runs in the mount namespace of another process (a
+// child in a new one), its error comes back, and this process's threads
+// stay in their own namespace; an unknown kind is refused.
+func TestInNamespace(t *testing.T) {
+	pidfd := -1
+	attr := &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL, PidFD: &pidfd}}
+	pid, err := ForkExec("/bin/sleep", []string{"sleep", "60"}, attr)
+	if err != nil {
+		testutil.SkipOrFail(t, "cannot make a mount namespace (%v): run as root", err)
+	}
+	p := NewProc(pid, pidfd, true)
+	defer p.Stop(0)
+	theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, _ := os.Readlink("/proc/self/ns/mnt")
+	if theirs == ours {
+		t.Fatal("the child shares this process's mount namespace")
+	}
+	errFn := errors.New("from fn")
+	var in string
+	err = InNamespace(pid, "mnt", func() error {
+		in, _ = os.Readlink("/proc/thread-self/ns/mnt")
+		return errFn
+	})
+	if err != errFn || in != theirs {
+		t.Errorf("InNamespace = %v in %s; want %v in %s", err, in, errFn, theirs)
+	}
+	if now, _ := os.Readlink("/proc/self/ns/mnt"); now != ours {
+		t.Errorf("this process's main thread moved to %s", now)
+	}
+	if err := InNamespace(pid, "pid", func() error { return nil }); err == nil {
+		t.Error(`InNamespace(kind "pid") ran`)
 	}
 }
