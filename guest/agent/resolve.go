@@ -13,6 +13,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/guest/boot"
 )
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,55 +43,31 @@ func boxRel(p string) (string, error) {
 // absolute symlinks restart at root and ".." never leaves it. It returns
 // the agent's path of the result and its Stat.
 //
-// When root is "/" (a sandbox agent after pivot_root, a VM agent on its own
-// root) the kernel's own lookup already is that walk: one stat, where the
-// walk costs an lstat per component (a PATH search for every exec). The path
-// returned is then p cleaned, symlinks left in: it names the same file.
+// When root is "/" (a sandbox agent after pivot_root) the kernel's own
+// lookup already is that walk: one stat. The path returned is then p
+// cleaned, symlinks left in: it names the same file. Under another root
+// (a VM agent's /mnt/root) the kernel walks inside the root in one call
+// (boot.OpenInRoot, openat2 RESOLVE_IN_ROOT), which a box process that
+// swaps a directory for a symlink meanwhile cannot lead out of it.
 func resolveIn(root, p string) (string, os.FileInfo, error) {
 	if root == "/" {
 		full := path.Clean("/" + p)
 		fi, err := os.Stat(full)
 		return full, fi, err
 	}
-	const maxLinks = 40
-	links := 0
-	parts := strings.Split(strings.Trim(path.Clean("/"+p), "/"), "/")
-	cur := "/"
-	for i := 0; i < len(parts); i++ {
-		part := parts[i]
-		if part == "" || part == "." {
-			continue
-		}
-		if part == ".." {
-			cur = path.Dir(cur)
-			continue
-		}
-		next := path.Join(cur, part)
-		fi, err := os.Lstat(path.Join(root, next))
-		if err != nil {
-			return "", nil, err
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			links++
-			if links > maxLinks {
-				return "", nil, syscall.ELOOP
-			}
-			target, err := os.Readlink(path.Join(root, next))
-			if err != nil {
-				return "", nil, err
-			}
-			if strings.HasPrefix(target, "/") {
-				cur = "/"
-			}
-			rest := append(strings.Split(strings.Trim(target, "/"), "/"), parts[i+1:]...)
-			parts = rest
-			i = -1
-			continue
-		}
-		cur = next
+	// Cleaned first, as on the fast path: ".." after a symlink is taken
+	// lexically on both.
+	fd, err := boot.OpenInRoot(root, path.Clean("/"+p))
+	if err != nil {
+		return "", nil, &fs.PathError{Op: "open", Path: p, Err: err}
 	}
-	full := path.Join(root, cur)
-	fi, err := os.Stat(full)
+	defer syscall.Close(fd)
+	proc := "/proc/self/fd/" + strconv.Itoa(fd)
+	full, err := os.Readlink(proc) // the file's path, as the agent sees it
+	if err != nil {
+		return "", nil, err
+	}
+	fi, err := os.Stat(proc)
 	return full, fi, err
 }
 

@@ -7,9 +7,10 @@ import (
 )
 
 // TestResolveInRootFastPath: with root "/", resolveIn is one stat; it must
-// find the same file (or fail the same way) as the component walk does
-// under another root, for relative symlinks, ".." after a symlink, a
-// dangling link, a file used as a directory and a link loop.
+// find the same file (or fail the same way) as the lookup inside another
+// root does, for relative symlinks, ".." after a symlink, a dangling link,
+// a file used as a directory and a link loop. Inside a root, an absolute
+// link restarts at the root and ".." stops there.
 func TestResolveInRootFastPath(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(p string) {
@@ -52,5 +53,14 @@ func TestResolveInRootFastPath(t *testing.T) {
 		if fi, err := os.Stat(full); err != nil || !os.SameFile(fi, fastFi) {
 			t.Errorf("%s: the fast path's path %s does not name what it found (%v)", p, full, err)
 		}
+	}
+	ln("/a/b", "abs")
+	ln("../../../../../../../../etc", "up")
+	full, _, err := resolveIn(dir, "/abs/c/f")
+	if want := filepath.Join(dir, "a/b/c/f"); err != nil || full != want {
+		t.Errorf("absolute link in the root: %s, %v; want %s", full, err, want)
+	}
+	if full, _, err := resolveIn(dir, "/up/passwd"); err == nil {
+		t.Errorf("/up/passwd left the root: %s", full)
 	}
 }

@@ -97,6 +97,14 @@ func inRoot(root, target string, kind create) (int, error) {
 	return resolveIn(rootfd, cur)
 }
 
+// OpenInRoot returns an O_PATH descriptor of p looked up inside root as a
+// process chrooted into root would (see inRoot; nothing is made). Unlike
+// the rest of this package it changes no process state: the agent calls it
+// from requests. The caller closes the descriptor.
+func OpenInRoot(root, p string) (int, error) {
+	return inRoot(root, p, noCreate)
+}
+
 // resolveIn opens p below rootfd with every symlink kept inside it.
 func resolveIn(rootfd int, p string) (int, error) {
 	for try := 0; ; try++ {
