@@ -35,9 +35,20 @@ func TestAlloc(t *testing.T) {
 		seen[s.UID] = true
 		got[d] = s
 	}
-	// A box keeps its slice across starts.
+	// A box keeps its slice across starts, and a restart does not rewrite
+	// the table (a rewrite renames a new file over it).
+	before, err := os.Stat(Table)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if s, _, _ := Alloc(dirs[1]); s != got[dirs[1]] {
 		t.Fatalf("restart: %+v, want %+v", s, got[dirs[1]])
+	}
+	if after, err := os.Stat(Table); err != nil || !os.SameFile(before, after) {
+		t.Errorf("a restart rewrote the table (%v)", err)
+	}
+	if _, err := os.Stat(Table + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("temp file left beside the table: %v", err)
 	}
 	// A removed box's slice is taken by the next new box.
 	if err := os.Remove(dirs[0]); err != nil {
