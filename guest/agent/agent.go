@@ -24,11 +24,13 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/errdefs/errgrpc"
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/guest/bootparam"
 	"github.com/libbox/libbox/guest/spawner"
 )
 
-// ProtocolVersion is bumped on incompatible protocol changes.
-const ProtocolVersion = 1
+// ProtocolVersion is the version Info reports: the launch protocol, which
+// covers the agent protocol (bumped on its incompatible changes too).
+const ProtocolVersion = bootparam.LaunchProtocol
 
 // Features lists what this agent supports (InfoResponse.features).
 var Features = []string{"exec", "tty", "stdin", "signal", "resize", "timeout", "control", "upload", "download", "mount", "shutdown",
