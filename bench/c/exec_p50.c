@@ -1,7 +1,11 @@
 /* Sequential `true` execs through box_exec_async, each timed from the call
    to on_exit.
      exec_p50 HOME [N]    runs N (default 2000) after 50 warm-up execs and
-                          prints "p50_us <n>" and "p99_us <n>".
+                          prints "p50_us <n>" and "p99_us <n>", then what
+                          the N execs cost this process (all its threads,
+                          not the box): "cpu_us_per_exec <n>",
+                          "vcsw_per_exec <n>" and "ivcsw_per_exec <n>"
+                          (voluntary and involuntary context switches).
      exec_p50 HOME -serve prints "ready" once its box runs, then for each
                           line "K" on stdin runs K execs and prints one line:
                           the process CPU time they took (us), then each
@@ -55,10 +59,14 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+static double ru_cpu_us(const struct rusage *ru) {
+  return (ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) * 1e6 + ru->ru_utime.tv_usec + ru->ru_stime.tv_usec;
+}
+
 static double cpu_us(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+  return ru_cpu_us(&ru);
 }
 
 static int cmp(const void *a, const void *b) {
@@ -116,14 +124,19 @@ int main(int argc, char **argv) {
     rc = serve(box);
   } else {
     double *d = malloc(sizeof(double) * n);
+    struct rusage r0, r1;
     for (int i = -50; i < n && rc == 0; i++) {
+      if (i == 0) getrusage(RUSAGE_SELF, &r0);
       double t = one_exec(box);
       if (t < 0) rc = 1;
       else if (i >= 0) d[i] = t;
     }
+    getrusage(RUSAGE_SELF, &r1);
     if (rc == 0) {
       qsort(d, n, sizeof(double), cmp);
       printf("p50_us %.0f\np99_us %.0f\n", d[n / 2], d[(int)(n * 0.99)]);
+      printf("cpu_us_per_exec %.0f\nvcsw_per_exec %.2f\nivcsw_per_exec %.2f\n", (ru_cpu_us(&r1) - ru_cpu_us(&r0)) / n,
+             (double)(r1.ru_nvcsw - r0.ru_nvcsw) / n, (double)(r1.ru_nivcsw - r0.ru_nivcsw) / n);
     }
     free(d);
   }
