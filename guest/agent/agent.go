@@ -162,7 +162,9 @@ func (a *Agent) Close() {
 // Serve runs a gRPC server for the agent on ln until ctx is done or a client
 // asks for Shutdown, then stops the server and releases the agent.
 func Serve(ctx context.Context, ln net.Listener, opts Options) error {
-	_ = SetTimerSlack(TimerSlack) // a tuning: without it the agent is only slower
+	// Tunings: without them the agent is only slower.
+	_ = SetTimerSlack(TimerSlack)
+	_ = SetMonitorSlack(MonitorSlack)
 	a, err := New(opts)
 	if err != nil {
 		return err

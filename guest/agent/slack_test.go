@@ -63,3 +63,83 @@ func TestTimerSlackStaysOutOfBoxProcesses(t *testing.T) {
 		t.Errorf("a box process's timer slack is %s, want the agent's starting %d", got, orig)
 	}
 }
+
+// TestMonitorSlack: SetMonitorSlack finds the runtime's monitor thread (the
+// thread that keeps sleeping in nanosleep while a goroutine runs) and
+// changes only its slack.
+func TestMonitorSlack(t *testing.T) {
+	mon, err := monitorThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slackOf := func(tid string) string {
+		b, err := os.ReadFile("/proc/" + tid + "/timerslack_ns")
+		if err != nil {
+			return "gone"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	before := map[string]string{}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tasks {
+		before[e.Name()] = slackOf(e.Name())
+	}
+	const coarse = 7 * time.Millisecond
+	if err := SetMonitorSlack(coarse); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			t.Skipf("setting the timer slack of other threads needs CAP_SYS_NICE: run the tests as root (%v)", err)
+		}
+		t.Fatal(err)
+	}
+	monName := strconv.Itoa(mon)
+	defer func() {
+		orig, _ := time.ParseDuration(before[monName] + "ns")
+		if err := setThreadSlack(monName, orig); err != nil {
+			t.Error(err)
+		}
+	}()
+	for tid, was := range before {
+		got := slackOf(tid)
+		switch {
+		case tid == monName && got != strconv.FormatInt(coarse.Nanoseconds(), 10):
+			t.Errorf("monitor thread %s: slack %s, want %d", tid, got, coarse.Nanoseconds())
+		case tid != monName && got != was && got != "gone":
+			t.Errorf("thread %s: slack changed from %s to %s", tid, was, got)
+		}
+	}
+
+	// While a goroutine runs, the monitor loops sleeping in nanosleep;
+	// the runtime's other threads wait in futex or epoll_pwait.
+	stop := make(chan struct{})
+	spun := make(chan struct{})
+	go func() {
+		defer close(spun)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	want := strconv.Itoa(unix.SYS_NANOSLEEP)
+	seen, samples := 0, 200
+	for i := 0; i < samples; i++ {
+		b, err := os.ReadFile("/proc/self/task/" + monName + "/syscall")
+		if err != nil {
+			t.Fatalf("monitor thread %d: %v", mon, err)
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 && f[0] == want {
+			seen++
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	<-spun
+	if seen < samples/2 {
+		t.Errorf("thread %d was in nanosleep in %d of %d samples: it is not the runtime's monitor", mon, seen, samples)
+	}
+}
