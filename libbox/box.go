@@ -286,12 +286,9 @@ func (b *Box) Start(ctx context.Context) error {
 // connect dials the agent and waits until it answers Ping, under the boot
 // deadline.
 func (b *Box) connect(ctx context.Context, inst backend.Instance) (*grpc.ClientConn, agentpb.AgentClient, error) {
-	conn, err := grpc.NewClient("passthrough:///agent", append(errgrpc.DialOptions(),
+	conn, err := grpc.NewClient("passthrough:///agent", append(append(errgrpc.DialOptions(), agentpb.ClientOptions()...),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inst.Dial(ctx) }),
-		grpc.WithInitialWindowSize(1<<20),
-		grpc.WithInitialConnWindowSize(16<<20),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
 		// A byte stream that went quiet (a guest that closed its port
 		// without the host noticing) is found and redialled.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
