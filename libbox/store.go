@@ -16,6 +16,7 @@ import (
 
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
+	"github.com/libbox/libbox/libbox/internal/atomicfile"
 )
 
 // boxConfig is fixed at creation (boxes/<id>/config.json).
@@ -74,25 +75,7 @@ func writeJSONAtomic(path string, v any, durable bool) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if durable {
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, append(b, '\n'), atomicfile.Options{Sync: durable})
 }
 
 // writeState writes a box's state.json. It is fsynced only when the box

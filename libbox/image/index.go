@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/internal/atomicfile"
 )
 
 // record is one entry of index.json: a reference (for one platform) and the
@@ -77,33 +78,8 @@ func (s *Store) updateIndex(fn func([]record) ([]record, error)) error {
 	if err != nil {
 		return errdefs.Wrap(errdefs.Internal, err, "encode image index")
 	}
-	if err := writeFileAtomic(s.indexPath(), b, s.tmpDir()); err != nil {
+	if err := atomicfile.WriteFile(s.indexPath(), b, atomicfile.Options{Perm: 0o644, Sync: true, TmpDir: s.tmpDir()}); err != nil {
 		return errdefs.Wrap(errdefs.Internal, err, "write image index")
 	}
 	return nil
-}
-
-// writeFileAtomic writes b to path via a synced temp file and a rename.
-func writeFileAtomic(path string, b []byte, tmpDir string) error {
-	f, err := os.CreateTemp(tmpDir, "index-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }

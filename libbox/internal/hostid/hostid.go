@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/internal/atomicfile"
 )
 
 // On a root host every box gets its own slice of host ids: in a sandbox,
@@ -136,43 +137,14 @@ func Alloc(dir string) (Slice, string, error) {
 	}
 	table[strconv.FormatUint(uint64(idx), 10)] = dir
 	b, _ := json.Marshal(table)
-	if err := writeDurable(Table, b); err != nil {
+	// Synced file, rename and directory: after a crash or a power loss the
+	// table is the old one or the new one, never empty. A lost entry would
+	// hand a running box's slice (its files' owners) to another box. Only
+	// a new slice writes the table, so a start costs no flush otherwise.
+	if err := atomicfile.WriteFile(Table, b, atomicfile.Options{Sync: true, SyncDir: true}); err != nil {
 		return Slice{}, "", errdefs.Wrap(errdefs.Internal, err, "write user namespace id table")
 	}
 	return slice(idx)
-}
-
-// writeDurable replaces path with b through a synced temp file, a rename
-// and a sync of the directory: after a crash or a power loss the table is
-// the old one or the new one, never empty. A lost entry would hand a
-// running box's slice (its files' owners) to another box. Only a new slice
-// writes the table, so this costs a start no flush otherwise.
-func writeDurable(path string, b []byte) error {
-	tmp := path + ".tmp" // under the table's lock: one writer at a time
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func flock(path string) (func(), error) {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/libbox/libbox/errdefs"
+	"github.com/libbox/libbox/libbox/internal/atomicfile"
 )
 
 // Defaults for a box that asks for nothing.
@@ -115,29 +116,13 @@ func InstallHint(pkg string) string {
 	return hint
 }
 
-// WriteAtomic writes a file through a temp file in the same directory and
-// renames it into place, so readers see the whole file or none.
+// WriteAtomic makes dst's directory and replaces dst (mode 0644) with what
+// fill writes, so readers see the whole file or none.
 func WriteAtomic(dst string, fill func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := fill(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
+	return atomicfile.Write(dst, atomicfile.Options{Perm: 0o644}, fill)
 }
 
 // WriteFileAtomic writes data to path with WriteAtomic.
