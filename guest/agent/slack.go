@@ -1,10 +1,11 @@
 package agent
 
 import (
-	"errors"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/libbox/libbox/internal/procstat"
 )
 
 // TimerSlack is the timer slack of the agent's own threads.
@@ -45,7 +46,11 @@ func SetTimerSlack(slack time.Duration) error {
 	}
 	for _, e := range ents {
 		// /proc/<tid> names any thread of the process's pid namespace.
-		if err := setThreadSlack(e.Name(), slack); err != nil && !os.IsNotExist(err) {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if err := procstat.SetThreadSlack(tid, slack); err != nil && !os.IsNotExist(err) {
 			return err
 		}
 	}
@@ -56,36 +61,9 @@ func SetTimerSlack(slack time.Duration) error {
 // MonitorSlack); call it after SetTimerSlack. Like that one, it needs
 // CAP_SYS_NICE.
 func SetMonitorSlack(slack time.Duration) error {
-	tid, err := monitorThread()
+	tid, err := procstat.MonitorThread(os.Getpid())
 	if err != nil {
 		return err
 	}
-	return setThreadSlack(strconv.Itoa(tid), slack)
-}
-
-func setThreadSlack(tid string, slack time.Duration) error {
-	return os.WriteFile("/proc/"+tid+"/timerslack_ns", []byte(strconv.FormatInt(slack.Nanoseconds(), 10)), 0)
-}
-
-// monitorThread returns the thread id of the runtime's monitor (sysmon).
-// The runtime starts it before anything else, from the main thread, as the
-// process's second thread; thread ids are handed out in increasing order,
-// so it is the lowest id above the process's own. (Were the ids to wrap
-// around in between, another thread would get the slack: its timers would
-// only be coarser.)
-func monitorThread() (int, error) {
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return 0, err
-	}
-	pid, mon := os.Getpid(), 0
-	for _, e := range ents {
-		if tid, err := strconv.Atoi(e.Name()); err == nil && tid > pid && (mon == 0 || tid < mon) {
-			mon = tid
-		}
-	}
-	if mon == 0 {
-		return 0, errors.New("no thread besides the main one")
-	}
-	return mon, nil
+	return procstat.SetThreadSlack(tid, slack)
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/guest/agentpb"
+	"github.com/libbox/libbox/internal/procstat"
 )
 
 // TestTimerSlackStaysOutOfBoxProcesses: the agent's threads take the
@@ -68,7 +69,7 @@ func TestTimerSlackStaysOutOfBoxProcesses(t *testing.T) {
 // thread that keeps sleeping in nanosleep while a goroutine runs) and
 // changes only its slack.
 func TestMonitorSlack(t *testing.T) {
-	mon, err := monitorThread()
+	mon, err := procstat.MonitorThread(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestMonitorSlack(t *testing.T) {
 	monName := strconv.Itoa(mon)
 	defer func() {
 		orig, _ := time.ParseDuration(before[monName] + "ns")
-		if err := setThreadSlack(monName, orig); err != nil {
+		if err := procstat.SetThreadSlack(mon, orig); err != nil {
 			t.Error(err)
 		}
 	}()

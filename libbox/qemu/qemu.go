@@ -33,6 +33,7 @@ import (
 	"github.com/libbox/libbox/errdefs"
 	"github.com/libbox/libbox/libbox/backend"
 	"github.com/libbox/libbox/libbox/internal/agentbin"
+	"github.com/libbox/libbox/libbox/internal/launch"
 	"github.com/libbox/libbox/libbox/internal/vmboot"
 )
 
@@ -444,7 +445,17 @@ func runQEMU(ctx context.Context, dir, bin string, args []string) ([]byte, error
 	cmd.Dir = dir // a crashing probe dumps core there, not in the caller's cwd
 	cmd.SysProcAttr = deathSig()
 	cmd.WaitDelay = 2 * time.Second
-	return cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// Started from the launcher thread (the program's timer slack, not a
+	// coarser one of the calling thread: the probe times the guest),
+	// waited for here.
+	var err error
+	launch.Do(func() { err = cmd.Start() })
+	if err == nil {
+		err = cmd.Wait()
+	}
+	return out.Bytes(), err
 }
 
 // state is what Attach needs to find a detached box again.

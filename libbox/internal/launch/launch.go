@@ -30,15 +30,30 @@ var (
 	jobs chan func()
 )
 
+// startSlack is the timer slack of the thread this package was initialized
+// on: the program's main thread, or in libbox.so the runtime's first
+// thread, which has the slack of the thread that loaded the library.
+var startSlack, _ = unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+
 func loop() {
 	runtime.LockOSThread() // never unlocked: this thread lives as long as the process
 	for f := range jobs {
+		// Children inherit the slack of the thread that forks them, and
+		// this thread may have been made by one with a coarser slack (the
+		// runtime's monitor in libbox.so, see libbox/capi): the fork
+		// server, QEMU and the network helper get the program's own. Set
+		// before every job, as another thread may change this one's.
+		if startSlack > 0 {
+			_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(startSlack), 0, 0, 0)
+		}
 		f()
 	}
 }
 
 // Do runs f on the launcher thread and waits for it: f forks (os/exec's
-// Start, syscall.ForkExec) what must die with this process.
+// Start, syscall.ForkExec) what must die with this process, or what must
+// have the program's timer slack. f never waits for a child's exit (Wait
+// afterwards, from the caller): every other start would wait with it.
 func Do(f func()) {
 	once.Do(func() {
 		jobs = make(chan func())

@@ -3,13 +3,17 @@ package launch
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/libbox/libbox/internal/procstat"
 	"github.com/libbox/libbox/internal/testutil"
 )
 
@@ -123,5 +127,63 @@ func TestInNamespace(t *testing.T) {
 	}
 	if err := InNamespace(pid, "pid", func() error { return nil }); err == nil {
 		t.Error(`InNamespace(kind "pid") ran`)
+	}
+}
+
+// TestChildTimerSlack: a process started from the launcher thread has the
+// timer slack the program started with, even when every thread of the
+// process, the launcher's included, was given a coarser one since (as
+// threads made by libbox.so's monitor are).
+func TestChildTimerSlack(t *testing.T) {
+	if startSlack <= 0 {
+		t.Fatalf("no starting slack read (%d)", startSlack)
+	}
+	Do(func() {}) // the launcher thread exists
+	const coarse = 3 * time.Millisecond
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tasks {
+		tid, _ := strconv.Atoi(e.Name())
+		if err := procstat.SetThreadSlack(tid, coarse); err != nil && !os.IsNotExist(err) {
+			if errors.Is(err, os.ErrPermission) {
+				t.Skipf("setting other threads' timer slack needs CAP_SYS_NICE: run the tests as root (%v)", err)
+			}
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, e := range tasks {
+			tid, _ := strconv.Atoi(e.Name())
+			_ = procstat.SetThreadSlack(tid, time.Duration(startSlack))
+		}
+	}()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pidfd := -1
+	attr := &syscall.ProcAttr{
+		Files: []uintptr{0, w.Fd(), 2},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, PidFD: &pidfd},
+	}
+	pid, err := ForkExec("/bin/sh", []string{"sh", "-c", "read s </proc/self/timerslack_ns && echo $s"}, attr)
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProc(pid, pidfd, true)
+	defer p.Stop(0)
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(out)), strconv.Itoa(startSlack); got != want {
+		t.Errorf("child's timer slack = %q, want the program's %s", got, want)
+	}
+	if ws, ok := p.Reap(); !ok || ws.ExitStatus() != 0 {
+		t.Errorf("child: %v", ws)
 	}
 }
