@@ -45,7 +45,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/libbox/libbox/errdefs"
-	"github.com/libbox/libbox/libbox/internal/launch"
 )
 
 // HelperSocket is the helper's control socket, in the box's directory.
@@ -279,10 +278,7 @@ func StartHelper(ctx context.Context, bin, dir string, cfg Config) (*Helper, err
 	cmd := exec.Command(bin, dir)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	// From the launcher thread: the helper gets the program's timer
-	// slack, not a coarser one of the calling thread (see launch). Waited
-	// for outside it.
-	launch.Do(func() { err = cmd.Start() })
+	err = startHelperProcess(cmd) // waited for below, not there
 	outW.Close()
 	if err == nil {
 		err = cmd.Wait() // the launcher: it exits once the helper runs

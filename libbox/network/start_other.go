@@ -1,0 +1,7 @@
+//go:build !linux
+
+package network
+
+import "os/exec"
+
+func startHelperProcess(cmd *exec.Cmd) error { return cmd.Start() }
